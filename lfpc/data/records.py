@@ -1,0 +1,136 @@
+"""The one sample record every dataset is turned into, and the strict JSONL loader for it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from PIL import Image
+
+from lfpc.boxes import Box, as_box, box_problem, contains
+
+LETTERS = "ABCDEFGHIJ"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One multiple-choice question about one (high-resolution) image.
+
+    ``boxes`` is the hierarchy of ground-truth boxes in ORIGINAL image pixels, smallest (B1) first, each
+    inside the next. ``answer`` is the letter of the correct option. ``category`` names the sub-task
+    (``single``/``cross`` for HR-Bench style, ``attribute``/``spatial`` for V* style).
+    """
+
+    id: str
+    image_path: str
+    question: str
+    options: tuple[str, ...]
+    answer: str
+    boxes: tuple[Box, ...] = ()
+    category: str = "single"
+    source: str = "synthetic"
+    image_size: tuple[int, int] | None = None  # (width, height) of the original image
+    meta: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def answer_text(self) -> str:
+        """Text of the correct option."""
+        return self.options[LETTERS.index(self.answer)]
+
+    def to_json(self) -> dict:
+        """JSON-serializable dict (the JSONL row format)."""
+        row = asdict(self)
+        row["options"] = list(self.options)
+        row["boxes"] = [list(b) for b in self.boxes]
+        row["image_size"] = list(self.image_size) if self.image_size else None
+        return row
+
+
+class DatasetError(ValueError):
+    """A malformed dataset row; the message names the file, the row and the field."""
+
+
+def _field(row: dict, name: str, kind: type, where: str):
+    if name not in row:
+        raise DatasetError(f"{where}: missing field '{name}'")
+    value = row[name]
+    if not isinstance(value, kind):
+        raise DatasetError(f"{where}: field '{name}' must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def validate_boxes(boxes: list, size: tuple[int, int], where: str) -> tuple[Box, ...]:
+    """Check each box is 4 ordered numbers inside the image and each box lies inside the next one."""
+    parsed: list[Box] = []
+    for i, raw in enumerate(boxes):
+        try:
+            box = as_box(raw)
+        except (ValueError, TypeError) as err:
+            raise DatasetError(f"{where}: field 'boxes[{i}]': {err}") from None
+        problem = box_problem(box, size)
+        if problem:
+            raise DatasetError(f"{where}: field 'boxes[{i}]': {problem}")
+        if parsed and not contains(box, parsed[-1]):
+            raise DatasetError(f"{where}: field 'boxes[{i}]': boxes are not nested: {list(parsed[-1])} "
+                               f"(boxes[{i - 1}]) is not inside {list(box)}")
+        parsed.append(box)
+    return tuple(parsed)
+
+
+def sample_from_row(row: dict, root: Path, where: str) -> Sample:
+    """Validate one JSONL row (image paths relative to ``root``) and build a :class:`Sample`."""
+    if not isinstance(row, dict):
+        raise DatasetError(f"{where}: a row must be a JSON object")
+    sample_id = str(_field(row, "id", (str, int), where))  # type: ignore[arg-type]
+    image_path = root / _field(row, "image_path", str, where)
+    if not image_path.is_file():
+        raise DatasetError(f"{where}: field 'image_path': image file {image_path} does not exist")
+    question = _field(row, "question", str, where)
+    options = _field(row, "options", list, where)
+    if len(options) < 2 or not all(isinstance(o, str) and o.strip() for o in options):
+        raise DatasetError(f"{where}: field 'options' must list at least 2 non-empty strings")
+    answer = _field(row, "answer", str, where)
+    if answer not in LETTERS[: len(options)]:
+        raise DatasetError(f"{where}: field 'answer' must be one of {list(LETTERS[:len(options)])}, got {answer!r}")
+    with Image.open(image_path) as image:
+        size = image.size
+    boxes = validate_boxes(row.get("boxes") or [], size, where)
+    return Sample(id=sample_id, image_path=str(image_path), question=question, options=tuple(options),
+                  answer=answer, boxes=boxes, category=str(row.get("category", "single")),
+                  source=str(row.get("source", "jsonl")), image_size=size, meta=dict(row.get("meta") or {}))
+
+
+def iter_jsonl(path: str | Path) -> Iterator[Sample]:
+    """Yield samples from a JSONL file; image paths are relative to the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: dataset file does not exist")
+    with path.open() as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DatasetError(f"{where}: invalid JSON ({err.msg})") from None
+            yield sample_from_row(row, path.parent, where)
+
+
+def load_jsonl(path: str | Path) -> list[Sample]:
+    """Load every sample of a JSONL file (see :func:`iter_jsonl`)."""
+    return list(iter_jsonl(path))
+
+
+def write_jsonl(samples: list[Sample], path: str | Path) -> None:
+    """Write samples as JSONL with image paths relative to the file's folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for sample in samples:
+            row = sample.to_json()
+            image = Path(sample.image_path)
+            row["image_path"] = str(image.relative_to(path.parent)) if image.is_absolute() else str(image)
+            handle.write(json.dumps(row) + "\n")
