@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 Box = tuple[float, float, float, float]
@@ -9,13 +10,23 @@ Size = tuple[int, int]  # (width, height)
 
 
 def as_box(values: Sequence[float]) -> Box:
-    """Return ``values`` as a 4-tuple of floats; raise ``ValueError`` unless there are exactly 4 numbers."""
-    if len(values) != 4:
-        raise ValueError(f"a box needs 4 numbers [x1, y1, x2, y2], got {len(values)}")
+    """Return ``values`` as a 4-tuple of floats; raise ``ValueError`` unless there are exactly 4 finite numbers."""
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"a box needs 4 numbers [x1, y1, x2, y2], got the string {values!r}")
     try:
-        x1, y1, x2, y2 = (float(v) for v in values)
+        items = list(values)
+    except TypeError:
+        raise ValueError(f"a box needs 4 numbers [x1, y1, x2, y2], got {values!r}") from None
+    if len(items) != 4:
+        raise ValueError(f"a box needs 4 numbers [x1, y1, x2, y2], got {len(items)}")
+    if any(isinstance(v, (bool, str, bytes)) for v in items):
+        raise ValueError(f"box coordinates must be numbers, got {items!r}")
+    try:
+        x1, y1, x2, y2 = (float(v) for v in items)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"box coordinates must be numbers, got {list(values)!r}") from err
+        raise ValueError(f"box coordinates must be numbers, got {items!r}") from err
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise ValueError(f"box coordinates must be finite, got {items!r}")
     return (x1, y1, x2, y2)
 
 

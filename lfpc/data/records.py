@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -52,13 +53,19 @@ class DatasetError(ValueError):
     """A malformed dataset row; the message names the file, the row and the field."""
 
 
-def _field(row: dict, name: str, kind: type, where: str):
+def _field(row: dict, name: str, kind: type | tuple[type, ...], where: str):
     if name not in row:
         raise DatasetError(f"{where}: missing field '{name}'")
     value = row[name]
     if not isinstance(value, kind):
-        raise DatasetError(f"{where}: field '{name}' must be {kind.__name__}, got {type(value).__name__}")
+        expected = " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
+        raise DatasetError(f"{where}: field '{name}' must be {expected}, got {type(value).__name__}")
     return value
+
+
+def _optional(row: dict, name: str, kind: type, where: str):
+    """Value of an optional field (None when absent or null), checked to be of ``kind``."""
+    return _field(row, name, kind, where) if row.get(name) is not None else None
 
 
 def validate_boxes(boxes: list, size: tuple[int, int], where: str) -> tuple[Box, ...]:
@@ -94,20 +101,24 @@ def sample_from_row(row: dict, root: Path, where: str) -> Sample:
     answer = _field(row, "answer", str, where)
     if answer not in LETTERS[: len(options)]:
         raise DatasetError(f"{where}: field 'answer' must be one of {list(LETTERS[:len(options)])}, got {answer!r}")
-    with Image.open(image_path) as image:
-        size = image.size
-    boxes = validate_boxes(row.get("boxes") or [], size, where)
+    try:
+        with Image.open(image_path) as image:
+            size = image.size
+    except OSError as err:
+        raise DatasetError(f"{where}: field 'image_path': cannot read image {image_path}: {err}") from None
+    boxes = validate_boxes(_optional(row, "boxes", list, where) or [], size, where)
+    meta = _optional(row, "meta", dict, where) or {}
     return Sample(id=sample_id, image_path=str(image_path), question=question, options=tuple(options),
                   answer=answer, boxes=boxes, category=str(row.get("category", "single")),
-                  source=str(row.get("source", "jsonl")), image_size=size, meta=dict(row.get("meta") or {}))
+                  source=str(row.get("source", "jsonl")), image_size=size, meta=dict(meta))
 
 
 def iter_jsonl(path: str | Path) -> Iterator[Sample]:
-    """Yield samples from a JSONL file; image paths are relative to the file's folder."""
+    """Yield samples from a JSONL file; image paths are relative to the file's folder and come back absolute."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: dataset file does not exist")
-    with path.open() as handle:
+    with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -116,7 +127,7 @@ def iter_jsonl(path: str | Path) -> Iterator[Sample]:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DatasetError(f"{where}: invalid JSON ({err.msg})") from None
-            yield sample_from_row(row, path.parent, where)
+            yield sample_from_row(row, path.parent.absolute(), where)
 
 
 def load_jsonl(path: str | Path) -> list[Sample]:
@@ -125,12 +136,16 @@ def load_jsonl(path: str | Path) -> list[Sample]:
 
 
 def write_jsonl(samples: list[Sample], path: str | Path) -> None:
-    """Write samples as JSONL with image paths relative to the file's folder."""
+    """Write samples as JSONL with image paths relative to the file's folder.
+
+    An absolute ``image_path`` is rewritten relative to that folder (``../`` where needed); a relative one is
+    taken as already relative to it and written unchanged.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
+    with path.open("w", encoding="utf-8") as handle:
         for sample in samples:
             row = sample.to_json()
             image = Path(sample.image_path)
-            row["image_path"] = str(image.relative_to(path.parent)) if image.is_absolute() else str(image)
+            row["image_path"] = os.path.relpath(image, path.parent.absolute()) if image.is_absolute() else str(image)
             handle.write(json.dumps(row) + "\n")

@@ -1,0 +1,205 @@
+"""The crop ("zoom in") environment of one episode: parse each assistant turn, crop the ORIGINAL image.
+
+The model sees the global image resized to ``display_size`` and gives boxes in that frame; the box is
+mapped to the original image, checked, cropped there and resized under the crop token budget.
+Modes (attention-to-crop tests, DESIGN.md section 1): ``pred`` crops the predicted box; ``gt`` crops the
+smallest GT box B1 whatever the prediction; ``noise`` returns seeded uniform noise of the crop's size;
+``direct`` forbids the tool (a tool call ends the episode without an answer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from lfpc.agent import prompt
+from lfpc.agent.parsing import ParsedTurn, parse_turn
+from lfpc.boxes import Box, Size, clip_box, intersection, scale_box
+from lfpc.data.records import Sample
+from lfpc.rewards import EpisodeOutcome
+from lfpc.vision.budget import MAX_ASPECT_RATIO, PATCH, resize_to_budget, visual_tokens
+from lfpc.vision.images import load_image
+
+MODES = ("pred", "gt", "noise", "direct")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What the environment returns for one assistant turn.
+
+    ``image`` is the crop to show (None for an error or when done); ``text`` the tool-response text
+    (see :func:`lfpc.agent.prompt.tool_response_content`); ``event`` this turn's log record.
+    """
+
+    done: bool
+    image: Image.Image | None
+    text: str
+    event: dict
+
+    def content(self) -> list[dict]:
+        """Chat content of the user turn answering this step (``<tool_response>`` ... ``</tool_response>``)."""
+        return prompt.tool_response_content(self.image is not None, self.text)
+
+
+class CropError(ValueError):
+    """A tool call the environment refuses; the message says what was wrong."""
+
+
+def _fmt_box(box: Box) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in box) + "]"
+
+
+def _enlarge_side(lo: int, hi: int, limit: int, axis: str) -> tuple[int, int]:
+    """Grow ``[lo, hi)`` to at least PATCH pixels around its centre, inside ``[0, limit]``."""
+    if hi - lo >= PATCH:
+        return lo, hi
+    if limit < PATCH:
+        raise CropError(f"the image is only {limit} px {axis}, smaller than the {PATCH} px a crop needs")
+    start = round((lo + hi) / 2 - PATCH / 2)
+    start = min(max(start, 0), limit - PATCH)
+    return start, start + PATCH
+
+
+def pixel_region(box: Box, size: Size) -> tuple[int, int, int, int]:
+    """Integer crop region covering ``box`` (clipped to ``size``), each side enlarged to >= 28 px around its
+    centre; raises :class:`CropError` when that is impossible or the aspect ratio exceeds 100."""
+    width, height = size
+    x1, y1, x2, y2 = clip_box(box, size)
+    # Round away float noise (e.g. 400.0000001) before taking the covering integer region.
+    left, top = math.floor(round(x1, 6)), math.floor(round(y1, 6))
+    right, bottom = math.ceil(round(x2, 6)), math.ceil(round(y2, 6))
+    left, right = _enlarge_side(left, right, width, "wide")
+    top, bottom = _enlarge_side(top, bottom, height, "high")
+    ratio = max(right - left, bottom - top) / min(right - left, bottom - top)
+    if ratio > MAX_ASPECT_RATIO:
+        raise CropError(f"the crop {_fmt_box((left, top, right, bottom))} ({right - left} x {bottom - top} px "
+                        f"in the original image) has aspect ratio {ratio:.1f} > {MAX_ASPECT_RATIO:g}")
+    return left, top, right, bottom
+
+
+def display_to_original(bbox: Box, display_size: Size, original_size: Size) -> Box:
+    """Check a predicted ``bbox`` in the displayed frame and map it to ORIGINAL pixels (clipped to the image).
+
+    Raises :class:`CropError` for zero or negative extent and for a box entirely outside the displayed image.
+    """
+    x1, y1, x2, y2 = bbox
+    if x1 == x2 or y1 == y2:
+        raise CropError(f"bbox_2d {_fmt_box(bbox)} has zero area")
+    if x2 < x1 or y2 < y1:
+        raise CropError(f"bbox_2d {_fmt_box(bbox)} has x2 < x1 or y2 < y1; give [x1, y1, x2, y2] with the "
+                        "top-left corner first")
+    width, height = display_size
+    if intersection(bbox, (0.0, 0.0, float(width), float(height))) == 0.0:
+        raise CropError(f"bbox_2d {_fmt_box(bbox)} lies entirely outside the {width} x {height} image")
+    return scale_box(clip_box(bbox, display_size), display_size, original_size)
+
+
+class CropEnvironment:
+    """One episode of the zoom-in tool for ``sample`` shown at ``display_size``.
+
+    Up to ``max_turns`` assistant turns may call the tool; turn ``max_turns + 1`` must answer, else the
+    episode ends without an answer. Unparseable turns and refused calls get an error observation,
+    use up a turn and count in ``num_invalid_calls``. ``events`` logs every turn: ``turn``, ``kind``,
+    ``bbox`` (raw, displayed frame), ``label``, ``box`` (cropped region, original pixels), ``crop_size``
+    and ``visual_tokens`` of the returned crop, ``error``.
+    """
+
+    def __init__(self, sample: Sample, display_size: Size, crop_max_tokens: int, max_turns: int = 5,
+                 mode: str = "pred", seed: int = 0, crop_min_tokens: int = 4) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+        if mode == "gt" and not sample.boxes:
+            raise ValueError(f"mode 'gt' needs GT boxes, but sample {sample.id!r} has none")
+        if len(display_size) != 2 or min(display_size) < 1:
+            raise ValueError(f"display_size must be (width, height) > 0, got {display_size!r}")
+        if max_turns < 0:
+            raise ValueError(f"max_turns must be >= 0, got {max_turns}")
+        if not 1 <= crop_min_tokens <= crop_max_tokens:
+            raise ValueError(f"crop token budget must satisfy 1 <= crop_min_tokens <= crop_max_tokens, "
+                             f"got {crop_min_tokens} and {crop_max_tokens}")
+        self.sample = sample
+        self.display_size = (int(display_size[0]), int(display_size[1]))
+        self.crop_max_tokens = crop_max_tokens
+        self.crop_min_tokens = crop_min_tokens
+        self.max_turns = max_turns
+        self.mode = mode
+        self.events: list[dict] = []
+        self._rng = np.random.default_rng(seed)
+        self._answer: str | None = None
+        self._format_ok = True
+        self._crop_boxes: list[Box] = []
+        self._num_invalid = 0
+        self._done = False
+
+    @property
+    def original(self) -> Image.Image:
+        """The original image (cached, read-only)."""
+        return load_image(self.sample.image_path)
+
+    @property
+    def done(self) -> bool:
+        """True once the episode has ended."""
+        return self._done
+
+    def global_image(self) -> Image.Image:
+        """The global view: the original image resized (bicubic) to ``display_size``."""
+        return self.original.resize(self.display_size, Image.Resampling.BICUBIC)
+
+    def step(self, assistant_text: str) -> StepResult:
+        """Consume one assistant turn and return the observation (or the end of the episode)."""
+        if self._done:
+            raise RuntimeError("the episode is over; no more assistant turns are accepted")
+        turn = len(self.events) + 1
+        parsed = parse_turn(assistant_text)
+        event = {"turn": turn, "kind": parsed.kind, "bbox": list(parsed.bbox) if parsed.bbox else None,
+                 "label": parsed.label, "box": None, "crop_size": None, "visual_tokens": None,
+                 "error": parsed.error}
+        self.events.append(event)
+        if parsed.kind == "answer":
+            self._answer = parsed.answer
+            return self._finish(event)
+        if parsed.kind == "invalid":
+            self._format_ok = False
+        elif self.mode == "direct":
+            event["error"] = "tool calls are not allowed when answering directly"
+        elif turn > self.max_turns:
+            event["error"] = (f"the limit of {self.max_turns} tool turns is reached; the episode needed the "
+                              "final answer in this turn")
+        else:
+            try:
+                return self._crop(parsed, event, calls_left=self.max_turns - turn)
+            except CropError as err:
+                event["error"] = str(err)
+        self._num_invalid += 1
+        if (self.mode == "direct" and parsed.kind == "tool_call") or turn > self.max_turns:
+            return self._finish(event)
+        text = prompt.observation_text(event["error"], self.max_turns - turn, tools=self.mode != "direct")
+        return StepResult(False, None, text, event)
+
+    def _crop(self, parsed: ParsedTurn, event: dict, calls_left: int) -> StepResult:
+        original = self.original
+        if self.mode == "gt":
+            box = self.sample.boxes[0]
+        else:
+            box = display_to_original(parsed.bbox, self.display_size, original.size)  # type: ignore[arg-type]
+        region = pixel_region(box, original.size)
+        crop = resize_to_budget(original.crop(region), self.crop_max_tokens, self.crop_min_tokens)
+        if self.mode == "noise":
+            noise = self._rng.integers(0, 256, size=(crop.height, crop.width, 3), dtype=np.uint8)
+            crop = Image.fromarray(noise)
+        cropped = tuple(float(v) for v in region)
+        self._crop_boxes.append(cropped)  # type: ignore[arg-type]
+        event.update(box=list(cropped), crop_size=list(crop.size), visual_tokens=visual_tokens(*crop.size))
+        return StepResult(False, crop, prompt.observation_text(None, calls_left), event)
+
+    def _finish(self, event: dict) -> StepResult:
+        self._done = True
+        return StepResult(True, None, event["error"] or "", event)
+
+    def outcome(self) -> EpisodeOutcome:
+        """Summary for the reward: answer, format, cropped boxes (original pixels), invalid-call count."""
+        return EpisodeOutcome(answer=self._answer, format_ok=self._format_ok and self._answer is not None,
+                              crop_boxes=tuple(self._crop_boxes), num_invalid_calls=self._num_invalid)

@@ -1,0 +1,99 @@
+"""Parse one assistant turn into a zoom-in tool call, a final answer, or an invalid turn with the reason."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+from lfpc.agent.prompt import TOOL_NAME
+from lfpc.boxes import Box
+
+_THINK = re.compile(r"^\s*<think>(.*?)</think>", re.DOTALL)
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ParsedTurn:
+    """One assistant turn: ``kind`` is ``tool_call`` (with ``bbox``), ``answer`` (with ``answer``) or
+    ``invalid`` (with ``error`` saying what was wrong). ``bbox`` is in the frame of the displayed image."""
+
+    kind: str
+    bbox: Box | None = None
+    label: str | None = None
+    answer: str | None = None
+    error: str | None = None
+
+
+def _invalid(error: str) -> ParsedTurn:
+    return ParsedTurn(kind="invalid", error=error)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _parse_tool_call(body: str) -> ParsedTurn:
+    """Validate the JSON inside ``<tool_call>``: name, arguments (object or JSON string), bbox_2d."""
+    try:
+        call = json.loads(body)
+    except json.JSONDecodeError as err:
+        return _invalid(f"the <tool_call> body is not valid JSON ({err.msg} at position {err.pos}): {body.strip()!r}")
+    if not isinstance(call, dict):
+        return _invalid(f"the <tool_call> body must be a JSON object with 'name' and 'arguments', "
+                        f"got {body.strip()!r}")
+    if call.get("name") != TOOL_NAME:
+        return _invalid(f"unknown tool {call.get('name')!r}; the only tool is {TOOL_NAME!r}")
+    arguments = call.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError as err:
+            return _invalid(f"the tool call 'arguments' string is not valid JSON ({err.msg}): {arguments!r}")
+    if not isinstance(arguments, dict):
+        return _invalid(f"the tool call needs 'arguments' as a JSON object, got {arguments!r}")
+    if "bbox_2d" not in arguments:
+        return _invalid("the tool call 'arguments' has no 'bbox_2d' (expected [x1, y1, x2, y2])")
+    bbox = arguments["bbox_2d"]
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        count = f"{len(bbox)} values" if isinstance(bbox, list) else type(bbox).__name__
+        return _invalid(f"bbox_2d must be a list of 4 numbers [x1, y1, x2, y2], got {count}: {bbox!r}")
+    if not all(_is_number(v) and math.isfinite(v) for v in bbox):
+        return _invalid(f"bbox_2d must hold 4 finite numbers, got {bbox!r}")
+    label = arguments.get("label")
+    return ParsedTurn(kind="tool_call", bbox=tuple(float(v) for v in bbox),  # type: ignore[arg-type]
+                      label=label if isinstance(label, str) else None)
+
+
+def parse_turn(text: str) -> ParsedTurn:
+    """Parse an assistant turn: an optional leading ``<think>...</think>``, then exactly one
+    ``<tool_call>{"name": ..., "arguments": {"bbox_2d": [...]}}</tool_call>`` or one ``<answer>...</answer>``.
+
+    Text outside the tags is tolerated. Every problem yields ``kind == "invalid"`` with a specific error.
+    """
+    think = _THINK.match(text)
+    rest = text[think.end():] if think else text
+    if "<think>" in rest or "</think>" in rest:
+        return _invalid("<think> must appear once, closed by </think>, before the tool call or answer")
+    calls = _TOOL_CALL.findall(rest)
+    answers = _ANSWER.findall(rest)
+    if rest.count("<tool_call>") != len(calls) or rest.count("</tool_call>") != len(calls):
+        return _invalid("unbalanced <tool_call> tags: each <tool_call> must be closed by </tool_call>")
+    if rest.count("<answer>") != len(answers) or rest.count("</answer>") != len(answers):
+        return _invalid("unbalanced <answer> tags: each <answer> must be closed by </answer>")
+    if calls and answers:
+        return _invalid("the turn has both a <tool_call> and an <answer>; give one of them per turn")
+    if len(calls) > 1:
+        return _invalid(f"the turn has {len(calls)} tool calls; make one <tool_call> per turn")
+    if len(answers) > 1:
+        return _invalid(f"the turn has {len(answers)} <answer> blocks; give exactly one")
+    if calls:
+        return _parse_tool_call(calls[0])
+    if answers:
+        answer = answers[0].strip()
+        if not answer:
+            return _invalid("the <answer></answer> block is empty")
+        return ParsedTurn(kind="answer", answer=answer)
+    return _invalid("the turn has neither a <tool_call> nor an <answer>")

@@ -1,0 +1,110 @@
+"""Every piece of text the agent shows the model: system prompt, question, tool responses (DeepEyes style).
+
+Chat content items follow the transformers multimodal chat format: ``{"type": "text", "text": ...}`` and
+``{"type": "image"}`` (the image itself travels separately, in order).
+"""
+
+from __future__ import annotations
+
+import json
+
+from lfpc.boxes import Size
+from lfpc.data.records import LETTERS, Sample
+
+TOOL_NAME = "image_zoom_in_tool"
+
+TOOL_SCHEMA: dict = {
+    "type": "function",
+    "function": {
+        "name": TOOL_NAME,
+        "description": ("Zoom in on a region of the image: the region is cropped from the full-resolution "
+                        "image and returned as a new, more detailed image."),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "bbox_2d": {
+                    "type": "array",
+                    "items": {"type": "number"},
+                    "minItems": 4,
+                    "maxItems": 4,
+                    "description": ("The region to zoom in on as [x1, y1, x2, y2]: its top-left (x1, y1) and "
+                                    "bottom-right (x2, y2) corners in pixels of the image shown to you, "
+                                    "x to the right, y downwards."),
+                },
+                "label": {"type": "string", "description": "The name of the object in the region (optional)."},
+            },
+            "required": ["bbox_2d"],
+        },
+    },
+}
+
+_ANSWER_RULE = ("When you know the answer, reply with the letter of the correct option inside "
+                "<answer></answer>, for example <answer>B</answer>.")
+
+REMINDER = ("Think first, then either call image_zoom_in_tool again or give the final answer as "
+            "<answer>LETTER</answer>.")
+FINAL_REMINDER = "You have used all your zoom-ins. Give the final answer now as <answer>LETTER</answer>."
+DIRECT_REMINDER = "Answer without zooming in: give the final answer as <answer>LETTER</answer>."
+
+
+def system_prompt(tools: bool = True) -> str:
+    """System prompt; with ``tools`` it declares the zoom-in tool in Qwen function-calling style."""
+    if not tools:
+        return f"You are a helpful assistant.\n\n{_ANSWER_RULE}"
+    signature = json.dumps(TOOL_SCHEMA)
+    example = '{"name": "%s", "arguments": {"bbox_2d": [x1, y1, x2, y2]}}' % TOOL_NAME
+    return (
+        "You are a helpful assistant.\n\n"
+        "# Tools\n\n"
+        "You may call one or more functions to assist with the user query.\n\n"
+        "You are provided with function signatures within <tools></tools> XML tags:\n"
+        f"<tools>\n{signature}\n</tools>\n\n"
+        "For each function call, return a json object with function name and arguments within "
+        "<tool_call></tool_call> XML tags:\n"
+        '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>\n\n'
+        f"Call at most one function per turn, for example:\n<tool_call>{example}</tool_call>\n"
+        "The zoomed-in region comes back as a new image. "
+        f"{_ANSWER_RULE}"
+    )
+
+
+def question_text(sample: Sample, display_size: Size, tools: bool = True) -> str:
+    """User text: the question, the lettered options, the displayed image size and the instruction."""
+    options = "\n".join(f"{LETTERS[i]}. {option}" for i, option in enumerate(sample.options))
+    if tools:
+        instruction = ("Think first inside <think></think>, call image_zoom_in_tool if you need a closer look, "
+                       "then give the letter of the correct option inside <answer></answer>.")
+    else:
+        instruction = ("Answer directly without zooming in: think inside <think></think>, then give the letter "
+                       "of the correct option inside <answer></answer>.")
+    width, height = display_size
+    return (f"{sample.question}\nOptions:\n{options}\n"
+            f"The image is {width} x {height} pixels.\n{instruction}")
+
+
+def initial_messages(sample: Sample, display_size: Size, tools: bool = True) -> list[dict]:
+    """Opening chat: system prompt, then the user turn with the global image and the question."""
+    return [
+        {"role": "system", "content": [{"type": "text", "text": system_prompt(tools)}]},
+        {"role": "user", "content": [{"type": "image"},
+                                     {"type": "text", "text": question_text(sample, display_size, tools)}]},
+    ]
+
+
+def observation_text(error: str | None = None, calls_left: int = 1, tools: bool = True) -> str:
+    """Text of a tool response: the error (if any), then a reminder to go on (to answer now when no calls
+    are left, or when ``tools`` is off)."""
+    reminder = DIRECT_REMINDER if not tools else REMINDER if calls_left > 0 else FINAL_REMINDER
+    return f"Error: {error}\n{reminder}" if error else reminder
+
+
+def tool_response_content(image_present: bool, text: str) -> list[dict]:
+    """Content of the user turn answering a tool call: ``<tool_response>`` [image] text ``</tool_response>``.
+
+    Without an image (an error observation) ``text`` carries the error message.
+    """
+    content: list[dict] = [{"type": "text", "text": "<tool_response>"}]
+    if image_present:
+        content.append({"type": "image"})
+    content.append({"type": "text", "text": f"{text}</tool_response>"})
+    return content

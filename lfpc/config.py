@@ -1,0 +1,75 @@
+"""Turn a composed Hydra config into the objects a run needs (one place for train.py, eval.py and sweeps)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from lfpc.data.records import Sample, load_jsonl
+from lfpc.grpo.objective import PolicyLossConfig
+from lfpc.rewards import RewardConfig
+from lfpc.rollout.episodes import EpisodeConfig
+from lfpc.training.display import DisplaySizer
+from lfpc.training.module import GRPOConfig, PolicyConfig
+
+
+def model_path(cfg: DictConfig) -> str:
+    """The local model folder of this run: ``init_from`` if set, else ``model.path`` (built first for the tiny model)."""
+    if cfg.get("init_from"):
+        return str(cfg.init_from)
+    if cfg.model.get("build_tiny"):
+        from lfpc.model.tiny import build_tiny_model
+        return str(build_tiny_model(cfg.model.path, seed=0))
+    return str(cfg.model.path)
+
+
+def load_samples(data: DictConfig) -> list[Sample]:
+    """The training samples named by the ``data`` config group (generating the synthetic set if needed)."""
+    if data.kind == "synthetic":
+        from lfpc.data.synthetic import generate_synthetic
+        path = generate_synthetic(data.dir, num_samples=data.num_samples, image_size=tuple(data.image_size),
+                                  seed=data.seed)
+        return load_jsonl(path)
+    if data.kind == "jsonl":
+        return load_jsonl(data.path)
+    raise ValueError(f"unknown data.kind {data.kind!r} (expected 'synthetic' or 'jsonl')")
+
+
+def policy_config(cfg: DictConfig, path: str) -> PolicyConfig:
+    m = cfg.model
+    return PolicyConfig(path=path, dtype=m.dtype, attn_implementation=m.attn_implementation,
+                        gradient_checkpointing=m.gradient_checkpointing, fsdp_param_dtype=m.fsdp_param_dtype,
+                        global_max_tokens=cfg.vision.global_max_tokens, rollout_batch_size=m.rollout_batch_size)
+
+
+def grpo_config(cfg: DictConfig) -> GRPOConfig:
+    g = OmegaConf.to_container(cfg.grpo, resolve=True)
+    g.pop("prompts_per_step")
+    g["loss"] = PolicyLossConfig(**g["loss"])
+    g["lr"] = g["lr"] * cfg.get("lr_scale", 1.0)
+    return GRPOConfig(**g)
+
+
+def episode_config(cfg: DictConfig) -> EpisodeConfig:
+    return EpisodeConfig(**OmegaConf.to_container(cfg.episode, resolve=True))
+
+
+def reward_config(cfg: DictConfig) -> RewardConfig:
+    return RewardConfig(**OmegaConf.to_container(cfg.reward, resolve=True))
+
+
+def display_sizer(cfg: DictConfig) -> DisplaySizer:
+    r = cfg.resolution
+    return DisplaySizer(r.strategy, cfg.vision.global_max_tokens, r.scale, r.min_tokens, seed=cfg.seed)
+
+
+def updates_per_step(cfg: DictConfig) -> int:
+    """Optimizer steps in one GRPO step (Lightning counts these as its global steps)."""
+    trajectories = cfg.grpo.prompts_per_step * cfg.grpo.group_size
+    return cfg.grpo.ppo_epochs * math.ceil(trajectories / cfg.grpo.mini_batch_size)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.output_dir)

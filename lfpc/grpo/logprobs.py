@@ -1,0 +1,42 @@
+"""Trainer-side log-prob forward over multi-turn, multi-image trajectories."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from lfpc.grpo.objective import token_entropy, token_logprobs
+from lfpc.model.inputs import batch_inputs
+from lfpc.rollout.base import Context
+
+
+def shifted_policy_tensors(contexts: Sequence[Context], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Right-padded ``[B, T-1]`` tensors aligned with the predicted tokens 1..T-1: policy mask, rollout log-probs."""
+    length = max(len(c.token_ids) for c in contexts)
+    mask = torch.zeros(len(contexts), length)
+    rollout = torch.zeros(len(contexts), length)
+    for row, c in enumerate(contexts):
+        mask[row, :len(c.policy_mask)] = torch.tensor(c.policy_mask, dtype=torch.float32)
+        rollout[row, :len(c.logprobs)] = torch.tensor(c.logprobs, dtype=torch.float32)
+    return {"mask": mask[:, 1:].to(device), "rollout_logprobs": rollout[:, 1:].to(device)}
+
+
+def sequence_logprobs(model, contexts: Sequence[Context], pad_id: int, image_pad_id: int, temperature: float = 1.0,
+                      with_entropy: bool = False, position_ids: torch.Tensor | None = None
+                      ) -> dict[str, torch.Tensor]:
+    """Log-probs ``[B, T-1]`` of tokens 1..T-1 of each context under ``model`` (entropy too when asked).
+
+    M-RoPE positions come from ``mm_token_type_ids`` and ``image_grid_thw`` (the model derives them unless
+    ``position_ids`` is given), so every image of a multi-turn sequence gets its 3-D positions.
+    """
+    device = next(model.parameters()).device
+    inputs = batch_inputs(contexts, pad_id, image_pad_id, padding_side="right", device=device)
+    if position_ids is not None:
+        inputs["position_ids"] = position_ids.to(device)
+    logits = model(**inputs, use_cache=False).logits[:, :-1]
+    targets = inputs["input_ids"][:, 1:]
+    out = {"logprobs": token_logprobs(logits, targets, temperature)}
+    if with_entropy:
+        out["entropy"] = token_entropy(logits, temperature)
+    return out

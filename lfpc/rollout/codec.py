@@ -1,0 +1,92 @@
+"""Turns chat messages and images into token ids for a Qwen2.5-VL processor, one turn at a time.
+
+Token-in/token-out: the prompt is templated once; later turns are appended as token ids, never re-templated.
+"""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from lfpc.rollout.base import Context
+
+IMAGE_PAD = "<|image_pad|>"
+IMAGE_SLOT = "<|vision_start|><|image_pad|><|vision_end|>"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+TOOL_CALL_END = "</tool_call>"
+
+
+class ChatCodec:
+    """Encodes prompts, images and tool turns with one processor; the single source of token layout."""
+
+    def __init__(self, processor) -> None:
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.image_processor = processor.image_processor
+        self.merge = int(getattr(self.image_processor, "merge_size", 2))
+        self.image_pad_id = self.token_id(IMAGE_PAD)
+        self.im_end_id = self.token_id(IM_END)
+        self.stop_token_ids = (self.im_end_id, self.token_id(TOOL_CALL_END))
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.im_end_id
+
+    def token_id(self, token: str) -> int:
+        """Id of a single special token; raise if the tokenizer splits it."""
+        ids = self.tokenizer.encode(token, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"tokenizer does not have {token!r} as a single token (got ids {ids})")
+        return ids[0]
+
+    def encode_image(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        """Processor pixel values ``[patches, dim]`` and grid ``[3]`` (t, h, w) for one image."""
+        out = self.image_processor(images=[image], return_tensors="pt")
+        return out["pixel_values"], out["image_grid_thw"][0]
+
+    def image_tokens(self, grid_thw: torch.Tensor) -> int:
+        """Number of ``<|image_pad|>`` tokens an image of this grid occupies."""
+        return int(grid_thw.prod().item()) // (self.merge * self.merge)
+
+    def encode_text(self, text: str, grids: list[torch.Tensor]) -> list[int]:
+        """Token ids of ``text`` with each ``<|image_pad|>`` expanded to its image's token count."""
+        pieces = text.split(IMAGE_PAD)
+        if len(pieces) - 1 != len(grids):
+            raise ValueError(f"text has {len(pieces) - 1} image slots but {len(grids)} images were given")
+        ids: list[int] = []
+        for i, piece in enumerate(pieces):
+            if piece:
+                ids.extend(self.tokenizer.encode(piece, add_special_tokens=False))
+            if i < len(grids):
+                ids.extend([self.image_pad_id] * self.image_tokens(grids[i]))
+        return ids
+
+    def add_images(self, context: Context, images: list[Image.Image]) -> list[torch.Tensor]:
+        """Encode ``images`` once and record them on ``context``; return their grids."""
+        grids = []
+        for image in images:
+            pixels, grid = self.encode_image(image)
+            context.images.append(image)
+            context.pixel_values.append(pixels)
+            context.image_grid_thw.append(grid)
+            grids.append(grid)
+        return grids
+
+    def start(self, messages: list[dict], images: list[Image.Image]) -> Context:
+        """Template the opening messages (ending with the assistant generation prompt) into a new context."""
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        context = Context(token_ids=[], policy_mask=[], logprobs=[])
+        grids = self.add_images(context, images)
+        context.extend(self.encode_text(text, grids), from_policy=False)
+        return context
+
+    def append_user_turn(self, context: Context, content: list[dict], images: list[Image.Image]) -> None:
+        """Close the assistant turn and append a user turn (text and image items), then reopen the assistant."""
+        closing = "\n" if context.token_ids and context.token_ids[-1] == self.im_end_id else f"{IM_END}\n"
+        body = "".join(IMAGE_SLOT if item["type"] == "image" else item["text"] for item in content)
+        text = f"{closing}{IM_START}user\n{body}{IM_END}\n{IM_START}assistant\n"
+        grids = self.add_images(context, images)
+        context.extend(self.encode_text(text, grids), from_policy=False)
+
+    def decode(self, token_ids: list[int]) -> str:
+        """Text of generated tokens, special tokens kept except the end-of-turn marker."""
+        if token_ids and token_ids[-1] == self.im_end_id:
+            token_ids = token_ids[:-1]
+        return self.tokenizer.decode(token_ids, skip_special_tokens=False)

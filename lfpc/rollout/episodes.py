@@ -1,0 +1,106 @@
+"""Multi-turn crop-tool episodes: prompt -> generate -> tool -> generate ... -> answer, for a batch of samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from PIL import Image
+
+from lfpc.agent.env import CropEnvironment
+from lfpc.agent.prompt import initial_messages
+from lfpc.data.records import Sample
+from lfpc.rewards import EpisodeOutcome
+from lfpc.rollout.base import Context, RolloutEngine, SamplingConfig
+from lfpc.rollout.codec import ChatCodec
+from lfpc.vision.images import load_image
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    """Limits and tool settings of an episode."""
+
+    max_turns: int = 5                 # tool calls allowed before the model must answer
+    max_new_tokens_per_turn: int = 256
+    max_response_tokens: int = 2048    # policy tokens over the whole episode
+    max_context_tokens: int = 16384    # stop the episode when the sequence grows past this
+    crop_max_tokens: int = 1024        # visual-token budget of each crop
+    crop_mode: str = "pred"            # pred | gt | noise | direct
+
+
+@dataclass
+class Trajectory:
+    """One finished episode: the full token sequence with its policy mask and images, and what happened."""
+
+    sample: Sample
+    group: int                    # index of the prompt this rollout belongs to (GRPO group)
+    context: Context
+    prompt_length: int
+    display_size: tuple[int, int]
+    outcome: EpisodeOutcome
+    events: list[dict]
+    turns: list[str]              # decoded assistant turns
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Sample],
+                 display_sizes: Sequence[tuple[int, int]], group_size: int, config: EpisodeConfig,
+                 sampling: SamplingConfig, seed: int = 0) -> list[Trajectory]:
+    """Roll out ``group_size`` episodes per sample, all turns batched across episodes."""
+    sampling = SamplingConfig(max_new_tokens=config.max_new_tokens_per_turn, temperature=sampling.temperature,
+                              top_p=sampling.top_p, stop_token_ids=codec.stop_token_ids)
+    episodes = []
+    for index, (sample, size) in enumerate(zip(samples, display_sizes)):
+        global_image = load_image(sample.image_path).resize(size, Image.Resampling.BICUBIC)
+        context = codec.start(initial_messages(sample, size, tools=config.crop_mode != "direct"), [global_image])
+        for k in range(group_size):
+            env = CropEnvironment(sample, display_size=size, crop_max_tokens=config.crop_max_tokens,
+                                  max_turns=config.max_turns, mode=config.crop_mode,
+                                  seed=seed * 1_000_003 + index * group_size + k)
+            episodes.append(_Episode(index, env, _copy(context), len(context.token_ids), size))
+    active = list(episodes)
+    while active:
+        completions = engine.generate([e.context for e in active], _budgeted(sampling, active, config))
+        still_active = []
+        for episode, completion in zip(active, completions):
+            episode.context.extend(completion.token_ids, from_policy=True, logprobs=completion.logprobs)
+            text = codec.decode(completion.token_ids)
+            episode.turns.append(text)
+            result = episode.env.step(text)
+            if result.done or _over_budget(episode, config):
+                continue
+            codec.append_user_turn(episode.context, result.content(), [result.image] if result.image else [])
+            if len(episode.context.token_ids) >= config.max_context_tokens:
+                continue
+            still_active.append(episode)
+        active = still_active
+    return [Trajectory(sample=samples[e.index], group=e.index, context=e.context, prompt_length=e.prompt_length,
+                       display_size=e.display_size, outcome=e.env.outcome(), events=list(e.env.events),
+                       turns=e.turns) for e in episodes]
+
+
+@dataclass
+class _Episode:
+    index: int
+    env: CropEnvironment
+    context: Context
+    prompt_length: int
+    display_size: tuple[int, int]
+    turns: list[str] = field(default_factory=list)
+
+
+def _copy(context: Context) -> Context:
+    return Context(token_ids=list(context.token_ids), policy_mask=list(context.policy_mask),
+                   logprobs=list(context.logprobs), images=list(context.images),
+                   pixel_values=list(context.pixel_values), image_grid_thw=list(context.image_grid_thw))
+
+
+def _over_budget(episode: _Episode, config: EpisodeConfig) -> bool:
+    return episode.context.num_policy_tokens >= config.max_response_tokens
+
+
+def _budgeted(sampling: SamplingConfig, active: list[_Episode], config: EpisodeConfig) -> SamplingConfig:
+    """Cap this turn's new tokens so no episode exceeds its total response budget."""
+    left = min(config.max_response_tokens - e.context.num_policy_tokens for e in active)
+    return SamplingConfig(max_new_tokens=max(1, min(sampling.max_new_tokens, left)), temperature=sampling.temperature,
+                          top_p=sampling.top_p, stop_token_ids=sampling.stop_token_ids)

@@ -1,0 +1,70 @@
+"""Generation backend on a transformers model: batched, multi-image, token-in/token-out."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from lfpc.model.inputs import batch_inputs
+from lfpc.rollout.base import Completion, Context, SamplingConfig
+
+
+class HFRolloutEngine:
+    """Generates with ``model.generate`` on its own model instance (synced from the trainer by ``load_weights``)."""
+
+    def __init__(self, model, pad_id: int, image_pad_id: int, batch_size: int = 16) -> None:
+        self.model = model.eval()
+        self.pad_id = pad_id
+        self.image_pad_id = image_pad_id
+        self.batch_size = batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def generate(self, contexts: list[Context], sampling: SamplingConfig) -> list[Completion]:
+        """Continue each context until a stop token or ``max_new_tokens``; returns sampled tokens and log-probs."""
+        completions: list[Completion] = []
+        for start in range(0, len(contexts), self.batch_size):
+            completions.extend(self._generate_batch(contexts[start:start + self.batch_size], sampling))
+        return completions
+
+    def _generate_batch(self, contexts: list[Context], sampling: SamplingConfig) -> list[Completion]:
+        inputs = batch_inputs(contexts, self.pad_id, self.image_pad_id, padding_side="left", device=self.device)
+        self.model.model.rope_deltas = None
+        greedy = sampling.temperature <= 0
+        out = self.model.generate(
+            **inputs, max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
+            top_k=None, eos_token_id=list(sampling.stop_token_ids), pad_token_id=self.pad_id,
+            return_dict_in_generate=True, output_logits=True)
+        self.model.model.rope_deltas = None
+        new_tokens = out.sequences[:, inputs["input_ids"].shape[1]:]
+        logits = torch.stack(out.logits, dim=1).float()
+        if not greedy:
+            logits = logits / sampling.temperature
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        stops = set(sampling.stop_token_ids)
+        completions = []
+        for tokens, lps in zip(new_tokens.tolist(), logprobs.tolist()):
+            end = next((i + 1 for i, t in enumerate(tokens) if t in stops), None)
+            finish = "stop" if end is not None else "length"
+            end = end or len(tokens)
+            completions.append(Completion(token_ids=tokens[:end], logprobs=lps[:end], finish_reason=finish))
+        return completions
+
+    @torch.no_grad()
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy full tensors into the engine model in place; every parameter must be covered."""
+        state = self.model.state_dict()
+        seen = set()
+        for name, tensor in named_tensors:
+            if name not in state:
+                raise KeyError(f"weight {name!r} is not a parameter of the rollout model")
+            state[name].copy_(tensor.to(state[name].device, state[name].dtype))
+            seen.add(name)
+        missing = set(dict(self.model.named_parameters())) - seen
+        if missing:
+            raise KeyError(f"weight push did not cover {len(missing)} parameters, e.g. {sorted(missing)[:3]}")

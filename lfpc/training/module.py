@@ -1,0 +1,217 @@
+"""The GRPO LightningModule: rollouts with the current policy, group advantages, clipped-surrogate updates.
+
+Data path per step: samples -> prompts -> rollouts (engine) -> rewards -> advantages -> PPO-style updates.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+
+from lfpc.data.records import Sample
+from lfpc.grpo.advantages import group_advantages
+from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
+from lfpc.grpo.objective import PolicyLossConfig, policy_loss, truncated_is_weights
+from lfpc.model.loading import load_model, load_processor
+from lfpc.rewards import RewardConfig, score_episode
+from lfpc.rollout.base import SamplingConfig
+from lfpc.rollout.codec import ChatCodec
+from lfpc.rollout.episodes import EpisodeConfig, Trajectory, run_episodes
+from lfpc.training.metrics import RolloutMetrics
+from lfpc.training.sharding import full_named_tensors, shard_policy
+from lfpc.vision.budget import tokens_to_pixels
+
+
+@dataclass
+class GRPOConfig:
+    """Optimization settings of one GRPO step (per data-parallel rank)."""
+
+    group_size: int = 4
+    mini_batch_size: int = 4      # trajectories per optimizer step
+    micro_batch_size: int = 2     # trajectories per forward/backward
+    ppo_epochs: int = 1
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float = 1.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    adv_eps: float = 1e-6
+    scale_advantages: bool = True
+    tis_cap: float | None = None  # truncated importance sampling between rollout and trainer log-probs
+    loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+
+
+@dataclass
+class PolicyConfig:
+    """Where the policy comes from and how it is run."""
+
+    path: str
+    dtype: str = "float32"
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+    fsdp_param_dtype: str = "float32"
+    global_max_tokens: int = 1024   # processor max: the largest image any turn can show
+    rollout_batch_size: int = 16
+
+
+class GRPOModule(L.LightningModule):
+    """Holds the policy and the GRPO objective; each ``training_step`` is one rollout + update round."""
+
+    def __init__(self, policy: PolicyConfig, grpo: GRPOConfig, episode: EpisodeConfig, reward: RewardConfig,
+                 display_sizer, seed: int = 0) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.policy_cfg, self.grpo, self.episode, self.reward = policy, grpo, episode, reward
+        self.display_sizer = display_sizer
+        self.seed = seed
+        self.policy: torch.nn.Module | None = None
+        self.rollout_metrics = RolloutMetrics()
+        self._engine = None
+        self.last_trajectories: list[Trajectory] = []
+
+    # ----- model, engine, optimizer -----
+    def configure_model(self) -> None:
+        if self.policy is not None:
+            return
+        self.policy = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype,
+                                 attn_implementation=self.policy_cfg.attn_implementation)
+        if self.policy_cfg.gradient_checkpointing:
+            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.device_mesh is not None:
+            shard_policy(self.policy, self.device_mesh["data_parallel"], self.policy_cfg.fsdp_param_dtype)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.policy.parameters(), lr=self.grpo.lr, weight_decay=self.grpo.weight_decay,
+                                 betas=tuple(self.grpo.betas))
+
+    def setup(self, stage: str) -> None:
+        max_pixels = tokens_to_pixels(max(self.policy_cfg.global_max_tokens, self.episode.crop_max_tokens))
+        self.codec = ChatCodec(load_processor(self.policy_cfg.path, min_pixels=tokens_to_pixels(4),
+                                              max_pixels=max_pixels))
+
+    @property
+    def engine(self):
+        """The rollout engine: an unsharded replica of the policy, refreshed by :meth:`sync_rollout_weights`."""
+        if self._engine is None:
+            from lfpc.rollout.hf import HFRolloutEngine
+            replica = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype,
+                                 attn_implementation=self.policy_cfg.attn_implementation).to(self.device)
+            self._engine = HFRolloutEngine(replica, self.codec.pad_id, self.codec.image_pad_id,
+                                           batch_size=self.policy_cfg.rollout_batch_size)
+        return self._engine
+
+    def set_engine(self, engine) -> None:
+        """Use another rollout backend (e.g. vLLM) implementing :class:`lfpc.rollout.base.RolloutEngine`."""
+        self._engine = engine
+
+    def sync_rollout_weights(self) -> None:
+        """Push the trainer's full weights into the rollout engine in place."""
+        self.engine.load_weights(full_named_tensors(self.policy))
+
+    # ----- one GRPO step -----
+    def training_step(self, batch: list[Sample], batch_idx: int) -> None:
+        timings = {}
+        start = time.perf_counter()
+        self.sync_rollout_weights()
+        timings["time/sync"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        trajectories = self.rollout(batch, seed=self.seed + 7919 * self.global_step + self.global_rank)
+        timings["time/rollout"] = time.perf_counter() - start
+
+        rewards = torch.tensor([t.scores["total"] for t in trajectories])
+        groups = torch.tensor([t.group for t in trajectories])
+        advantages = group_advantages(rewards, groups, self.grpo.adv_eps, self.grpo.scale_advantages)
+
+        start = time.perf_counter()
+        update_stats = self.update([t.context for t in trajectories], advantages)
+        timings["time/update"] = time.perf_counter() - start
+
+        stats = {**self.rollout_metrics.compute(trajectories), **update_stats, **timings}
+        self.log_dict(stats, on_step=True, prog_bar=False, batch_size=len(trajectories))
+        self.log("reward", stats["reward/total"], prog_bar=True, batch_size=len(trajectories))
+        self.last_trajectories = trajectories
+
+    def rollout(self, samples: list[Sample], seed: int) -> list[Trajectory]:
+        """Generate ``group_size`` scored trajectories per sample with the rollout engine."""
+        sampling = SamplingConfig(temperature=self.grpo.temperature, top_p=self.grpo.top_p)
+        torch.manual_seed(seed)
+        trajectories = run_episodes(self.engine, self.codec, samples, [self.display_sizer(s) for s in samples],
+                                    self.grpo.group_size, self.episode, sampling, seed=seed)
+        for trajectory in trajectories:
+            trajectory.scores = score_episode(trajectory.outcome, trajectory.sample, self.reward)
+        return trajectories
+
+    def update(self, contexts: list, advantages: torch.Tensor) -> dict[str, float]:
+        """PPO epochs over shuffled mini-batches, gradient accumulation over micro-batches."""
+        optimizer = self.optimizers()
+        cfg = self.grpo
+        minis = [list(range(i, min(i + cfg.mini_batch_size, len(contexts))))
+                 for i in range(0, len(contexts), cfg.mini_batch_size)]
+        old = self._old_logprobs(contexts) if cfg.ppo_epochs * len(minis) > 1 else None
+        order_rng = random.Random(self.seed + self.global_step)
+        totals: dict[str, list[float]] = {}
+        for _ in range(cfg.ppo_epochs):
+            indices = list(range(len(contexts)))
+            order_rng.shuffle(indices)
+            for start in range(0, len(indices), cfg.mini_batch_size):
+                mini = indices[start:start + cfg.mini_batch_size]
+                stats = self._optimizer_step(optimizer, contexts, mini, advantages, old)
+                for k, v in stats.items():
+                    totals.setdefault(k, []).append(v)
+        return {k: sum(v) / len(v) for k, v in totals.items()}
+
+    def _optimizer_step(self, optimizer, contexts, mini, advantages, old) -> dict[str, float]:
+        cfg = self.grpo
+        optimizer.zero_grad()
+        micros = [mini[i:i + cfg.micro_batch_size] for i in range(0, len(mini), cfg.micro_batch_size)]
+        token_counts = [sum(contexts[j].num_policy_tokens for j in micro) for micro in micros]
+        sums: dict[str, float] = {}
+        for micro, tokens in zip(micros, token_counts):
+            batch = [contexts[j] for j in micro]
+            aligned = shifted_policy_tensors(batch, self.device)
+            current = sequence_logprobs(self.policy, batch, self.codec.pad_id, self.codec.image_pad_id,
+                                        cfg.temperature, with_entropy=cfg.loss.entropy_coef > 0)
+            old_lp = current["logprobs"].detach() if old is None else torch.stack([old[j] for j in micro])
+            old_lp = old_lp[:, :current["logprobs"].shape[1]]
+            is_weights = (truncated_is_weights(old_lp, aligned["rollout_logprobs"], aligned["mask"], cfg.tis_cap)
+                          if cfg.tis_cap else None)
+            loss, metrics = policy_loss(current["logprobs"], old_lp, advantages[micro].to(self.device),
+                                        aligned["mask"], cfg.loss, entropy=current.get("entropy"),
+                                        is_weights=is_weights)
+            share = (tokens / max(sum(token_counts), 1) if cfg.loss.aggregation == "token_mean"
+                     else len(micro) / len(mini))
+            self.manual_backward(loss * share)
+            for k, v in {"loss": loss, **metrics}.items():
+                sums[f"train/{k}"] = sums.get(f"train/{k}", 0.0) + float(v) * share
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        optimizer.step()
+        sums["train/grad_norm"] = float(grad_norm)
+        return sums
+
+    @torch.no_grad()
+    def _old_logprobs(self, contexts) -> list[torch.Tensor]:
+        """Log-probs of the pre-update policy, one padded row per context (for the PPO ratio)."""
+        rows: list[torch.Tensor] = []
+        length = max(len(c.token_ids) for c in contexts) - 1
+        for i in range(0, len(contexts), self.grpo.micro_batch_size):
+            batch = contexts[i:i + self.grpo.micro_batch_size]
+            lp = sequence_logprobs(self.policy, batch, self.codec.pad_id, self.codec.image_pad_id,
+                                   self.grpo.temperature)["logprobs"]
+            rows.extend(torch.nn.functional.pad(lp, (0, length - lp.shape[1])))
+        return rows
+
+    # ----- export -----
+    def export_hf(self, out_dir: str) -> None:
+        """Save the current full policy (gathered from shards) as a transformers folder with its processor."""
+        self.sync_rollout_weights()
+        if self.global_rank == 0:
+            self.engine.model.save_pretrained(out_dir)
+            self.codec.processor.save_pretrained(out_dir)

@@ -1,0 +1,65 @@
+"""One training run from a composed config: build everything, fit, export, write a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.strategies import ModelParallelStrategy
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from lfpc import config as C
+from lfpc.training.module import GRPOModule
+
+
+def build_strategy(trainer_cfg: DictConfig):
+    """``fsdp2`` -> Lightning's ModelParallelStrategy (FSDP2 via ``fully_shard``); anything else as given."""
+    if trainer_cfg.strategy == "fsdp2":
+        return ModelParallelStrategy(data_parallel_size=trainer_cfg.devices, tensor_parallel_size=1,
+                                     process_group_backend=trainer_cfg.get("process_group_backend"),
+                                     save_distributed_checkpoint=True)
+    return trainer_cfg.strategy
+
+
+def build_loggers(cfg: DictConfig, out: Path) -> list:
+    loggers = []
+    if cfg.logger.csv:
+        loggers.append(CSVLogger(save_dir=str(out), name="csv", version=""))
+    if cfg.logger.wandb:
+        os.environ.setdefault("WANDB_SILENT", "true")
+        loggers.append(WandbLogger(project=cfg.logger.wandb_project, save_dir=str(out), mode=cfg.logger.wandb_mode,
+                                   config=OmegaConf.to_container(cfg, resolve=True)))
+    return loggers
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run GRPO as configured; returns (and writes to ``<output_dir>/summary.json``) the final metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    out = C.output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    path = C.model_path(cfg)
+    samples = C.load_samples(cfg.data)
+    module = GRPOModule(C.policy_config(cfg, path), C.grpo_config(cfg), C.episode_config(cfg), C.reward_config(cfg),
+                        C.display_sizer(cfg), seed=cfg.seed)
+    loader = DataLoader(samples, batch_size=cfg.grpo.prompts_per_step, shuffle=True, collate_fn=list,
+                        drop_last=True)
+    per_step = C.updates_per_step(cfg)
+    checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), every_n_train_steps=cfg.checkpoint.every_n_steps
+                                 * per_step, save_last=True, save_top_k=-1, filename="step{step}")
+    t = cfg.trainer
+    trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
+                        precision=t.precision, max_steps=t.max_steps * per_step, log_every_n_steps=t.log_every_n_steps,
+                        logger=build_loggers(cfg, out), callbacks=[checkpoint], default_root_dir=str(out),
+                        enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
+    module.export_hf(str(out / "hf_model"))
+    summary = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    summary.update(grpo_steps=trainer.global_step // per_step, output_dir=str(out), model=path)
+    if trainer.is_global_zero:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

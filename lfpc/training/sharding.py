@@ -1,0 +1,25 @@
+"""FSDP2 sharding of a Qwen2.5-VL policy and gathering its full weights (for rollout sync and export)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def shard_policy(model: torch.nn.Module, mesh, param_dtype: str = "float32", reduce_dtype: str = "float32") -> None:
+    """``fully_shard`` each vision block and decoder layer, then the whole model (FSDP2)."""
+    policy = MixedPrecisionPolicy(param_dtype=DTYPES[param_dtype], reduce_dtype=DTYPES[reduce_dtype])
+    for block in [*model.model.visual.blocks, *model.model.language_model.layers]:
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+
+
+def full_named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield every state-dict entry as a full tensor, in the same order on every rank (collective under FSDP2)."""
+    for name, tensor in model.state_dict().items():
+        yield name, tensor.full_tensor() if isinstance(tensor, DTensor) else tensor.detach()

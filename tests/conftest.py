@@ -1,0 +1,38 @@
+"""Shared fixtures: the tiny Qwen2.5-VL (built once per session) and small images/samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lfpc.data.records import Sample
+from lfpc.model.loading import load_model, load_processor
+from lfpc.model.tiny import build_tiny_model
+from lfpc.rollout.codec import ChatCodec
+from lfpc.vision.budget import tokens_to_pixels
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def codec(tiny_model_dir):
+    return ChatCodec(load_processor(tiny_model_dir, min_pixels=tokens_to_pixels(4), max_pixels=tokens_to_pixels(256)))
+
+
+@pytest.fixture()
+def tiny_model(tiny_model_dir):
+    return load_model(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def noise_sample(tmp_path_factory):
+    """A 1024x768 random-noise image with a two-level box hierarchy."""
+    path = tmp_path_factory.mktemp("images") / "noise.png"
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (768, 1024, 3), dtype=np.uint8)).save(path)
+    return Sample(id="noise", image_path=str(path), question="What color is the dot?",
+                  options=("red", "blue", "green", "white"), answer="B",
+                  boxes=((100.0, 100.0, 160.0, 140.0), (50.0, 50.0, 400.0, 300.0)), image_size=(1024, 768))

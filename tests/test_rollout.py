@@ -1,0 +1,128 @@
+"""Token-in/token-out rollouts on the real tiny Qwen2.5-VL: batching, log-prob agreement, M-RoPE, multi-turn crops."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
+from lfpc.model.inputs import batch_inputs
+from lfpc.rollout.base import Completion, SamplingConfig
+from lfpc.rollout.episodes import EpisodeConfig, run_episodes
+from lfpc.rollout.hf import HFRolloutEngine
+
+
+def test_prompt_has_one_pad_per_visual_token(codec, noise_sample):
+    context = codec.start([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}],
+                          [_image(noise_sample, (280, 196))])
+    # 280x196 px -> 10x7 merged tokens = 70 pads; grid (t, h, w) = (1, 14, 20) patches of 14 px
+    assert context.image_grid_thw[0].tolist() == [1, 14, 20]
+    assert context.token_ids.count(codec.image_pad_id) == 70
+    assert context.policy_mask == [0] * len(context.token_ids)
+
+
+class ScriptedEngine:
+    """Returns fixed assistant turns (tokenized with the real tokenizer) in order: a stand-in policy."""
+
+    def __init__(self, codec, turns):
+        self.codec, self.turns, self.calls = codec, list(turns), 0
+
+    def generate(self, contexts, sampling):
+        text = self.turns[self.calls]
+        self.calls += 1
+        ids = self.codec.tokenizer.encode(text, add_special_tokens=False) + [self.codec.im_end_id]
+        return [Completion(ids, [-1.0] * len(ids), "stop") for _ in contexts]
+
+    def load_weights(self, named_tensors):
+        raise NotImplementedError
+
+
+def _call(box):
+    return '<tool_call>' + json.dumps({"name": "image_zoom_in_tool", "arguments": {"bbox_2d": box}}) + '</tool_call>'
+
+
+def test_two_crop_episode_with_real_processor_and_model(codec, tiny_model, noise_sample):
+    turns = [_call([25, 25, 89, 89]), _call([0, 0, 140, 140]), "<answer>B</answer>"]
+    engine = ScriptedEngine(codec, turns)
+    display = (512, 384)  # the 1024x768 original shown at half size
+    [trajectory] = run_episodes(engine, codec, [noise_sample], [display], 1,
+                                EpisodeConfig(crop_max_tokens=16), SamplingConfig())
+    context = trajectory.context
+    assert trajectory.outcome.answer == "B" and trajectory.outcome.format_ok
+    # display boxes map x2 into the original: [25,25,89,89] -> [50,50,178,178]
+    assert trajectory.outcome.crop_boxes == ((50.0, 50.0, 178.0, 178.0), (0.0, 0.0, 280.0, 280.0))
+    assert len(context.images) == 3
+    pads = torch.tensor(context.token_ids) == codec.image_pad_id
+    assert int(pads.sum()) == sum(int(g.prod()) // 4 for g in context.image_grid_thw)
+    # every scripted token (and only those) is marked as policy output
+    scripted = sum(len(codec.tokenizer.encode(t, add_special_tokens=False)) + 1 for t in turns)
+    assert context.num_policy_tokens == scripted
+    generated = [t for t, m in zip(context.token_ids, context.policy_mask) if m]
+    assert codec.tokenizer.decode(generated).count("</tool_call>") == 2
+    # a real forward over the 3-image sequence, with explicit M-RoPE positions equal to the automatic ones
+    inputs = batch_inputs([context], codec.pad_id, codec.image_pad_id)
+    positions, _ = tiny_model.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                                   inputs["image_grid_thw"], attention_mask=inputs["attention_mask"])
+    auto = sequence_logprobs(tiny_model, [context], codec.pad_id, codec.image_pad_id)["logprobs"]
+    explicit = sequence_logprobs(tiny_model, [context], codec.pad_id, codec.image_pad_id, position_ids=positions)
+    torch.testing.assert_close(auto, explicit["logprobs"])
+    # 1-D positions (what transformers falls back to without mm_token_type_ids) give different log-probs
+    text_positions = torch.arange(len(context.token_ids)).view(1, 1, -1).expand(3, 1, -1)
+    wrong = sequence_logprobs(tiny_model, [context], codec.pad_id, codec.image_pad_id, position_ids=text_positions)
+    assert (wrong["logprobs"] - auto).abs().max() > 1e-4
+
+
+def test_batched_left_padded_generation_matches_single(codec, tiny_model, noise_sample):
+    engine = HFRolloutEngine(tiny_model, codec.pad_id, codec.image_pad_id, batch_size=8)
+    short = codec.start(_messages("zoom"), [_image(noise_sample, (112, 84))])
+    long = codec.start(_messages("a much longer question about the small object in the image"),
+                       [_image(noise_sample, (224, 168))])
+    greedy = SamplingConfig(max_new_tokens=12, temperature=0.0, stop_token_ids=codec.stop_token_ids)
+    together = engine.generate([short, long], greedy)
+    alone = [engine.generate([c], greedy)[0] for c in (short, long)]
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    for a, b in zip(together, alone):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
+
+
+def test_rollout_logprobs_match_trainer_logprobs(codec, tiny_model, noise_sample):
+    engine = HFRolloutEngine(tiny_model, codec.pad_id, codec.image_pad_id)
+    torch.manual_seed(0)
+    trajectories = run_episodes(engine, codec, [noise_sample], [(224, 168)], 3,
+                                EpisodeConfig(max_new_tokens_per_turn=16, max_response_tokens=40, crop_max_tokens=16),
+                                SamplingConfig(temperature=1.0))
+    contexts = [t.context for t in trajectories]
+    assert all(c.num_policy_tokens >= 16 for c in contexts)  # at least one full turn each, tool turns appended
+    trainer = sequence_logprobs(tiny_model, contexts, codec.pad_id, codec.image_pad_id)["logprobs"]
+    aligned = shifted_policy_tensors(contexts)
+    mask = aligned["mask"].bool()
+    torch.testing.assert_close(trainer[mask], aligned["rollout_logprobs"][mask], atol=2e-4, rtol=0)
+
+
+def test_weight_push_covers_every_parameter_and_changes_generation(codec, tiny_model_dir, noise_sample):
+    from lfpc.model.loading import load_model
+    from lfpc.training.sharding import full_named_tensors
+    trainer_model, replica = load_model(tiny_model_dir), load_model(tiny_model_dir)
+    with torch.no_grad():
+        for p in trainer_model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    engine = HFRolloutEngine(replica, codec.pad_id, codec.image_pad_id)
+    context = codec.start(_messages("zoom"), [_image(noise_sample, (112, 84))])
+    greedy = SamplingConfig(max_new_tokens=8, temperature=0.0, stop_token_ids=codec.stop_token_ids)
+    before = engine.generate([context], greedy)[0]
+    engine.load_weights(full_named_tensors(trainer_model))
+    after = engine.generate([context], greedy)[0]
+    reference = HFRolloutEngine(trainer_model, codec.pad_id, codec.image_pad_id).generate([context], greedy)[0]
+    assert after.token_ids == reference.token_ids and after.logprobs != before.logprobs
+    for (name, a), b in zip(replica.state_dict().items(), trainer_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def _messages(text):
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
+def _image(sample, size):
+    from PIL import Image
+    return Image.open(sample.image_path).convert("RGB").resize(size)

@@ -1,0 +1,27 @@
+"""Train a crop-and-zoom policy with GRPO.  Examples:
+
+    python train.py                                   # embedded default (tiny model, synthetic data, CPU)
+    python train.py +stage=infogap                    # Stage I: information gap
+    python train.py +stage=grounding init_from=outputs/<stage I run>/hf_model
+    python train.py -m reward=iou,iou_nothresh,none   # one run per reward, sequentially
+"""
+
+from __future__ import annotations
+
+import json
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lfpc.training.run import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> dict:
+    summary = train(cfg)
+    print(json.dumps(summary, indent=1))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
