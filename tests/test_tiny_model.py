@@ -119,6 +119,12 @@ def test_processor_outputs_and_image_token_counts(processor):
     assert batch["mm_token_type_ids"][0].tolist() == [int(tok == image_pad) for tok in ids]
 
 
+def test_processor_is_image_only(processor):
+    assert processor.get_attributes() == ["image_processor", "tokenizer"]
+    with pytest.raises(ValueError, match="image-only"):
+        processor(text=["<|vision_start|><|video_pad|><|vision_end|>"], videos=[np.zeros((2, 28, 28, 3), np.uint8)])
+
+
 def test_max_pixels_caps_the_visual_tokens(tiny_dir):
     small = load_processor(tiny_dir, min_pixels=MIN_PIXELS, max_pixels=28 * 28 * 16)
     batch = small(text=["<|vision_start|><|image_pad|><|vision_end|>"], images=[noise_image(280, 196)],

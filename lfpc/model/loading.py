@@ -28,6 +28,12 @@ class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
         # attributes named in this signature, so the video processor is neither required nor stored.
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
+    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        """Refuse videos (they would otherwise be ignored silently), then run the usual checks."""
+        if videos is not None:
+            raise ValueError("this processor is image-only (lfpc.model.loading); videos are not supported")
+        super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
+
 
 def checkpoint_dir(path: str | os.PathLike) -> Path:
     """Return ``path`` as a Path after checking it is a local model folder with a ``config.json``."""

@@ -45,6 +45,7 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     stop_token_ids: tuple[int, ...] = ()
+    suppress_token_ids: tuple[int, ...] = ()  # never sampled (e.g. vision placeholders)
 
 
 @dataclass

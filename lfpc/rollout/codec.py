@@ -14,6 +14,7 @@ IMAGE_PAD = "<|image_pad|>"
 IMAGE_SLOT = "<|vision_start|><|image_pad|><|vision_end|>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 TOOL_CALL_END = "</tool_call>"
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", IMAGE_PAD, "<|video_pad|>")
 
 
 class ChatCodec:
@@ -27,6 +28,8 @@ class ChatCodec:
         self.image_pad_id = self.token_id(IMAGE_PAD)
         self.im_end_id = self.token_id(IM_END)
         self.stop_token_ids = (self.im_end_id, self.token_id(TOOL_CALL_END))
+        # the policy must never emit vision placeholders: they would be read as image positions
+        self.vision_token_ids = tuple(self.token_id(t) for t in VISION_TOKENS)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.im_end_id
 
     def token_id(self, token: str) -> int:

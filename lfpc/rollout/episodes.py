@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -48,7 +49,8 @@ def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Samp
                  sampling: SamplingConfig, seed: int = 0) -> list[Trajectory]:
     """Roll out ``group_size`` episodes per sample, all turns batched across episodes."""
     sampling = SamplingConfig(max_new_tokens=config.max_new_tokens_per_turn, temperature=sampling.temperature,
-                              top_p=sampling.top_p, stop_token_ids=codec.stop_token_ids)
+                              top_p=sampling.top_p, stop_token_ids=codec.stop_token_ids,
+                              suppress_token_ids=codec.vision_token_ids)
     episodes = []
     for index, (sample, size) in enumerate(zip(samples, display_sizes)):
         global_image = load_image(sample.image_path).resize(size, Image.Resampling.BICUBIC)
@@ -102,5 +104,4 @@ def _over_budget(episode: _Episode, config: EpisodeConfig) -> bool:
 def _budgeted(sampling: SamplingConfig, active: list[_Episode], config: EpisodeConfig) -> SamplingConfig:
     """Cap this turn's new tokens so no episode exceeds its total response budget."""
     left = min(config.max_response_tokens - e.context.num_policy_tokens for e in active)
-    return SamplingConfig(max_new_tokens=max(1, min(sampling.max_new_tokens, left)), temperature=sampling.temperature,
-                          top_p=sampling.top_p, stop_token_ids=sampling.stop_token_ids)
+    return dataclasses.replace(sampling, max_new_tokens=max(1, min(sampling.max_new_tokens, left)))

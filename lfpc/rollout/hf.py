@@ -39,6 +39,7 @@ class HFRolloutEngine:
             **inputs, max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
             temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
             top_k=None, eos_token_id=list(sampling.stop_token_ids), pad_token_id=self.pad_id,
+            suppress_tokens=list(sampling.suppress_token_ids) or None,
             return_dict_in_generate=True, output_logits=True)
         self.model.model.rope_deltas = None
         new_tokens = out.sequences[:, inputs["input_ids"].shape[1]:]

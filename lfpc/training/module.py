@@ -113,6 +113,9 @@ class GRPOModule(L.LightningModule):
         """Push the trainer's full weights into the rollout engine in place."""
         self.engine.load_weights(full_named_tensors(self.policy))
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # a batch is a list of Sample records (file paths and text), nothing to move
+
     # ----- one GRPO step -----
     def training_step(self, batch: list[Sample], batch_idx: int) -> None:
         timings = {}
