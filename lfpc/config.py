@@ -21,7 +21,12 @@ def model_path(cfg: DictConfig) -> str:
         return str(cfg.init_from)
     if cfg.model.get("build_tiny"):
         from lfpc.model.tiny import build_tiny_model
-        return str(build_tiny_model(cfg.model.path, seed=0))
+        from lfpc.model.warmup import warm_up
+        base = build_tiny_model(f"{cfg.model.path}-random", seed=cfg.model.get("seed", 0))
+        if not cfg.model.get("warmup_steps"):
+            return str(base)
+        return str(warm_up(base, cfg.model.path, load_samples(cfg.data)[:8], steps=cfg.model.warmup_steps,
+                           global_max_tokens=cfg.vision.global_max_tokens, crop_max_tokens=cfg.episode.crop_max_tokens))
     return str(cfg.model.path)
 
 
@@ -60,9 +65,21 @@ def reward_config(cfg: DictConfig) -> RewardConfig:
     return RewardConfig(**OmegaConf.to_container(cfg.reward, resolve=True))
 
 
-def display_sizer(cfg: DictConfig) -> DisplaySizer:
+def display_sizer(cfg: DictConfig, path: str, samples: list[Sample]) -> DisplaySizer:
+    """The resolution strategy of ``cfg``; ``answer_divergence`` loads the offline selection of ``samples`` with
+    the model at ``path`` (computing what the manifest lacks). Samples it drops (``never_diverged: drop``) are
+    removed from ``samples`` in place."""
     r = cfg.resolution
-    return DisplaySizer(r.strategy, cfg.vision.global_max_tokens, r.scale, r.min_tokens, seed=cfg.seed)
+    selected = None
+    if r.strategy == "answer_divergence":
+        from lfpc.resolution.select import run_selection
+        selected = run_selection(cfg, path, samples).sizes
+        samples[:] = [s for s in samples if s.id in selected]
+        if not samples:
+            raise ValueError(f"resolution selection dropped every sample (never_diverged={r.never_diverged}); "
+                             "use never_diverged=hardest or original")
+    return DisplaySizer(r.strategy, cfg.vision.global_max_tokens, r.scale, r.min_tokens, seed=cfg.seed,
+                        selected=selected)
 
 
 def updates_per_step(cfg: DictConfig) -> int:

@@ -39,14 +39,18 @@ def _file_bytes(folder: Path) -> dict[str, bytes]:
 
 
 def _color_map(image_path: str, box) -> np.ndarray:
-    """Colour name index (into HUES) of each saturated, bright pixel inside ``box``; -1 for background pixels."""
+    """Colour name index (into HUES) of each saturated, bright pixel inside ``box``; -1 for other pixels.
+
+    The background is grey (saturation < 0.5); the brightness floor drops the dark anti-aliased fringes of sign
+    text, whose hue JPEG shifts (the darkest option colour, green (40, 170, 60), has value 170 / 255 = 0.67).
+    """
     x1, y1, x2, y2 = (int(v) for v in box)
     hsv = np.asarray(Image.open(image_path).convert("RGB").crop((x1, y1, x2, y2)).convert("HSV")).astype(float)
     hue, sat, val = hsv[..., 0] * 360 / 255, hsv[..., 1] / 255, hsv[..., 2] / 255
     centres = np.array(list(HUES.values()), dtype=float)
     distance = np.abs(hue[..., None] - centres)
     nearest = np.argmin(np.minimum(distance, 360 - distance), axis=-1)  # hue is circular
-    return np.where((sat > 0.5) & (val > 0.3), nearest, -1)
+    return np.where((sat > 0.5) & (val > 0.5), nearest, -1)
 
 
 def _of_type(samples, question_type: str):
@@ -131,7 +135,7 @@ def test_color_answer_matches_the_pixels_inside_b1(samples):
     for sample in _of_type(samples, "color"):
         labels = _color_map(sample.image_path, sample.boxes[0])
         counts = np.bincount(labels[labels >= 0], minlength=len(names))
-        assert counts.max() > 50  # a real coloured object, not a few stray pixels
+        assert counts.max() > 25  # a real coloured object (the smallest, a 12 px star, has ~40 px), not noise
         assert names[int(np.argmax(counts))] == sample.answer_text
 
 
@@ -143,8 +147,8 @@ def test_shape_question_color_is_unique_in_the_image(samples):
         labels = _color_map(sample.image_path, (0, 0, SIDE, SIDE))
         x1, y1, x2, y2 = (int(v) for v in sample.boxes[0])
         inside = labels[y1:y2, x1:x2] == names.index(color)
-        assert inside.sum() > 50
-        assert (labels == names.index(color)).sum() - inside.sum() < 10  # JPEG fringes only
+        assert inside.sum() > 25
+        assert (labels == names.index(color)).sum() - inside.sum() < 20  # JPEG fringes only, no ~40 px object
 
 
 def test_relation_answer_matches_the_object_centroids(samples):

@@ -91,7 +91,7 @@ def sample_from_row(row: dict, root: Path, where: str) -> Sample:
     if not isinstance(row, dict):
         raise DatasetError(f"{where}: a row must be a JSON object")
     sample_id = str(_field(row, "id", (str, int), where))  # type: ignore[arg-type]
-    image_path = root / _field(row, "image_path", str, where)
+    image_path = Path(os.path.normpath(root / _field(row, "image_path", str, where)))
     if not image_path.is_file():
         raise DatasetError(f"{where}: field 'image_path': image file {image_path} does not exist")
     question = _field(row, "question", str, where)

@@ -101,21 +101,21 @@ class _Thing:
         x1, y1, x2, y2 = self.extent()
         return (x2 - x1, y2 - y1)
 
-    def draw(self, draw: ImageDraw.ImageDraw, box: Box) -> None:
+    def draw(self, canvas: ImageDraw.ImageDraw, box: Box) -> None:
         """Draw the object so that its tight box starts at ``box``'s top-left corner."""
         ex1, ey1, _, _ = self.extent()
         ax, ay = box[0] - ex1, box[1] - ey1
         fill = COLORS[self.color]
         if self.shape == "sign":
-            draw.rectangle(box, fill=fill, outline=(40, 40, 40))
+            canvas.rectangle(box, fill=fill, outline=(40, 40, 40))
             ink = (0, 0, 0) if 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2] > 140 else (255, 255, 255)
-            draw.text((ax, ay), self.text, fill=ink, font=_font(self.size))
+            canvas.text((ax, ay), self.text, fill=ink, font=_font(self.size))
             return
         points = [(ax + px * self.size, ay + py * self.size) for px, py in _OUTLINES[self.shape]]
         if self.shape == "circle":
-            draw.ellipse(points, fill=fill)
+            canvas.ellipse(points, fill=fill)
         else:
-            draw.polygon(points, fill=fill)
+            canvas.polygon(points, fill=fill)
 
 
 @dataclass

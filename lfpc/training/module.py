@@ -5,7 +5,6 @@ Data path per step: samples -> prompts -> rollouts (engine) -> rewards -> advant
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 
@@ -14,8 +13,8 @@ import torch
 
 from lfpc.data.records import Sample
 from lfpc.grpo.advantages import group_advantages
-from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
-from lfpc.grpo.objective import PolicyLossConfig, policy_loss, truncated_is_weights
+from lfpc.grpo.objective import PolicyLossConfig
+from lfpc.grpo.update import PolicyUpdate
 from lfpc.model.loading import load_model, load_processor
 from lfpc.rewards import RewardConfig, score_episode
 from lfpc.rollout.base import SamplingConfig
@@ -96,13 +95,13 @@ class GRPOModule(L.LightningModule):
 
     @property
     def engine(self):
-        """The rollout engine: an unsharded replica of the policy, refreshed by :meth:`sync_rollout_weights`."""
+        """The rollout backend of ``rollout_cfg`` (default: HF replica), refreshed by :meth:`sync_rollout_weights`."""
         if self._engine is None:
-            from lfpc.rollout.hf import HFRolloutEngine
-            replica = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype,
-                                 attn_implementation=self.policy_cfg.attn_implementation).to(self.device)
-            self._engine = HFRolloutEngine(replica, self.codec.pad_id, self.codec.image_pad_id,
-                                           batch_size=self.policy_cfg.rollout_batch_size)
+            from lfpc.rollout.factory import build_engine
+            p = self.policy_cfg
+            self._engine = build_engine(getattr(self, "rollout_cfg", None) or {"backend": "hf"}, self.codec, p.path,
+                                        self.device, dtype=p.dtype, attn_implementation=p.attn_implementation,
+                                        batch_size=p.rollout_batch_size, seed=self.seed)
         return self._engine
 
     def set_engine(self, engine) -> None:
@@ -151,65 +150,12 @@ class GRPOModule(L.LightningModule):
         return trajectories
 
     def update(self, contexts: list, advantages: torch.Tensor) -> dict[str, float]:
-        """PPO epochs over shuffled mini-batches, gradient accumulation over micro-batches."""
-        optimizer = self.optimizers()
-        cfg = self.grpo
-        minis = [list(range(i, min(i + cfg.mini_batch_size, len(contexts))))
-                 for i in range(0, len(contexts), cfg.mini_batch_size)]
-        old = self._old_logprobs(contexts) if cfg.ppo_epochs * len(minis) > 1 else None
-        order_rng = random.Random(self.seed + self.global_step)
-        totals: dict[str, list[float]] = {}
-        for _ in range(cfg.ppo_epochs):
-            indices = list(range(len(contexts)))
-            order_rng.shuffle(indices)
-            for start in range(0, len(indices), cfg.mini_batch_size):
-                mini = indices[start:start + cfg.mini_batch_size]
-                stats = self._optimizer_step(optimizer, contexts, mini, advantages, old)
-                for k, v in stats.items():
-                    totals.setdefault(k, []).append(v)
-        return {k: sum(v) / len(v) for k, v in totals.items()}
-
-    def _optimizer_step(self, optimizer, contexts, mini, advantages, old) -> dict[str, float]:
-        cfg = self.grpo
-        optimizer.zero_grad()
-        micros = [mini[i:i + cfg.micro_batch_size] for i in range(0, len(mini), cfg.micro_batch_size)]
-        token_counts = [sum(contexts[j].num_policy_tokens for j in micro) for micro in micros]
-        sums: dict[str, float] = {}
-        for micro, tokens in zip(micros, token_counts):
-            batch = [contexts[j] for j in micro]
-            aligned = shifted_policy_tensors(batch, self.device)
-            current = sequence_logprobs(self.policy, batch, self.codec.pad_id, self.codec.image_pad_id,
-                                        cfg.temperature, with_entropy=cfg.loss.entropy_coef > 0)
-            old_lp = current["logprobs"].detach() if old is None else torch.stack([old[j] for j in micro])
-            old_lp = old_lp[:, :current["logprobs"].shape[1]]
-            is_weights = (truncated_is_weights(old_lp, aligned["rollout_logprobs"], aligned["mask"], cfg.tis_cap)
-                          if cfg.tis_cap else None)
-            loss, metrics = policy_loss(current["logprobs"], old_lp, advantages[micro].to(self.device),
-                                        aligned["mask"], cfg.loss, entropy=current.get("entropy"),
-                                        is_weights=is_weights)
-            share = (tokens / max(sum(token_counts), 1) if cfg.loss.aggregation == "token_mean"
-                     else len(micro) / len(mini))
-            self.manual_backward(loss * share)
-            for k, v in {"loss": loss, **metrics}.items():
-                sums[f"train/{k}"] = sums.get(f"train/{k}", 0.0) + float(v) * share
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        optimizer.step()
-        sums["train/grad_norm"] = float(grad_norm)
-        return sums
-
-    @torch.no_grad()
-    def _old_logprobs(self, contexts) -> list[torch.Tensor]:
-        """Log-probs of the pre-update policy, one padded row per context (for the PPO ratio)."""
-        rows: list[torch.Tensor] = []
-        length = max(len(c.token_ids) for c in contexts) - 1
-        for i in range(0, len(contexts), self.grpo.micro_batch_size):
-            batch = contexts[i:i + self.grpo.micro_batch_size]
-            lp = sequence_logprobs(self.policy, batch, self.codec.pad_id, self.codec.image_pad_id,
-                                   self.grpo.temperature)["logprobs"]
-            rows.extend(torch.nn.functional.pad(lp, (0, length - lp.shape[1])))
-        return rows
+        """The PPO-style update of this step (see :class:`lfpc.grpo.update.PolicyUpdate`)."""
+        g = self.grpo
+        step = PolicyUpdate(self.policy, self.optimizers(), g.loss, self.codec.pad_id, self.codec.image_pad_id,
+                            g.mini_batch_size, g.micro_batch_size, g.ppo_epochs, g.max_grad_norm, g.temperature,
+                            g.tis_cap, backward=self.manual_backward)
+        return step(contexts, advantages, seed=self.seed + self.global_step)
 
     # ----- export -----
     def export_hf(self, out_dir: str) -> None:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from lfpc import config as C
 from lfpc.training.module import GRPOModule
+from lfpc.training.sharding import gather_from_ranks, weights_digest
 
 
 def build_strategy(trainer_cfg: DictConfig):
@@ -29,7 +30,7 @@ def build_strategy(trainer_cfg: DictConfig):
 def build_loggers(cfg: DictConfig, out: Path) -> list:
     loggers = []
     if cfg.logger.csv:
-        loggers.append(CSVLogger(save_dir=str(out), name="csv", version=""))
+        loggers.append(CSVLogger(save_dir=str(out), name="csv"))  # csv/version_N: a resumed run never overwrites
     if cfg.logger.wandb:
         os.environ.setdefault("WANDB_SILENT", "true")
         loggers.append(WandbLogger(project=cfg.logger.wandb_project, save_dir=str(out), mode=cfg.logger.wandb_mode,
@@ -45,12 +46,12 @@ def train(cfg: DictConfig) -> dict:
     path = C.model_path(cfg)
     samples = C.load_samples(cfg.data)
     module = GRPOModule(C.policy_config(cfg, path), C.grpo_config(cfg), C.episode_config(cfg), C.reward_config(cfg),
-                        C.display_sizer(cfg), seed=cfg.seed)
+                        C.display_sizer(cfg, path, samples), seed=cfg.seed)
     loader = DataLoader(samples, batch_size=cfg.grpo.prompts_per_step, shuffle=True, collate_fn=list,
                         drop_last=True)
     per_step = C.updates_per_step(cfg)
     checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), every_n_train_steps=cfg.checkpoint.every_n_steps
-                                 * per_step, save_last=True, save_top_k=-1, filename="step{step}")
+                                 * per_step, save_last=True, save_top_k=-1, filename="{step}")
     t = cfg.trainer
     trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
                         precision=t.precision, max_steps=t.max_steps * per_step, log_every_n_steps=t.log_every_n_steps,
@@ -59,7 +60,8 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
     module.export_hf(str(out / "hf_model"))
     summary = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    summary.update(grpo_steps=trainer.global_step // per_step, output_dir=str(out), model=path)
+    summary.update(grpo_steps=trainer.global_step // per_step, output_dir=str(out), model=path,
+                   rank_weight_digests=gather_from_ranks(weights_digest(module.engine.model.state_dict().items())))
     if trainer.is_global_zero:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

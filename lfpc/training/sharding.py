@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+import hashlib
+from typing import Iterable, Iterator
 
 import torch
+import torch.distributed as dist
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
@@ -23,3 +25,21 @@ def full_named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tens
     """Yield every state-dict entry as a full tensor, in the same order on every rank (collective under FSDP2)."""
     for name, tensor in model.state_dict().items():
         yield name, tensor.full_tensor() if isinstance(tensor, DTensor) else tensor.detach()
+
+
+def weights_digest(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """SHA-256 over names and float32 bytes of full tensors (to check that ranks or replicas agree)."""
+    digest = hashlib.sha256()
+    for name, tensor in named_tensors:
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def gather_from_ranks(value):
+    """Every rank's ``value`` as a list (just ``[value]`` outside a distributed run)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values

@@ -1,0 +1,1 @@
+"""Benchmark evaluation: batched greedy rollouts with resume, torchmetrics aggregation, paper-style tables."""

@@ -1,0 +1,99 @@
+"""One evaluation run from a composed ``eval`` config: load, evaluate (resuming), write metrics.json and CSV.
+
+A results folder holds ``records.jsonl`` (one line per question x mode x budget), ``settings.json`` (what the
+records depend on; a rerun with other settings is refused), ``metrics.json`` and ``metrics.csv`` (per sub-task).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lfpc import config as C
+from lfpc.evaluation.data import load_benchmark
+from lfpc.evaluation.metrics import QUESTION_METRICS, substitution_subsets, summarize
+from lfpc.evaluation.records import RecordLog
+from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, pending
+from lfpc.model.loading import load_model, load_processor
+from lfpc.rollout.codec import ChatCodec
+from lfpc.vision.budget import tokens_to_pixels
+
+CSV_COLUMNS = ("benchmark", "budget", "mode", "subtask", "num_questions") + QUESTION_METRICS
+
+
+def eval_plan(cfg: DictConfig) -> EvalPlan:
+    """The :class:`EvalPlan` of ``cfg.eval`` and ``cfg.episode`` (a single budget or mode may be given bare)."""
+    e = cfg.eval
+    budgets = e.budgets if OmegaConf.is_list(e.budgets) else [e.budgets]
+    modes = e.modes if OmegaConf.is_list(e.modes) else [e.modes]
+    return EvalPlan(budgets=tuple(budgets), modes=tuple(modes), episode=C.episode_config(cfg),
+                    batch_size=e.batch_size, seed=cfg.seed)
+
+
+def run_settings(cfg: DictConfig, plan: EvalPlan, model: str) -> dict:
+    """What the records of a results folder depend on (budgets, modes and batching may change between runs)."""
+    episode = dataclasses.asdict(plan.episode)
+    episode.pop("crop_mode")
+    benchmark = OmegaConf.to_container(cfg.benchmark, resolve=True)
+    benchmark.pop("budgets", None)
+    return {"model": model, "benchmark": benchmark, "seed": cfg.seed,
+            "shuffle_options": cfg.eval.shuffle_options, "episode": episode}
+
+
+def check_settings(out: Path, settings: dict) -> None:
+    """Write ``settings.json`` on the first run; refuse to add records made with other settings later."""
+    path = out / "settings.json"
+    if not path.exists():
+        path.write_text(json.dumps(settings, indent=1))
+        return
+    previous = json.loads(path.read_text())
+    changed = sorted(k for k in settings.keys() | previous.keys() if settings.get(k) != previous.get(k))
+    if changed:
+        raise ValueError(f"{out} holds records made with other settings (changed: {changed}); evaluate into another "
+                         f"folder (e.g. another label=...) or delete {path} to mix them knowingly")
+
+
+def build_engine(cfg: DictConfig, path: str, codec: ChatCodec):
+    """The HF rollout engine on the local checkpoint ``path`` (``eval.device``: auto | cpu | cuda[:N])."""
+    from lfpc.rollout.hf import HFRolloutEngine
+    device = cfg.eval.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation).to(device)
+    return HFRolloutEngine(model, codec.pad_id, codec.image_pad_id, batch_size=cfg.model.rollout_batch_size)
+
+
+def write_metrics(out: Path, summary: dict) -> None:
+    """``metrics.json`` (everything) and ``metrics.csv`` (one row per benchmark, budget, mode and sub-task)."""
+    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    with (out / "metrics.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(summary["rows"])
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate as configured into ``cfg.output_dir`` (resuming what is there); returns the metrics summary."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = eval_plan(cfg)
+    samples = load_benchmark(cfg.benchmark, cfg.seed, cfg.eval.shuffle_options, cfg.eval.limit)
+    check_modes(samples, plan.modes, cfg.benchmark.name)
+    path = C.model_path(cfg)
+    check_settings(out, run_settings(cfg, plan, path))
+    log = RecordLog(out / "records.jsonl")
+    if pending(samples, plan, log.done):
+        max_tokens = max(max(plan.budgets), plan.episode.crop_max_tokens)
+        codec = ChatCodec(load_processor(path, min_pixels=tokens_to_pixels(4), max_pixels=tokens_to_pixels(max_tokens)))
+        evaluate_samples(build_engine(cfg, path, codec), codec, samples, plan, log, cfg.benchmark.name,
+                         progress=cfg.eval.progress)
+    records = list(log.records.values())
+    summary = {"label": cfg.label, "model": path, "output_dir": str(out), "rows": summarize(records),
+               "subsets": substitution_subsets(records)}
+    write_metrics(out, summary)
+    return summary

@@ -1,0 +1,80 @@
+"""The PPO-style policy update of one GRPO step: epochs over shuffled mini-batches, accumulated micro-batches."""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Sequence
+
+import torch
+
+from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
+from lfpc.grpo.objective import PolicyLossConfig, policy_loss, truncated_is_weights
+from lfpc.rollout.base import Context
+
+
+class PolicyUpdate:
+    """Runs the update of one GRPO step on ``policy`` (any device layout; ``backward`` may be Lightning's)."""
+
+    def __init__(self, policy: torch.nn.Module, optimizer, loss: PolicyLossConfig, pad_id: int, image_pad_id: int,
+                 mini_batch_size: int, micro_batch_size: int, ppo_epochs: int = 1, max_grad_norm: float = 1.0,
+                 temperature: float = 1.0, tis_cap: float | None = None,
+                 backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> None:
+        self.policy, self.optimizer, self.loss = policy, optimizer, loss
+        self.pad_id, self.image_pad_id = pad_id, image_pad_id
+        self.mini, self.micro, self.epochs = mini_batch_size, micro_batch_size, ppo_epochs
+        self.max_grad_norm, self.temperature, self.tis_cap = max_grad_norm, temperature, tis_cap
+        self.backward = backward
+
+    def __call__(self, contexts: Sequence[Context], advantages: torch.Tensor, seed: int = 0) -> dict[str, float]:
+        """Update on ``contexts`` with per-sequence ``advantages``; returns mean loss statistics."""
+        updates_per_epoch = -(-len(contexts) // self.mini)
+        old = self.logprobs(contexts) if self.epochs * updates_per_epoch > 1 else None
+        rng = random.Random(seed)
+        totals: dict[str, list[float]] = {}
+        for _ in range(self.epochs):
+            order = list(range(len(contexts)))
+            rng.shuffle(order)
+            for start in range(0, len(order), self.mini):
+                stats = self._step(contexts, order[start:start + self.mini], advantages, old)
+                for key, value in stats.items():
+                    totals.setdefault(key, []).append(value)
+        return {key: sum(values) / len(values) for key, values in totals.items()}
+
+    def _step(self, contexts, mini: list[int], advantages: torch.Tensor, old) -> dict[str, float]:
+        device = next(self.policy.parameters()).device
+        self.optimizer.zero_grad()
+        micros = [mini[i:i + self.micro] for i in range(0, len(mini), self.micro)]
+        tokens = [sum(contexts[j].num_policy_tokens for j in micro) for micro in micros]
+        sums: dict[str, float] = {}
+        for micro, count in zip(micros, tokens):
+            batch = [contexts[j] for j in micro]
+            aligned = shifted_policy_tensors(batch, device)
+            current = sequence_logprobs(self.policy, batch, self.pad_id, self.image_pad_id, self.temperature,
+                                        with_entropy=self.loss.entropy_coef > 0)
+            width = current["logprobs"].shape[1]
+            old_lp = current["logprobs"].detach() if old is None else torch.stack([old[j][:width] for j in micro])
+            is_weights = (truncated_is_weights(old_lp, aligned["rollout_logprobs"], aligned["mask"], self.tis_cap)
+                          if self.tis_cap else None)
+            loss, metrics = policy_loss(current["logprobs"], old_lp, advantages[micro].to(device), aligned["mask"],
+                                        self.loss, entropy=current.get("entropy"), is_weights=is_weights)
+            # weight micro-batches so the accumulated gradient equals the mini-batch aggregate
+            share = count / max(sum(tokens), 1) if self.loss.aggregation == "token_mean" else len(micro) / len(mini)
+            self.backward(loss * share)
+            for key, value in {"loss": loss, **metrics}.items():
+                sums[f"train/{key}"] = sums.get(f"train/{key}", 0.0) + float(value.detach()) * share
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        self.optimizer.step()
+        sums["train/grad_norm"] = float(grad_norm)
+        return sums
+
+    @torch.no_grad()
+    def logprobs(self, contexts: Sequence[Context]) -> list[torch.Tensor]:
+        """Per-context log-prob rows of the current policy (the PPO "old" policy before any update)."""
+        rows: list[torch.Tensor] = []
+        for i in range(0, len(contexts), self.micro):
+            batch = list(contexts[i:i + self.micro])
+            rows.extend(sequence_logprobs(self.policy, batch, self.pad_id, self.image_pad_id,
+                                          self.temperature)["logprobs"])
+        return rows

@@ -1,0 +1,91 @@
+"""Format warm-up for the tiny model: a short supervised pass on scripted tool-use episodes.
+
+A random-init tiny model never emits a well-formed ``<tool_call>`` or ``<answer>``, so every reward is 0 and GRPO has
+no signal. The warm-up plays the role of the instruct model of the paper: it teaches the *format* only (random boxes,
+random letters), so accuracy and grounding still have to be learned by RL.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from tqdm import tqdm
+
+from lfpc.agent.prompt import TOOL_NAME
+from lfpc.data.records import LETTERS, Sample
+from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
+from lfpc.model.loading import load_model, load_processor
+from lfpc.rollout.base import Completion, Context, SamplingConfig
+from lfpc.rollout.codec import ChatCodec
+from lfpc.rollout.episodes import EpisodeConfig, run_episodes
+from lfpc.vision.budget import fit_to_budget, tokens_to_pixels
+
+MARKER = "lfpc_warmup.json"
+
+
+class FormatTeacher:
+    """A scripted policy: one zoom-in on a random box of the shown image, then a random option letter."""
+
+    def __init__(self, codec: ChatCodec, seed: int, num_options: int = 4) -> None:
+        self.codec, self.rng, self.num_options = codec, random.Random(seed), num_options
+
+    def _text(self, context: Context) -> str:
+        if len(context.images) > 1:
+            return f"<think>The crop shows it.</think><answer>{self.rng.choice(LETTERS[:self.num_options])}</answer>"
+        _, h, w = (int(v) * 14 for v in context.image_grid_thw[0])
+        x1, y1 = self.rng.uniform(0, w * 0.8), self.rng.uniform(0, h * 0.8)
+        x2, y2 = self.rng.uniform(x1 + w * 0.1, w), self.rng.uniform(y1 + h * 0.1, h)
+        call = json.dumps({"name": TOOL_NAME, "arguments": {"bbox_2d": [round(x1), round(y1), round(x2), round(y2)]}})
+        return f"<think>I need a closer look.</think><tool_call>{call}</tool_call>"
+
+    def generate(self, contexts: list[Context], sampling: SamplingConfig) -> list[Completion]:
+        completions = []
+        for context in contexts:
+            ids = self.codec.tokenizer.encode(self._text(context), add_special_tokens=False)
+            if ids[-1] not in self.codec.stop_token_ids:  # an answer turn ends with <|im_end|>
+                ids.append(self.codec.im_end_id)
+            completions.append(Completion(ids, [0.0] * len(ids), "stop"))
+        return completions
+
+    def load_weights(self, named_tensors: Iterable) -> None:
+        raise TypeError("a scripted teacher has no weights")
+
+
+def warm_up(base_dir: str | Path, out_dir: str | Path, samples: Sequence[Sample], steps: int = 150,
+            global_max_tokens: int = 16, crop_max_tokens: int = 4, lr: float = 3e-3, seed: int = 0) -> Path:
+    """Fine-tune the model at ``base_dir`` on scripted episodes of ``samples``; save to ``out_dir`` (cached)."""
+    out = Path(out_dir)
+    params = {"base": str(base_dir), "samples": [s.id for s in samples], "steps": steps, "lr": lr, "seed": seed,
+              "global_max_tokens": global_max_tokens, "crop_max_tokens": crop_max_tokens}
+    if (out / MARKER).is_file() and json.loads((out / MARKER).read_text()) == params:
+        return out
+    torch.manual_seed(seed)
+    processor = load_processor(base_dir, tokens_to_pixels(4), tokens_to_pixels(max(global_max_tokens, crop_max_tokens)))
+    codec = ChatCodec(processor)
+    model = load_model(base_dir).train()
+    teacher = FormatTeacher(codec, seed)
+    episode = EpisodeConfig(max_turns=2, crop_max_tokens=crop_max_tokens)
+    sizes = [fit_to_budget(s.image_size, global_max_tokens) for s in samples]
+    contexts = [t.context for t in run_episodes(teacher, codec, samples, sizes, 2, episode, SamplingConfig())]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    for step in tqdm(range(steps), desc="format warm-up", leave=False):
+        batch = [contexts[(step * 4 + k) % len(contexts)] for k in range(4)]
+        mask = shifted_policy_tensors(batch)["mask"]
+        logprobs = sequence_logprobs(model, batch, codec.pad_id, codec.image_pad_id)["logprobs"]
+        loss = -(logprobs * mask).sum() / mask.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    (staging / MARKER).write_text(json.dumps(params))
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.move(str(staging), out)
+    return out

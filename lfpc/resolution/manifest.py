@@ -1,0 +1,132 @@
+"""The resumable JSONL manifest of offline resolution selection, and the fingerprints that invalidate it.
+
+Line 1 is a header ``{"kind": "header", "fingerprint", "settings", "created"}``; every further line is one
+sample record ``{"kind": "sample", "id", ...}`` appended (and flushed) as soon as that sample is done, so
+an interrupted run resumes where it stopped. A manifest whose header fingerprint differs from the current
+one (another model, schedule, stopping rule or strategy) is renamed to ``<name>.stale`` and a new one begun.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from lfpc.data.records import Sample
+
+MANIFEST_VERSION = 1
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+
+
+def model_fingerprint(path: str | os.PathLike) -> str:
+    """Hash of a model folder: the bytes of ``config.json`` plus name, size and mtime of each weight file.
+
+    Cheap even for a 7B checkpoint; rewriting or replacing the weights (or copying the folder, which
+    changes mtimes) gives a new fingerprint.
+    """
+    folder = Path(path)
+    config = folder / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{folder} has no config.json; cannot fingerprint the model")
+    digest = hashlib.sha256(config.read_bytes())
+    weights = sorted(f for pattern in WEIGHT_PATTERNS for f in folder.glob(pattern))
+    if not weights:
+        raise FileNotFoundError(f"{folder} has no weight files ({', '.join(WEIGHT_PATTERNS)})")
+    for weight in weights:
+        stat = weight.stat()
+        digest.update(f"{weight.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def settings_fingerprint(settings: dict) -> str:
+    """Hash of the JSON-serializable ``settings`` (key order does not matter)."""
+    payload = json.dumps({"version": MANIFEST_VERSION, **settings}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def manifest_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Exclusive lock on ``<path>.lock``, so concurrent processes (e.g. torchrun ranks) compute a manifest once."""
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Manifest:
+    """The records of one manifest file, for one fingerprint of ``settings``; opening it resumes or restarts it."""
+
+    def __init__(self, path: str | os.PathLike, settings: dict) -> None:
+        self.path = Path(path)
+        self.settings = settings
+        self.fingerprint = settings_fingerprint(settings)
+        self.records: dict[str, dict] = self._open()
+
+    def lookup(self, sample: Sample) -> dict | None:
+        """The finished record of ``sample``, or None (also when the id was recorded for another image)."""
+        record = self.records.get(sample.id)
+        if record is None or record["image_path"] != sample.image_path:
+            return None
+        if record["image_size"] != list(sample.image_size or ()):
+            return None
+        return record
+
+    def append(self, record: dict) -> None:
+        """Append one sample record and flush it to disk."""
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"kind": "sample", **record}) + "\n")
+            handle.flush()
+        self.records[record["id"]] = record
+
+    def _open(self) -> dict[str, dict]:
+        if not self.path.exists():
+            return self._start()
+        lines = self._complete_lines()
+        header = self._parse(lines[0], 1) if lines else {}
+        if header.get("kind") != "header" or header.get("fingerprint") != self.fingerprint:
+            self.path.replace(f"{self.path}.stale")
+            return self._start()
+        records = {}
+        for number, line in enumerate(lines[1:], start=2):
+            record = self._parse(line, number)
+            if record.get("kind") != "sample" or "id" not in record:
+                raise ValueError(f"{self.path}:{number}: not a sample record: {line[:200]!r}")
+            records[record["id"]] = record
+        return records
+
+    def _complete_lines(self) -> list[str]:
+        """The file's complete lines; a partial last line (a write cut short) is truncated away."""
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            with open(self.path, "r+b") as handle:
+                handle.truncate(end)
+        return [line for line in data[:end].decode("utf-8").splitlines() if line.strip()]
+
+    def _parse(self, line: str, number: int) -> dict:
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{self.path}:{number}: malformed manifest line ({err}); delete the file to "
+                             "recompute the selection") from err
+        if not isinstance(value, dict):
+            raise ValueError(f"{self.path}:{number}: expected a JSON object, got {line[:200]!r}")
+        return value
+
+    def _start(self) -> dict[str, dict]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        header = {"kind": "header", "fingerprint": self.fingerprint, "settings": self.settings,
+                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        with open(self.path, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(header) + "\n")
+            handle.flush()
+        return {}

@@ -1,0 +1,251 @@
+"""Offline resolution selection (DESIGN.md section 1, Stage I): per sample, the global-view size to train with.
+
+For each sample a downsampling pyramid is built (level 0 = the original image at the global token budget,
+each next level scaled by ``scale`` down to ``min_tokens``). The model answers the question directly
+(no tool, greedy) on the reference view and on the levels, largest first, batched across samples; the
+``answer_divergence`` strategy picks the first level whose answer differs from the reference answer.
+
+The reference ("the original image") is the image at ``reference_max_tokens`` visual tokens, by default
+the global budget itself (= level 0): the policy never sees more than the budget, so the gap is measured
+against what it would see without one; a larger reference (e.g. 16384) makes level 0 itself a candidate.
+An answer is the option letter :func:`lfpc.rewards.extract_choice` finds, or ``"none"`` for no valid answer.
+
+Stopping rule ``stop``: ``first_divergence`` queries levels until the first divergence (the paper),
+``all`` queries every level (answers for analysis; same choice). Results go to a resumable manifest
+(:mod:`lfpc.resolution.manifest`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from lfpc.boxes import Size
+from lfpc.data.records import Sample
+from lfpc.resolution.manifest import Manifest, manifest_lock
+from lfpc.resolution.strategies import NEVER_DIVERGED, NO_ANSWER, STRATEGIES, choose_level, divergence_level
+from lfpc.rewards import extract_choice
+from lfpc.rollout.base import RolloutEngine, SamplingConfig
+from lfpc.rollout.codec import ChatCodec
+from lfpc.rollout.episodes import EpisodeConfig, run_episodes
+from lfpc.vision.budget import downsample_pyramid, fit_to_budget, visual_tokens
+
+log = logging.getLogger(__name__)
+
+STOP_RULES = ("first_divergence", "all")
+
+AnswerFn = Callable[[Sequence[Sample], Sequence[Size]], list[str]]
+"""Answers ``samples[i]`` shown at ``sizes[i]`` for every i, in one batch: an option letter or ``"none"``."""
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Pyramid schedule, reference view, stopping rule and strategy of one selection."""
+
+    strategy: str = "answer_divergence"
+    max_tokens: int = 1024                  # global budget: level 0
+    scale: float = 0.5 ** 0.5               # side scale between levels
+    min_tokens: int = 16                    # smallest level
+    reference_max_tokens: int | None = None  # the "original" view; None = max_tokens (level 0)
+    stop: str = "first_divergence"          # first_divergence | all
+    never_diverged: str = "hardest"         # hardest | original | drop (answer_divergence only)
+    seed: int = 0                           # random strategy only
+    max_new_tokens: int = 64                # generation budget of one direct answer
+    batch_samples: int = 64                 # samples whose queries are batched together
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("strategy", self.strategy, STRATEGIES), ("stop", self.stop, STOP_RULES),
+                                     ("never_diverged", self.never_diverged, NEVER_DIVERGED)):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {allowed}")
+        if self.reference_max_tokens is not None and self.reference_max_tokens < self.max_tokens:
+            raise ValueError(f"reference_max_tokens ({self.reference_max_tokens}) must be >= the global budget "
+                             f"max_tokens ({self.max_tokens}), or null for the budget itself")
+        if self.batch_samples < 1 or self.max_new_tokens < 1:
+            raise ValueError("batch_samples and max_new_tokens must be >= 1")
+
+    def levels(self, image_size: Size) -> list[Size]:
+        """The downsampling pyramid of an image of ``image_size``, largest first."""
+        return downsample_pyramid(image_size, self.max_tokens, self.scale, self.min_tokens)
+
+    def reference(self, image_size: Size) -> Size:
+        """Size of the reference ("original") view."""
+        return fit_to_budget(image_size, self.reference_max_tokens or self.max_tokens)
+
+    def settings(self) -> dict:
+        """Everything that determines the records (what the manifest fingerprint covers)."""
+        settings = asdict(self)
+        settings.pop("batch_samples")
+        if self.strategy != "random":
+            settings.pop("seed")
+        if self.strategy != "answer_divergence":
+            settings.pop("never_diverged")
+        return settings
+
+
+@dataclass
+class SelectionStats:
+    """What a selection did: cache use, chosen levels, never-diverging samples, throughput."""
+
+    total: int
+    cached: int
+    computed: int
+    queries: int                  # model answers generated in this call
+    seconds: float                # time spent computing (0 when everything was cached)
+    never_diverged: int           # samples whose answer never differs from the reference answer
+    never_diverged_policy: str
+    dropped: int
+    level_counts: dict[int, int] = field(default_factory=dict)  # chosen level -> samples
+    mean_chosen_tokens: float = 0.0
+
+    @property
+    def never_diverged_fraction(self) -> float:
+        return self.never_diverged / self.total if self.total else 0.0
+
+    @property
+    def samples_per_s(self) -> float | None:
+        return self.computed / self.seconds if self.computed and self.seconds > 0 else None
+
+    def as_dict(self) -> dict:
+        """JSON-ready dict, including the derived fraction and throughput."""
+        return {**asdict(self), "never_diverged_fraction": self.never_diverged_fraction,
+                "samples_per_s": self.samples_per_s}
+
+    def summary(self) -> str:
+        """One line for logs."""
+        speed = f"{self.samples_per_s:.2f} samples/s" if self.samples_per_s else "n/a samples/s"
+        return (f"{self.total} samples ({self.cached} cached, {self.computed} computed in {self.seconds:.1f} s, "
+                f"{speed}, {self.queries} queries); chosen levels {dict(sorted(self.level_counts.items()))}, "
+                f"mean {self.mean_chosen_tokens:.0f} visual tokens; never diverged {self.never_diverged}/"
+                f"{self.total} ({100 * self.never_diverged_fraction:.1f}%, -> {self.never_diverged_policy}); "
+                f"dropped {self.dropped}")
+
+
+@dataclass
+class SelectionResult:
+    """Display size of every kept sample, the manifest record of every sample, and the statistics."""
+
+    sizes: dict[str, Size]
+    records: dict[str, dict]
+    stats: SelectionStats
+
+
+def rollout_answerer(engine: RolloutEngine, codec: ChatCodec, max_new_tokens: int) -> AnswerFn:
+    """An :data:`AnswerFn` that asks ``engine`` for one direct (tool-free), greedy answer per (sample, size)."""
+    episode = EpisodeConfig(max_turns=0, max_new_tokens_per_turn=max_new_tokens, max_response_tokens=max_new_tokens,
+                            crop_mode="direct")
+    greedy = SamplingConfig(temperature=0.0)
+
+    def answer(samples: Sequence[Sample], sizes: Sequence[Size]) -> list[str]:
+        trajectories = run_episodes(engine, codec, samples, sizes, 1, episode, greedy)
+        return [extract_choice(t.outcome.answer, t.sample.options) or NO_ANSWER for t in trajectories]
+
+    return answer
+
+
+def select_resolutions(samples: Sequence[Sample], config: SelectionConfig, manifest_path: str | Path,
+                       model_fingerprint: str, make_answerer: Callable[[], AnswerFn],
+                       progress: bool = True) -> SelectionResult:
+    """Select a display size for every sample, reusing finished records of the manifest at ``manifest_path``.
+
+    ``make_answerer`` is called (once) only when some sample still needs the model. Records are appended to
+    the manifest sample by sample; the statistics are logged and written to ``<manifest>.stats.json``.
+    """
+    duplicates = [i for i, n in Counter(s.id for s in samples).items() if n > 1]
+    if duplicates:
+        raise ValueError(f"sample ids must be unique for resolution selection; repeated: {duplicates[:5]}")
+    for sample in samples:
+        if sample.image_size is None:
+            raise ValueError(f"sample {sample.id} has no image_size; resolution selection needs it")
+    with manifest_lock(manifest_path):
+        manifest = Manifest(manifest_path, {**config.settings(), "model": model_fingerprint})
+        pending = [s for s in samples if manifest.lookup(s) is None]
+        stamp = {"fingerprint": manifest.fingerprint, "model": model_fingerprint}
+        start, queries = time.perf_counter(), 0
+        if pending:
+            answer = make_answerer()
+            with tqdm(total=len(pending), desc="resolution selection", unit="sample", disable=not progress) as bar:
+                for begin in range(0, len(pending), config.batch_samples):
+                    for record in _select_batch(pending[begin:begin + config.batch_samples], config, answer, stamp):
+                        manifest.append(record)
+                        queries += record["queries"]
+                        bar.update(1)
+        seconds = time.perf_counter() - start if pending else 0.0
+        records = {s.id: manifest.lookup(s) for s in samples}
+    sizes = {i: tuple(r["chosen_size"]) for i, r in records.items() if r["chosen_size"] is not None}
+    stats = _statistics(records, sizes, config, cached=len(samples) - len(pending), queries=queries,
+                        seconds=seconds)
+    log.info("resolution selection (%s, %s): %s", config.strategy, manifest_path, stats.summary())
+    Path(f"{manifest_path}.stats.json").write_text(json.dumps(stats.as_dict(), indent=1))
+    return SelectionResult(sizes=sizes, records=records, stats=stats)
+
+
+@dataclass
+class _Walk:
+    """One sample's queries so far: answers by display size."""
+
+    sample: Sample
+    reference: Size
+    levels: list[Size]
+    answers: dict[Size, str] = field(default_factory=dict)
+
+    def next_queries(self, stop: str) -> list[Size]:
+        """Sizes to ask about in the next round (none when this sample is finished)."""
+        if stop == "all":
+            return [s for s in dict.fromkeys([self.reference, *self.levels]) if s not in self.answers]
+        if self.reference not in self.answers:
+            return [self.reference]
+        for level in self.levels:
+            if level not in self.answers:
+                return [level]
+            if self.answers[level] != self.answers[self.reference]:
+                return []
+        return []
+
+    def record(self, config: SelectionConfig, stamp: dict) -> dict:
+        """The manifest record: sizes, answers per level, divergence, choice, plus ``stamp`` (fingerprints)."""
+        reference_answer = self.answers[self.reference]
+        answers = [self.answers.get(level) for level in self.levels]
+        divergence = divergence_level(reference_answer, answers)
+        chosen = choose_level(config.strategy, len(self.levels), self.sample.id, config.seed, divergence,
+                              config.never_diverged)
+        return {"id": self.sample.id, "image_path": self.sample.image_path,
+                "image_size": list(self.sample.image_size), "strategy": config.strategy, **stamp,
+                "reference_size": list(self.reference), "reference_answer": reference_answer,
+                "levels": [list(level) for level in self.levels], "answers": answers,
+                "divergence_level": divergence, "chosen_level": chosen,
+                "chosen_size": None if chosen is None else list(self.levels[chosen]), "queries": len(self.answers)}
+
+
+def _select_batch(samples: Sequence[Sample], config: SelectionConfig, answer: AnswerFn,
+                  stamp: dict) -> list[dict]:
+    """Walk a batch of samples level by level, one batched model call per round."""
+    walks = [_Walk(s, config.reference(s.image_size), config.levels(s.image_size)) for s in samples]
+    while True:
+        queries = [(walk, size) for walk in walks for size in walk.next_queries(config.stop)]
+        if not queries:
+            return [walk.record(config, stamp) for walk in walks]
+        replies = answer([walk.sample for walk, _ in queries], [size for _, size in queries])
+        if len(replies) != len(queries):
+            raise RuntimeError(f"the answer source returned {len(replies)} answers for {len(queries)} queries")
+        for (walk, size), reply in zip(queries, replies):
+            walk.answers[size] = reply
+
+
+def _statistics(records: dict[str, dict], sizes: dict[str, Size], config: SelectionConfig, cached: int,
+                queries: int, seconds: float) -> SelectionStats:
+    kept = [r for r in records.values() if r["chosen_level"] is not None]
+    tokens = [visual_tokens(*size) for size in sizes.values()]
+    return SelectionStats(
+        total=len(records), cached=cached, computed=len(records) - cached, queries=queries, seconds=seconds,
+        never_diverged=sum(r["divergence_level"] is None for r in records.values()),
+        never_diverged_policy=config.never_diverged if config.strategy == "answer_divergence" else "n/a",
+        dropped=len(records) - len(kept), level_counts=dict(Counter(r["chosen_level"] for r in kept)),
+        mean_chosen_tokens=sum(tokens) / len(tokens) if tokens else 0.0)

@@ -1,0 +1,37 @@
+"""Build the rollout backend a config names (``rollout=hf`` or ``rollout=vllm``), for training and evaluation alike."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from lfpc.rollout.base import RolloutEngine
+from lfpc.rollout.codec import ChatCodec
+
+BACKENDS = ("hf", "vllm")
+
+
+def build_engine(cfg: Mapping[str, Any], codec: ChatCodec, model_path: str, device: torch.device | str, *,
+                 dtype: str = "float32", attn_implementation: str = "sdpa", batch_size: int = 16,
+                 seed: int = 0) -> RolloutEngine:
+    """The rollout engine of ``cfg`` (the ``rollout`` config group) serving the checkpoint at ``model_path``.
+
+    ``hf``: a transformers replica on ``device`` (``dtype``, ``attn_implementation``, ``batch_size`` apply).
+    ``vllm``: a colocated vLLM engine (``lfpc.rollout.vllm_engine``); every other key of ``cfg`` is passed to it,
+    and images are processed with the codec's min/max pixels so both sides see the same grids.
+    """
+    options = dict(cfg)
+    backend = options.pop("backend", None)
+    if backend == "hf":
+        from lfpc.model.loading import load_model
+        from lfpc.rollout.hf import HFRolloutEngine
+        model = load_model(model_path, dtype=dtype, attn_implementation=attn_implementation).to(device)
+        return HFRolloutEngine(model, codec.pad_id, codec.image_pad_id, batch_size=batch_size)
+    if backend == "vllm":
+        from lfpc.rollout.vllm_engine import VLLMRolloutEngine
+        size = codec.image_processor.size
+        options.setdefault("dtype", dtype)
+        return VLLMRolloutEngine(model_path, codec.image_pad_id, min_pixels=size["shortest_edge"],
+                                 max_pixels=size["longest_edge"], device=device, seed=seed, **options)
+    raise ValueError(f"unknown rollout backend {backend!r}; set rollout.backend to one of {BACKENDS}")

@@ -1,0 +1,171 @@
+"""Generation backend on vLLM's offline engine, colocated with the trainer (token-in/token-out, multi-image).
+
+The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so a weight push is a direct in-place
+copy into the running model: no serialization, no reload from disk. Contexts that share the same tokens and
+images (the ``group_size`` copies of a prompt) become one request with ``n`` samples, so the prompt and its
+images are encoded once. Images are the context's own (already at their display size); vLLM's processor gets
+the trainer processor's min/max pixels, so it computes the same grids and expands each ``<|image_pad|>``
+placeholder to the same number of tokens the trainer sees (checked on every request).
+
+Rollout log-probs are vLLM's ``processed_logprobs``: the log-prob of each sampled token under the distribution
+that actually sampled it (temperature, top-p and the suppressed vision tokens applied) — the denominator that
+truncated importance sampling (``grpo.tis_cap``) corrects for.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import torch
+
+from lfpc.rollout import vllm_compat
+from lfpc.rollout.base import Completion, Context, SamplingConfig
+
+
+class VLLMRolloutEngine:
+    """A vLLM ``LLM`` serving the policy; implements :class:`lfpc.rollout.base.RolloutEngine`."""
+
+    def __init__(self, model_path: str, image_pad_id: int, min_pixels: int, max_pixels: int, *,
+                 device: torch.device | str = "cpu", dtype: str = "bfloat16", seed: int = 0,
+                 max_images_per_prompt: int = 6, max_model_len: int | None = None,
+                 gpu_memory_utilization: float = 0.5, enforce_eager: bool | None = None, sleep_level: int = 1,
+                 cpu_kvcache_space_gib: int = 1) -> None:
+        self.device = torch.device(device)
+        self.image_pad_id = image_pad_id
+        self.sleep_level = sleep_level
+        self.sleep_enabled = self.device.type == "cuda"  # vLLM's sleep mode exists on CUDA only
+        self.asleep = False
+        _configure_environment(self.device, cpu_kvcache_space_gib)
+        vllm_compat.ensure_ready()
+        from vllm import LLM
+
+        eager = self.device.type != "cuda" if enforce_eager is None else enforce_eager  # no graph capture on CPU
+        # under torchrun/Lightning each rank runs its own engine inside the existing process group (as TRL does)
+        launcher = "external_launcher" if torch.distributed.is_initialized() else None
+        self.llm = LLM(
+            model=str(model_path), dtype=dtype, seed=seed, max_model_len=max_model_len, enforce_eager=eager,
+            gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=self.sleep_enabled,
+            distributed_executor_backend=launcher, logprobs_mode="processed_logprobs",
+            limit_mm_per_prompt={"image": max_images_per_prompt, "video": 0},
+            mm_processor_kwargs={"size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}},
+        )
+
+    # ----- generation -----
+    def generate(self, contexts: list[Context], sampling: SamplingConfig) -> list[Completion]:
+        """Continue each context until a stop token or ``max_new_tokens``; returns sampled tokens and log-probs."""
+        from vllm.inputs import TokensPrompt
+
+        self.wake_up()
+        groups = _group_identical(contexts)
+        greedy = sampling.temperature <= 0
+        prompts, params = [], []
+        for members in groups:
+            context = contexts[members[0]]
+            prompt = TokensPrompt(prompt_token_ids=_collapse_runs(context.token_ids, self.image_pad_id))
+            if context.images:
+                prompt["multi_modal_data"] = {"image": list(context.images)}
+            prompts.append(prompt)
+            params.append(self._sampling_params(sampling, n=1 if greedy else len(members)))
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        completions: list[Completion | None] = [None] * len(contexts)
+        for members, output in zip(groups, outputs):
+            _check_expansion(contexts[members[0]], output.prompt_token_ids)
+            for k, index in enumerate(members):
+                completions[index] = _completion(output.outputs[0 if greedy else k])
+        return completions
+
+    def _sampling_params(self, sampling: SamplingConfig, n: int):
+        from vllm import SamplingParams
+
+        greedy = sampling.temperature <= 0
+        return SamplingParams(
+            n=n, temperature=0.0 if greedy else sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
+            max_tokens=sampling.max_new_tokens, stop_token_ids=list(sampling.stop_token_ids), ignore_eos=True,
+            logit_bias={t: float("-inf") for t in sampling.suppress_token_ids} or None,
+            logprobs=0, detokenize=False,
+        )
+
+    # ----- weight sync -----
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy full (unsharded) trainer tensors into the running model in place, then drop the caches they invalidate.
+
+        Names are the trainer's (transformers) state-dict names; vLLM maps them to its fused layout. Raises if any
+        parameter of the vLLM model was left without a value.
+        """
+        if self.sleep_enabled and self.asleep:
+            self.llm.wake_up(tags=["weights"])
+        missing = self.llm.collective_rpc(_reload_in_place, args=(named_tensors,))[0]
+        if missing:
+            raise KeyError(f"weight push did not cover {len(missing)} vLLM parameters, e.g. {missing[:3]}")
+        self.wake_up()
+        pass  # self.llm.reset_prefix_cache()  # KV blocks computed with the old weights
+        pass  # self.llm.llm_engine.reset_encoder_cache()  # vision embeddings computed with the old weights
+
+    # ----- memory (CUDA) -----
+    def sleep(self) -> None:
+        """Free the KV cache and offload the weights (CUDA), e.g. during the trainer's update; no-op elsewhere."""
+        if self.sleep_enabled and not self.asleep:
+            self.llm.sleep(level=self.sleep_level)
+            torch.cuda.empty_cache()
+            self.asleep = True
+
+    def wake_up(self) -> None:
+        """Bring back what :meth:`sleep` released; called by :meth:`generate` and :meth:`load_weights`."""
+        if self.sleep_enabled and self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
+
+def _configure_environment(device: torch.device, cpu_kvcache_space_gib: int) -> None:
+    """vLLM settings that must be in the environment before the engine starts."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine in this process: in-place weight pushes
+    if device.type == "cpu":
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_space_gib))
+        # vLLM's CPU worker drops torch to 1 thread unless OMP_NUM_THREADS is set; the trainer shares this process
+        os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+
+
+def _reload_in_place(worker, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """Runs on vLLM's worker: layer-wise in-place reload (vLLM re-applies its kernel repacking after loading).
+
+    Returns the names of vLLM parameters that received no value.
+    """
+    from vllm.config import set_current_vllm_config
+    from vllm.model_executor.model_loader.reload import finalize_layerwise_reload, initialize_layerwise_reload
+
+    model = worker.model_runner.get_model()
+    expected = {name for name, _ in model.named_parameters()}
+    with set_current_vllm_config(worker.vllm_config), torch.no_grad():
+        initialize_layerwise_reload(model)
+        loaded = model.load_weights(named_tensors)
+        finalize_layerwise_reload(model, worker.vllm_config.model_config)
+    return sorted(expected - set(loaded))
+
+
+def _group_identical(contexts: Sequence[Context]) -> list[list[int]]:
+    """Indices of contexts grouped by identical tokens and images (the same image objects), in first-seen order."""
+    groups: dict[tuple, list[int]] = {}
+    for index, context in enumerate(contexts):
+        key = (tuple(context.token_ids), tuple(id(image) for image in context.images))
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
+
+
+def _collapse_runs(token_ids: Sequence[int], token: int) -> list[int]:
+    """``token_ids`` with every run of ``token`` collapsed to one (vLLM expands each image placeholder itself)."""
+    return [t for i, t in enumerate(token_ids) if t != token or i == 0 or token_ids[i - 1] != token]
+
+
+def _check_expansion(context: Context, prompt_token_ids: Sequence[int]) -> None:
+    if list(prompt_token_ids) != context.token_ids:
+        raise RuntimeError(
+            f"vLLM expanded the prompt to {len(prompt_token_ids)} tokens but the context has {len(context.token_ids)}: "
+            "its image processor computed other grids than the trainer's (min/max pixels must match the codec's)")
+
+
+def _completion(output) -> Completion:
+    tokens = list(output.token_ids)
+    logprobs = [step[token].logprob for step, token in zip(output.logprobs, tokens)]
+    return Completion(token_ids=tokens, logprobs=logprobs,
+                      finish_reason="stop" if output.finish_reason == "stop" else "length")

@@ -1,0 +1,168 @@
+"""The vLLM rollout backend on the real tiny Qwen2.5-VL (CPU build of vLLM; `.ci/vllm_lane.sh` installs it).
+
+The engine tests skip where vLLM is not installed; the factory/config tests run everywhere.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
+from lfpc.model.loading import load_model
+from lfpc.rollout.base import Context, SamplingConfig
+from lfpc.rollout.factory import build_engine
+from lfpc.rollout.hf import HFRolloutEngine
+from lfpc.training.sharding import full_named_tensors
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "rollout"
+SKIP_REASON = "vLLM is not installed in this environment; .ci/vllm_lane.sh installs its CPU build and runs this file"
+
+
+@pytest.fixture(scope="module")
+def vllm_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with its text attention regrouped as 2 heads x 32 (vLLM's CPU attention needs head_dim >= 32).
+
+    Every weight keeps its shape (q/o: 2 x 32 = 4 x 16 rows, k/v: 1 x 32 = 2 x 16), so the same files load.
+    """
+    folder = tmp_path_factory.mktemp("vllm") / "tiny"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"].update(num_attention_heads=2, num_key_value_heads=1, head_dim=32)
+    config["text_config"]["rope_parameters"]["mrope_section"] = [4, 6, 6]  # sums to head_dim / 2 = 16
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def engine(vllm_model_dir, codec):
+    pytest.importorskip("vllm", reason=SKIP_REASON)
+    cfg = {**OmegaConf.to_container(OmegaConf.load(CONF / "vllm.yaml")), "dtype": "float32", "max_model_len": 2048,
+           "max_images_per_prompt": 3}
+    return build_engine(cfg, codec, str(vllm_model_dir), "cpu", seed=0)
+
+
+@pytest.fixture()
+def trainer(vllm_model_dir):
+    return load_model(vllm_model_dir)
+
+
+@pytest.fixture()
+def contexts(codec, noise_sample):
+    """A one-image prompt and a two-image conversation (assistant tool call, then a tool response with a crop)."""
+    first = codec.start(_messages("What color is the dot?"), [_image(noise_sample, (224, 168))])
+    second = _copy(first)
+    call = codec.tokenizer.encode('<tool_call>{"name": "image_zoom_in_tool"}</tool_call>', add_special_tokens=False)
+    second.extend(call + [codec.im_end_id], from_policy=True, logprobs=[-1.0] * (len(call) + 1))
+    codec.append_user_turn(second, [{"type": "text", "text": "<tool_response>"}, {"type": "image"},
+                                    {"type": "text", "text": "</tool_response>"}], [_image(noise_sample, (112, 84))])
+    return [first, second]
+
+
+def test_generates_multi_image_contexts_with_n_samples_per_prompt(engine, codec, contexts):
+    first, second = contexts
+    batch = [first, _copy(first), _copy(first), second]  # three copies of one prompt -> one request with n=3
+    sampling = SamplingConfig(max_new_tokens=8, temperature=1.0, stop_token_ids=codec.stop_token_ids,
+                              suppress_token_ids=codec.vision_token_ids)
+    completions = engine.generate(batch, sampling)
+    assert len(completions) == 4
+    for completion in completions:
+        assert 1 <= len(completion.token_ids) <= 8 and len(completion.logprobs) == len(completion.token_ids)
+        assert all(-40 < lp <= 0 for lp in completion.logprobs)
+        assert not set(completion.token_ids) & set(codec.vision_token_ids)
+        stopped = completion.token_ids[-1] in codec.stop_token_ids
+        assert completion.finish_reason == ("stop" if stopped else "length")
+        assert stopped or len(completion.token_ids) == 8
+    # the n samples of one prompt are independent draws (8 tokens from a near-uniform 3072-way softmax)
+    assert len({tuple(c.token_ids) for c in completions[:3]}) == 3
+
+
+def test_suppressed_tokens_are_never_generated(engine, codec, contexts):
+    greedy = SamplingConfig(max_new_tokens=1, temperature=0.0)
+    favourite = engine.generate(contexts[:1], greedy)[0].token_ids[0]
+    suppressed = SamplingConfig(max_new_tokens=1, temperature=0.0, suppress_token_ids=(favourite,))
+    assert engine.generate(contexts[:1], suppressed)[0].token_ids[0] != favourite
+
+
+def test_logprobs_agree_with_trainer_after_weight_push(engine, codec, contexts, trainer):
+    sampling = SamplingConfig(max_new_tokens=12, temperature=0.7)  # no stop tokens: exactly 12 new tokens each
+    engine.generate(contexts, sampling)  # fill vLLM's prefix and encoder caches with the old weights' results
+    _perturb(trainer, seed=1)
+    engine.load_weights(full_named_tensors(trainer))
+    completions = engine.generate(contexts, sampling)
+    for context, completion in zip(contexts, completions):
+        context.extend(completion.token_ids, from_policy=True, logprobs=completion.logprobs)
+    with torch.no_grad():
+        trained = sequence_logprobs(trainer, contexts, codec.pad_id, codec.image_pad_id, temperature=0.7)["logprobs"]
+    for row, (context, completion) in enumerate(zip(contexts, completions)):
+        end = len(context.token_ids) - 1  # trained[:, j] scores token j + 1: the 12 new tokens are end-12 .. end-1
+        assert len(completion.token_ids) == 12
+        print("MAXDIFF", (torch.tensor(completion.logprobs) - trained[row, end - 12:end]).abs().max().item()); torch.testing.assert_close(torch.tensor(completion.logprobs), trained[row, end - 12:end], atol=5e-4, rtol=0)
+
+
+def test_rollouts_change_after_an_update(engine, codec, contexts, trainer):
+    engine.load_weights(full_named_tensors(trainer))
+    greedy = SamplingConfig(max_new_tokens=10, temperature=0.0)
+    before = engine.generate(contexts, greedy)
+    # one gradient step that makes a sampled rollout of the first prompt more likely (a positive advantage)
+    sample = engine.generate(contexts[:1], SamplingConfig(max_new_tokens=10, temperature=1.0))[0]
+    reinforced = _copy(contexts[0])
+    reinforced.extend(sample.token_ids, from_policy=True, logprobs=sample.logprobs)
+    mask = shifted_policy_tensors([reinforced])["mask"].bool()
+    loss = -sequence_logprobs(trainer, [reinforced], codec.pad_id, codec.image_pad_id)["logprobs"][mask].sum()
+    loss.backward()
+    torch.optim.SGD(trainer.parameters(), lr=1.0).step()
+    engine.load_weights(full_named_tensors(trainer))
+    after = engine.generate(contexts, greedy)
+    reference = HFRolloutEngine(trainer, codec.pad_id, codec.image_pad_id).generate(contexts, greedy)
+    assert [c.token_ids for c in after] == [c.token_ids for c in reference]  # vLLM now runs the updated policy
+    assert [c.token_ids for c in after] != [c.token_ids for c in before]
+
+
+def test_push_must_cover_every_parameter(engine, trainer):
+    partial = [(name, tensor) for name, tensor in full_named_tensors(trainer) if name != "lm_head.weight"]
+    with pytest.raises(KeyError, match="did not cover 1 vLLM parameters"):
+        engine.load_weights(partial)
+    engine.load_weights(full_named_tensors(trainer))  # a full push afterwards is accepted
+
+
+def test_factory_selects_backend(codec, tiny_model_dir):
+    assert isinstance(build_engine({"backend": "hf"}, codec, str(tiny_model_dir), "cpu"), HFRolloutEngine)
+    with pytest.raises(ValueError, match="rollout.backend"):
+        build_engine({"backend": "sglang"}, codec, str(tiny_model_dir), "cpu")
+
+
+def test_vllm_config_keys_are_engine_arguments():
+    from lfpc.rollout.vllm_engine import VLLMRolloutEngine  # imports vLLM lazily: works without it
+    keys = set(OmegaConf.load(CONF / "vllm.yaml")) - {"backend"}
+    assert keys <= set(inspect.signature(VLLMRolloutEngine).parameters)
+    assert OmegaConf.load(CONF / "hf.yaml") == {"backend": "hf"}
+
+
+def _perturb(model, seed):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
+
+
+def _copy(context: Context) -> Context:
+    """A copy of a context that shares its image objects (as the group copies of one prompt do)."""
+    return Context(token_ids=list(context.token_ids), policy_mask=list(context.policy_mask),
+                   logprobs=list(context.logprobs), images=list(context.images),
+                   pixel_values=list(context.pixel_values), image_grid_thw=list(context.image_grid_thw))
+
+
+def _messages(text):
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
+def _image(sample, size):
+    from PIL import Image
+    return Image.open(sample.image_path).convert("RGB").resize(size)
