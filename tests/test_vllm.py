@@ -103,7 +103,8 @@ def test_logprobs_agree_with_trainer_after_weight_push(engine, codec, contexts, 
     for row, (context, completion) in enumerate(zip(contexts, completions)):
         end = len(context.token_ids) - 1  # trained[:, j] scores token j + 1: the 12 new tokens are end-12 .. end-1
         assert len(completion.token_ids) == 12
-        print("MAXDIFF", (torch.tensor(completion.logprobs) - trained[row, end - 12:end]).abs().max().item()); torch.testing.assert_close(torch.tensor(completion.logprobs), trained[row, end - 12:end], atol=5e-4, rtol=0)
+        # measured: max |diff| ~1e-6 in float32; without the cache resets after the push it exceeds 1
+        torch.testing.assert_close(torch.tensor(completion.logprobs), trained[row, end - 12:end], atol=1e-4, rtol=0)
 
 
 def test_rollouts_change_after_an_update(engine, codec, contexts, trainer):

@@ -49,7 +49,7 @@ class QuestionMeans(torch.nn.Module):
         """``num_questions`` and each mean (None where no question defined the metric)."""
         result: dict[str, float | None] = {"num_questions": self.count}
         for name, metric in self.means.items():
-            value = float(metric.compute()) if self.count else float("nan")
+            value = float(metric.compute())
             result[name] = None if value != value else value  # NaN: every weight was 0
         return result
 
@@ -91,20 +91,17 @@ def substitution_subsets(records: Sequence[dict]) -> list[dict]:
     for record in records:
         by_key[(record["benchmark"], record["budget"], record["id"])][record["mode"]] = bool(record["correct"])
     tests: dict[tuple, dict[str, MeanMetric]] = defaultdict(lambda: {"gt": _mean(), "noise": _mean()})
-    counts: dict[tuple, dict[str, int]] = defaultdict(lambda: {"gt": 0, "noise": 0})
     for (benchmark, budget, _), modes in by_key.items():
         if "pred" not in modes:
             continue
         test = "noise" if modes["pred"] else "gt"
         if test in modes:
             tests[(benchmark, budget)][test].update(float(modes[test]))
-            counts[(benchmark, budget)][test] += 1
     rows = []
     for (benchmark, budget), metrics in sorted(tests.items()):
         row: dict = {"benchmark": benchmark, "budget": budget}
         for test, metric in metrics.items():
-            n = counts[(benchmark, budget)][test]
-            row[f"{test}_test_accuracy"] = float(metric.compute()) if n else None
-            row[f"{test}_test_n"] = n
+            row[f"{test}_test_accuracy"] = float(metric.compute()) if metric.update_count else None
+            row[f"{test}_test_n"] = metric.update_count
         rows.append(row)
     return rows

@@ -99,8 +99,8 @@ class VLLMRolloutEngine:
         if missing:
             raise KeyError(f"weight push did not cover {len(missing)} vLLM parameters, e.g. {missing[:3]}")
         self.wake_up()
-        pass  # self.llm.reset_prefix_cache()  # KV blocks computed with the old weights
-        pass  # self.llm.llm_engine.reset_encoder_cache()  # vision embeddings computed with the old weights
+        self.llm.reset_prefix_cache()  # KV blocks computed with the old weights
+        self.llm.llm_engine.reset_encoder_cache()  # vision embeddings computed with the old weights
 
     # ----- memory (CUDA) -----
     def sleep(self) -> None:

@@ -1,0 +1,254 @@
+"""Evaluation: metrics against hand-computed values, crop modes wired through, resumable records, eval config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from PIL import Image
+
+from lfpc.agent.prompt import TOOL_NAME
+from lfpc.data.records import Sample
+from lfpc.evaluation.data import load_benchmark, subtask_of
+from lfpc.evaluation.metrics import substitution_subsets, summarize
+from lfpc.evaluation.records import RecordLog, crop_scores
+from lfpc.evaluation.run import evaluate
+from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, rollout_batch
+from lfpc.rollout.base import Completion
+from lfpc.rollout.episodes import EpisodeConfig
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Metrics on fixture records
+
+def rec(qid: str, subtask: str, correct: bool, mode: str = "pred", **values) -> dict:
+    """A per-question record with every metric field (defaults: no crop, no cost)."""
+    row = {"key": f"{qid}|{mode}|1024", "id": qid, "benchmark": "vstar", "budget": 1024, "mode": mode,
+           "subtask": subtask, "correct": correct, "first_iou": None, "last_iou": None, "first_coverage": None,
+           "last_coverage": None, "tool_calls": 0, "crops": 0, "visual_tokens": 0, "time_s": 0.0}
+    row.update(values)
+    return row
+
+
+def test_summarize_matches_hand_computed_means():
+    records = [
+        rec("q1", "Attr", True, first_iou=0.5, last_iou=0.6, tool_calls=1, crops=1, visual_tokens=100, time_s=1.0),
+        rec("q2", "Attr", False, tool_calls=0, visual_tokens=64, time_s=2.0),
+        rec("q3", "Spatial", True, first_iou=0.2, last_iou=0.4, tool_calls=2, crops=2, visual_tokens=200, time_s=3.0),
+        rec("q4", "Spatial", True, tool_calls=3, crops=0, visual_tokens=300, time_s=4.0),
+        rec("q1", "Attr", False, mode="noise", tool_calls=1, crops=1, visual_tokens=100, time_s=1.0),
+    ]
+    rows = summarize(records)
+    assert [(r["mode"], r["subtask"]) for r in rows] == [
+        ("pred", "Attr"), ("pred", "Spatial"), ("pred", "overall"), ("noise", "Attr"), ("noise", "overall")]
+    attr, spatial, overall, noise_attr, _ = rows
+    assert overall["num_questions"] == 4
+    assert overall["accuracy"] == pytest.approx(0.75)            # 3 of 4 correct
+    assert attr["accuracy"] == pytest.approx(0.5)                # 1 of 2
+    assert spatial["accuracy"] == pytest.approx(1.0)             # 2 of 2
+    assert overall["first_iou"] == pytest.approx(0.35)           # (0.5 + 0.2) / 2: q2, q4 have no crop box
+    assert overall["last_iou"] == pytest.approx(0.5)             # (0.6 + 0.4) / 2
+    assert attr["first_iou"] == pytest.approx(0.5) and spatial["first_iou"] == pytest.approx(0.2)
+    assert overall["tool_calls"] == pytest.approx(1.5)           # (1 + 0 + 2 + 3) / 4
+    assert overall["crops"] == pytest.approx(0.75)               # (1 + 0 + 2 + 0) / 4
+    assert overall["visual_tokens"] == pytest.approx(166.0)      # (100 + 64 + 200 + 300) / 4
+    assert overall["time_s"] == pytest.approx(2.5)               # (1 + 2 + 3 + 4) / 4
+    assert noise_attr["accuracy"] == 0.0 and noise_attr["first_iou"] is None  # no IoU defined -> None, not 0
+
+
+def test_substitution_subsets_restrict_the_tests_to_pred_right_and_wrong_questions():
+    records = [rec("q1", "Attr", True), rec("q1", "Attr", False, mode="noise"),
+               rec("q2", "Attr", True), rec("q2", "Attr", True, mode="noise"),
+               rec("q6", "Attr", True), rec("q6", "Attr", False, mode="noise"), rec("q6", "Attr", True, mode="gt"),
+               rec("q3", "Attr", False), rec("q3", "Attr", True, mode="gt"), rec("q3", "Attr", True, mode="noise"),
+               rec("q4", "Attr", False), rec("q4", "Attr", False, mode="gt"),
+               rec("q5", "Attr", False)]  # q5: no test record
+    [row] = substitution_subsets(records)
+    # noise test on pred-correct q1, q2, q6: noise correct F, T, F -> 1/3 (q6's GT record is not in the GT test)
+    assert row["noise_test_n"] == 3 and row["noise_test_accuracy"] == pytest.approx(1 / 3, abs=1e-12)  # float64
+    # GT test on pred-wrong q3, q4: GT correct T, F -> 1/2 (q3's noise record is not in the noise test)
+    assert row["gt_test_n"] == 2 and row["gt_test_accuracy"] == pytest.approx(0.5)
+
+
+def test_crop_scores_of_first_and_last_crop():
+    gt = (5.0, 5.0, 10.0, 10.0)                   # area 25
+    first, last = (0.0, 0.0, 10.0, 10.0), (5.0, 5.0, 10.0, 20.0)
+    scores = crop_scores((first, last), gt)
+    assert scores["first_iou"] == pytest.approx(0.25)       # 25 / (100 + 25 - 25)
+    assert scores["last_iou"] == pytest.approx(1 / 3)       # 25 / (25 + 75 - 25)
+    assert scores["first_coverage"] == 1.0 and scores["last_coverage"] == 1.0
+    assert set(crop_scores((), gt).values()) == {None} and set(crop_scores((first,), None).values()) == {None}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Crop modes through the evaluation path (a scripted policy on the real tokenizer and processor)
+
+B1 = (168.0, 112.0, 252.0, 168.0)             # 84 x 56 px, on the 28 px grid
+ZOOM = [50, 50, 106, 78]                       # display frame (half size) -> original [100, 100, 212, 156]
+
+
+class ZoomThenAnswer:
+    """Stand-in policy: zooms on ZOOM while it has seen only the global image, then answers B."""
+
+    def __init__(self, codec):
+        self.codec, self.calls = codec, 0
+
+    def generate(self, contexts, sampling):
+        self.calls += 1
+        call = json.dumps({"name": TOOL_NAME, "arguments": {"bbox_2d": ZOOM}})
+        completions = []
+        for context in contexts:
+            text = (f"<think>zoom</think><tool_call>{call}</tool_call>" if len(context.images) == 1
+                    else "<think>seen</think><answer>B</answer>")
+            ids = self.codec.tokenizer.encode(text, add_special_tokens=False) + [self.codec.im_end_id]
+            completions.append(Completion(ids, [0.0] * len(ids), "stop"))
+        return completions
+
+    def load_weights(self, named_tensors):
+        raise TypeError("a scripted policy has no weights")
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """An 840 x 560 noise image (30 x 20 tokens) with B1, and its pixels."""
+    pixels = np.random.default_rng(0).integers(0, 256, size=(560, 840, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("eval") / "toy.png"
+    Image.fromarray(pixels).save(path)
+    sample = Sample(id="toy", image_path=str(path), question="What is it?", options=("a", "b", "c", "d"),
+                    answer="B", boxes=(B1,), image_size=(840, 560))
+    return sample, pixels
+
+
+# budget 150 tokens: 840 x 560 (600 tokens) halves to 420 x 280 = 15 x 10 = 150 tokens
+PLAN = EvalPlan(budgets=(150,), modes=("pred", "gt", "noise", "direct"), batch_size=2,
+                episode=EpisodeConfig(max_turns=2, max_new_tokens_per_turn=64, max_response_tokens=256,
+                                      max_context_tokens=4096, crop_max_tokens=16))
+
+
+def test_each_crop_mode_changes_what_the_model_sees(codec, toy):
+    sample, pixels = toy
+    seen = {}
+    for mode in PLAN.modes:
+        [trajectory], seconds = rollout_batch(ZoomThenAnswer(codec), codec, [sample], 150, mode, PLAN)
+        assert trajectory.display_size == (420, 280) and seconds > 0
+        seen[mode] = trajectory
+    pred_crop = np.asarray(seen["pred"].context.images[1])
+    assert np.array_equal(pred_crop, pixels[100:156, 100:212])             # the predicted region, pixel for pixel
+    assert np.array_equal(np.asarray(seen["gt"].context.images[1]), pixels[112:168, 168:252])  # B1 instead
+    noise_crop = np.asarray(seen["noise"].context.images[1])
+    assert noise_crop.shape == pred_crop.shape                             # same size as the real crop ...
+    r = np.corrcoef(noise_crop.ravel().astype(float), pred_crop.ravel().astype(float))[0, 1]
+    assert abs(r) < 0.05                                                   # ... but unrelated to its pixels
+    assert len(seen["direct"].context.images) == 1                         # no crop at all
+    prompt = codec.tokenizer.decode(seen["direct"].context.token_ids[:seen["direct"].prompt_length])
+    assert "<tools>" not in prompt and "<tools>" in codec.tokenizer.decode(seen["pred"].context.token_ids)
+
+
+def test_records_per_mode_and_resume_without_recomputing(codec, toy, tmp_path):
+    sample, _ = toy
+    engine = ZoomThenAnswer(codec)
+    records = evaluate_samples(engine, codec, [sample], PLAN, RecordLog(tmp_path / "r.jsonl"), "toy",
+                               progress=False)
+    by_mode = {r["mode"]: r for r in records}
+    assert [r["mode"] for r in records] == ["pred", "gt", "noise", "direct"]
+    assert by_mode["pred"]["crop_boxes"] == [[100.0, 100.0, 212.0, 156.0]] and by_mode["pred"]["correct"]
+    # pred crop vs B1: intersection 44 x 44 = 1936; union 6272 + 4704 - 1936 = 9040
+    assert by_mode["pred"]["first_iou"] == pytest.approx(1936 / 9040)
+    assert by_mode["pred"]["last_coverage"] == pytest.approx(1936 / 4704)
+    assert by_mode["gt"]["crop_boxes"] == [list(B1)] and by_mode["gt"]["last_iou"] == pytest.approx(1.0)
+    # visual tokens: global 15 x 10 = 150, + crop 112 x 56 = 4 x 2 = 8 (pred, noise) or 84 x 56 = 3 x 2 = 6 (gt)
+    assert [by_mode[m]["visual_tokens"] for m in PLAN.modes] == [158, 156, 158, 150]
+    assert by_mode["noise"]["correct"] and by_mode["noise"]["crops"] == 1
+    direct = by_mode["direct"]  # the tool call is refused and ends the episode without an answer
+    assert direct["tool_calls"] == 1 and direct["crops"] == 0 and not direct["correct"] and direct["choice"] is None
+    assert all(r["subtask"] == "single" and r["budget"] == 150 and r["time_s"] > 0 for r in records)
+    assert "<answer>B</answer>" in by_mode["pred"]["trajectory"]
+    lines = (tmp_path / "r.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and {json.loads(line)["key"] for line in lines} == {f"toy|{m}|150" for m in PLAN.modes}
+
+    again = ZoomThenAnswer(codec)
+    assert evaluate_samples(again, codec, [sample], PLAN, RecordLog(tmp_path / "r.jsonl"), "toy",
+                            progress=False) == records
+    assert again.calls == 0 and len((tmp_path / "r.jsonl").read_text().splitlines()) == 4
+
+
+def test_record_log_drops_a_torn_last_line(tmp_path):
+    path = tmp_path / "records.jsonl"
+    log = RecordLog(path)
+    log.append([{"key": "a|pred|64", "x": 1}, {"key": "b|pred|64", "x": 2}])
+    with path.open("a") as handle:
+        handle.write('{"key": "c|pred|64", "x"')              # a write cut short by a kill
+    reopened = RecordLog(path)
+    assert reopened.done == {"a|pred|64", "b|pred|64"}
+    reopened.append([{"key": "c|pred|64", "x": 3}])
+    assert [json.loads(line)["x"] for line in path.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_gt_mode_is_refused_without_gt_boxes(toy):
+    sample, _ = toy
+    boxless = Sample(id="hr", image_path=sample.image_path, question="q", options=("a", "b"), answer="A",
+                     image_size=sample.image_size)
+    check_modes([sample, boxless], ("pred", "noise"), "hrbench_4k")
+    with pytest.raises(ValueError, match="'gt' needs GT boxes.*1 of 2 questions of benchmark 'hrbench_4k'"):
+        check_modes([sample, boxless], ("pred", "gt"), "hrbench_4k")
+
+
+def test_plan_rejects_bad_modes_budgets_and_a_context_too_small_to_crop():
+    episode = EpisodeConfig(max_context_tokens=4096, crop_max_tokens=1024)
+    with pytest.raises(ValueError, match="crop modes"):
+        EvalPlan(budgets=(1024,), modes=("zoom",), episode=episode)
+    with pytest.raises(ValueError, match="budgets"):
+        EvalPlan(budgets=(0,), modes=("pred",), episode=episode)
+    with pytest.raises(ValueError, match="max_context_tokens .4096. leaves no room"):  # 16384 + 1024 > 4096
+        EvalPlan(budgets=(1024, 16384), modes=("pred",), episode=episode)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Benchmarks, option shuffling, the eval config end to end
+
+def test_option_shuffling_is_seeded_and_switchable(tmp_path):
+    bench = OmegaConf.create({"kind": "synthetic", "name": "synthetic", "dir": str(tmp_path / "syn"),
+                              "num_samples": 6, "image_size": [512, 512], "seed": 1})
+    plain = load_benchmark(bench, shuffle_options=False)
+    shuffled = load_benchmark(bench, seed=3, shuffle_options=True)
+    assert load_benchmark(bench, seed=3, shuffle_options=True) == shuffled
+    assert [s.answer_text for s in shuffled] == [s.answer_text for s in plain]   # the answer follows its option
+    assert all(sorted(s.options) == sorted(p.options) for s, p in zip(shuffled, plain))
+    assert any(s.options != p.options for s, p in zip(shuffled, plain))
+    assert len(load_benchmark(bench, limit=2)) == 2
+    assert {subtask_of(s) for s in plain} <= {"single", "cross"}
+    assert subtask_of(Sample(id="v", image_path="x", question="q", options=("a", "b"), answer="A",
+                             category="spatial", meta={"subtask": "Spatial"})) == "Spatial"
+
+
+def eval_cfg(tmp_path: Path, model_dir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("eval", overrides=[
+            f"output_dir={tmp_path / 'out'}", f"cache_dir={tmp_path / 'cache'}", "label=tiny",
+            f"model.path={model_dir}", "model.build_tiny=false", "benchmark.num_samples=2",
+            "benchmark.image_size=[512,512]", "eval.progress=false", "episode.max_new_tokens_per_turn=6",
+            "episode.max_response_tokens=12", *overrides])
+
+
+def test_eval_config_runs_resumes_and_refuses_other_settings(tmp_path, tiny_model_dir):
+    cfg = eval_cfg(tmp_path, tiny_model_dir, "eval.modes=[pred,direct]")
+    assert list(cfg.eval.budgets) == [64] and cfg.benchmark.kind == "synthetic"   # the benchmark's default budget
+    summary = evaluate(cfg)
+    out = tmp_path / "out"
+    lines = (out / "records.jsonl").read_text().splitlines()
+    assert len(lines) == 4                                                        # 2 questions x 2 modes
+    overall = {r["mode"]: r for r in summary["rows"] if r["subtask"] == "overall"}
+    assert set(overall) == {"pred", "direct"} and overall["pred"]["num_questions"] == 2
+    assert json.loads((out / "metrics.json").read_text())["label"] == "tiny"
+    assert (out / "metrics.csv").read_text().startswith("benchmark,budget,mode,subtask,num_questions,accuracy")
+
+    assert evaluate(cfg)["rows"] == summary["rows"]                               # resumed: nothing recomputed
+    assert (out / "records.jsonl").read_text().splitlines() == lines
+    with pytest.raises(ValueError, match="other settings .changed: \\['episode'\\]"):
+        evaluate(eval_cfg(tmp_path, tiny_model_dir, "episode.max_turns=1"))
