@@ -67,19 +67,25 @@ def reward_config(cfg: DictConfig) -> RewardConfig:
 
 def display_sizer(cfg: DictConfig, path: str, samples: list[Sample]) -> DisplaySizer:
     """The resolution strategy of ``cfg``; ``answer_divergence`` loads the offline selection of ``samples`` with
-    the model at ``path`` (computing what the manifest lacks). Samples it drops (``never_diverged: drop``) are
-    removed from ``samples`` in place."""
+    the model at ``path`` (computing what the manifest lacks)."""
     r = cfg.resolution
     selected = None
     if r.strategy == "answer_divergence":
         from lfpc.resolution.select import run_selection
         selected = run_selection(cfg, path, samples).sizes
-        samples[:] = [s for s in samples if s.id in selected]
-        if not samples:
-            raise ValueError(f"resolution selection dropped every sample (never_diverged={r.never_diverged}); "
-                             "use never_diverged=hardest or original")
     return DisplaySizer(r.strategy, cfg.vision.global_max_tokens, r.scale, r.min_tokens, seed=cfg.seed,
                         selected=selected)
+
+
+def trainable_samples(samples: list[Sample], sizer: DisplaySizer, cfg: DictConfig) -> list[Sample]:
+    """The samples the resolution selection kept (``never_diverged: drop`` removes some)."""
+    if sizer.strategy != "answer_divergence":
+        return samples
+    kept = [s for s in samples if s.id in sizer.selected]
+    if not kept:
+        raise ValueError(f"resolution selection dropped every sample (never_diverged="
+                         f"{cfg.resolution.never_diverged}); use never_diverged=hardest or original")
+    return kept
 
 
 def updates_per_step(cfg: DictConfig) -> int:

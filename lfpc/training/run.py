@@ -45,8 +45,10 @@ def train(cfg: DictConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     path = C.model_path(cfg)
     samples = C.load_samples(cfg.data)
+    sizer = C.display_sizer(cfg, path, samples)
+    samples = C.trainable_samples(samples, sizer, cfg)
     module = GRPOModule(C.policy_config(cfg, path), C.grpo_config(cfg), C.episode_config(cfg), C.reward_config(cfg),
-                        C.display_sizer(cfg, path, samples), seed=cfg.seed)
+                        sizer, seed=cfg.seed)
     loader = DataLoader(samples, batch_size=cfg.grpo.prompts_per_step, shuffle=True, collate_fn=list,
                         drop_last=True)
     per_step = C.updates_per_step(cfg)
