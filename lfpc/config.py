@@ -23,10 +23,11 @@ def model_path(cfg: DictConfig) -> str:
         from lfpc.model.tiny import build_tiny_model
         from lfpc.model.warmup import warm_up
         base = build_tiny_model(f"{cfg.model.path}-random", seed=cfg.model.get("seed", 0))
-        if not cfg.model.get("warmup_steps"):
+        w = cfg.model.get("warmup")
+        if not w or not w.steps:
             return str(base)
-        return str(warm_up(base, cfg.model.path, load_samples(cfg.data)[:8], steps=cfg.model.warmup_steps,
-                           global_max_tokens=cfg.vision.global_max_tokens, crop_max_tokens=cfg.episode.crop_max_tokens))
+        return str(warm_up(base, cfg.model.path, load_samples(w.data), steps=w.steps,
+                           global_max_tokens=w.global_max_tokens, crop_max_tokens=w.crop_max_tokens))
     return str(cfg.model.path)
 
 
@@ -39,7 +40,11 @@ def load_samples(data: DictConfig) -> list[Sample]:
         return load_jsonl(path)
     if data.kind == "jsonl":
         return load_jsonl(data.path)
-    raise ValueError(f"unknown data.kind {data.kind!r} (expected 'synthetic' or 'jsonl')")
+    if data.kind == "mix":
+        from lfpc.data.mix import mix_by_ratio
+        sources = [(name, load_samples(source), source.ratio) for name, source in data.sources.items()]
+        return mix_by_ratio(sources, data.get("num_samples"), seed=data.get("seed", 0))
+    raise ValueError(f"unknown data.kind {data.kind!r} (expected 'synthetic', 'jsonl' or 'mix')")
 
 
 def policy_config(cfg: DictConfig, path: str) -> PolicyConfig:

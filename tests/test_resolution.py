@@ -259,8 +259,8 @@ def test_display_sizer_and_cli_read_the_cached_selection(codec, tiny_model_dir, 
     # fill the manifest with the scripted answers, under the fingerprint the config gives the tiny model
     _run(codec, samples, cfg.resolution.manifest, config=selection_config(cfg),
          fingerprint=model_fingerprint(tiny_model_dir))
-    kept = list(samples)
-    sizer = C.display_sizer(cfg, str(tiny_model_dir), kept)
+    sizer = C.display_sizer(cfg, str(tiny_model_dir), samples)
+    kept = C.trainable_samples(samples, sizer, cfg)
     assert [s.id for s in kept] == ["early", "first", "invalid"]  # "never" dropped
     assert [sizer(s) for s in kept] == [(112, 112), (168, 168), (56, 56)]
     with pytest.raises(KeyError, match="never"):

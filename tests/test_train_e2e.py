@@ -16,7 +16,7 @@ from lfpc.model.loading import load_model
 from lfpc.training.sharding import weights_digest
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["logger=csv", "model.warmup_steps=20", "data.num_samples=4", "data.image_size=[1024,1024]",
+SMALL = ["logger=csv", "model.warmup.steps=20", "data.num_samples=4", "data.image_size=[1024,1024]",
          "trainer.max_steps=1", "grpo.group_size=2", "grpo.prompts_per_step=1", "grpo.mini_batch_size=2",
          "episode.max_turns=2"]
 

@@ -31,6 +31,12 @@ class VLLMRolloutEngine:
                  max_images_per_prompt: int = 6, max_model_len: int | None = None,
                  gpu_memory_utilization: float = 0.5, enforce_eager: bool | None = None, sleep_level: int = 1,
                  cpu_kvcache_space_gib: int = 1) -> None:
+        """Start the engine on the checkpoint at ``model_path`` (the keys of ``conf/rollout/vllm.yaml``).
+
+        ``device`` is where the trainer runs: on CUDA the engine uses CUDA graphs and sleep mode, on CPU it runs
+        eager with a ``cpu_kvcache_space_gib`` KV cache. ``min_pixels``/``max_pixels`` must be the trainer
+        processor's (:func:`lfpc.rollout.factory.build_engine` passes the codec's).
+        """
         self.device = torch.device(device)
         self.image_pad_id = image_pad_id
         self.sleep_level = sleep_level
