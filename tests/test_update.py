@@ -75,3 +75,15 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny_model, codec, 
     make_update(twin, codec, optimizer=torch.optim.SGD(twin.parameters(), lr=0.1), micro=1)(batch, advantages)
     for (name, a), b in zip(tiny_model.named_parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_several_updates_per_step_use_the_pre_update_policy_as_old(tiny_model, codec, batch):
+    # 2 epochs x 2 mini-batches of 1: the ratio of the first update is 1 (old == current), later ones are not
+    contexts = [batch[0], batch[1], batch[1], batch[0]]  # mixed lengths across micro-batches
+    update = PolicyUpdate(tiny_model, torch.optim.AdamW(tiny_model.parameters(), lr=1e-3), PolicyLossConfig(),
+                          codec.pad_id, codec.image_pad_id, mini_batch_size=2, micro_batch_size=1, ppo_epochs=2)
+    before = completion_logprob(tiny_model, codec, batch)
+    stats = update(contexts, torch.tensor([1.0, -1.0, -1.0, 1.0]))
+    after = completion_logprob(tiny_model, codec, batch)
+    assert stats["train/ratio_mean"] != 1.0 and stats["train/approx_kl"] > 0  # later updates saw a moved policy
+    assert after[0] > before[0] and after[1] < before[1]

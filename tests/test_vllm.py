@@ -6,8 +6,6 @@ The engine tests skip where vLLM is not installed; the factory/config tests run 
 from __future__ import annotations
 
 import inspect
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -26,31 +24,16 @@ SKIP_REASON = "vLLM is not installed in this environment; .ci/vllm_lane.sh insta
 
 
 @pytest.fixture(scope="module")
-def vllm_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny model with its text attention regrouped as 2 heads x 32 (vLLM's CPU attention needs head_dim >= 32).
-
-    Every weight keeps its shape (q/o: 2 x 32 = 4 x 16 rows, k/v: 1 x 32 = 2 x 16), so the same files load.
-    """
-    folder = tmp_path_factory.mktemp("vllm") / "tiny"
-    shutil.copytree(tiny_model_dir, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config["text_config"].update(num_attention_heads=2, num_key_value_heads=1, head_dim=32)
-    config["text_config"]["rope_parameters"]["mrope_section"] = [4, 6, 6]  # sums to head_dim / 2 = 16
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def engine(vllm_model_dir, codec):
+def engine(tiny_model_dir, codec):
     pytest.importorskip("vllm", reason=SKIP_REASON)
     cfg = {**OmegaConf.to_container(OmegaConf.load(CONF / "vllm.yaml")), "dtype": "float32", "max_model_len": 2048,
            "max_images_per_prompt": 3}
-    return build_engine(cfg, codec, str(vllm_model_dir), "cpu", seed=0)
+    return build_engine(cfg, codec, str(tiny_model_dir), "cpu", seed=0)
 
 
 @pytest.fixture()
-def trainer(vllm_model_dir):
-    return load_model(vllm_model_dir)
+def trainer(tiny_model_dir):
+    return load_model(tiny_model_dir)
 
 
 @pytest.fixture()

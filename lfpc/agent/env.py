@@ -104,11 +104,14 @@ class CropEnvironment:
     episode ends without an answer. Unparseable turns and refused calls get an error observation,
     use up a turn and count in ``num_invalid_calls``. ``events`` logs every turn: ``turn``, ``kind``,
     ``bbox`` (raw, displayed frame), ``label``, ``box`` (cropped region, original pixels), ``crop_size``
-    and ``visual_tokens`` of the returned crop, ``error``.
+    and ``visual_tokens`` of the returned crop, ``error``. ``original`` is the decoded original image when the
+    caller already holds it (shared, read-only); otherwise it is loaded on first use and kept for the episode,
+    so the original is never decoded once per turn.
     """
 
     def __init__(self, sample: Sample, display_size: Size, crop_max_tokens: int, max_turns: int = 5,
-                 mode: str = "pred", seed: int = 0, crop_min_tokens: int = 4) -> None:
+                 mode: str = "pred", seed: int = 0, crop_min_tokens: int = 4,
+                 original: Image.Image | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
         if mode == "gt" and not sample.boxes:
@@ -133,11 +136,14 @@ class CropEnvironment:
         self._crop_boxes: list[Box] = []
         self._num_invalid = 0
         self._done = False
+        self._original = original
 
     @property
     def original(self) -> Image.Image:
-        """The original image (cached, read-only)."""
-        return load_image(self.sample.image_path)
+        """The original image (decoded at most once per episode, read-only)."""
+        if self._original is None:
+            self._original = load_image(self.sample.image_path)
+        return self._original
 
     @property
     def done(self) -> bool:

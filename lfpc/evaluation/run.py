@@ -11,7 +11,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lfpc import config as C
@@ -19,8 +18,9 @@ from lfpc.evaluation.data import load_benchmark
 from lfpc.evaluation.metrics import QUESTION_METRICS, substitution_subsets, summarize
 from lfpc.evaluation.records import RecordLog
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, pending
-from lfpc.model.loading import load_model, load_processor
+from lfpc.model.loading import load_processor
 from lfpc.rollout.codec import ChatCodec
+from lfpc.rollout.factory import engine_from_run_config
 from lfpc.vision.budget import tokens_to_pixels
 
 CSV_COLUMNS = ("benchmark", "budget", "mode", "subtask", "num_questions") + QUESTION_METRICS
@@ -58,16 +58,6 @@ def check_settings(out: Path, settings: dict) -> None:
                          f"folder (e.g. another label=...) or delete {path} to mix them knowingly")
 
 
-def build_engine(cfg: DictConfig, path: str, codec: ChatCodec):
-    """The HF rollout engine on the local checkpoint ``path`` (``eval.device``: auto | cpu | cuda[:N])."""
-    from lfpc.rollout.hf import HFRolloutEngine
-    device = cfg.eval.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation).to(device)
-    return HFRolloutEngine(model, codec.pad_id, codec.image_pad_id, batch_size=cfg.model.rollout_batch_size)
-
-
 def write_metrics(out: Path, summary: dict) -> None:
     """``metrics.json`` (everything) and ``metrics.csv`` (one row per benchmark, budget, mode and sub-task)."""
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))
@@ -90,7 +80,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if pending(samples, plan, log.done):
         max_tokens = max(max(plan.budgets), plan.episode.crop_max_tokens)
         codec = ChatCodec(load_processor(path, min_pixels=tokens_to_pixels(4), max_pixels=tokens_to_pixels(max_tokens)))
-        evaluate_samples(build_engine(cfg, path, codec), codec, samples, plan, log, cfg.benchmark.name,
+        evaluate_samples(engine_from_run_config(cfg, codec, path, cfg.eval.device), codec, samples, plan, log, cfg.benchmark.name,
                          progress=cfg.eval.progress)
     records = list(log.records.values())
     summary = {"label": cfg.label, "model": path, "output_dir": str(out), "rows": summarize(records),

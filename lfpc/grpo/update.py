@@ -71,10 +71,12 @@ class PolicyUpdate:
 
     @torch.no_grad()
     def logprobs(self, contexts: Sequence[Context]) -> list[torch.Tensor]:
-        """Per-context log-prob rows of the current policy (the PPO "old" policy before any update)."""
+        """Per-context log-prob rows of the current policy (the PPO "old" policy before any update), all padded to
+        the longest context so any later micro-batch can stack its rows."""
+        width = max(len(c.token_ids) for c in contexts) - 1
         rows: list[torch.Tensor] = []
         for i in range(0, len(contexts), self.micro):
             batch = list(contexts[i:i + self.micro])
-            rows.extend(sequence_logprobs(self.policy, batch, self.pad_id, self.image_pad_id,
-                                          self.temperature)["logprobs"])
+            lp = sequence_logprobs(self.policy, batch, self.pad_id, self.image_pad_id, self.temperature)["logprobs"]
+            rows.extend(torch.nn.functional.pad(lp, (0, width - lp.shape[1])))
         return rows

@@ -21,7 +21,7 @@ from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForCondit
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 # Bump when the build changes, so cached folders built by an older version are rebuilt.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 MARKER_FILE = "lfpc_tiny_build.json"
 
 # The chat template of Qwen2.5-VL-7B-Instruct (chat_template.json), verbatim.
@@ -213,20 +213,20 @@ def build_tiny_tokenizer() -> Qwen2Tokenizer:
 def tiny_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
     """A Qwen2.5-VL config of the real architecture, scaled down (~0.6M parameters), ids matching ``tokenizer``."""
     ids = {text: tokenizer.convert_tokens_to_ids(text) for text, _ in QWEN_ADDED_TOKENS}
-    head_dim = 16
+    head_dim = 32  # vLLM's CPU attention needs head size >= 32
     text_config = {
         "vocab_size": -(-len(tokenizer) // 64) * 64,  # padded like the real model's embedding table
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
         "head_dim": head_dim,
         "max_position_embeddings": 32768,
         "max_window_layers": 2,
         "rms_norm_eps": 1e-6,
-        # Real model: head_dim 128, mrope_section [16, 24, 24]; here the same split of head_dim / 2 = 8.
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        # Real model: head_dim 128, mrope_section [16, 24, 24]; here the same split of head_dim / 2 = 16.
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],

@@ -13,7 +13,6 @@ import json
 from typing import Callable, Sequence
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
 from lfpc.data.records import Sample
@@ -37,15 +36,10 @@ def rollout_answerer_factory(cfg: DictConfig, path: str, config: SelectionConfig
     def make() -> AnswerFn:
         from lfpc.model.loading import load_processor
         from lfpc.rollout.codec import ChatCodec
-        from lfpc.rollout.factory import build_engine
+        from lfpc.rollout.factory import engine_from_run_config
         max_tokens = max(config.max_tokens, config.reference_max_tokens or 0)
         codec = ChatCodec(load_processor(path, min_pixels=tokens_to_pixels(4), max_pixels=tokens_to_pixels(max_tokens)))
-        device = cfg.resolution.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        engine = build_engine(cfg.rollout, codec, path, device, dtype=cfg.model.dtype,
-                              attn_implementation=cfg.model.attn_implementation,
-                              batch_size=cfg.model.rollout_batch_size, seed=cfg.seed)
+        engine = engine_from_run_config(cfg, codec, path, cfg.resolution.device)
         return rollout_answerer(engine, codec, config.max_new_tokens)
 
     return make

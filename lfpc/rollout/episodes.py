@@ -47,18 +47,22 @@ class Trajectory:
 def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Sample],
                  display_sizes: Sequence[tuple[int, int]], group_size: int, config: EpisodeConfig,
                  sampling: SamplingConfig, seed: int = 0) -> list[Trajectory]:
-    """Roll out ``group_size`` episodes per sample, all turns batched across episodes."""
+    """Roll out ``group_size`` episodes per sample, all turns batched across episodes.
+
+    Each original image is decoded once per call and shared by its sample's episodes (crops never decode it again).
+    """
     sampling = SamplingConfig(max_new_tokens=config.max_new_tokens_per_turn, temperature=sampling.temperature,
                               top_p=sampling.top_p, stop_token_ids=codec.stop_token_ids,
                               suppress_token_ids=codec.vision_token_ids)
     episodes = []
     for index, (sample, size) in enumerate(zip(samples, display_sizes)):
-        global_image = load_image(sample.image_path).resize(size, Image.Resampling.BICUBIC)
+        original = load_image(sample.image_path)
+        global_image = original.resize(size, Image.Resampling.BICUBIC)
         context = codec.start(initial_messages(sample, size, tools=config.crop_mode != "direct"), [global_image])
         for k in range(group_size):
             env = CropEnvironment(sample, display_size=size, crop_max_tokens=config.crop_max_tokens,
                                   max_turns=config.max_turns, mode=config.crop_mode,
-                                  seed=seed * 1_000_003 + index * group_size + k)
+                                  seed=seed * 1_000_003 + index * group_size + k, original=original)
             episodes.append(_Episode(index, env, _copy(context), len(context.token_ids), size))
     active = list(episodes)
     while active:

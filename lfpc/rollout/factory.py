@@ -35,3 +35,17 @@ def build_engine(cfg: Mapping[str, Any], codec: ChatCodec, model_path: str, devi
         return VLLMRolloutEngine(model_path, codec.image_pad_id, min_pixels=size["shortest_edge"],
                                  max_pixels=size["longest_edge"], device=device, seed=seed, **options)
     raise ValueError(f"unknown rollout backend {backend!r}; set rollout.backend to one of {BACKENDS}")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def engine_from_run_config(cfg, codec: ChatCodec, model_path: str, device: str = "auto") -> RolloutEngine:
+    """The engine a composed run config names (``rollout`` and ``model`` groups): for evaluation and selection."""
+    return build_engine(cfg.rollout, codec, model_path, resolve_device(device), dtype=cfg.model.dtype,
+                        attn_implementation=cfg.model.attn_implementation, batch_size=cfg.model.rollout_batch_size,
+                        seed=cfg.seed)

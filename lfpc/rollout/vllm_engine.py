@@ -47,8 +47,9 @@ class VLLMRolloutEngine:
         from vllm import LLM
 
         eager = self.device.type != "cuda" if enforce_eager is None else enforce_eager  # no graph capture on CPU
-        # under torchrun/Lightning each rank runs its own engine inside the existing process group (as TRL does)
-        launcher = "external_launcher" if torch.distributed.is_initialized() else None
+        launcher = _launcher_for_trainer_ranks()
+        if launcher:
+            seed += torch.distributed.get_rank()  # each rank draws its own samples
         self.llm = LLM(
             model=str(model_path), dtype=dtype, seed=seed, max_model_len=max_model_len, enforce_eager=eager,
             gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=self.sleep_enabled,
@@ -130,6 +131,21 @@ def _configure_environment(device: torch.device, cpu_kvcache_space_gib: int) -> 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_space_gib))
         # vLLM's CPU worker drops torch to 1 thread unless OMP_NUM_THREADS is set; the trainer shares this process
         os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+
+
+def _launcher_for_trainer_ranks() -> str | None:
+    """``external_launcher`` when the trainer runs several ranks (else None, vLLM's single-process executor).
+
+    Each rank then runs its own engine inside the existing process group, as TRL's colocate mode does; vLLM reads
+    the rank layout from the environment (set by torchrun; filled in here when another launcher did not).
+    """
+    if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
+        return None
+    rank = torch.distributed.get_rank()
+    local = rank % torch.cuda.device_count() if torch.cuda.is_available() else rank
+    for key, value in (("RANK", rank), ("WORLD_SIZE", torch.distributed.get_world_size()), ("LOCAL_RANK", local)):
+        os.environ.setdefault(key, str(value))
+    return "external_launcher"
 
 
 def _reload_in_place(worker, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> list[str]:

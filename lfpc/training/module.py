@@ -21,7 +21,7 @@ from lfpc.rollout.base import SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import EpisodeConfig, Trajectory, run_episodes
 from lfpc.training.metrics import RolloutMetrics
-from lfpc.training.sharding import full_named_tensors, shard_policy
+from lfpc.training.sharding import full_named_tensors, shard_policy, weights_digest
 from lfpc.vision.budget import tokens_to_pixels
 
 
@@ -62,9 +62,10 @@ class GRPOModule(L.LightningModule):
     """Holds the policy and the GRPO objective; each ``training_step`` is one rollout + update round."""
 
     def __init__(self, policy: PolicyConfig, grpo: GRPOConfig, episode: EpisodeConfig, reward: RewardConfig,
-                 display_sizer, seed: int = 0) -> None:
+                 display_sizer, rollout: dict | None = None, seed: int = 0) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.rollout_cfg = rollout or {"backend": "hf"}
         self.policy_cfg, self.grpo, self.episode, self.reward = policy, grpo, episode, reward
         self.display_sizer = display_sizer
         self.seed = seed
@@ -95,11 +96,12 @@ class GRPOModule(L.LightningModule):
 
     @property
     def engine(self):
-        """The rollout backend of ``rollout_cfg`` (default: HF replica), refreshed by :meth:`sync_rollout_weights`."""
+        """The rollout backend of the ``rollout`` config (HF replica or vLLM), refreshed by
+        :meth:`sync_rollout_weights`."""
         if self._engine is None:
             from lfpc.rollout.factory import build_engine
             p = self.policy_cfg
-            self._engine = build_engine(getattr(self, "rollout_cfg", None) or {"backend": "hf"}, self.codec, p.path,
+            self._engine = build_engine(self.rollout_cfg, self.codec, p.path,
                                         self.device, dtype=p.dtype, attn_implementation=p.attn_implementation,
                                         batch_size=p.rollout_batch_size, seed=self.seed)
         return self._engine
@@ -158,9 +160,13 @@ class GRPOModule(L.LightningModule):
         return step(contexts, advantages, seed=self.seed + self.global_step)
 
     # ----- export -----
-    def export_hf(self, out_dir: str) -> None:
-        """Save the current full policy (gathered from shards) as a transformers folder with its processor."""
-        self.sync_rollout_weights()
+    def export_hf(self, out_dir: str) -> str:
+        """Save the current full policy (gathered from shards on every rank) as a transformers folder with its
+        processor, written by rank 0; returns the digest of the saved weights as seen by this rank."""
+        full = dict(full_named_tensors(self.policy))
         if self.global_rank == 0:
-            self.engine.model.save_pretrained(out_dir)
+            model = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype)
+            model.load_state_dict(full)
+            model.save_pretrained(out_dir)
             self.codec.processor.save_pretrained(out_dir)
+        return weights_digest(full.items())

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from lfpc import config as C
 from lfpc.training.module import GRPOModule
-from lfpc.training.sharding import gather_from_ranks, weights_digest
+from lfpc.training.sharding import gather_from_ranks
 
 
 def build_strategy(trainer_cfg: DictConfig):
@@ -48,7 +48,7 @@ def train(cfg: DictConfig) -> dict:
     sizer = C.display_sizer(cfg, path, samples)
     samples = C.trainable_samples(samples, sizer, cfg)
     module = GRPOModule(C.policy_config(cfg, path), C.grpo_config(cfg), C.episode_config(cfg), C.reward_config(cfg),
-                        sizer, seed=cfg.seed)
+                        sizer, rollout=OmegaConf.to_container(cfg.rollout, resolve=True), seed=cfg.seed)
     loader = DataLoader(samples, batch_size=cfg.grpo.prompts_per_step, shuffle=True, collate_fn=list,
                         drop_last=True)
     per_step = C.updates_per_step(cfg)
@@ -60,10 +60,10 @@ def train(cfg: DictConfig) -> dict:
                         logger=build_loggers(cfg, out), callbacks=[checkpoint], default_root_dir=str(out),
                         enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
-    module.export_hf(str(out / "hf_model"))
+    digest = module.export_hf(str(out / "hf_model"))
     summary = {k: float(v) for k, v in trainer.callback_metrics.items()}
     summary.update(grpo_steps=trainer.global_step // per_step, output_dir=str(out), model=path,
-                   rank_weight_digests=gather_from_ranks(weights_digest(module.engine.model.state_dict().items())))
+                   rank_weight_digests=gather_from_ranks(digest))
     if trainer.is_global_zero:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

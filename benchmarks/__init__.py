@@ -1,0 +1,1 @@
+"""Performance benchmarks of LFPC (rollout throughput, GRPO step time, image-path cost); see BENCHMARKS.md."""

@@ -1,0 +1,144 @@
+"""Random-weight Qwen2.5-VL checkpoints for benchmarking, and the FLOP arithmetic behind MFU.
+
+``tiny`` is :func:`lfpc.model.tiny.build_tiny_model`. ``3b`` and ``7b`` have the layer dimensions of the released
+Qwen2.5-VL-3B/7B-Instruct ``config.json`` files, written here in code (nothing is downloaded); they reuse the tiny
+build's tokenizer, processor and chat template, so only the weights and ``config.json`` differ. With random weights
+the token ids the model emits are meaningless, which the scripted benchmark policy does not need.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+from lfpc.model.loading import DTYPES
+from lfpc.model.tiny import MARKER_FILE, build_tiny_model
+
+# Layer dimensions of the released checkpoints (Qwen/Qwen2.5-VL-{3B,7B}-Instruct config.json).
+_VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "patch_size": 14,
+           "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112, "hidden_act": "silu",
+           "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2}
+_ROPE = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}
+ARCHS: dict[str, dict] = {
+    "3b": {"text": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+                    "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 128, "max_window_layers": 70,
+                    "max_position_embeddings": 128000, "rope_parameters": _ROPE},
+           "vision": {**_VISION, "out_hidden_size": 2048}, "tie_word_embeddings": True},
+    "7b": {"text": {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                    "num_attention_heads": 28, "num_key_value_heads": 4, "head_dim": 128, "max_window_layers": 28,
+                    "max_position_embeddings": 128000, "rope_parameters": _ROPE},
+           "vision": {**_VISION, "out_hidden_size": 3584}, "tie_word_embeddings": False},
+}
+ARCH_CHOICES = ("tiny", *ARCHS)
+# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, by a substring of the device name.
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+_WEIGHT_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", MARKER_FILE)
+
+
+def arch_config(arch: str, tiny_dir: str | Path) -> Qwen2_5_VLConfig:
+    """Config of ``arch`` (3b/7b) with the special-token ids of the tiny build at ``tiny_dir``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {list(ARCHS)}")
+    spec = ARCHS[arch]
+    base = Qwen2_5_VLConfig.from_pretrained(tiny_dir)
+    ids = {key: getattr(base, key) for key in
+           ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
+    text_ids = {key: getattr(base.text_config, key) for key in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    return Qwen2_5_VLConfig(text_config={**spec["text"], **text_ids, "rms_norm_eps": 1e-6},
+                            vision_config=spec["vision"], tie_word_embeddings=spec["tie_word_embeddings"], **ids)
+
+
+def build_model_dir(arch: str, out_dir: str | Path, device: str = "cpu", dtype: str = "bfloat16") -> Path:
+    """A checkpoint folder for ``arch``: the tiny build itself, or a random-init 3B/7B saved in ``dtype``.
+
+    The 3B/7B folder is built once (initialised on ``device``) and reused while its ``config.json`` matches.
+    """
+    out = Path(out_dir)
+    tiny = build_tiny_model(out / "tiny")
+    if arch == "tiny":
+        return tiny
+    config = arch_config(arch, tiny)
+    folder = out / f"qwen2_5_vl_{arch}_random"
+    saved = folder / "config.json"
+    if saved.is_file() and json.loads(saved.read_text()).get("text_config", {}).get("hidden_size") == \
+            config.text_config.hidden_size and any(folder.glob("*.safetensors")):
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(tiny, folder, ignore=shutil.ignore_patterns(*_WEIGHT_FILES, "model-*.safetensors"))
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration(config).to(DTYPES[dtype])
+    model.save_pretrained(folder)
+    return folder
+
+
+def vllm_cpu_dir(model_dir: str | Path, out_dir: str | Path) -> Path:
+    """A copy of the tiny model whose text attention is regrouped as 2 heads x 32 (vLLM's CPU attention needs
+    head_dim >= 32); every weight keeps its shape (q/o: 2 x 32 = 4 x 16 rows, k/v: 1 x 32 = 2 x 16)."""
+    folder = Path(out_dir)
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    text = config["text_config"]
+    if text["head_dim"] >= 32:
+        return Path(model_dir)
+    if not folder.is_dir():
+        shutil.copytree(model_dir, folder)
+    text.update(num_attention_heads=2, num_key_value_heads=1, head_dim=32)
+    text["rope_parameters"]["mrope_section"] = [4, 6, 6]  # sums to head_dim / 2 = 16
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def matmul_params(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters that do matmul work per token: ``text`` (decoder layers + LM head, not the embedding lookup)
+    and ``vision`` (the ViT, per 14x14 patch). A tied LM head counts once more, as it multiplies every token."""
+    inner = model.model
+    vision = sum(p.numel() for p in inner.visual.parameters())
+    layers = sum(p.numel() for p in inner.language_model.layers.parameters())
+    return {"text": layers + model.lm_head.weight.numel(), "vision": vision,
+            "total": sum(p.numel() for p in model.parameters())}
+
+
+def forward_flops(params: dict[str, int], tokens: int, patches: int) -> float:
+    """Matmul FLOPs of one forward pass: 2 per parameter per token (text) and per patch (vision).
+
+    Attention score FLOPs are left out (the usual 6ND convention; small next to the weights below ~8K tokens for 7B).
+    """
+    return 2.0 * (params["text"] * tokens + params["vision"] * patches)
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype, override_tflops: float | None = None) -> tuple[float, str]:
+    """Peak FLOP/s to divide by for MFU, and where it comes from.
+
+    ``override_tflops`` wins; a known GPU uses its data-sheet bf16 peak; otherwise (CPU, unknown GPU) the peak is
+    measured: the best of a few large matmuls in ``dtype``.
+    """
+    if override_tflops:
+        return override_tflops * 1e12, "given with --peak-tflops"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, flops in GPU_PEAK_FLOPS.items():
+            if key in name:
+                return flops, f"{name} data-sheet dense bf16 peak"
+    return _measured_matmul_flops(device, dtype), f"measured {dtype} matmul peak on {device.type}"
+
+
+def _measured_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:
+    import time
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size ** 3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,68 @@
+"""A rollout engine for benchmarks: the real model generates every turn in full, a script decides what it said.
+
+A random-weight policy never emits a valid tool call, so its episodes would skip the crop path this benchmark
+measures. :class:`ScriptedCropPolicy` runs the wrapped engine's generation (all model work happens and is timed),
+then replaces each completion with a scripted turn: ``crops`` zoom-ins on boxes shrinking around the image centre
+(half, then a quarter, ... of each side of the displayed image), then ``<answer>A</answer>``. The environment,
+crops, processor and reward then run exactly as in training.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+import torch
+
+from benchmarks.instrument import SectionTimer
+from lfpc.agent.prompt import TOOL_NAME
+from lfpc.rollout.base import Completion, Context, RolloutEngine, SamplingConfig
+from lfpc.rollout.codec import ChatCodec
+
+PATCH_SIZE = 14  # image_grid_thw counts 14x14 patches
+
+
+class ScriptedCropPolicy:
+    """Implements :class:`lfpc.rollout.base.RolloutEngine` around ``engine``; counts model time and tokens."""
+
+    def __init__(self, engine: RolloutEngine, codec: ChatCodec, crops: int, timer: SectionTimer) -> None:
+        self.engine, self.codec, self.crops, self.timer = engine, codec, crops, timer
+        self.generated_tokens = 0
+
+    def generate(self, contexts: list[Context], sampling: SamplingConfig) -> list[Completion]:
+        """Generate with the wrapped engine (timed as ``model``), then return the scripted turn of each context."""
+        with self.timer.section("model"):
+            completions = self.engine.generate(contexts, sampling)
+        self.generated_tokens += sum(len(c.token_ids) for c in completions)
+        return [self._scripted(context) for context in contexts]
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Forward the weight push to the wrapped engine."""
+        self.engine.load_weights(named_tensors)
+
+    def _scripted(self, context: Context) -> Completion:
+        turn = _assistant_turns(context.policy_mask)
+        if turn < self.crops:
+            text = _tool_call(_display_size(context), 0.5 ** (turn + 1))
+            ids = self.codec.tokenizer.encode(text, add_special_tokens=False)  # ends with the </tool_call> stop
+        else:
+            ids = self.codec.tokenizer.encode("<answer>A</answer>", add_special_tokens=False) + [self.codec.im_end_id]
+        return Completion(token_ids=ids, logprobs=[0.0] * len(ids), finish_reason="stop")
+
+
+def _assistant_turns(policy_mask: list[int]) -> int:
+    """How many assistant turns a context holds (runs of policy tokens)."""
+    return sum(1 for i, m in enumerate(policy_mask) if m and (i == 0 or not policy_mask[i - 1]))
+
+
+def _display_size(context: Context) -> tuple[int, int]:
+    _, height, width = (int(v) for v in context.image_grid_thw[0])
+    return width * PATCH_SIZE, height * PATCH_SIZE
+
+
+def _tool_call(size: tuple[int, int], fraction: float) -> str:
+    """A zoom-in on the centred box covering ``fraction`` of each side of an image of ``size``."""
+    width, height = size
+    box = [round(width * (1 - fraction) / 2), round(height * (1 - fraction) / 2),
+           round(width * (1 + fraction) / 2), round(height * (1 + fraction) / 2)]
+    return f"<tool_call>{json.dumps({'name': TOOL_NAME, 'arguments': {'bbox_2d': box}})}</tool_call>"

@@ -1,0 +1,250 @@
+"""Turn a definition's finished runs into its paper table (``<name>.md`` + ``<name>.csv``) or figure (PNG + CSV).
+
+Collectors (``collector:`` in the definition):
+
+* ``eval`` (Tables 1, 2, 3, 5, 6, 7): the eval results folders rendered by :mod:`lfpc.evaluation.tables`;
+* ``ablation`` (Tables 4, 8, 9, 10): one row per evaluated run and budget: accuracy and IoU per benchmark, and the
+  final value of training metrics (mean of the last :data:`FINAL_STEPS` logged GRPO steps);
+* ``cost`` (Table 11): per training job, devices, GRPO steps, time per step from the logs, wall time (job folder
+  start, ``.hydra/config.yaml``, to ``summary.json``) and device-hours (GPU-hours on GPUs);
+* ``hyperparameters`` (Table 12): :data:`HYPERPARAMETERS` read back from each job's ``.hydra/config.yaml``;
+* ``figure`` (Figures 5, 6): the training dynamics of the runs named in ``groups``.
+
+Paper values sit beside the rows: for eval tables in :mod:`lfpc.evaluation.paper_numbers`, for the others in the
+definition's ``paper`` / ``paper_columns``; "?" marks a paper value not filled in, "–" one not measured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.definitions import Definition
+from experiments.layout import TrainJob, eval_dir, find_train_jobs
+from lfpc.evaluation import paper_numbers, tables
+from lfpc.evaluation.tables import Column, Results, Table, load_results
+
+FINAL_STEPS = 5
+STEP_TIMES = ("time/sync", "time/rollout", "time/update")
+
+
+def train_jobs(definition: Definition, runs_dir: Path) -> list[TrainJob]:
+    """Every training job folder of the definition found under ``runs_dir``, in definition and sweep order."""
+    return [job for step in definition.train for job in find_train_jobs(runs_dir, step.name)]
+
+
+def eval_labels(definition: Definition, runs_dir: Path) -> list[str]:
+    """The labels the definition evaluates (base-model labels and evaluated train jobs), in definition order."""
+    labels: list[str] = []
+    for step in definition.eval:
+        found = [step.label] if step.of is None else [j.label for j in find_train_jobs(runs_dir, step.of)]
+        labels += [label for label in found if label not in labels]
+    return labels
+
+
+def eval_folders(definition: Definition, runs_dir: Path) -> list[Path]:
+    """The eval results folders (with ``metrics.json``) of the definition's labels, in label order."""
+    return [path.parent for label in eval_labels(definition, runs_dir)
+            for path in sorted(eval_dir(runs_dir, label).glob("*/metrics.json"))]
+
+
+def _write(table: Table, out: Path, name: str) -> str:
+    text = tables.table_markdown(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text(text + "\n")
+    tables.write_csv(table, out / f"{name}.csv")
+    return text
+
+
+def _paper_note(definition: Definition) -> str:
+    return (f"(paper) rows: {paper_numbers.PAPER}. ? = not filled in (fill `paper` in "
+            f"experiments/tables/{definition.name}.yaml from the paper).")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Eval tables (1, 2, 3, 5, 6, 7) and ablations (4, 8, 9, 10)
+
+def collect_eval(definition: Definition, runs_dir: Path, out: Path) -> str:
+    """Render the definition's paper table from its eval results with :func:`lfpc.evaluation.tables.render`."""
+    folders = eval_folders(definition, runs_dir)
+    if not folders:
+        raise FileNotFoundError(f"{runs_dir}: no eval results of {definition.name} (eval/<label>/<benchmark>/"
+                                f"metrics.json); run `python -m experiments run {definition.name}` first")
+    return tables.render(folders, out, [definition.number])
+
+
+def _train_column(metric: str, finals: dict[str, dict[str, float | None]]) -> Column:
+    return Column(f"train/{metric}", f"train {metric}", "iou",
+                  lambda results, label, budget: finals.get(label, {}).get(metric))
+
+
+def ablation_table(definition: Definition, runs_dir: Path) -> Table:
+    """One row per evaluated label and budget: accuracy and last-crop IoU per benchmark (the Table 3 layout) and
+    the final value of each of ``train_metrics``; the paper's row for the label follows it."""
+    from analysis.dynamics import final_values, load_metrics
+
+    folders = eval_folders(definition, runs_dir)
+    results = load_results(folders) if folders else Results([])
+    _, columns_of, note = tables.LAYOUTS[3]
+    finals = {job.label: final_values(load_metrics(job.dir), definition.train_metrics, FINAL_STEPS)
+              for job in train_jobs(definition, runs_dir)}
+    columns = [c for b in results.benchmarks for c in columns_of(results, b)]
+    columns += [_train_column(m, finals) for m in definition.train_metrics]
+    rows = []
+    for label in eval_labels(definition, runs_dir):
+        for budget in results.budgets(label) or [None]:
+            rows.append([label, "–" if budget is None else str(budget),
+                         *(tables._cell(c.get(results, label, budget), c.kind, "–") for c in columns)])
+        rows += [[f"{p.name} (paper)", "–" if p.budget is None else str(p.budget),
+                  *(tables._cell(p.values.get(c.key), c.kind, "?") for c in columns)]
+                 for p in definition.paper if p.label == label]
+    notes = [note, f"train <metric>: mean of the last {FINAL_STEPS} logged GRPO steps of the run's training metric."]
+    if definition.paper:
+        notes.append(_paper_note(definition))
+    return Table(definition.number or 0, definition.title, ["Model", "Budget", *(c.header for c in columns)],
+                 rows, notes)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cost (Table 11)
+
+COST_COLUMNS = (  # key (also of paper values), header, kind
+    ("devices", "Devices", "count"), ("grpo_steps", "GRPO steps", "count"), ("step_s", "s / step", "sec"),
+    ("rollout_pct", "Rollout %", "pct"), ("wall_h", "Wall (h)", "num"), ("device_h", "Device-h", "num"),
+)
+
+
+def job_cost(job: TrainJob) -> dict[str, Any]:
+    """Cost measures of a training job (None where its files do not tell)."""
+    from analysis.dynamics import load_metrics
+
+    config = OmegaConf.load(job.dir / ".hydra" / "config.yaml")
+    cost: dict[str, Any] = {"accelerator": config.trainer.accelerator, "devices": config.trainer.devices}
+    summary, start = job.dir / "summary.json", job.dir / ".hydra" / "config.yaml"
+    wall_h = (summary.stat().st_mtime - start.stat().st_mtime) / 3600 if summary.is_file() else None
+    metrics = load_metrics(job.dir)
+    step_times = metrics[[t for t in STEP_TIMES if t in metrics]].sum(axis=1)
+    cost.update(grpo_steps=len(metrics), step_s=float(step_times.mean()) if len(metrics) else None,
+                rollout_pct=100.0 * float(metrics["time/rollout"].sum() / step_times.sum())
+                if "time/rollout" in metrics and step_times.sum() > 0 else None,
+                wall_h=wall_h, device_h=None if wall_h is None else wall_h * cost["devices"])
+    return cost
+
+
+def cost_table(definition: Definition, runs_dir: Path) -> Table:
+    """One row per training job: accelerator and :data:`COST_COLUMNS`, the paper's row after its label."""
+    rows = []
+    for job in train_jobs(definition, runs_dir):
+        cost = job_cost(job)
+        rows.append([job.label, str(cost["accelerator"]),
+                     *(tables._cell(cost[key], kind, "–") for key, _, kind in COST_COLUMNS)])
+        rows += [[f"{p.name} (paper)", "?", *(tables._cell(p.values.get(key), kind, "?")
+                                              for key, _, kind in COST_COLUMNS)]
+                 for p in definition.paper if p.label == job.label]
+    notes = ["Wall time: from the job's start (its .hydra/config.yaml) to its summary.json, model loading, resolution "
+             "selection and export included (a resumed job counts from its last start). s / step: mean time of a GRPO "
+             "step from the logs (weight sync + rollout + update); Rollout %: rollout's share of it. Device-h = wall "
+             "time x devices: GPU-hours when the accelerator is gpu."]
+    if definition.paper:
+        notes.append(_paper_note(definition))
+    return Table(definition.number or 0, definition.title,
+                 ["Run", "Accelerator", *(header for _, header, _ in COST_COLUMNS)], rows, notes)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hyper-parameters (Table 12)
+
+HYPERPARAMETERS: tuple[tuple[str, Callable[[DictConfig], Any]], ...] = (
+    ("stage", lambda c: c.stage),
+    ("accelerator", lambda c: c.trainer.accelerator),
+    ("devices", lambda c: c.trainer.devices),
+    ("GRPO steps", lambda c: c.trainer.max_steps),
+    ("prompts / step", lambda c: c.grpo.prompts_per_step * c.trainer.devices),
+    ("rollouts / prompt", lambda c: c.grpo.group_size),
+    ("PPO mini-batch (prompts)", lambda c: c.grpo.mini_batch_size * c.trainer.devices / c.grpo.group_size),
+    ("micro-batch / device", lambda c: c.grpo.micro_batch_size),
+    ("PPO epochs", lambda c: c.grpo.ppo_epochs),
+    ("learning rate", lambda c: c.grpo.lr * c.get("lr_scale", 1.0)),
+    ("clip low / high", lambda c: f"{c.grpo.loss.clip_low}/{c.grpo.loss.clip_high}"),
+    ("KL coef", lambda c: c.grpo.loss.kl_coef),
+    ("entropy coef", lambda c: c.grpo.loss.entropy_coef),
+    ("loss aggregation", lambda c: c.grpo.loss.aggregation),
+    ("temperature", lambda c: c.grpo.temperature),
+    ("max turns", lambda c: c.episode.max_turns),
+    ("max response tokens", lambda c: c.episode.max_response_tokens),
+    ("global view tokens", lambda c: c.vision.global_max_tokens),
+    ("crop tokens", lambda c: c.episode.crop_max_tokens),
+    ("resolution", lambda c: c.resolution.strategy),
+    ("reward weights acc/fmt/tool", lambda c: f"{c.reward.w_acc}/{c.reward.w_fmt}/{c.reward.w_tool}"),
+    ("grounding reward", lambda c: c.reward.iou_mode + (" + L1" if c.reward.use_l1 else "")),
+    ("tau", lambda c: c.reward.tau),
+)
+
+
+def format_value(value: Any, missing: str) -> str:
+    """A hyper-parameter as printed: integral floats as integers, other floats in %g."""
+    if value is None:
+        return missing
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:g}"
+    return str(value)
+
+
+def hyperparameter_table(definition: Definition, runs_dir: Path) -> Table:
+    """One row per :data:`HYPERPARAMETERS` entry, one column per training job, then the paper's columns."""
+    jobs = train_jobs(definition, runs_dir)
+    configs = [OmegaConf.load(job.dir / ".hydra" / "config.yaml") for job in jobs]
+    known = {name for name, _ in HYPERPARAMETERS}
+    for column, values in definition.paper_columns.items():
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"{definition.name}: paper column {column!r} names unknown rows {sorted(unknown)}")
+    rows = [[name, *(format_value(get(c), "–") for c in configs),
+             *(format_value(values.get(name), "?") for values in definition.paper_columns.values())]
+            for name, get in HYPERPARAMETERS]
+    notes = ["Read back from each job's .hydra/config.yaml; prompts and PPO mini-batch are global (all devices); "
+             "learning rate includes lr_scale."]
+    if definition.paper_columns:
+        notes.append(f"Paper columns: the paper's settings as summarised in DESIGN.md ({paper_numbers.PAPER}); "
+                     "? = not given there.")
+    return Table(definition.number or 0, definition.title,
+                 ["Hyper-parameter", *(j.label for j in jobs), *definition.paper_columns], rows, notes)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figures (5, 6)
+
+def collect_figure(definition: Definition, runs_dir: Path, out: Path) -> str:
+    """Figure ``<name>.png`` (and the plotted values, ``<name>.csv``) of the runs named in ``groups``."""
+    from analysis.dynamics import write_figure
+
+    jobs = {job.label: job.dir for job in train_jobs(definition, runs_dir)}
+    missing = [label for label in definition.groups.values() if label not in jobs]
+    if missing:
+        raise FileNotFoundError(f"{runs_dir}: no training run for {missing} (found {sorted(jobs)})")
+    runs = {name: jobs[label] for name, label in definition.groups.items()}
+    png = write_figure(runs, out / f"{definition.name}.png", title=f"Figure {definition.number}: {definition.title}")
+    return f"### Figure {definition.number}: {definition.title}\n\n![{definition.name}]({png})"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+TABLE_BUILDERS: dict[str, Callable[[Definition, Path], Table]] = {
+    "ablation": ablation_table, "cost": cost_table, "hyperparameters": hyperparameter_table,
+}
+
+
+def collect(definition: Definition, runs_dir: Path, out: Path | None = None) -> str:
+    """Write the definition's table or figure from ``runs_dir`` into ``out`` (default ``<runs_dir>/results``);
+    returns it as markdown."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"{runs_dir} is not a folder of runs")
+    out = Path(out) if out is not None else runs_dir / "results"
+    if definition.collector == "eval":
+        return collect_eval(definition, runs_dir, out)
+    if definition.collector == "figure":
+        return collect_figure(definition, runs_dir, out)
+    return _write(TABLE_BUILDERS[definition.collector](definition, runs_dir), out, definition.name)

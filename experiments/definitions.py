@@ -1,0 +1,188 @@
+"""The run definitions of the paper tables and figures (``experiments/tables/<name>.yaml``) and the run sizes.
+
+A definition is declarative: ``train`` steps (each one ``train.py -m`` call; a comma-separated override value
+sweeps, one job per value, e.g. ``reward=iou,iou_nothresh,none``), ``eval`` steps (``eval.py`` on every job of a
+train step, or on a base model under a given label) and what the collector needs (``collector`` and its options,
+the paper's rows). ``{run:<step>}`` in an override stands for the folder of that (single-job) train step.
+Per-size extra overrides go under the step's ``smoke:`` / ``paper:`` keys.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from lfpc.evaluation.paper_numbers import PaperRow
+
+TABLES_DIR = Path(__file__).resolve().parent / "tables"
+COLLECTORS = ("eval", "ablation", "cost", "hyperparameters", "figure")
+BENCHMARK_SETS = ("all", "boxed", "unboxed")  # boxed: benchmarks with GT boxes (the gt mode and IoU need them)
+STEP_NAME = re.compile(r"^[A-Za-z][\w.-]*$")
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big every run of a definition is: overrides added to each ``train.py`` / ``eval.py`` call, the
+    benchmarks of each benchmark set, and the launcher used unless another is asked for."""
+
+    name: str
+    train: tuple[str, ...]
+    eval: tuple[str, ...]
+    benchmarks: Mapping[str, tuple[str, ...]]
+    launcher: str
+
+
+SIZES: dict[str, Size] = {
+    "smoke": Size("smoke", ("size=smoke",), ("+size/eval=smoke",),
+                  {"all": ("synthetic",), "boxed": ("synthetic",), "unboxed": ()}, launcher="local"),
+    "paper": Size("paper", ("size=paper",), ("+size/eval=paper",),
+                  {"all": ("vstar", "hrbench_4k", "hrbench_8k"), "boxed": ("vstar",),
+                   "unboxed": ("hrbench_4k", "hrbench_8k")}, launcher="slurm"),
+}
+
+# Hydra launcher overrides per launcher: local = Hydra's basic launcher (jobs run one after another); slurm = the
+# submitit configs of conf/hydra/launcher/ (pip install hydra-submitit-launcher), 8 GPUs to train, 1 to evaluate.
+LAUNCHERS: dict[str, dict[str, tuple[str, ...]]] = {
+    "local": {"train": (), "eval": ()},
+    "slurm": {"train": ("hydra/launcher=slurm_8gpu",), "eval": ("hydra/launcher=slurm_1gpu",)},
+}
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """One ``train.py -m`` call; ``sized`` holds the extra overrides of each size."""
+
+    name: str
+    overrides: tuple[str, ...] = ()
+    sized: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def overrides_for(self, size: str) -> tuple[str, ...]:
+        return (*self.overrides, *self.sized.get(size, ()))
+
+
+@dataclass(frozen=True)
+class EvalStep:
+    """``eval.py`` on each job of train step ``of`` (labelled like the job), or on the base model as ``label``,
+    over the benchmarks of ``benchmarks`` (a set of :data:`BENCHMARK_SETS`)."""
+
+    of: str | None = None
+    label: str | None = None
+    benchmarks: str = "all"
+    overrides: tuple[str, ...] = ()
+    sized: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def overrides_for(self, size: str) -> tuple[str, ...]:
+        return (*self.overrides, *self.sized.get(size, ()))
+
+
+@dataclass(frozen=True)
+class Definition:
+    """The runs of one paper table or figure and how to collect them."""
+
+    name: str
+    title: str
+    collector: str
+    train: tuple[TrainStep, ...] = ()
+    eval: tuple[EvalStep, ...] = ()
+    train_metrics: tuple[str, ...] = ()        # ablation: training-log columns (final values)
+    groups: Mapping[str, str] = field(default_factory=dict)  # figure: curve name -> run label
+    paper: tuple[PaperRow, ...] = ()           # ablation / cost: the paper's rows (values may be empty)
+    paper_columns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # hyperparameters: paper values
+
+    @property
+    def number(self) -> int | None:
+        """The paper's table or figure number (``table10`` -> 10)."""
+        return number_of(self.name)
+
+    def train_step(self, name: str) -> TrainStep:
+        for step in self.train:
+            if step.name == name:
+                return step
+        raise KeyError(f"{self.name}: no train step named {name!r}; steps: {[s.name for s in self.train]}")
+
+
+def number_of(name: str) -> int | None:
+    """The number in a definition's name (``table10`` -> 10), None without one."""
+    digits = re.sub(r"\D", "", name)
+    return int(digits) if digits else None
+
+
+def names() -> list[str]:
+    """Every definition, tables by number then figures."""
+    stems = [p.stem for p in TABLES_DIR.glob("*.yaml")]
+    return sorted(stems, key=lambda s: (not s.startswith("table"), number_of(s) or 0, s))
+
+
+def _check_keys(where: str, data: Mapping, allowed: set[str], required: set[str] = frozenset()) -> None:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    unknown, missing = set(data) - allowed, set(required) - set(data)
+    if unknown or missing:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; missing keys {sorted(missing)} "
+                         f"(allowed: {sorted(allowed)})")
+
+
+def _strings(where: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where}: expected a list of override strings, got {value!r}")
+    return tuple(value)
+
+
+def _sized(where: str, data: Mapping) -> dict[str, tuple[str, ...]]:
+    return {size: _strings(f"{where}.{size}", data[size]) for size in SIZES if size in data}
+
+
+def _train_step(where: str, data: Mapping) -> TrainStep:
+    _check_keys(where, data, {"name", "overrides", *SIZES}, {"name"})
+    if not STEP_NAME.match(str(data["name"])):
+        raise ValueError(f"{where}: step name {data['name']!r} must match {STEP_NAME.pattern}")
+    return TrainStep(data["name"], _strings(f"{where}.overrides", data.get("overrides")), _sized(where, data))
+
+
+def _eval_step(where: str, data: Mapping, train: tuple[TrainStep, ...]) -> EvalStep:
+    _check_keys(where, data, {"of", "label", "benchmarks", "overrides", *SIZES})
+    step = EvalStep(data.get("of"), data.get("label"), data.get("benchmarks", "all"),
+                    _strings(f"{where}.overrides", data.get("overrides")), _sized(where, data))
+    if (step.of is None) == (step.label is None):
+        raise ValueError(f"{where}: give exactly one of 'of' (a train step) and 'label' (the base model's label)")
+    if step.of is not None and step.of not in {s.name for s in train}:
+        raise ValueError(f"{where}: 'of: {step.of}' names no train step ({[s.name for s in train]})")
+    if step.label is not None and not STEP_NAME.match(step.label):
+        raise ValueError(f"{where}: label {step.label!r} must match {STEP_NAME.pattern}")
+    if step.benchmarks not in BENCHMARK_SETS:
+        raise ValueError(f"{where}: benchmarks must be one of {list(BENCHMARK_SETS)}, got {step.benchmarks!r}")
+    return step
+
+
+def _paper_row(where: str, data: Mapping, number: int | None) -> PaperRow:
+    _check_keys(where, data, {"label", "name", "budget", "values"}, {"label", "name"})
+    return PaperRow(number or 0, str(data["label"]), str(data["name"]), data.get("budget"),
+                    dict(data.get("values") or {}))
+
+
+def load(name: str) -> Definition:
+    """The definition ``experiments/tables/<name>.yaml``, checked (unknown keys, dangling step names)."""
+    path = TABLES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"no experiment definition {name!r}; choose from {names()}")
+    data = yaml.safe_load(path.read_text()) or {}
+    _check_keys(str(path), data, {"title", "collector", "train", "eval", "train_metrics", "groups", "paper",
+                                  "paper_columns"}, {"title", "collector"})
+    if data["collector"] not in COLLECTORS:
+        raise ValueError(f"{path}: collector must be one of {list(COLLECTORS)}, got {data['collector']!r}")
+    train = tuple(_train_step(f"{path}: train[{i}]", s) for i, s in enumerate(data.get("train") or []))
+    if len({s.name for s in train}) != len(train):
+        raise ValueError(f"{path}: train step names must be unique, got {[s.name for s in train]}")
+    evals = tuple(_eval_step(f"{path}: eval[{i}]", s, train) for i, s in enumerate(data.get("eval") or []))
+    paper = tuple(_paper_row(f"{path}: paper[{i}]", row, number_of(name))
+                  for i, row in enumerate(data.get("paper") or []))
+    return Definition(name=name, title=str(data["title"]), collector=data["collector"], train=train, eval=evals,
+                      train_metrics=_strings(f"{path}: train_metrics", data.get("train_metrics")),
+                      groups=dict(data.get("groups") or {}), paper=paper,
+                      paper_columns=dict(data.get("paper_columns") or {}))
