@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from analysis.wandb_log import read_history, run_files
 
@@ -113,6 +114,7 @@ def plot_dynamics(runs: Mapping[str, pd.DataFrame], metrics: Mapping[str, str] =
                 plotted = True
         ax.set_title(label)
         ax.set_xlabel("GRPO step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if plotted:
             ax.legend(fontsize="small")
         else:
@@ -124,13 +126,17 @@ def plot_dynamics(runs: Mapping[str, pd.DataFrame], metrics: Mapping[str, str] =
     return figure
 
 
-def write_figure(runs: Mapping[str, str | Path], out_png: str | Path, title: str | None = None,
-                 source: str = "auto") -> Path:
-    """Load each run folder, plot :data:`DYNAMICS_METRICS`, write ``out_png`` and the plotted values beside it
-    (same name, ``.csv``); returns the PNG path."""
-    frames = {name: load_metrics(folder, source) for name, folder in runs.items()}
+def load_runs(runs: Mapping[str, str | Path], source: str = "auto") -> dict[str, pd.DataFrame]:
+    """``{name: run folder}`` -> ``{name: per-GRPO-step metrics}`` (see :func:`load_metrics`)."""
+    return {name: load_metrics(folder, source) for name, folder in runs.items()}
+
+
+def write_figure(runs: Mapping[str, pd.DataFrame], out_png: str | Path, title: str | None = None) -> Figure:
+    """Plot :data:`DYNAMICS_METRICS` of the loaded runs into ``out_png``, the plotted values beside it (same name,
+    ``.csv``); returns the figure."""
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    plot_dynamics(frames, title=title).savefig(out_png, dpi=120)
-    long_table(frames).to_csv(out_png.with_suffix(".csv"), index=False)
-    return out_png
+    figure = plot_dynamics(runs, title=title)
+    figure.savefig(out_png, dpi=120)
+    long_table(runs).to_csv(out_png.with_suffix(".csv"), index=False)
+    return figure

@@ -7,6 +7,7 @@ answer changes when the crop is substituted (a model that ignores its crops keep
 
 from __future__ import annotations
 
+import glob
 import json
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -16,6 +17,21 @@ from matplotlib.figure import Figure
 
 from lfpc.agent.env import MODES
 from lfpc.evaluation.records import RecordLog
+
+
+def result_folders(spec: str) -> list[Path]:
+    """The results folders (holding ``metrics.json``) named by ``spec``: folders or glob patterns separated by ``;``
+    (e.g. ``experiments_out/table1/smoke/eval/*/*``), in the given order."""
+    folders: list[Path] = []
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        matches = [Path(part)] if Path(part).is_dir() else sorted(map(Path, glob.glob(part)))
+        folders += [m for m in matches if (m / "metrics.json").is_file() and m not in folders]
+    return folders
+
+
+def folder_name(folder: str | Path) -> str:
+    """``<label> / <benchmark folder>`` of a results folder."""
+    return f"{_summary(Path(folder))['label']} / {Path(folder).name}"
 
 
 def _summary(folder: Path) -> dict:

@@ -70,7 +70,7 @@ def build_model_dir(arch: str, out_dir: str | Path, device: str = "cpu", dtype: 
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(tiny, folder, ignore=shutil.ignore_patterns(*_WEIGHT_FILES, "model-*.safetensors"))
     with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration(config).to(DTYPES[dtype])
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=DTYPES[dtype])
     model.save_pretrained(folder)
     return folder
 
@@ -83,8 +83,7 @@ def vllm_cpu_dir(model_dir: str | Path, out_dir: str | Path) -> Path:
     text = config["text_config"]
     if text["head_dim"] >= 32:
         return Path(model_dir)
-    if not folder.is_dir():
-        shutil.copytree(model_dir, folder)
+    shutil.copytree(model_dir, folder, dirs_exist_ok=True)
     text.update(num_attention_heads=2, num_key_value_heads=1, head_dim=32)
     text["rope_parameters"]["mrope_section"] = [4, 6, 6]  # sums to head_dim / 2 = 16
     (folder / "config.json").write_text(json.dumps(config))

@@ -55,10 +55,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on GPU, else float32")
     parser.add_argument("--backends", nargs="+", choices=("hf", "vllm"), default=["hf", "vllm"])
-    parser.add_argument("--groups", nargs="+", type=int, default=[4, 8, 16], help="group sizes at the first budget")
+    parser.add_argument("--groups", nargs="+", type=int, default=[2, 4, 8, 16], help="group sizes at the first budget")
     parser.add_argument("--budgets", nargs="+", type=int, default=[1024, 16384], help="global-image token budgets")
     parser.add_argument("--large-groups", nargs="+", type=int, default=[2],
-                        help="group sizes at the other budgets (the large budget is slow on CPU)")
+                        help="group sizes at the other budgets (the large budget is slow on CPU); compared with the "
+                             "same group size at the first budget")
     parser.add_argument("--samples", type=int, default=1, help="prompts per step")
     parser.add_argument("--crops", type=int, default=2, help="zoom-ins per episode before the answer")
     parser.add_argument("--crop-tokens", type=int, default=1024, help="visual-token budget of each crop")
@@ -69,6 +70,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vllm-memory", type=float, default=0.35, help="vLLM gpu_memory_utilization (GPU only)")
     parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "lfpc-bench")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); 1 is least disturbed on a shared machine")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smallest sizes (smoke test, ~10 s)")
     args = parser.parse_args(argv)
@@ -119,6 +122,7 @@ class Bench:
         self.module.configure_model()
         self.module.setup("fit")
         self.module.to(self.device)
+        self.module.policy.train()  # as under Lightning (gradient checkpointing only acts in training mode)
         self.optimizer = self.module.configure_optimizers()
         self.params = matmul_params(self.module.policy)
         self.peak, self.peak_source = peak_flops(self.device, DTYPES[args.dtype], args.peak_tflops)
@@ -258,11 +262,20 @@ def cache_pressure_check(bench: Bench, samples: list[Sample], budget: int) -> di
 def machine_info(device: torch.device) -> dict:
     """Where the figures were measured."""
     import transformers
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_cores": os.cpu_count(),
+    info = {"platform": platform.platform(), "cpu": _cpu_model(), "python": platform.python_version(),
+            "cpu_cores": os.cpu_count(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "transformers": transformers.__version__, "load_average": os.getloadavg()[0],
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     return info
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
 
 
 def vllm_status() -> str | None:
@@ -282,6 +295,8 @@ def load_samples(args: argparse.Namespace, count: int) -> list[Sample]:
 def run(args: argparse.Namespace, command: str) -> dict:
     """Run every measurement of ``args`` and return the results (what the report prints)."""
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     timer = SectionTimer()
     results: dict = {"command": command, "machine": machine_info(device), "settings": _settings(args)}
     model_dir = build_model_dir(args.arch, args.work_dir / "models", args.device, args.dtype)

@@ -14,9 +14,10 @@ from collections import Counter, defaultdict
 from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
-import lfpc.training.module
 from PIL import Image, ImageFile
 
+import lfpc.rollout.hf
+import lfpc.training.module
 from lfpc.agent.env import CropEnvironment
 from lfpc.rollout.codec import ChatCodec
 
@@ -26,6 +27,7 @@ IMAGE_PATH_HOOKS: dict[str, tuple[tuple[object, str], ...]] = {
     "crop": ((Image.Image, "crop"),),
     "resize": ((Image.Image, "resize"),),
     "processor": ((ChatCodec, "encode_image"),),          # pixel values + grid of one image
+    "batching": ((lfpc.rollout.hf, "batch_inputs"),),      # HF engine: pad ids, concatenate every image's patches
     "codec": ((ChatCodec, "start"), (ChatCodec, "append_user_turn"), (ChatCodec, "decode")),
     "env": ((CropEnvironment, "step"),),                  # parsing and box checks (crop/resize counted apart)
     "reward": ((lfpc.training.module, "score_episode"),),

@@ -42,7 +42,7 @@ def _header(results: dict) -> list[str]:
     return [
         "LFPC benchmarks",
         f"command : {results['command']}",
-        f"machine : {m['platform']}, {m['cpu_cores']} CPU cores (torch {m['torch_threads']} threads), {gpu}; "
+        f"machine : {m['platform']}, {m['cpu']}, {m['cpu_cores']} cores (torch {m['torch_threads']} threads), {gpu}; "
         f"python {m['python']}, torch {m['torch']}, transformers {m['transformers']}",
         f"load    : 1-min load average {m['load_average']:.1f} at start, {m['load_average_end']:.1f} at end "
         "(a shared machine makes timings noisy)",
@@ -77,8 +77,9 @@ def _rollout_section(results: dict, steps: list[dict]) -> list[str]:
         other = max(r["outside_model_s"] - named, 0.0) / r["rollout_s"]
         table.append([r["backend"], r["budget"], r["group"], *(r["host_share"][k] for k in HOST_CATEGORIES),
                       other, r["outside_model_share"], "yes" if r["outside_model_share"] < OUTSIDE_MODEL_TARGET
-                      else "no"])
-    lines += _table(["backend", "budget", "group", *HOST_CATEGORIES, "other", "total", "under_target"], table)
+                      else "no", r["outside_model_s"] / r["trajectories"]])
+    lines += _table(["backend", "budget", "group", *HOST_CATEGORIES, "other", "total", "under_target",
+                     "outside_s/traj"], table)
     return lines
 
 

@@ -218,14 +218,15 @@ def hyperparameter_table(definition: Definition, runs_dir: Path) -> Table:
 
 def collect_figure(definition: Definition, runs_dir: Path, out: Path) -> str:
     """Figure ``<name>.png`` (and the plotted values, ``<name>.csv``) of the runs named in ``groups``."""
-    from analysis.dynamics import write_figure
+    from analysis.dynamics import load_runs, write_figure
 
     jobs = {job.label: job.dir for job in train_jobs(definition, runs_dir)}
     missing = [label for label in definition.groups.values() if label not in jobs]
     if missing:
         raise FileNotFoundError(f"{runs_dir}: no training run for {missing} (found {sorted(jobs)})")
-    runs = {name: jobs[label] for name, label in definition.groups.items()}
-    png = write_figure(runs, out / f"{definition.name}.png", title=f"Figure {definition.number}: {definition.title}")
+    runs = load_runs({name: jobs[label] for name, label in definition.groups.items()})
+    png = out / f"{definition.name}.png"
+    write_figure(runs, png, title=f"Figure {definition.number}: {definition.title}")
     return f"### Figure {definition.number}: {definition.title}\n\n![{definition.name}]({png})"
 
 

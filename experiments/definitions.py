@@ -98,12 +98,6 @@ class Definition:
         """The paper's table or figure number (``table10`` -> 10)."""
         return number_of(self.name)
 
-    def train_step(self, name: str) -> TrainStep:
-        for step in self.train:
-            if step.name == name:
-                return step
-        raise KeyError(f"{self.name}: no train step named {name!r}; steps: {[s.name for s in self.train]}")
-
 
 def number_of(name: str) -> int | None:
     """The number in a definition's name (``table10`` -> 10), None without one."""
@@ -111,9 +105,9 @@ def number_of(name: str) -> int | None:
     return int(digits) if digits else None
 
 
-def names() -> list[str]:
-    """Every definition, tables by number then figures."""
-    stems = [p.stem for p in TABLES_DIR.glob("*.yaml")]
+def names(folder: Path = TABLES_DIR) -> list[str]:
+    """Every definition in ``folder``, tables by number then figures."""
+    stems = [p.stem for p in Path(folder).glob("*.yaml")]
     return sorted(stems, key=lambda s: (not s.startswith("table"), number_of(s) or 0, s))
 
 
@@ -166,11 +160,12 @@ def _paper_row(where: str, data: Mapping, number: int | None) -> PaperRow:
                     dict(data.get("values") or {}))
 
 
-def load(name: str) -> Definition:
-    """The definition ``experiments/tables/<name>.yaml``, checked (unknown keys, dangling step names)."""
-    path = TABLES_DIR / f"{name}.yaml"
+def load(name: str, folder: Path = TABLES_DIR) -> Definition:
+    """The definition ``<folder>/<name>.yaml`` (default: ``experiments/tables``), checked: unknown keys, dangling
+    step names, bad labels."""
+    path = Path(folder) / f"{name}.yaml"
     if not path.is_file():
-        raise ValueError(f"no experiment definition {name!r}; choose from {names()}")
+        raise ValueError(f"no experiment definition {name!r}; choose from {names(folder)}")
     data = yaml.safe_load(path.read_text()) or {}
     _check_keys(str(path), data, {"title", "collector", "train", "eval", "train_metrics", "groups", "paper",
                                   "paper_columns"}, {"title", "collector"})

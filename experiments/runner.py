@@ -197,7 +197,9 @@ def execute(command: Command, log: Path) -> float:
 
 def check_outputs(command: Command) -> None:
     """Every job of a train command left its ``summary.json`` where the plan expects it (RuntimeError if not)."""
-    missing = [str(job.dir) for job in command.jobs if command.kind == "train" and not (job.dir / "summary.json").is_file()]
+    if command.kind != "train":
+        return
+    missing = [str(job.dir) for job in command.jobs if not (job.dir / "summary.json").is_file()]
     if missing:
         raise RuntimeError(f"train {command.name!r} finished but left no summary.json in {missing}")
 

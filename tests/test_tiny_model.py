@@ -214,3 +214,11 @@ def test_missing_model_folder_names_the_path(tmp_path):
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match=r"empty has no config\.json"):
         load_model(empty)
+
+
+def test_build_of_an_older_builder_version_is_rebuilt(tmp_path):
+    built = build_tiny_model(tmp_path / "tiny", seed=0)
+    marker = json.loads((built / MARKER_FILE).read_text())
+    (built / MARKER_FILE).write_text(json.dumps({**marker, "version": marker["version"] - 1}))
+    rebuilt = build_tiny_model(built, seed=0)
+    assert json.loads((rebuilt / MARKER_FILE).read_text()) == marker

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,9 @@ def test_stage1_checkpoints_resume_and_stage2_starts_from_stage1(cache, tmp_path
     for key in ("reward/total", "reward/acc", "rollout/tool_calls", "rollout/response_tokens", "train/grad_norm",
                 "train/clip_frac", "time/rollout", "time/update"):
         assert key in first, key
+    rollouts = [json.loads(line) for line in (stage1 / "rollouts" / "rank0.jsonl").read_text().splitlines()]
+    assert len(rollouts) == 2 and {r["step"] for r in rollouts} == {0}  # group_size 2 x 1 prompt, step 0
+    assert all(set(r["scores"]) >= {"total", "acc", "fmt", "tool"} and r["turns"] for r in rollouts)
     config = yaml.safe_load((stage1 / ".hydra" / "config.yaml").read_text())
     assert config["stage"] == "infogap" and config["resolution"]["strategy"] != "original"
 
@@ -78,7 +82,10 @@ def test_multirun_sweeps_rewards_sequentially_into_separate_folders(cache, tmp_p
     assert modes == ["none", "nothresh", "thresh"]
 
 
-def test_fsdp2_two_gloo_ranks_end_with_identical_updated_weights(cache, tmp_path):
+def test_fsdp2_two_gloo_ranks_end_with_identical_updated_weights(cache, tmp_path, monkeypatch):
+    with socket.socket() as probe:  # a free rendezvous port, so parallel test sessions do not collide
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MASTER_PORT", str(probe.getsockname()[1]))
     # the entropy bonus guarantees a non-zero gradient even when every reward of the tiny policy is 0
     train("trainer=cpu_fsdp2", "grpo.loss.entropy_coef=0.01", cache=cache, run_dir=tmp_path)
     result = summary(tmp_path)

@@ -7,6 +7,7 @@ transformers has no Qwen2.5-VL video processor, so :class:`ImageOnlyQwen2_5_VLPr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLForConditi
 
 # Qwen2.5-VL: one visual token per 28x28 pixels (patch 14, 2x2 patches merged into one token).
 SPATIAL_MERGE_SIZE = 2
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -98,3 +100,23 @@ def load_model(
 def image_token_count(image_grid_thw: torch.Tensor | Sequence[Sequence[int]]) -> list[int]:
     """Visual tokens (``<|image_pad|>``) per image: t * h * w / merge_size**2 for each row of ``image_grid_thw``."""
     return [int(t) * int(h) * int(w) // SPATIAL_MERGE_SIZE**2 for t, h, w in (tuple(row) for row in image_grid_thw)]
+
+
+def model_fingerprint(path: str | os.PathLike) -> str:
+    """Hash of a model folder: the bytes of ``config.json`` plus name, size and mtime of each weight file.
+
+    Cheap even for a 7B checkpoint; rewriting or replacing the weights (or copying the folder, which
+    changes mtimes) gives a new fingerprint.
+    """
+    folder = Path(path)
+    config = folder / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{folder} has no config.json; cannot fingerprint the model")
+    digest = hashlib.sha256(config.read_bytes())
+    weights = sorted(f for pattern in WEIGHT_PATTERNS for f in folder.glob(pattern))
+    if not weights:
+        raise FileNotFoundError(f"{folder} has no weight files ({', '.join(WEIGHT_PATTERNS)})")
+    for weight in weights:
+        stat = weight.stat()
+        digest.update(f"{weight.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]

@@ -289,14 +289,16 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, overwrite: bool 
 
     A folder holding a complete build with the same ``seed`` and build version is returned at once. The build is
     written to a temporary sibling folder and renamed into place, so ``out_dir`` never holds a partial build.
-    ``overwrite=True`` replaces whatever ``out_dir`` holds; otherwise a non-empty folder that is not a matching
-    tiny build raises ``FileExistsError``.
+    A build of the same seed by an older builder version is rebuilt. ``overwrite=True`` replaces whatever ``out_dir``
+    holds; otherwise any other non-empty folder raises ``FileExistsError``.
     """
     out = Path(out_dir)
     if out.exists() and not overwrite:
-        if _read_marker(out) == _marker(seed):
+        marker = _read_marker(out)
+        if marker == _marker(seed):
             return out
-        if any(out.iterdir()):
+        stale_version = marker is not None and marker.get("seed") == seed  # an older build of this seed: rebuild
+        if not stale_version and any(out.iterdir()):
             raise FileExistsError(
                 f"{out} is not empty and holds no tiny model built with seed={seed} (version {BUILD_VERSION}); "
                 "pass overwrite=True to replace it, or choose another folder"

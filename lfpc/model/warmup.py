@@ -20,7 +20,7 @@ from tqdm import tqdm
 from lfpc.agent.prompt import TOOL_NAME
 from lfpc.data.records import LETTERS, Sample
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
-from lfpc.model.loading import load_model, load_processor
+from lfpc.model.loading import load_model, load_processor, model_fingerprint
 from lfpc.rollout.base import Completion, Context, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import EpisodeConfig, run_episodes
@@ -61,7 +61,7 @@ def warm_up(base_dir: str | Path, out_dir: str | Path, samples: Sequence[Sample]
             global_max_tokens: int = 16, crop_max_tokens: int = 4, lr: float = 3e-3, seed: int = 0) -> Path:
     """Fine-tune the model at ``base_dir`` on scripted episodes of ``samples``; save to ``out_dir`` (cached)."""
     out = Path(out_dir)
-    params = {"base": str(base_dir), "samples": [s.id for s in samples], "steps": steps, "lr": lr, "seed": seed,
+    params = {"base": str(base_dir), "base_fingerprint": model_fingerprint(base_dir), "samples": [s.id for s in samples], "steps": steps, "lr": lr, "seed": seed,
               "global_max_tokens": global_max_tokens, "crop_max_tokens": crop_max_tokens}
     if (out / MARKER).is_file() and json.loads((out / MARKER).read_text()) == params:
         return out

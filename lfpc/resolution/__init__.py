@@ -5,7 +5,8 @@ the model and applies a strategy, :mod:`~lfpc.resolution.manifest` caches the re
 :mod:`~lfpc.resolution.select` is the Hydra command (``python -m lfpc.resolution.select``).
 """
 
-from lfpc.resolution.manifest import Manifest, model_fingerprint
+from lfpc.model.loading import model_fingerprint
+from lfpc.resolution.manifest import Manifest
 from lfpc.resolution.selection import (AnswerFn, SelectionConfig, SelectionResult, SelectionStats, rollout_answerer,
                                        select_resolutions)
 from lfpc.resolution.strategies import NEVER_DIVERGED, NO_ANSWER, STRATEGIES, choose_level, divergence_level

@@ -20,27 +20,6 @@ from typing import Iterator
 from lfpc.data.records import Sample
 
 MANIFEST_VERSION = 1
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
-
-
-def model_fingerprint(path: str | os.PathLike) -> str:
-    """Hash of a model folder: the bytes of ``config.json`` plus name, size and mtime of each weight file.
-
-    Cheap even for a 7B checkpoint; rewriting or replacing the weights (or copying the folder, which
-    changes mtimes) gives a new fingerprint.
-    """
-    folder = Path(path)
-    config = folder / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{folder} has no config.json; cannot fingerprint the model")
-    digest = hashlib.sha256(config.read_bytes())
-    weights = sorted(f for pattern in WEIGHT_PATTERNS for f in folder.glob(pattern))
-    if not weights:
-        raise FileNotFoundError(f"{folder} has no weight files ({', '.join(WEIGHT_PATTERNS)})")
-    for weight in weights:
-        stat = weight.stat()
-        digest.update(f"{weight.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
 
 
 def settings_fingerprint(settings: dict) -> str:

@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lfpc.data.records import Sample
-from lfpc.resolution.manifest import model_fingerprint
+from lfpc.model.loading import model_fingerprint
 from lfpc.resolution.selection import AnswerFn, SelectionConfig, SelectionResult, rollout_answerer, select_resolutions
 from lfpc.vision.budget import tokens_to_pixels
 

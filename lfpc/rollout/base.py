@@ -67,3 +67,7 @@ class RolloutEngine(Protocol):
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy the given full (unsharded) parameters into the engine's model, in place."""
         ...
+
+    def sleep(self) -> None:
+        """Release accelerator memory until the next call (during the policy update); may do nothing."""
+        ...

@@ -69,3 +69,6 @@ class HFRolloutEngine:
         missing = set(dict(self.model.named_parameters())) - seen
         if missing:
             raise KeyError(f"weight push did not cover {len(missing)} parameters, e.g. {sorted(missing)[:3]}")
+
+    def sleep(self) -> None:
+        """Nothing to release: the replica stays resident (it is small next to the trainer's state)."""

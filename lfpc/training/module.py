@@ -21,6 +21,7 @@ from lfpc.rollout.base import SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import EpisodeConfig, Trajectory, run_episodes
 from lfpc.training.metrics import RolloutMetrics
+from lfpc.training.rollout_log import RolloutLog
 from lfpc.training.sharding import full_named_tensors, shard_policy, weights_digest
 from lfpc.vision.budget import tokens_to_pixels
 
@@ -62,7 +63,7 @@ class GRPOModule(L.LightningModule):
     """Holds the policy and the GRPO objective; each ``training_step`` is one rollout + update round."""
 
     def __init__(self, policy: PolicyConfig, grpo: GRPOConfig, episode: EpisodeConfig, reward: RewardConfig,
-                 display_sizer, rollout: dict | None = None, seed: int = 0) -> None:
+                 display_sizer, rollout: dict | None = None, seed: int = 0, rollout_log_dir: str | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.rollout_cfg = rollout or {"backend": "hf"}
@@ -72,7 +73,8 @@ class GRPOModule(L.LightningModule):
         self.policy: torch.nn.Module | None = None
         self.rollout_metrics = RolloutMetrics()
         self._engine = None
-        self.last_trajectories: list[Trajectory] = []
+        self.rollout_log_dir = rollout_log_dir
+        self.rollout_log: RolloutLog | None = None
 
     # ----- model, engine, optimizer -----
     def configure_model(self) -> None:
@@ -93,6 +95,8 @@ class GRPOModule(L.LightningModule):
         max_pixels = tokens_to_pixels(max(self.policy_cfg.global_max_tokens, self.episode.crop_max_tokens))
         self.codec = ChatCodec(load_processor(self.policy_cfg.path, min_pixels=tokens_to_pixels(4),
                                               max_pixels=max_pixels))
+        if self.rollout_log_dir:
+            self.rollout_log = RolloutLog(f"{self.rollout_log_dir}/rank{self.global_rank}.jsonl")
 
     @property
     def engine(self):
@@ -126,6 +130,7 @@ class GRPOModule(L.LightningModule):
 
         start = time.perf_counter()
         trajectories = self.rollout(batch, seed=self.seed + 7919 * self.global_step + self.global_rank)
+        self.engine.sleep()  # vLLM on CUDA frees its KV cache and weights for the update
         timings["time/rollout"] = time.perf_counter() - start
 
         rewards = torch.tensor([t.scores["total"] for t in trajectories])
@@ -139,7 +144,9 @@ class GRPOModule(L.LightningModule):
         stats = {**self.rollout_metrics.compute(trajectories), **update_stats, **timings}
         self.log_dict(stats, on_step=True, prog_bar=False, batch_size=len(trajectories))
         self.log("reward", stats["reward/total"], prog_bar=True, batch_size=len(trajectories))
-        self.last_trajectories = trajectories
+        self.log("tool_calls", stats["rollout/tool_calls"], prog_bar=True, batch_size=len(trajectories))
+        if self.rollout_log is not None:
+            self.rollout_log.append(self.global_step, trajectories)
 
     def rollout(self, samples: list[Sample], seed: int) -> list[Trajectory]:
         """Generate ``group_size`` scored trajectories per sample with the rollout engine."""

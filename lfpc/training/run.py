@@ -48,7 +48,8 @@ def train(cfg: DictConfig) -> dict:
     sizer = C.display_sizer(cfg, path, samples)
     samples = C.trainable_samples(samples, sizer, cfg)
     module = GRPOModule(C.policy_config(cfg, path), C.grpo_config(cfg), C.episode_config(cfg), C.reward_config(cfg),
-                        sizer, rollout=OmegaConf.to_container(cfg.rollout, resolve=True), seed=cfg.seed)
+                        sizer, rollout=OmegaConf.to_container(cfg.rollout, resolve=True), seed=cfg.seed,
+                        rollout_log_dir=str(out / "rollouts"))
     loader = DataLoader(samples, batch_size=cfg.grpo.prompts_per_step, shuffle=True, collate_fn=list,
                         drop_last=True)
     per_step = C.updates_per_step(cfg)

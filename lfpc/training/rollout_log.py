@@ -1,0 +1,32 @@
+"""Every training rollout appended to JSONL as it is produced (text, boxes, rewards), for later analysis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from lfpc.rollout.episodes import Trajectory
+
+
+def trajectory_record(trajectory: Trajectory, step: int) -> dict:
+    """A JSON-serializable summary of one scored trajectory."""
+    return {"step": step, "sample_id": trajectory.sample.id, "group": trajectory.group,
+            "display_size": list(trajectory.display_size), "turns": trajectory.turns,
+            "answer": trajectory.outcome.answer, "format_ok": trajectory.outcome.format_ok,
+            "crop_boxes": [list(b) for b in trajectory.outcome.crop_boxes],
+            "gt_boxes": [list(b) for b in trajectory.sample.boxes], "scores": trajectory.scores,
+            "response_tokens": trajectory.context.num_policy_tokens}
+
+
+class RolloutLog:
+    """Appends one line per trajectory to ``path`` and flushes after each step."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, step: int, trajectories: Sequence[Trajectory]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            for trajectory in trajectories:
+                handle.write(json.dumps(trajectory_record(trajectory, step)) + "\n")

@@ -1,0 +1,277 @@
+"""experiments/: every table/figure definition composes with Hydra at both sizes, the plan and the collectors give
+hand-checked results on fabricated run folders, and table10 runs end to end at the smoke size."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from experiments import definitions
+from experiments.collect import collect, cost_table, hyperparameter_table
+from experiments.definitions import Definition, TrainStep, load
+from experiments.runner import expand_sweeps, override, plan
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def composed(config_name: str, overrides: list[str]):
+    """The resolved config of one job (``output_dir``/``cache_dir`` set: they need a Hydra run otherwise)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name, overrides=[*overrides, "output_dir=/tmp/out", "cache_dir=/tmp/cache"])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Definitions and plans
+
+def test_every_paper_table_and_figure_has_a_definition():
+    assert definitions.names() == [f"table{n}" for n in range(1, 13)] + ["figure5", "figure6"]
+
+
+@pytest.mark.parametrize("name", definitions.names())
+def test_definition_composes_at_smoke_and_paper_size(name, tmp_path):
+    definition = load(name)
+    for size in ("smoke", "paper"):
+        commands = plan(definition, size, tmp_path)
+        assert commands, f"{name} plans no command at size {size}"
+        for command in commands:
+            for job in command.jobs:
+                cfg = composed(command.config_name, list(job.overrides))
+                if command.kind == "train" and size == "smoke":  # the embedded default, cut to one GRPO step
+                    assert cfg["model"]["build_tiny"] and cfg["trainer"]["max_steps"] == 1
+                    assert cfg["grpo"]["group_size"] == 2 and not cfg["logger"]["wandb"]
+                elif command.kind == "train":  # DESIGN.md: 8 GPUs, 16 rollouts x 256 prompts (32 per rank)
+                    assert cfg["trainer"]["devices"] == 8 and cfg["grpo"]["group_size"] == 16
+                    assert cfg["grpo"]["prompts_per_step"] * cfg["trainer"]["devices"] == 256
+                    assert cfg["data"]["path"].endswith(".jsonl") or cfg["data"]["kind"] == "mix"
+                elif size == "smoke":
+                    assert cfg["benchmark"]["name"] == "synthetic" and cfg["eval"]["limit"] == 2
+                else:
+                    assert not cfg["model"]["build_tiny"] and cfg["eval"]["budgets"] == [1024, 16384]
+                if command.kind == "eval":
+                    assert cfg["label"] == job.label
+
+
+def test_size_paper_picks_each_stages_data():
+    assert composed("config", ["size=paper", "+stage=infogap"])["data"]["path"] == "/data/lfpc/stage1.jsonl"
+    assert composed("config", ["size=paper", "+stage=grounding"])["data"]["path"] == \
+        "/data/lfpc/stage2_grounding.jsonl"
+
+
+def test_experiment_config_fixes_the_stage_and_the_sweep_varies_the_reward():
+    cfg = composed("config", ["experiment=table10", "reward=iou_nothresh"])
+    assert cfg["stage"] == "grounding" and cfg["lr_scale"] == 0.5 and cfg["reward"]["iou_mode"] == "nothresh"
+    assert composed("config", ["experiment=table10"])["reward"]["use_l1"]  # Stage II default: iou_l1
+
+
+def test_expand_sweeps_follows_hydra_job_order_and_names():
+    jobs = expand_sweeps(["size=smoke", "reward=a,b", "+stage=x,y"])
+    # product in override order; folder = sorted swept overrides joined by "," ("+" sorts before "r")
+    assert jobs == [("+stage=x,reward=a", ("size=smoke", "reward=a", "+stage=x")),
+                    ("+stage=y,reward=a", ("size=smoke", "reward=a", "+stage=y")),
+                    ("+stage=x,reward=b", ("size=smoke", "reward=b", "+stage=x")),
+                    ("+stage=y,reward=b", ("size=smoke", "reward=b", "+stage=y"))]
+    assert expand_sweeps(["size=smoke", "+stage=infogap"]) == [(None, ("size=smoke", "+stage=infogap"))]
+
+
+def test_table10_plan(tmp_path):
+    commands = plan(load("table10"), "smoke", tmp_path, python="python")
+    assert [(c.kind, c.name) for c in commands] == [
+        ("train", "stage1"), ("train", "stage2"), ("eval", "stage2[reward=iou]"),
+        ("eval", "stage2[reward=iou_nothresh]"), ("eval", "stage2[reward=none]")]
+    stage2 = commands[1]
+    assert stage2.argv[:6] == ("python", "train.py", "-m", "size=smoke", "experiment=table10",
+                               "reward=iou,iou_nothresh,none")
+    assert f"init_from={tmp_path}/train/stage1/hf_model" in stage2.argv
+    assert "hydra.job.config.override_dirname.exclude_keys=[experiment,init_from,size]" in stage2.argv
+    assert [j.dir for j in stage2.jobs] == [tmp_path / "train" / "stage2" / f"reward={r}"
+                                            for r in ("iou", "iou_nothresh", "none")]
+    evaluation = commands[2]
+    assert "label='stage2[reward=iou]'" in evaluation.argv and "benchmark=synthetic" in evaluation.argv
+    assert f"init_from='{tmp_path}/train/stage2/reward=iou/hf_model'" in evaluation.argv
+    assert [j.dir for j in evaluation.jobs] == [tmp_path / "eval" / "stage2[reward=iou]" / "synthetic"]
+
+
+def test_paper_size_goes_to_slurm_and_the_paper_benchmarks(tmp_path):
+    commands = plan(load("table1"), "paper", tmp_path)
+    assert [c.argv[c.argv.index("-m") + 2] for c in commands] == ["benchmark=vstar",
+                                                                   "benchmark=hrbench_4k,hrbench_8k"]
+    assert all("hydra/launcher=slurm_1gpu" in c.argv for c in commands)
+    assert "hydra/launcher=slurm_8gpu" in plan(load("table9"), "paper", tmp_path)[0].argv
+    assert len(plan(load("table1"), "smoke", tmp_path)) == 1  # smoke has no benchmark without GT boxes
+    assert not any("launcher" in a for a in plan(load("table9"), "paper", tmp_path, launcher="local")[0].argv)
+
+
+def test_override_quotes_only_what_hydra_cannot_parse():
+    assert override("init_from", "/a/b-c_d.1/hf_model") == "init_from=/a/b-c_d.1/hf_model"
+    assert override("label", "stage2[reward=iou]") == "label='stage2[reward=iou]'"
+    with pytest.raises(ValueError, match="quote"):
+        override("label", "it's")
+
+
+def test_bad_definitions_fail_with_the_file_and_the_reason(tmp_path):
+    (tmp_path / "unknown.yaml").write_text("title: t\ncollector: eval\ntrain: [{name: a, override: [x=1]}]\n")
+    with pytest.raises(ValueError, match=r"unknown.yaml: train\[0\]: unknown keys \['override'\]"):
+        load("unknown", tmp_path)
+    (tmp_path / "dangling.yaml").write_text("title: t\ncollector: eval\neval: [{of: nope}]\n")
+    with pytest.raises(ValueError, match="'of: nope' names no train step"):
+        load("dangling", tmp_path)
+    (tmp_path / "ref.yaml").write_text("title: t\ncollector: eval\ntrain:\n  - {name: a, overrides: ['reward=x,y']}\n"
+                                       "  - {name: b, overrides: ['init_from={run:a}/hf_model']}\n")
+    with pytest.raises(ValueError, match=r"\{run:a\} must name an earlier train step with a single job"):
+        plan(load("ref", tmp_path), "smoke", tmp_path)
+    with pytest.raises(ValueError, match="no experiment definition 'missing'"):
+        load("missing", tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Collectors on fabricated run folders
+
+def write_job(folder: Path, overrides: list[str], rows: list[dict], num: int = 0) -> Path:
+    """A training job folder: the real composed config, a hydra.yaml with the job number, metrics.csv rows."""
+    (folder / ".hydra").mkdir(parents=True)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        (folder / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(compose("config", overrides=overrides)))
+    (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"num": num}}}))
+    (folder / "csv" / "version_0").mkdir(parents=True)
+    keys = sorted({k for row in rows for k in row})
+    with (folder / "csv" / "version_0" / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    (folder / "summary.json").write_text("{}")
+    return folder
+
+
+def write_eval(folder: Path, label: str, accuracy: float, last_iou: float | None) -> None:
+    folder.mkdir(parents=True)
+    row = {"benchmark": "synthetic", "budget": 64, "mode": "pred", "subtask": "overall", "num_questions": 4,
+           "accuracy": accuracy, "first_iou": last_iou, "last_iou": last_iou, "first_coverage": None,
+           "last_coverage": None, "tool_calls": 1.0, "crops": 1.0, "visual_tokens": 80.0, "time_s": 0.5}
+    (folder / "metrics.json").write_text(json.dumps({"label": label, "rows": [row], "subsets": []}))
+
+
+def markdown_rows(text: str) -> dict[str, list[str]]:
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+
+
+def test_ablation_table_from_fabricated_runs(tmp_path):
+    runs = tmp_path / "runs"
+    write_job(runs / "train" / "stage1", ["+stage=infogap"], [{"step": 0, "reward/total": 0.5}])
+    # written out of sweep order: rows must follow the job numbers (iou, iou_nothresh, none)
+    for num, reward in [(2, "none"), (0, "iou"), (1, "iou_nothresh")]:
+        rows = [{"step": s, "reward/total": s + num, "rollout/iou": (0.2 if s == 4 else 0.4 if s == 5 else "")}
+                for s in range(6)]
+        write_job(runs / "train" / "stage2" / f"reward={reward}", ["experiment=table10", f"reward={reward}"], rows,
+                  num)
+        write_eval(runs / "eval" / f"stage2[reward={reward}]" / "synthetic", f"stage2[reward={reward}]",
+                   accuracy=0.25 * (num + 1), last_iou=None if reward == "none" else 0.125)
+    text = collect(load("table10"), runs)
+    assert (runs / "results" / "table10.md").read_text().strip() == text.strip()
+    table = markdown_rows(text)
+    assert list(table)[1::2] == ["IoU with threshold (paper)", "IoU without threshold (paper)",
+                                 "No grounding reward (paper)"]
+    # columns: Budget, Synthetic Acc, Synthetic IoU, train reward/total, reward/iou, rollout/iou, overlap, bbox
+    # reward=iou (num 0): reward/total = step -> last 5 steps 1..5, mean 3; rollout/iou logged at steps 4, 5:
+    # (0.2 + 0.4) / 2 = 0.3; accuracy 0.25 -> 25.0 %; IoU 0.125
+    assert table["stage2[reward=iou]"] == ["64", "25.0", "0.125", "3.000", "–", "0.300", "–", "–"]
+    # reward=none (num 2): reward/total = step + 2 -> mean 5; accuracy 0.75; no IoU
+    assert table["stage2[reward=none]"] == ["64", "75.0", "–", "5.000", "–", "0.300", "–", "–"]
+    assert table["IoU with threshold (paper)"] == ["–", *["?"] * 7]
+    with open(runs / "results" / "table10.csv") as handle:
+        assert next(csv.reader(handle))[:4] == ["Model", "Budget", "Synthetic Acc", "Synthetic IoU"]
+
+
+def test_eval_tables_are_rendered_by_lfpc_evaluation_tables(tmp_path):
+    runs = tmp_path / "runs"
+    for step, accuracy in (("baseline", 0.25), ("stage1", 0.5), ("stage2", 0.75)):
+        write_job(runs / "train" / step, [f"+stage={'baseline' if step == 'baseline' else 'infogap'}"], [{"step": 0}])
+        write_eval(runs / "eval" / step / "synthetic", step, accuracy, 0.5)
+    table = markdown_rows(collect(load("table3"), runs, tmp_path / "tables"))
+    assert table["stage1"] == ["64", "50.0", "0.500"] and table["stage2"] == ["64", "75.0", "0.500"]
+    assert (tmp_path / "tables" / "table3.csv").is_file()
+    with pytest.raises(FileNotFoundError, match="no eval results of table1"):
+        collect(load("table1"), runs)
+
+
+def test_cost_and_hyperparameters_from_fabricated_runs(tmp_path):
+    definition = Definition("table11", "Training cost", "cost", train=(TrainStep("stage1"),))
+    steps = [{"step": s, "reward/total": 0.0, "time/sync": 1.0, "time/rollout": 6.0, "time/update": 3.0}
+             for s in (7, 15)]
+    job = write_job(tmp_path / "train" / "stage1", ["size=paper", "+stage=grounding"], steps)
+    start = 1_700_000_000
+    os.utime(job / ".hydra" / "config.yaml", (start, start))
+    os.utime(job / "summary.json", (start + 7200, start + 7200))
+    cost = {row[0]: row[1:] for row in cost_table(definition, tmp_path).rows}
+    # 8 GPUs; 2 GRPO steps of 1 + 6 + 3 = 10 s, rollout 6/10 = 60 %; wall 7200 s = 2 h; 2 h x 8 = 16 GPU-hours
+    assert cost["stage1"] == ["gpu", "8", "2", "10.00", "60.0", "2.00", "16.00"]
+
+    table = hyperparameter_table(Definition("table12", "Hyper-parameters", "hyperparameters",
+                                            train=(TrainStep("stage1"),),
+                                            paper_columns={"Paper": {"learning rate": 5e-7}}), tmp_path)
+    values = {row[0]: row[1:] for row in table.rows}
+    # grpo=paper per rank: 32 prompts, mini-batch 64 trajectories of 16 rollouts, lr 1e-6 x Stage II lr_scale 0.5
+    assert values["prompts / step"] == ["256", "?"]                  # 32 x 8
+    assert values["PPO mini-batch (prompts)"] == ["32", "?"]         # 64 x 8 / 16
+    assert values["learning rate"] == ["5e-07", "5e-07"]
+    assert values["grounding reward"] == ["thresh + L1", "?"] and values["devices"] == ["8", "?"]
+
+
+def test_figure_collector_plots_the_named_runs(tmp_path):
+    definition = Definition("figure5", "Dynamics", "figure", train=(TrainStep("a"), TrainStep("b")),
+                            groups={"A": "a", "B": "b"})
+    write_job(tmp_path / "train" / "a", [], [{"step": s, "reward/total": s, "rollout/iou": 0.5} for s in range(3)])
+    write_job(tmp_path / "train" / "b", [], [{"step": s, "reward/total": 1.0} for s in range(2)])
+    collect(definition, tmp_path)
+    png = tmp_path / "results" / "figure5.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(png.with_suffix(".csv")) as handle:
+        plotted = list(csv.DictReader(handle))
+    # run a: 3 steps of reward + 3 of rollout/iou; run b: 2 steps of reward
+    assert len(plotted) == 8 and {r["metric"] for r in plotted if r["run"] == "B"} == {"reward/total"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end: table10 at the smoke size, as a user runs it
+
+@pytest.mark.slow
+def test_table10_smoke_runs_end_to_end_and_resumes(tmp_path_factory, tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline",
+           "LFPC_CACHE": str(tmp_path_factory.getbasetemp() / "experiments-cache")}  # shared with test_notebooks
+
+    def cli(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "experiments", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    out = tmp_path / "table10"
+    cli("run", "table10", "--size", "smoke", "--out", str(out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [c["status"] for c in manifest["commands"]] == ["ok"] * 5
+    for reward, mode in (("iou", "thresh"), ("iou_nothresh", "nothresh"), ("none", "none")):
+        job = out / "train" / "stage2" / f"reward={reward}"  # Hydra named the job folders as planned
+        config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        assert config["reward"]["iou_mode"] == mode and config["init_from"] == str(out / "train/stage1/hf_model")
+        assert json.loads((job / "summary.json").read_text())["grpo_steps"] == 1
+
+    table = markdown_rows(cli("collect", "table10", str(out)))
+    for reward in ("iou", "iou_nothresh", "none"):
+        assert table[f"stage2[reward={reward}]"][0] == "64"  # evaluated at the synthetic budget
+        assert table[f"stage2[reward={reward}]"][1] != "–"   # accuracy measured
+    hyper = markdown_rows(cli("collect", "table12", str(out)))
+    assert hyper["GRPO steps"][:4] == ["1"] * 4 and hyper["stage"][:2] == ["infogap", "grounding"]
+    assert set(markdown_rows(cli("collect", "table11", str(out)))) >= {"stage1", "stage2[reward=none]"}
+
+    assert cli("run", "table10", "--out", str(out)).count("done before, skipped") == 5
