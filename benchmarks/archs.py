@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -90,22 +92,53 @@ def vllm_cpu_dir(model_dir: str | Path, out_dir: str | Path) -> Path:
     return folder
 
 
-def matmul_params(model: torch.nn.Module) -> dict[str, int]:
-    """Parameters that do matmul work per token: ``text`` (decoder layers + LM head, not the embedding lookup)
-    and ``vision`` (the ViT, per 14x14 patch). A tied LM head counts once more, as it multiplies every token."""
-    inner = model.model
-    vision = sum(p.numel() for p in inner.visual.parameters())
-    layers = sum(p.numel() for p in inner.language_model.layers.parameters())
-    return {"text": layers + model.lm_head.weight.numel(), "vision": vision,
-            "total": sum(p.numel() for p in model.parameters())}
+@dataclass(frozen=True)
+class FlopModel:
+    """The sizes the forward FLOPs of a Qwen2.5-VL depend on, counted PaLM-style for MFU.
 
-
-def forward_flops(params: dict[str, int], tokens: int, patches: int) -> float:
-    """Matmul FLOPs of one forward pass: 2 per parameter per token (text) and per patch (vision).
-
-    Attention score FLOPs are left out (the usual 6ND convention; small next to the weights below ~8K tokens for 7B).
+    Weights: 2 FLOPs per parameter per token they multiply (decoder layers and LM head per text token, not the
+    embedding lookup; ViT blocks and patch embedding per 14x14 patch; the merger per merged token = 4 patches).
+    Attention: QK^T and AV are 4 x width x (keys seen) FLOPs per query and layer, without a causal discount; ViT
+    window blocks see the ``window_patches`` of their window, full-attention blocks the whole image.
     """
-    return 2.0 * (params["text"] * tokens + params["vision"] * patches)
+
+    total_params: int
+    text_params: int
+    vision_params: int
+    merger_params: int
+    text_layers: int
+    text_width: int            # attention heads x head_dim
+    vision_full_blocks: int
+    vision_window_blocks: int
+    vision_width: int
+    window_patches: int
+    merge: int = 4             # patches per merged (LLM) token
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> "FlopModel":
+        """Read the sizes off a Qwen2.5-VL model (works on the meta device)."""
+        text, vision = model.config.text_config, model.config.vision_config
+        visual = model.model.visual
+        merger = sum(p.numel() for p in visual.merger.parameters())
+        full = len(vision.fullatt_block_indexes)
+        return cls(total_params=sum(p.numel() for p in model.parameters()),
+                   text_params=sum(p.numel() for p in model.model.language_model.layers.parameters())
+                   + model.lm_head.weight.numel(),
+                   vision_params=sum(p.numel() for p in visual.parameters()) - merger, merger_params=merger,
+                   text_layers=text.num_hidden_layers, text_width=text.num_attention_heads * text.head_dim,
+                   vision_full_blocks=full, vision_window_blocks=vision.depth - full,
+                   vision_width=vision.hidden_size, window_patches=(vision.window_size // vision.patch_size) ** 2,
+                   merge=vision.spatial_merge_size ** 2)
+
+    def forward(self, sequence_lengths: Sequence[int], image_patches: Sequence[int]) -> float:
+        """FLOPs of one forward pass over sequences of these lengths holding images of these patch counts."""
+        text = sum(2.0 * self.text_params * n + 4.0 * self.text_layers * self.text_width * n * n
+                   for n in sequence_lengths)
+        vision = sum(2.0 * self.vision_params * p + 2.0 * self.merger_params * p / self.merge
+                     + 4.0 * self.vision_width * p * (self.vision_full_blocks * p
+                                                      + self.vision_window_blocks * min(p, self.window_patches))
+                     for p in image_patches)
+        return text + vision
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype, override_tflops: float | None = None) -> tuple[float, str]:

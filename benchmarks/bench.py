@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 import torch
 from PIL import Image
 
-from benchmarks.archs import ARCH_CHOICES, build_model_dir, forward_flops, matmul_params, peak_flops, vllm_cpu_dir
+from benchmarks.archs import ARCH_CHOICES, FlopModel, build_model_dir, peak_flops, vllm_cpu_dir
 from benchmarks.instrument import HOST_CATEGORIES, SectionTimer
 from benchmarks.report import format_report
 from benchmarks.scripted import ScriptedCropPolicy
@@ -124,7 +124,7 @@ class Bench:
         self.module.to(self.device)
         self.module.policy.train()  # as under Lightning (gradient checkpointing only acts in training mode)
         self.optimizer = self.module.configure_optimizers()
-        self.params = matmul_params(self.module.policy)
+        self.flops = FlopModel.of(self.module.policy)
         self.peak, self.peak_source = peak_flops(self.device, DTYPES[args.dtype], args.peak_tflops)
         self.policy: ScriptedCropPolicy | None = None
         self._blank = _blank_image(args.work_dir)
@@ -176,7 +176,9 @@ class Bench:
                   "calls": {k: calls.get(k, 0) for k in HOST_CATEGORIES},
                   "jpeg_decodes": calls.get("jpeg_decodes", 0),
                   "seq_tokens": sum(len(c.token_ids) for c in contexts),
-                  "patches": sum(int(p.shape[0]) for c in contexts for p in c.pixel_values)}
+                  "patches": sum(int(p.shape[0]) for c in contexts for p in c.pixel_values),
+                  "forward_flops": self.flops.forward([len(c.token_ids) for c in contexts],
+                                                      [int(p.shape[0]) for c in contexts for p in c.pixel_values])}
         if train:
             update = PolicyUpdate(module.policy, self.optimizer, module.grpo.loss, self.codec.pad_id,
                                   self.codec.image_pad_id, mini_batch_size=len(contexts),
@@ -189,7 +191,7 @@ class Bench:
             with clock("update"):
                 update(contexts, advantages)
         result.update({f"{name}_s": seconds for name, seconds in clock.seconds.items()})
-        return _derived(result, self.params, self.peak)
+        return _derived(result, self.peak)
 
     def _cold_image_cache(self, cache_items: int) -> None:
         """Evict every decoded image (a step's prompts are new images in training), using the public cache API."""
@@ -206,7 +208,7 @@ def _blank_image(work_dir: Path) -> Path:
     return path
 
 
-def _derived(r: dict, params: dict[str, int], peak: float) -> dict:
+def _derived(r: dict, peak: float) -> dict:
     """Throughputs, shares and MFU of one step result."""
     rollout = r["rollout_s"]
     r["traj_per_s"] = r["trajectories"] / rollout
@@ -217,10 +219,9 @@ def _derived(r: dict, params: dict[str, int], peak: float) -> dict:
     if "update_s" in r:
         r["step_s"] = sum(r[f"{k}_s"] for k in ("sync", "rollout", "logprob", "update"))
         r["phase_share"] = {k: r[f"{k}_s"] / r["step_s"] for k in ("sync", "rollout", "logprob", "update")}
-        forward = forward_flops(params, r["seq_tokens"], r["patches"])
         r["update_tokens_per_s"] = r["seq_tokens"] / r["update_s"]
-        r["update_mfu"] = 3 * forward / r["update_s"] / peak      # forward + backward = 3x the forward
-        r["logprob_mfu"] = forward / r["logprob_s"] / peak
+        r["update_mfu"] = 3 * r["forward_flops"] / r["update_s"] / peak  # forward + backward = 3x the forward
+        r["logprob_mfu"] = r["forward_flops"] / r["logprob_s"] / peak
     return r
 
 
@@ -262,12 +263,10 @@ def cache_pressure_check(bench: Bench, samples: list[Sample], budget: int) -> di
 def machine_info(device: torch.device) -> dict:
     """Where the figures were measured."""
     import transformers
-    info = {"platform": platform.platform(), "cpu": _cpu_model(), "python": platform.python_version(),
-            "cpu_cores": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+    return {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "transformers": transformers.__version__, "load_average": os.getloadavg()[0],
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
-    return info
 
 
 def _cpu_model() -> str:
@@ -304,7 +303,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
     step_samples, pressure_samples = samples[:args.samples], samples[args.samples:]
     with timer.hooks():
         bench = Bench(args, model_dir, timer)
-        results["model"] = {"arch": args.arch, "dtype": args.dtype, "device": args.device, **bench.params,
+        results["model"] = {"arch": args.arch, "dtype": args.dtype, "device": args.device,
+                            **dataclasses.asdict(bench.flops),
                             "peak_flops": bench.peak, "peak_source": bench.peak_source}
         results["image_ops"] = image_op_costs(step_samples[0], args.budgets, args.crop_tokens, bench.codec)
         results["steps"], results["backends"] = [], {}

@@ -46,9 +46,9 @@ def _header(results: dict) -> list[str]:
         f"python {m['python']}, torch {m['torch']}, transformers {m['transformers']}",
         f"load    : 1-min load average {m['load_average']:.1f} at start, {m['load_average_end']:.1f} at end "
         "(a shared machine makes timings noisy)",
-        f"model   : {model['arch']} Qwen2.5-VL, random weights, {_params(model['total'])} params (matmul per token: "
-        f"text {_params(model['text'])}, vision {_params(model['vision'])} per patch), {model['dtype']} on "
-        f"{model['device']}",
+        f"model   : {model['arch']} Qwen2.5-VL, random weights, {_params(model['total_params'])} params (multiplying "
+        f"each text token {_params(model['text_params'])}, each image patch {_params(model['vision_params'])}), "
+        f"{model['dtype']} on {model['device']}",
         f"workload: {s['samples']} prompt(s) per step, {s['image_size'][0]}x{s['image_size'][1]} synthetic JPEG, "
         f"{s['crops']} zoom-in(s) + answer per episode (scripted), crops at {s['crop_tokens']} tokens, "
         f"{s['new_tokens']} generated tokens per turn",
@@ -141,7 +141,8 @@ def _image_section(results: dict, steps: list[dict]) -> list[str]:
 
 def _mfu_section(results: dict, steps: list[dict]) -> list[str]:
     model = results["model"]
-    lines = ["", "== 4. Model FLOPs utilisation (matmul FLOPs: 2 x params per token/patch forward, x3 with backward) ==",
+    lines = ["", "== 4. Model FLOPs utilisation (forward: weights 2 x params per token/patch + attention; "
+                 "update = 3 x forward) ==",
              f"peak: {model['peak_flops'] / 1e12:.4g} TFLOP/s ({model['peak_source']})"]
     lines += _table(["backend", "budget", "group", "seq_tokens", "patches", "update_tok/s", "update_MFU",
                      "logprob_MFU"],

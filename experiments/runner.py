@@ -23,7 +23,7 @@ from typing import Sequence, TextIO
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from experiments.definitions import LAUNCHERS, SIZES, Definition, EvalStep, Size
+from experiments.definitions import LAUNCHERS, SIZES, Definition, EvalStep, Size, TrainStep
 from experiments.layout import MANIFEST, eval_dir, job_label, train_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,15 +105,14 @@ def _resolve_refs(line: str, single_jobs: dict[str, Path], where: str) -> str:
     return override(key, REF.sub(folder, value))
 
 
-def _train_command(definition: Definition, index: int, size: Size, launcher: str, out: Path, python: str,
-                   single_jobs: dict[str, Path]) -> Command:
-    step = definition.train[index]
-    where = f"{definition.name}: train step {step.name!r}"
+def _train_command(step: TrainStep, size: Size, launcher: str, out: Path, python: str,
+                   single_jobs: dict[str, Path], where: str) -> Command:
     overrides = (*size.train, *(_resolve_refs(o, single_jobs, where) for o in step.overrides_for(size.name)))
     folder = train_dir(out, step.name)
-    jobs = tuple(Job(job_label(step.name, name), folder if name is None else folder / name, job_overrides)
-                 for name, job_overrides in expand_sweeps(overrides))
-    swept = jobs[0].label != step.name
+    expanded = expand_sweeps(overrides)
+    swept = expanded[0][0] is not None
+    jobs = tuple(Job(job_label(step.name, name), folder / name if swept else folder, job_overrides)
+                 for name, job_overrides in expanded)
     subdir = "${hydra.job.override_dirname}" if swept else "."
     hydra = [override("hydra.sweep.dir", folder), f"hydra.sweep.subdir={subdir}"]
     if swept:  # name each job folder by its swept overrides only
@@ -122,7 +121,7 @@ def _train_command(definition: Definition, index: int, size: Size, launcher: str
     return Command("train", step.name, argv, jobs)
 
 
-def _eval_commands(definition: Definition, step: EvalStep, size: Size, launcher: str, out: Path, python: str,
+def _eval_commands(step: EvalStep, size: Size, launcher: str, out: Path, python: str,
                    train_jobs: dict[str, tuple[Job, ...]]) -> list[Command]:
     benchmarks = size.benchmarks[step.benchmarks]
     if not benchmarks:  # e.g. no benchmark without GT boxes at this size
@@ -154,14 +153,15 @@ def plan(definition: Definition, size: str, out: str | Path, launcher: str | Non
     commands: list[Command] = []
     single_jobs: dict[str, Path] = {}
     train_jobs: dict[str, tuple[Job, ...]] = {}
-    for index, step in enumerate(definition.train):
-        command = _train_command(definition, index, spec, launcher, out, python, single_jobs)
+    for step in definition.train:
+        command = _train_command(step, spec, launcher, out, python, single_jobs,
+                                 where=f"{definition.name}: train step {step.name!r}")
         commands.append(command)
         train_jobs[step.name] = command.jobs
         if len(command.jobs) == 1:
             single_jobs[step.name] = command.jobs[0].dir
     for step in definition.eval:
-        commands += _eval_commands(definition, step, spec, launcher, out, python, train_jobs)
+        commands += _eval_commands(step, spec, launcher, out, python, train_jobs)
     return commands
 
 

@@ -1,4 +1,4 @@
-"""Smoke test of the performance benchmark script (benchmarks/bench.py) at its smallest size."""
+"""The performance benchmark script (benchmarks/bench.py): a smoke run at its smallest size, and its FLOP model."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import Qwen2_5_VLForConditionalGeneration
 
-from benchmarks.archs import arch_config, forward_flops, matmul_params
+from benchmarks.archs import FlopModel, arch_config
 from lfpc.model.tiny import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,16 +54,23 @@ def test_quick_run_prints_every_section_with_sane_figures(tmp_path):
     assert "OK: one decode per prompt" in report
 
 
-def test_7b_config_has_the_released_parameter_count_and_flops(tmp_path):
+def test_7b_flop_model_matches_the_released_architecture(tmp_path):
     config = arch_config("7b", build_tiny_model(tmp_path / "tiny"))
     with torch.device("meta"):
-        from transformers import Qwen2_5_VLForConditionalGeneration
-        params = matmul_params(Qwen2_5_VLForConditionalGeneration(config))
-    # Qwen2.5-VL-7B-Instruct is published as 8.29B parameters. Vision by hand, per block: qkv 1280*3840+3840 =
-    # 4,919,040; proj 1280^2+1280 = 1,639,680; MLP 2*(1280*3420+3420) + 3420*1280+1280 = 13,140,920; 2 RMSNorms
-    # 2,560; so 19,702,200 x 32 blocks = 630,470,400. Patch embed 1176*1280 = 1,505,280. Merger: RMSNorm 1280 +
-    # 5120^2+5120 + 5120*3584+3584 = 44,574,464. Total 676,550,144.
-    assert params["total"] == pytest.approx(8.29e9, rel=2e-3)
-    assert params["vision"] == 630_470_400 + 1_505_280 + 44_574_464
-    # 1,000 tokens and 4,000 patches forward: 2 x (text params x 1,000 + vision params x 4,000) FLOPs.
-    assert forward_flops(params, 1_000, 4_000) == 2 * (params["text"] * 1_000 + params["vision"] * 4_000)
+        flops = FlopModel.of(Qwen2_5_VLForConditionalGeneration(config))
+    assert flops.total_params == pytest.approx(8.29e9, rel=2e-3)  # Qwen2.5-VL-7B-Instruct: 8.29B parameters
+    # Text, per decoder layer: q 3584^2+3584 = 12,848,640; k, v 3584*512+512 = 1,835,520 each; o 3584^2 =
+    # 12,845,056; MLP 3*3584*18944 = 203,685,888; 2 RMSNorms 7,168 -> 233,057,792. LM head 152,064 x 3,584.
+    assert flops.text_params == 28 * 233_057_792 + 152_064 * 3_584
+    # Vision, per block: qkv 1280*3840+3840 = 4,919,040; proj 1280^2+1280 = 1,639,680; MLP 2*(1280*3420+3420) +
+    # 3420*1280+1280 = 13,140,920; 2 RMSNorms 2,560 -> 19,702,200. Patch embed 1176*1280 = 1,505,280.
+    # Merger: RMSNorm 1280 + 5120^2+5120 + 5120*3584+3584 = 44,574,464.
+    assert flops.vision_params == 32 * 19_702_200 + 1_505_280
+    assert flops.merger_params == 44_574_464
+    # One 1,000-token sequence holding one 256-patch image:
+    #   text attention 4 x 28 layers x 3584 x 1000^2 = 401,408,000,000
+    #   vision weights 2 x 631,975,680 x 256 = 323,571,548,160; merger 2 x 44,574,464 x 256/4 = 5,705,531,392
+    #   vision attention 4 x 1280 x 256 x (4 full blocks x 256 + 28 window blocks x 64) = 3,690,987,520
+    expected = (2 * flops.text_params * 1_000 + 401_408_000_000
+                + 323_571_548_160 + 5_705_531_392 + 3_690_987_520)
+    assert flops.forward([1_000], [256]) == pytest.approx(expected, rel=1e-12)

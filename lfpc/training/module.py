@@ -81,7 +81,7 @@ class GRPOModule(L.LightningModule):
         if self.policy is not None:
             return
         self.policy = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype,
-                                 attn_implementation=self.policy_cfg.attn_implementation)
+                                 attn_implementation=self.policy_cfg.attn_implementation).train()
         if self.policy_cfg.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.device_mesh is not None:

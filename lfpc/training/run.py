@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -40,6 +41,8 @@ def build_loggers(cfg: DictConfig, out: Path) -> list:
 
 def train(cfg: DictConfig) -> dict:
     """Run GRPO as configured; returns (and writes to ``<output_dir>/summary.json``) the final metrics."""
+    # checkpoints are meant to hold the post-update state of each GRPO step
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     L.seed_everything(cfg.seed, workers=True)
     out = C.output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
