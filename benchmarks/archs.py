@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -157,8 +158,8 @@ def peak_flops(device: torch.device, dtype: torch.dtype, override_tflops: float 
     return _measured_matmul_flops(device, dtype), f"measured {dtype} matmul peak on {device.type}"
 
 
-def _measured_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:
-    import time
+def _measured_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 1024, repeats: int = 20) -> float:
+    """FLOP/s of the fastest of ``repeats`` square matmuls (the fastest is the least disturbed by other load)."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")

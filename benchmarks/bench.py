@@ -72,6 +72,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice); 1 is least disturbed on a shared machine")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run each measured step this many times and keep the fastest (noisy machines)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smallest sizes (smoke test, ~10 s)")
     args = parser.parse_args(argv)
@@ -79,8 +81,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         for key, value in QUICK.items():
             setattr(args, key, value)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    if args.crops < 1 or args.samples < 1 or min(args.groups + args.large_groups) < 1:
-        parser.error("--crops, --samples and every group size must be >= 1")
+    if min(args.crops, args.samples, args.repeats, *args.groups, *args.large_groups) < 1:
+        parser.error("--crops, --samples, --repeats and every group size must be >= 1")
     return args
 
 
@@ -318,7 +320,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
             bench.step(backend, args.budgets[0], min(args.groups), step_samples, crops=1)  # warm-up, not recorded
             for budget in args.budgets:
                 for group in args.groups if budget == args.budgets[0] else args.large_groups:
-                    results["steps"].append(bench.step(backend, budget, group, step_samples))
+                    runs = [bench.step(backend, budget, group, step_samples) for _ in range(args.repeats)]
+                    results["steps"].append(min(runs, key=lambda r: r["step_s"]))
             if backend == "hf":
                 results["cache_pressure"] = cache_pressure_check(bench, pressure_samples, args.budgets[0])
     results["machine"]["load_average_end"] = os.getloadavg()[0]

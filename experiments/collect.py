@@ -85,20 +85,20 @@ def ablation_table(definition: Definition, runs_dir: Path) -> Table:
     the final value of each of ``train_metrics``; the paper's row for the label follows it."""
     from analysis.dynamics import final_values, load_metrics
 
-    folders = eval_folders(definition, runs_dir)
+    folders, labels = eval_folders(definition, runs_dir), eval_labels(definition, runs_dir)
     results = load_results(folders) if folders else Results([])
     _, columns_of, note = tables.LAYOUTS[3]
     finals = {job.label: final_values(load_metrics(job.dir), definition.train_metrics, FINAL_STEPS)
-              for job in train_jobs(definition, runs_dir)}
+              for job in train_jobs(definition, runs_dir) if job.label in labels}
     columns = [c for b in results.benchmarks for c in columns_of(results, b)]
     columns += [_train_column(m, finals) for m in definition.train_metrics]
     rows = []
-    for label in eval_labels(definition, runs_dir):
+    for label in labels:
         for budget in results.budgets(label) or [None]:
             rows.append([label, "–" if budget is None else str(budget),
-                         *(tables._cell(c.get(results, label, budget), c.kind, "–") for c in columns)])
+                         *(tables.format_cell(c.get(results, label, budget), c.kind, "–") for c in columns)])
         rows += [[f"{p.name} (paper)", "–" if p.budget is None else str(p.budget),
-                  *(tables._cell(p.values.get(c.key), c.kind, "?") for c in columns)]
+                  *(tables.format_cell(p.values.get(c.key), c.kind, "?") for c in columns)]
                  for p in definition.paper if p.label == label]
     notes = [note, f"train <metric>: mean of the last {FINAL_STEPS} logged GRPO steps of the run's training metric."]
     if definition.paper:
@@ -139,8 +139,8 @@ def cost_table(definition: Definition, runs_dir: Path) -> Table:
     for job in train_jobs(definition, runs_dir):
         cost = job_cost(job)
         rows.append([job.label, str(cost["accelerator"]),
-                     *(tables._cell(cost[key], kind, "–") for key, _, kind in COST_COLUMNS)])
-        rows += [[f"{p.name} (paper)", "?", *(tables._cell(p.values.get(key), kind, "?")
+                     *(tables.format_cell(cost[key], kind, "–") for key, _, kind in COST_COLUMNS)])
+        rows += [[f"{p.name} (paper)", "?", *(tables.format_cell(p.values.get(key), kind, "?")
                                               for key, _, kind in COST_COLUMNS)]
                  for p in definition.paper if p.label == job.label]
     notes = ["Wall time: from the job's start (its .hydra/config.yaml) to its summary.json, model loading, resolution "

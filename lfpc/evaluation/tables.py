@@ -185,7 +185,8 @@ LAYOUTS: dict[int, tuple[str, Callable[[Results, str], list[Column]], str]] = {
 }
 
 
-def _cell(value: float | None, kind: str, missing: str) -> str:
+def format_cell(value: float | None, kind: str, missing: str) -> str:
+    """``value`` with the decimals of its column ``kind``, or ``missing`` when there is no value."""
     return missing if value is None else f"{value:.{DECIMALS[kind]}f}"
 
 
@@ -202,11 +203,11 @@ def build_table(number: int, results: Results) -> Table:
             values = [c.get(results, label, budget) for c in columns]
             if all(v is None for v in values):
                 continue
-            rows.append([label, str(budget), *(_cell(v, c.kind, "–") for v, c in zip(values, columns))])
+            rows.append([label, str(budget), *(format_cell(v, c.kind, "–") for v, c in zip(values, columns))])
             for paper in paper_numbers.paper_rows(number, label, budget):
                 paper_shown = True
                 rows.append([f"{paper.name} (paper)", str(budget),
-                             *(_cell(paper.values.get(c.key), c.kind, "?") for c in columns)])
+                             *(format_cell(paper.values.get(c.key), c.kind, "?") for c in columns)])
     notes = [note]
     if paper_shown:
         notes.append(f"(paper) rows: {paper_numbers.PAPER}. ? = not filled in [{paper_numbers.STATUS}].")
@@ -242,9 +243,9 @@ def summary_markdown(rows: Sequence[dict]) -> str:
     headers = ["Benchmark", "Budget", "Mode", "Subtask", "N", "Acc (%)", "IoU first", "IoU last", "Calls/q",
                "Vis. tok/q", "s/q"]
     body = [[r["benchmark"], str(r["budget"]), r["mode"], r["subtask"], str(r["num_questions"]),
-             _cell(_pct(r["accuracy"]), "pct", "–"), _cell(r["first_iou"], "iou", "–"),
-             _cell(r["last_iou"], "iou", "–"), _cell(r["tool_calls"], "num", "–"),
-             _cell(r["visual_tokens"], "count", "–"), _cell(r["time_s"], "sec", "–")] for r in rows]
+             format_cell(_pct(r["accuracy"]), "pct", "–"), format_cell(r["first_iou"], "iou", "–"),
+             format_cell(r["last_iou"], "iou", "–"), format_cell(r["tool_calls"], "num", "–"),
+             format_cell(r["visual_tokens"], "count", "–"), format_cell(r["time_s"], "sec", "–")] for r in rows]
     return markdown_table(headers, body)
 
 

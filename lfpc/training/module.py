@@ -123,13 +123,14 @@ class GRPOModule(L.LightningModule):
 
     # ----- one GRPO step -----
     def training_step(self, batch: list[Sample], batch_idx: int) -> None:
+        step = self.global_step  # optimizer steps before this GRPO step's update
         timings = {}
         start = time.perf_counter()
         self.sync_rollout_weights()
         timings["time/sync"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        trajectories = self.rollout(batch, seed=self.seed + 7919 * self.global_step + self.global_rank)
+        trajectories = self.rollout(batch, seed=self.seed + 7919 * step + self.global_rank)
         self.engine.sleep()  # vLLM on CUDA frees its KV cache and weights for the update
         timings["time/rollout"] = time.perf_counter() - start
 
@@ -146,7 +147,7 @@ class GRPOModule(L.LightningModule):
         self.log("reward", stats["reward/total"], prog_bar=True, batch_size=len(trajectories))
         self.log("tool_calls", stats["rollout/tool_calls"], prog_bar=True, batch_size=len(trajectories))
         if self.rollout_log is not None:
-            self.rollout_log.append(self.global_step, trajectories)
+            self.rollout_log.append(step, trajectories)
 
     def rollout(self, samples: list[Sample], seed: int) -> list[Trajectory]:
         """Generate ``group_size`` scored trajectories per sample with the rollout engine."""
