@@ -78,21 +78,6 @@ def build_model_dir(arch: str, out_dir: str | Path, device: str = "cpu", dtype: 
     return folder
 
 
-def vllm_cpu_dir(model_dir: str | Path, out_dir: str | Path) -> Path:
-    """A copy of the tiny model whose text attention is regrouped as 2 heads x 32 (vLLM's CPU attention needs
-    head_dim >= 32); every weight keeps its shape (q/o: 2 x 32 = 4 x 16 rows, k/v: 1 x 32 = 2 x 16)."""
-    folder = Path(out_dir)
-    config = json.loads((Path(model_dir) / "config.json").read_text())
-    text = config["text_config"]
-    if text["head_dim"] >= 32:
-        return Path(model_dir)
-    shutil.copytree(model_dir, folder, dirs_exist_ok=True)
-    text.update(num_attention_heads=2, num_key_value_heads=1, head_dim=32)
-    text["rope_parameters"]["mrope_section"] = [4, 6, 6]  # sums to head_dim / 2 = 16
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
-
-
 @dataclass(frozen=True)
 class FlopModel:
     """The sizes the forward FLOPs of a Qwen2.5-VL depend on, counted PaLM-style for MFU.

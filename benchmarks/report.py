@@ -96,18 +96,21 @@ def _step_section(results: dict, steps: list[dict]) -> list[str]:
         small = sorted((r for r in mine if r["budget"] == budgets[0]), key=lambda r: r["group"])
         if len(small) > 1:
             lo, hi = small[0], small[-1]
-            lines.append(f"{backend}: group {lo['group']} -> {hi['group']} at budget {budgets[0]}: step time "
-                         f"x{hi['step_s'] / lo['step_s']:.2f} for x{hi['group'] / lo['group']:.0f} trajectories "
-                         f"(rollout x{hi['rollout_s'] / lo['rollout_s']:.2f}, update x{hi['update_s'] / lo['update_s']:.2f})")
+            lines.append(f"{backend}: group {lo['group']} -> {hi['group']} at budget {budgets[0]} "
+                         f"(x{hi['group'] / lo['group']:.0f} trajectories): {_growth(hi, lo)}")
         for r in mine:
-            base = next((b for b in mine if b["budget"] == budgets[0] and b["group"] == r["group"]), None)
+            base = next((b for b in small if b["group"] == r["group"]), None)
             if r["budget"] != budgets[0] and base:
-                lines.append(f"{backend}: budget {budgets[0]} -> {r['budget']} tokens at group {r['group']}: step "
-                             f"time x{r['step_s'] / base['step_s']:.2f} (rollout x{r['rollout_s'] / base['rollout_s']:.2f}, "
-                             f"log-prob x{r['logprob_s'] / base['logprob_s']:.2f}, "
-                             f"update x{r['update_s'] / base['update_s']:.2f}; sequence tokens "
-                             f"x{r['seq_tokens'] / base['seq_tokens']:.2f})")
+                lines.append(f"{backend}: budget {budgets[0]} -> {r['budget']} tokens at group {r['group']}: "
+                             f"{_growth(r, base)}")
     return lines
+
+
+def _growth(hi: dict, lo: dict) -> str:
+    """Step-time ratio of two step results, with the ratios of their phases and sequence tokens."""
+    phases = ", ".join(f"{k} x{hi[f'{k}_s'] / lo[f'{k}_s']:.2f}" for k in ("rollout", "logprob", "update"))
+    return (f"step time x{hi['step_s'] / lo['step_s']:.2f} ({phases}; "
+            f"sequence tokens x{hi['seq_tokens'] / lo['seq_tokens']:.2f})")
 
 
 def _image_section(results: dict, steps: list[dict]) -> list[str]:
