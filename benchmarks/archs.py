@@ -39,6 +39,7 @@ ARCHS: dict[str, dict] = {
 ARCH_CHOICES = ("tiny", *ARCHS)
 # Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, by a substring of the device name.
 GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+ARCH_MARKER = "lfpc_bench_arch.json"
 _WEIGHT_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", MARKER_FILE)
 
 
@@ -58,23 +59,23 @@ def arch_config(arch: str, tiny_dir: str | Path) -> Qwen2_5_VLConfig:
 def build_model_dir(arch: str, out_dir: str | Path, device: str = "cpu", dtype: str = "bfloat16") -> Path:
     """A checkpoint folder for ``arch``: the tiny build itself, or a random-init 3B/7B saved in ``dtype``.
 
-    The 3B/7B folder is built once (initialised on ``device``) and reused while its ``config.json`` matches.
+    The 3B/7B folder is built once (initialised on ``device``) and reused while it was built from the same arch,
+    dtype and tiny build (recorded last, in ``ARCH_MARKER``, so an interrupted build is redone).
     """
     out = Path(out_dir)
     tiny = build_tiny_model(out / "tiny")
     if arch == "tiny":
         return tiny
-    config = arch_config(arch, tiny)
     folder = out / f"qwen2_5_vl_{arch}_random"
-    saved = folder / "config.json"
-    if saved.is_file() and json.loads(saved.read_text()).get("text_config", {}).get("hidden_size") == \
-            config.text_config.hidden_size and any(folder.glob("*.safetensors")):
+    marker = {"arch": arch, "dtype": dtype, "tiny": json.loads((tiny / MARKER_FILE).read_text())}
+    if (folder / ARCH_MARKER).is_file() and json.loads((folder / ARCH_MARKER).read_text()) == marker:
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(tiny, folder, ignore=shutil.ignore_patterns(*_WEIGHT_FILES, "model-*.safetensors"))
     with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=DTYPES[dtype])
+        model = Qwen2_5_VLForConditionalGeneration._from_config(arch_config(arch, tiny), dtype=DTYPES[dtype])
     model.save_pretrained(folder)
+    (folder / ARCH_MARKER).write_text(json.dumps(marker))
     return folder
 
 
