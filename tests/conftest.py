@@ -7,10 +7,9 @@ import pytest
 from PIL import Image
 
 from lfpc.data.records import Sample
-from lfpc.model.loading import load_model, load_processor
+from lfpc.model.loading import load_model
 from lfpc.model.tiny import build_tiny_model
 from lfpc.rollout.codec import ChatCodec
-from lfpc.vision.budget import tokens_to_pixels
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +19,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def codec(tiny_model_dir):
-    return ChatCodec(load_processor(tiny_model_dir, min_pixels=tokens_to_pixels(4), max_pixels=tokens_to_pixels(256)))
+    return ChatCodec.for_model(str(tiny_model_dir), 256)
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.model.loading import load_model
-from lfpc.rollout.base import Context, SamplingConfig
+from lfpc.rollout.base import SamplingConfig
 from lfpc.rollout.factory import build_engine
 from lfpc.rollout.hf import HFRolloutEngine
 from lfpc.training.sharding import full_named_tensors
@@ -40,7 +40,7 @@ def trainer(tiny_model_dir):
 def contexts(codec, noise_sample):
     """A one-image prompt and a two-image conversation (assistant tool call, then a tool response with a crop)."""
     first = codec.start(_messages("What color is the dot?"), [_image(noise_sample, (224, 168))])
-    second = _copy(first)
+    second = first.copy()
     call = codec.tokenizer.encode('<tool_call>{"name": "image_zoom_in_tool"}</tool_call>', add_special_tokens=False)
     second.extend(call + [codec.im_end_id], from_policy=True, logprobs=[-1.0] * (len(call) + 1))
     codec.append_user_turn(second, [{"type": "text", "text": "<tool_response>"}, {"type": "image"},
@@ -50,7 +50,7 @@ def contexts(codec, noise_sample):
 
 def test_generates_multi_image_contexts_with_n_samples_per_prompt(engine, codec, contexts):
     first, second = contexts
-    batch = [first, _copy(first), _copy(first), second]  # three copies of one prompt -> one request with n=3
+    batch = [first, first.copy(), first.copy(), second]  # three copies of one prompt -> one request with n=3
     sampling = SamplingConfig(max_new_tokens=8, temperature=1.0, stop_token_ids=codec.stop_token_ids,
                               suppress_token_ids=codec.vision_token_ids)
     completions = engine.generate(batch, sampling)
@@ -96,7 +96,7 @@ def test_rollouts_change_after_an_update(engine, codec, contexts, trainer):
     before = engine.generate(contexts, greedy)
     # one gradient step that makes a sampled rollout of the first prompt more likely (a positive advantage)
     sample = engine.generate(contexts[:1], SamplingConfig(max_new_tokens=10, temperature=1.0))[0]
-    reinforced = _copy(contexts[0])
+    reinforced = contexts[0].copy()
     reinforced.extend(sample.token_ids, from_policy=True, logprobs=sample.logprobs)
     mask = shifted_policy_tensors([reinforced])["mask"].bool()
     loss = -sequence_logprobs(trainer, [reinforced], codec.pad_id, codec.image_pad_id)["logprobs"][mask].sum()
@@ -135,12 +135,6 @@ def _perturb(model, seed):
         for parameter in model.parameters():
             parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
 
-
-def _copy(context: Context) -> Context:
-    """A copy of a context that shares its image objects (as the group copies of one prompt do)."""
-    return Context(token_ids=list(context.token_ids), policy_mask=list(context.policy_mask),
-                   logprobs=list(context.logprobs), images=list(context.images),
-                   pixel_values=list(context.pixel_values), image_grid_thw=list(context.image_grid_thw))
 
 
 def _messages(text):

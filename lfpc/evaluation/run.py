@@ -18,10 +18,8 @@ from lfpc.evaluation.data import load_benchmark
 from lfpc.evaluation.metrics import QUESTION_METRICS, substitution_subsets, summarize
 from lfpc.evaluation.records import RecordLog
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, pending
-from lfpc.model.loading import load_processor
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.factory import engine_from_run_config
-from lfpc.vision.budget import tokens_to_pixels
 
 CSV_COLUMNS = ("benchmark", "budget", "mode", "subtask", "num_questions") + QUESTION_METRICS
 
@@ -79,7 +77,7 @@ def evaluate(cfg: DictConfig) -> dict:
     log = RecordLog(out / "records.jsonl")
     if pending(samples, plan, log.done):
         max_tokens = max(max(plan.budgets), plan.episode.crop_max_tokens)
-        codec = ChatCodec(load_processor(path, min_pixels=tokens_to_pixels(4), max_pixels=tokens_to_pixels(max_tokens)))
+        codec = ChatCodec.for_model(path, max_tokens)
         evaluate_samples(engine_from_run_config(cfg, codec, path, cfg.eval.device), codec, samples, plan, log, cfg.benchmark.name,
                          progress=cfg.eval.progress)
     records = list(log.records.values())

@@ -20,11 +20,11 @@ from tqdm import tqdm
 from lfpc.agent.prompt import TOOL_NAME
 from lfpc.data.records import LETTERS, Sample
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
-from lfpc.model.loading import load_model, load_processor, model_fingerprint
+from lfpc.model.loading import load_model, model_fingerprint
 from lfpc.rollout.base import Completion, Context, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import EpisodeConfig, run_episodes
-from lfpc.vision.budget import fit_to_budget, tokens_to_pixels
+from lfpc.vision.budget import fit_to_budget
 
 MARKER = "lfpc_warmup.json"
 
@@ -66,8 +66,7 @@ def warm_up(base_dir: str | Path, out_dir: str | Path, samples: Sequence[Sample]
     if (out / MARKER).is_file() and json.loads((out / MARKER).read_text()) == params:
         return out
     torch.manual_seed(seed)
-    processor = load_processor(base_dir, tokens_to_pixels(4), tokens_to_pixels(max(global_max_tokens, crop_max_tokens)))
-    codec = ChatCodec(processor)
+    codec = ChatCodec.for_model(str(base_dir), max(global_max_tokens, crop_max_tokens))
     model = load_model(base_dir).train()
     teacher = FormatTeacher(codec, seed)
     episode = EpisodeConfig(max_turns=2, crop_max_tokens=crop_max_tokens)
@@ -84,7 +83,7 @@ def warm_up(base_dir: str | Path, out_dir: str | Path, samples: Sequence[Sample]
         optimizer.step()
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
     model.save_pretrained(staging)
-    processor.save_pretrained(staging)
+    codec.processor.save_pretrained(staging)
     (staging / MARKER).write_text(json.dumps(params))
     shutil.rmtree(out, ignore_errors=True)
     shutil.move(str(staging), out)

@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 from lfpc.data.records import Sample
 from lfpc.model.loading import model_fingerprint
 from lfpc.resolution.selection import AnswerFn, SelectionConfig, SelectionResult, rollout_answerer, select_resolutions
-from lfpc.vision.budget import tokens_to_pixels
 
 
 def selection_config(cfg: DictConfig) -> SelectionConfig:
@@ -34,11 +33,10 @@ def rollout_answerer_factory(cfg: DictConfig, path: str, config: SelectionConfig
     """A function building the processor and the ``rollout`` backend of ``cfg`` (on first use only)."""
 
     def make() -> AnswerFn:
-        from lfpc.model.loading import load_processor
         from lfpc.rollout.codec import ChatCodec
         from lfpc.rollout.factory import engine_from_run_config
         max_tokens = max(config.max_tokens, config.reference_max_tokens or 0)
-        codec = ChatCodec(load_processor(path, min_pixels=tokens_to_pixels(4), max_pixels=tokens_to_pixels(max_tokens)))
+        codec = ChatCodec.for_model(path, max_tokens)
         engine = engine_from_run_config(cfg, codec, path, cfg.resolution.device)
         return rollout_answerer(engine, codec, config.max_new_tokens)
 

@@ -31,6 +31,12 @@ class Context:
         self.policy_mask.extend([int(from_policy)] * len(token_ids))
         self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(token_ids))
 
+    def copy(self) -> "Context":
+        """An independent copy of the sequence that shares the (immutable) image objects and their tensors."""
+        return Context(token_ids=list(self.token_ids), policy_mask=list(self.policy_mask),
+                       logprobs=list(self.logprobs), images=list(self.images),
+                       pixel_values=list(self.pixel_values), image_grid_thw=list(self.image_grid_thw))
+
     @property
     def num_policy_tokens(self) -> int:
         """Number of tokens sampled from the policy so far."""

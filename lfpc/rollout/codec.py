@@ -8,7 +8,9 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
+from lfpc.model.loading import load_processor
 from lfpc.rollout.base import Context
+from lfpc.vision.budget import tokens_to_pixels
 
 IMAGE_PAD = "<|image_pad|>"
 IMAGE_SLOT = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -31,6 +33,12 @@ class ChatCodec:
         # the policy must never emit vision placeholders: they would be read as image positions
         self.vision_token_ids = tuple(self.token_id(t) for t in VISION_TOKENS)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.im_end_id
+
+    @classmethod
+    def for_model(cls, path: str, max_tokens: int) -> "ChatCodec":
+        """The codec of a local model folder whose images hold 4 to ``max_tokens`` visual tokens (the processor then
+        leaves every image the rollout already sized to a budget unchanged)."""
+        return cls(load_processor(path, min_pixels=tokens_to_pixels(4), max_pixels=tokens_to_pixels(max_tokens)))
 
     def token_id(self, token: str) -> int:
         """Id of a single special token; raise if the tokenizer splits it."""

@@ -63,7 +63,7 @@ def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Samp
             env = CropEnvironment(sample, display_size=size, crop_max_tokens=config.crop_max_tokens,
                                   max_turns=config.max_turns, mode=config.crop_mode,
                                   seed=seed * 1_000_003 + index * group_size + k, original=original)
-            episodes.append(_Episode(index, env, _copy(context), len(context.token_ids), size))
+            episodes.append(_Episode(index, env, context.copy(), len(context.token_ids), size))
     active = list(episodes)
     while active:
         completions = engine.generate([e.context for e in active], _budgeted(sampling, active, config))
@@ -94,11 +94,6 @@ class _Episode:
     display_size: tuple[int, int]
     turns: list[str] = field(default_factory=list)
 
-
-def _copy(context: Context) -> Context:
-    return Context(token_ids=list(context.token_ids), policy_mask=list(context.policy_mask),
-                   logprobs=list(context.logprobs), images=list(context.images),
-                   pixel_values=list(context.pixel_values), image_grid_thw=list(context.image_grid_thw))
 
 
 def _over_budget(episode: _Episode, config: EpisodeConfig) -> bool:

@@ -15,7 +15,7 @@ from lfpc.data.records import Sample
 from lfpc.grpo.advantages import group_advantages
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate
-from lfpc.model.loading import load_model, load_processor
+from lfpc.model.loading import load_model
 from lfpc.rewards import RewardConfig, score_episode
 from lfpc.rollout.base import SamplingConfig
 from lfpc.rollout.codec import ChatCodec
@@ -23,7 +23,6 @@ from lfpc.rollout.episodes import EpisodeConfig, Trajectory, run_episodes
 from lfpc.training.metrics import RolloutMetrics
 from lfpc.training.rollout_log import RolloutLog
 from lfpc.training.sharding import full_named_tensors, shard_policy, weights_digest
-from lfpc.vision.budget import tokens_to_pixels
 
 
 @dataclass
@@ -92,9 +91,8 @@ class GRPOModule(L.LightningModule):
                                  betas=tuple(self.grpo.betas))
 
     def setup(self, stage: str) -> None:
-        max_pixels = tokens_to_pixels(max(self.policy_cfg.global_max_tokens, self.episode.crop_max_tokens))
-        self.codec = ChatCodec(load_processor(self.policy_cfg.path, min_pixels=tokens_to_pixels(4),
-                                              max_pixels=max_pixels))
+        self.codec = ChatCodec.for_model(self.policy_cfg.path,
+                                         max(self.policy_cfg.global_max_tokens, self.episode.crop_max_tokens))
         if self.rollout_log_dir:
             self.rollout_log = RolloutLog(f"{self.rollout_log_dir}/rank{self.global_rank}.jsonl")
 
