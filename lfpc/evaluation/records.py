@@ -8,12 +8,12 @@ run loses at most the batch in flight; a torn last line (a write cut short) is d
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterable
 
 from lfpc.boxes import Box, coverage, iou
 from lfpc.evaluation.data import subtask_of
+from lfpc.jsonl_log import append_json_lines, complete_lines
 from lfpc.rewards import extract_choice
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import Trajectory
@@ -39,14 +39,7 @@ class RecordLog:
         return set(self.records)
 
     def _load(self) -> None:
-        data = self.path.read_bytes()
-        complete = data.rfind(b"\n") + 1  # bytes after the last newline: a write cut short, never a whole record
-        if complete < len(data):
-            with self.path.open("r+b") as handle:
-                handle.truncate(complete)
-        for line_no, line in enumerate(data[:complete].decode("utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
+        for line_no, line in complete_lines(self.path):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
@@ -56,13 +49,10 @@ class RecordLog:
 
     def append(self, records: Iterable[dict]) -> None:
         """Append records (one JSON line each), flushed and synced to disk before returning."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
-                self.records.setdefault(record["key"], record)
-            handle.flush()
-            os.fsync(handle.fileno())
+        records = list(records)
+        append_json_lines(self.path, records, sync=True)
+        for record in records:
+            self.records.setdefault(record["key"], record)
 
 
 def crop_scores(crops: tuple[Box, ...], gt_box: Box | None) -> dict[str, float | None]:

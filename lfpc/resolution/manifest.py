@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lfpc.data.records import Sample
+from lfpc.jsonl_log import append_json_lines, complete_lines
 
 MANIFEST_VERSION = 1
 
@@ -61,37 +62,26 @@ class Manifest:
 
     def append(self, record: dict) -> None:
         """Append one sample record and flush it to disk."""
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"kind": "sample", **record}) + "\n")
-            handle.flush()
+        append_json_lines(self.path, [{"kind": "sample", **record}])
         self.records[record["id"]] = record
 
     def _open(self) -> dict[str, dict]:
         if not self.path.exists():
             return self._start()
-        lines = self._complete_lines()
-        header = self._parse(lines[0], 1) if lines else {}
+        lines = complete_lines(self.path)
+        header = self._parse(*lines[0]) if lines else {}
         if header.get("kind") != "header" or header.get("fingerprint") != self.fingerprint:
             self.path.replace(f"{self.path}.stale")
             return self._start()
         records = {}
-        for number, line in enumerate(lines[1:], start=2):
-            record = self._parse(line, number)
+        for number, line in lines[1:]:
+            record = self._parse(number, line)
             if record.get("kind") != "sample" or "id" not in record:
                 raise ValueError(f"{self.path}:{number}: not a sample record: {line[:200]!r}")
             records[record["id"]] = record
         return records
 
-    def _complete_lines(self) -> list[str]:
-        """The file's complete lines; a partial last line (a write cut short) is truncated away."""
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(end)
-        return [line for line in data[:end].decode("utf-8").splitlines() if line.strip()]
-
-    def _parse(self, line: str, number: int) -> dict:
+    def _parse(self, number: int, line: str) -> dict:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as err:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
+from lfpc.jsonl_log import append_json_lines
 from lfpc.rollout.episodes import Trajectory
 
 
@@ -24,9 +24,6 @@ class RolloutLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, step: int, trajectories: Sequence[Trajectory]) -> None:
-        with self.path.open("a", encoding="utf-8") as handle:
-            for trajectory in trajectories:
-                handle.write(json.dumps(trajectory_record(trajectory, step)) + "\n")
+        append_json_lines(self.path, (trajectory_record(t, step) for t in trajectories))
