@@ -52,20 +52,27 @@ LAUNCHERS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-@dataclass(frozen=True)
-class TrainStep:
-    """One ``train.py -m`` call; ``sized`` holds the extra overrides of each size."""
+class SizedOverrides:
+    """Mixin for steps with ``overrides`` shared by every size and ``sized``: the extra overrides of each size."""
 
-    name: str
-    overrides: tuple[str, ...] = ()
-    sized: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    overrides: tuple[str, ...]
+    sized: Mapping[str, tuple[str, ...]]
 
     def overrides_for(self, size: str) -> tuple[str, ...]:
         return (*self.overrides, *self.sized.get(size, ()))
 
 
 @dataclass(frozen=True)
-class EvalStep:
+class TrainStep(SizedOverrides):
+    """One ``train.py -m`` call; ``sized`` holds the extra overrides of each size."""
+
+    name: str
+    overrides: tuple[str, ...] = ()
+    sized: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalStep(SizedOverrides):
     """``eval.py`` on each job of train step ``of`` (labelled like the job), or on the base model as ``label``,
     over the benchmarks of ``benchmarks`` (a set of :data:`BENCHMARK_SETS`)."""
 
@@ -74,9 +81,6 @@ class EvalStep:
     benchmarks: str = "all"
     overrides: tuple[str, ...] = ()
     sized: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-    def overrides_for(self, size: str) -> tuple[str, ...]:
-        return (*self.overrides, *self.sized.get(size, ()))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -98,6 +97,3 @@ def updates_per_step(cfg: DictConfig) -> int:
     trajectories = cfg.grpo.prompts_per_step * cfg.grpo.group_size
     return cfg.grpo.ppo_epochs * math.ceil(trajectories / cfg.grpo.mini_batch_size)
 
-
-def output_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.output_dir)

@@ -44,7 +44,7 @@ def train(cfg: DictConfig) -> dict:
     # checkpoints are meant to hold the post-update state of each GRPO step
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     L.seed_everything(cfg.seed, workers=True)
-    out = C.output_dir(cfg)
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = C.model_path(cfg)
     samples = C.load_samples(cfg.data)
