@@ -6,8 +6,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from PIL import Image
-
 from lfpc.agent.env import CropEnvironment
 from lfpc.agent.prompt import initial_messages
 from lfpc.data.records import Sample
@@ -51,19 +49,18 @@ def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Samp
 
     Each original image is decoded once per call and shared by its sample's episodes (crops never decode it again).
     """
-    sampling = SamplingConfig(max_new_tokens=config.max_new_tokens_per_turn, temperature=sampling.temperature,
-                              top_p=sampling.top_p, stop_token_ids=codec.stop_token_ids,
-                              suppress_token_ids=codec.vision_token_ids)
+    sampling = dataclasses.replace(sampling, max_new_tokens=config.max_new_tokens_per_turn,
+                                   stop_token_ids=codec.stop_token_ids, suppress_token_ids=codec.vision_token_ids)
     episodes = []
     for index, (sample, size) in enumerate(zip(samples, display_sizes)):
         original = load_image(sample.image_path)
-        global_image = original.resize(size, Image.Resampling.BICUBIC)
-        context = codec.start(initial_messages(sample, size, tools=config.crop_mode != "direct"), [global_image])
-        for k in range(group_size):
-            env = CropEnvironment(sample, display_size=size, crop_max_tokens=config.crop_max_tokens,
-                                  max_turns=config.max_turns, mode=config.crop_mode,
-                                  seed=seed * 1_000_003 + index * group_size + k, original=original)
-            episodes.append(_Episode(index, env, context.copy(), len(context.token_ids), size))
+        envs = [CropEnvironment(sample, display_size=size, crop_max_tokens=config.crop_max_tokens,
+                                max_turns=config.max_turns, mode=config.crop_mode,
+                                seed=seed * 1_000_003 + index * group_size + k, original=original)
+                for k in range(group_size)]
+        context = codec.start(initial_messages(sample, size, tools=config.crop_mode != "direct"),
+                              [envs[0].global_image()])
+        episodes.extend(_Episode(index, env, context.copy(), len(context.token_ids)) for env in envs)
     active = list(episodes)
     while active:
         completions = engine.generate([e.context for e in active], _budgeted(sampling, active, config))
@@ -75,13 +72,13 @@ def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Samp
             result = episode.env.step(text)
             if result.done or _over_budget(episode, config):
                 continue
-            codec.append_user_turn(episode.context, result.content(), [result.image] if result.image else [])
+            codec.append_user_turn(episode.context, result.content(), [result.image] if result.image is not None else [])
             if len(episode.context.token_ids) >= config.max_context_tokens:
                 continue
             still_active.append(episode)
         active = still_active
     return [Trajectory(sample=samples[e.index], group=e.index, context=e.context, prompt_length=e.prompt_length,
-                       display_size=e.display_size, outcome=e.env.outcome(), events=list(e.env.events),
+                       display_size=e.env.display_size, outcome=e.env.outcome(), events=list(e.env.events),
                        turns=e.turns) for e in episodes]
 
 
@@ -91,9 +88,7 @@ class _Episode:
     env: CropEnvironment
     context: Context
     prompt_length: int
-    display_size: tuple[int, int]
     turns: list[str] = field(default_factory=list)
-
 
 
 def _over_budget(episode: _Episode, config: EpisodeConfig) -> bool:
