@@ -9,18 +9,14 @@ crops, processor and reward then run exactly as in training.
 
 from __future__ import annotations
 
-import json
 from typing import Iterable
 
 import torch
 
 from benchmarks.instrument import SectionTimer
-from lfpc.agent.prompt import TOOL_NAME
+from lfpc.agent.prompt import tool_call_text
 from lfpc.rollout.base import Completion, Context, RolloutEngine, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
-
-PATCH_SIZE = 14  # image_grid_thw counts 14x14 patches
-
 
 class ScriptedCropPolicy:
     """Implements :class:`lfpc.rollout.base.RolloutEngine` around ``engine``; counts model time and tokens."""
@@ -43,10 +39,10 @@ class ScriptedCropPolicy:
     def _scripted(self, context: Context) -> Completion:
         turn = _assistant_turns(context.policy_mask)
         if turn < self.crops:
-            text = _tool_call(_display_size(context), 0.5 ** (turn + 1))
-            ids = self.codec.tokenizer.encode(text, add_special_tokens=False)  # ends with the </tool_call> stop
+            text = tool_call_text(_centred_box(self.codec.image_size(context.image_grid_thw[0]), 0.5 ** (turn + 1)))
         else:
-            ids = self.codec.tokenizer.encode("<answer>A</answer>", add_special_tokens=False) + [self.codec.im_end_id]
+            text = "<answer>A</answer>"
+        ids = self.codec.completion_ids(text)
         return Completion(token_ids=ids, logprobs=[0.0] * len(ids), finish_reason="stop")
 
 
@@ -55,14 +51,8 @@ def _assistant_turns(policy_mask: list[int]) -> int:
     return sum(1 for i, m in enumerate(policy_mask) if m and (i == 0 or not policy_mask[i - 1]))
 
 
-def _display_size(context: Context) -> tuple[int, int]:
-    _, height, width = (int(v) for v in context.image_grid_thw[0])
-    return width * PATCH_SIZE, height * PATCH_SIZE
-
-
-def _tool_call(size: tuple[int, int], fraction: float) -> str:
-    """A zoom-in on the centred box covering ``fraction`` of each side of an image of ``size``."""
+def _centred_box(size: tuple[int, int], fraction: float) -> list[int]:
+    """The centred box covering ``fraction`` of each side of an image of ``size``."""
     width, height = size
-    box = [round(width * (1 - fraction) / 2), round(height * (1 - fraction) / 2),
-           round(width * (1 + fraction) / 2), round(height * (1 + fraction) / 2)]
-    return f"<tool_call>{json.dumps({'name': TOOL_NAME, 'arguments': {'bbox_2d': box}})}</tool_call>"
+    return [round(width * (1 - fraction) / 2), round(height * (1 - fraction) / 2),
+            round(width * (1 + fraction) / 2), round(height * (1 + fraction) / 2)]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import torch
 
+from lfpc.agent.prompt import tool_call_text
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.model.inputs import batch_inputs
 from lfpc.rollout.base import Completion, SamplingConfig
@@ -18,6 +17,7 @@ def test_prompt_has_one_pad_per_visual_token(codec, noise_sample):
                           [_image(noise_sample, (280, 196))])
     # 280x196 px -> 10x7 merged tokens = 70 pads; grid (t, h, w) = (1, 14, 20) patches of 14 px
     assert context.image_grid_thw[0].tolist() == [1, 14, 20]
+    assert codec.image_size(context.image_grid_thw[0]) == (280, 196)  # 20 x 14 px, 14 x 14 px
     assert context.token_ids.count(codec.image_pad_id) == 70
     assert context.policy_mask == [0] * len(context.token_ids)
 
@@ -38,12 +38,8 @@ class ScriptedEngine:
         raise NotImplementedError
 
 
-def _call(box):
-    return '<tool_call>' + json.dumps({"name": "image_zoom_in_tool", "arguments": {"bbox_2d": box}}) + '</tool_call>'
-
-
 def test_two_crop_episode_with_real_processor_and_model(codec, tiny_model, noise_sample):
-    turns = [_call([25, 25, 89, 89]), _call([0, 0, 140, 140]), "<answer>B</answer>"]
+    turns = [tool_call_text([25, 25, 89, 89]), tool_call_text([0, 0, 140, 140]), "<answer>B</answer>"]
     engine = ScriptedEngine(codec, turns)
     display = (512, 384)  # the 1024x768 original shown at half size
     [trajectory] = run_episodes(engine, codec, [noise_sample], [display], 1,
@@ -126,3 +122,11 @@ def _messages(text):
 def _image(sample, size):
     from PIL import Image
     return Image.open(sample.image_path).convert("RGB").resize(size)
+
+
+def test_completion_ids_end_on_a_stop_token(codec):
+    call = codec.completion_ids(tool_call_text([1, 2, 3, 4]))
+    answer = codec.completion_ids("<answer>A</answer>")
+    assert call[-1] == codec.token_id("</tool_call>") and call.count(codec.im_end_id) == 0
+    assert answer[-1] == codec.im_end_id and answer[:-1] == codec.tokenizer.encode("<answer>A</answer>",
+                                                                                  add_special_tokens=False)

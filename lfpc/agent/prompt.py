@@ -7,6 +7,7 @@ Chat content items follow the transformers multimodal chat format: ``{"type": "t
 from __future__ import annotations
 
 import json
+from typing import Sequence
 
 from lfpc.boxes import Size
 from lfpc.data.records import LETTERS, Sample
@@ -108,3 +109,8 @@ def tool_response_content(image_present: bool, text: str) -> list[dict]:
         content.append({"type": "image"})
     content.append({"type": "text", "text": f"{text}</tool_response>"})
     return content
+
+
+def tool_call_text(bbox: Sequence[float]) -> str:
+    """The assistant text of one well-formed zoom-in call on ``bbox`` (displayed-image pixels)."""
+    return f"<tool_call>{json.dumps({'name': TOOL_NAME, 'arguments': {'bbox_2d': list(bbox)}})}</tool_call>"

@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 import torch
 from tqdm import tqdm
 
-from lfpc.agent.prompt import TOOL_NAME
+from lfpc.agent.prompt import tool_call_text
 from lfpc.data.records import LETTERS, Sample
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.model.loading import load_model, model_fingerprint
@@ -38,18 +38,15 @@ class FormatTeacher:
     def _text(self, context: Context) -> str:
         if len(context.images) > 1:
             return f"<think>The crop shows it.</think><answer>{self.rng.choice(LETTERS[:self.num_options])}</answer>"
-        _, h, w = (int(v) * 14 for v in context.image_grid_thw[0])
+        w, h = self.codec.image_size(context.image_grid_thw[0])
         x1, y1 = self.rng.uniform(0, w * 0.8), self.rng.uniform(0, h * 0.8)
         x2, y2 = self.rng.uniform(x1 + w * 0.1, w), self.rng.uniform(y1 + h * 0.1, h)
-        call = json.dumps({"name": TOOL_NAME, "arguments": {"bbox_2d": [round(x1), round(y1), round(x2), round(y2)]}})
-        return f"<think>I need a closer look.</think><tool_call>{call}</tool_call>"
+        return "<think>I need a closer look.</think>" + tool_call_text([round(x1), round(y1), round(x2), round(y2)])
 
     def generate(self, contexts: list[Context], sampling: SamplingConfig) -> list[Completion]:
         completions = []
         for context in contexts:
-            ids = self.codec.tokenizer.encode(self._text(context), add_special_tokens=False)
-            if ids[-1] not in self.codec.stop_token_ids:  # an answer turn ends with <|im_end|>
-                ids.append(self.codec.im_end_id)
+            ids = self.codec.completion_ids(self._text(context))
             completions.append(Completion(ids, [0.0] * len(ids), "stop"))
         return completions
 

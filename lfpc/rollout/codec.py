@@ -52,6 +52,18 @@ class ChatCodec:
         out = self.image_processor(images=[image], return_tensors="pt")
         return out["pixel_values"], out["image_grid_thw"][0]
 
+    def image_size(self, grid_thw: torch.Tensor) -> tuple[int, int]:
+        """(width, height) in pixels of an image the processor encoded with this grid (unchanged by the processor)."""
+        patch = int(getattr(self.image_processor, "patch_size", 14))
+        _, height, width = (int(v) for v in grid_thw)
+        return width * patch, height * patch
+
+    def completion_ids(self, text: str) -> list[int]:
+        """Token ids of an assistant turn as a policy emits it: ending on a stop token (``<|im_end|>`` appended
+        unless the text ends with one, e.g. ``</tool_call>``)."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        return ids if ids and ids[-1] in self.stop_token_ids else [*ids, self.im_end_id]
+
     def image_tokens(self, grid_thw: torch.Tensor) -> int:
         """Number of ``<|image_pad|>`` tokens an image of this grid occupies."""
         return int(grid_thw.prod().item()) // (self.merge * self.merge)
