@@ -19,6 +19,7 @@ from lfpc.model.loading import load_model
 from lfpc.rewards import RewardConfig, score_episode
 from lfpc.rollout.base import SamplingConfig
 from lfpc.rollout.codec import ChatCodec
+from lfpc.rollout.factory import build_engine
 from lfpc.rollout.episodes import EpisodeConfig, Trajectory, run_episodes
 from lfpc.training.metrics import RolloutMetrics
 from lfpc.training.rollout_log import RolloutLog
@@ -101,7 +102,6 @@ class GRPOModule(L.LightningModule):
         """The rollout backend of the ``rollout`` config (HF replica or vLLM), refreshed by
         :meth:`sync_rollout_weights`."""
         if self._engine is None:
-            from lfpc.rollout.factory import build_engine
             p = self.policy_cfg
             self._engine = build_engine(self.rollout_cfg, self.codec, p.path,
                                         self.device, dtype=p.dtype, attn_implementation=p.attn_implementation,
