@@ -19,6 +19,23 @@ from lfpc.training.module import GRPOModule
 from lfpc.training.sharding import gather_from_ranks
 
 
+class GRPOProgressBar(TQDMProgressBar):
+    """Counts GRPO steps (one per batch); Lightning's bar assumes one optimizer step per batch, but manual
+    optimization takes ``updates_per_step`` optimizer steps per GRPO step."""
+
+    def __init__(self, updates_per_step: int) -> None:
+        super().__init__()
+        self.updates_per_step = updates_per_step
+
+    @property
+    def total_train_batches(self) -> int | float:
+        trainer = self.trainer
+        if trainer.max_epochs == -1 and trainer.max_steps is not None and trainer.max_steps > 0:
+            remaining = -(-(trainer.max_steps - trainer.global_step) // self.updates_per_step)
+            return min(trainer.num_training_batches, remaining)
+        return trainer.num_training_batches
+
+
 def build_strategy(trainer_cfg: DictConfig):
     """``fsdp2`` -> Lightning's ModelParallelStrategy (FSDP2 via ``fully_shard``); anything else as given."""
     if trainer_cfg.strategy == "fsdp2":
@@ -61,7 +78,7 @@ def train(cfg: DictConfig) -> dict:
     t = cfg.trainer
     trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
                         precision=t.precision, max_steps=t.max_steps * per_step, log_every_n_steps=t.log_every_n_steps,
-                        logger=build_loggers(cfg, out), callbacks=[checkpoint, TQDMProgressBar()],
+                        logger=build_loggers(cfg, out), callbacks=[checkpoint, GRPOProgressBar(per_step)],
                         default_root_dir=str(out),
                         enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
