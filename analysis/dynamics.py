@@ -131,12 +131,13 @@ def load_runs(runs: Mapping[str, str | Path], source: str = "auto") -> dict[str,
     return {name: load_metrics(folder, source) for name, folder in runs.items()}
 
 
-def write_figure(runs: Mapping[str, pd.DataFrame], out_png: str | Path, title: str | None = None) -> Figure:
-    """Plot :data:`DYNAMICS_METRICS` of the loaded runs into ``out_png``, the plotted values beside it (same name,
-    ``.csv``); returns the figure."""
+def write_figure(runs: Mapping[str, pd.DataFrame], out_png: str | Path, title: str | None = None,
+                 metrics: Mapping[str, str] = DYNAMICS_METRICS) -> Figure:
+    """Plot ``metrics`` (default :data:`DYNAMICS_METRICS`) of the loaded runs into ``out_png``, the plotted values
+    beside it (same name, ``.csv``); returns the figure."""
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure = plot_dynamics(runs, title=title)
+    figure = plot_dynamics(runs, metrics, title=title)
     figure.savefig(out_png, dpi=120)
-    long_table(runs).to_csv(out_png.with_suffix(".csv"), index=False)
+    long_table(runs, tuple(metrics)).to_csv(out_png.with_suffix(".csv"), index=False)
     return figure

@@ -8,7 +8,9 @@ Collectors (``collector:`` in the definition):
 * ``cost`` (Table 11): per training job, devices, GRPO steps, time per step from the logs, wall time (job folder
   start, ``.hydra/config.yaml``, to ``summary.json``) and device-hours (GPU-hours on GPUs);
 * ``hyperparameters`` (Table 12): :data:`HYPERPARAMETERS` read back from each job's ``.hydra/config.yaml``;
-* ``figure`` (Figures 5, 6): the training dynamics of the runs named in ``groups``.
+* ``figure`` (Figures 5, 6): the training dynamics of the runs named in ``groups``;
+* ``miniature`` (the paper in miniature): Tables 1/3/5 with bootstrap intervals, Figures 5/6 and the targets check,
+  written to ``RESULTS.md`` (:mod:`experiments.miniature`).
 
 Paper values sit beside the rows: for eval tables in :mod:`lfpc.evaluation.paper_numbers`, for the others in the
 definition's ``paper`` / ``paper_columns``; "?" marks a paper value not filled in, "–" one not measured.
@@ -248,4 +250,7 @@ def collect(definition: Definition, runs_dir: Path, out: Path | None = None) -> 
         return collect_eval(definition, runs_dir, out)
     if definition.collector == "figure":
         return collect_figure(definition, runs_dir, out)
+    if definition.collector == "miniature":
+        from experiments.miniature import collect_miniature
+        return collect_miniature(definition, runs_dir, out)
     return _write(TABLE_BUILDERS[definition.collector](definition, runs_dir), out, definition.name)

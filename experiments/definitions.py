@@ -4,7 +4,9 @@ A definition is declarative: ``train`` steps (each one ``train.py -m`` call; a c
 sweeps, one job per value, e.g. ``reward=iou,iou_nothresh,none``), ``eval`` steps (``eval.py`` on every job of a
 train step, or on a base model under a given label) and what the collector needs (``collector`` and its options,
 the paper's rows). ``{run:<step>}`` in an override stands for the folder of that (single-job) train step.
-Per-size extra overrides go under the step's ``smoke:`` / ``paper:`` keys.
+Per-size extra overrides go under the step's ``smoke:`` / ``paper:`` / ``mini:`` keys. ``size`` is the size ``run``
+uses when none is given (default smoke); a definition with a ``report`` (a file at the repository root, e.g. the
+miniature's ``RESULTS.md``) is collected at the end of ``run`` and its report written there.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import yaml
 from lfpc.evaluation.paper_numbers import PaperRow
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
-COLLECTORS = ("eval", "ablation", "cost", "hyperparameters", "figure")
+COLLECTORS = ("eval", "ablation", "cost", "hyperparameters", "figure", "miniature")
 BENCHMARK_SETS = ("all", "boxed", "unboxed")  # boxed: benchmarks with GT boxes (the gt mode and IoU need them)
 STEP_NAME = re.compile(r"^[A-Za-z][\w.-]*$")
 
@@ -42,7 +44,11 @@ SIZES: dict[str, Size] = {
     "paper": Size("paper", ("size=paper",), ("+size/eval=paper",),
                   {"all": ("vstar", "hrbench_4k", "hrbench_8k"), "boxed": ("vstar",),
                    "unboxed": ("hrbench_4k", "hrbench_8k")}, launcher="slurm"),
+    # the paper in miniature: the mini Qwen2.5-VL on the pattern task, ~1 h on 2 CPU cores (conf/size/mini.yaml)
+    "mini": Size("mini", ("size=mini",), ("+size/eval=mini",),
+                 {"all": ("patterns",), "boxed": ("patterns",), "unboxed": ()}, launcher="local"),
 }
+DEFAULT_SIZE = "smoke"
 
 # Hydra launcher overrides per launcher: local = Hydra's basic launcher (jobs run one after another); slurm = the
 # submitit configs of conf/hydra/launcher/ (pip install hydra-submitit-launcher), 8 GPUs to train, 1 to evaluate.
@@ -96,6 +102,8 @@ class Definition:
     groups: Mapping[str, str] = field(default_factory=dict)  # figure: curve name -> run label
     paper: tuple[PaperRow, ...] = ()           # ablation / cost: the paper's rows (values may be empty)
     paper_columns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # hyperparameters: paper values
+    size: str = DEFAULT_SIZE                   # the size `run` uses when none is given
+    report: str | None = None                  # miniature: the report file (repository root) `run` ends by writing
 
     @property
     def number(self) -> int | None:
@@ -110,9 +118,11 @@ def number_of(name: str) -> int | None:
 
 
 def names(folder: Path = TABLES_DIR) -> list[str]:
-    """Every definition in ``folder``, tables by number then figures."""
-    stems = [p.stem for p in Path(folder).glob("*.yaml")]
-    return sorted(stems, key=lambda s: (not s.startswith("table"), number_of(s) or 0, s))
+    """Every definition in ``folder``: tables by number, then figures, then the others (e.g. miniature)."""
+    def rank(stem: str) -> tuple[int, int, str]:
+        kind = 0 if stem.startswith("table") else 1 if stem.startswith("figure") else 2
+        return kind, number_of(stem) or 0, stem
+    return sorted((p.stem for p in Path(folder).glob("*.yaml")), key=rank)
 
 
 def _check_keys(where: str, data: Mapping, allowed: set[str], required: set[str] = frozenset()) -> None:
@@ -172,9 +182,11 @@ def load(name: str, folder: Path = TABLES_DIR) -> Definition:
         raise ValueError(f"no experiment definition {name!r}; choose from {names(folder)}")
     data = yaml.safe_load(path.read_text()) or {}
     _check_keys(str(path), data, {"title", "collector", "train", "eval", "train_metrics", "groups", "paper",
-                                  "paper_columns"}, {"title", "collector"})
+                                  "paper_columns", "size", "report"}, {"title", "collector"})
     if data["collector"] not in COLLECTORS:
         raise ValueError(f"{path}: collector must be one of {list(COLLECTORS)}, got {data['collector']!r}")
+    if data.get("size", DEFAULT_SIZE) not in SIZES:
+        raise ValueError(f"{path}: size must be one of {list(SIZES)}, got {data['size']!r}")
     train = tuple(_train_step(f"{path}: train[{i}]", s) for i, s in enumerate(data.get("train") or []))
     if len({s.name for s in train}) != len(train):
         raise ValueError(f"{path}: train step names must be unique, got {[s.name for s in train]}")
@@ -184,4 +196,5 @@ def load(name: str, folder: Path = TABLES_DIR) -> Definition:
     return Definition(name=name, title=str(data["title"]), collector=data["collector"], train=train, eval=evals,
                       train_metrics=_strings(f"{path}: train_metrics", data.get("train_metrics")),
                       groups=dict(data.get("groups") or {}), paper=paper,
-                      paper_columns=dict(data.get("paper_columns") or {}))
+                      paper_columns=dict(data.get("paper_columns") or {}),
+                      size=data.get("size", DEFAULT_SIZE), report=data.get("report"))

@@ -34,8 +34,10 @@ def load_samples(data: DictConfig) -> list[Sample]:
     """The training samples named by the ``data`` config group (generating the synthetic set if needed)."""
     if data.kind == "synthetic":
         from lfpc.data.synthetic import generate_synthetic
+        size_range = data.get("size_range")
         path = generate_synthetic(data.dir, num_samples=data.num_samples, image_size=tuple(data.image_size),
-                                  seed=data.seed)
+                                  seed=data.seed, size_range=tuple(size_range) if size_range else None,
+                                  task=data.get("task", "scenes"))
         return load_jsonl(path)
     if data.kind == "jsonl":
         return load_jsonl(data.path)

@@ -231,7 +231,7 @@ def eval_cfg(tmp_path: Path, model_dir: Path, *overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("eval", overrides=[
             f"output_dir={tmp_path / 'out'}", f"cache_dir={tmp_path / 'cache'}", "label=tiny",
-            f"model.path={model_dir}", "model.build_tiny=false", "benchmark.num_samples=2",
+            f"model.path={model_dir}", "model.build_tiny=false", "benchmark=synthetic", "benchmark.num_samples=2",
             "benchmark.image_size=[512,512]", "eval.progress=false", "episode.max_new_tokens_per_turn=6",
             "episode.max_response_tokens=12", *overrides])
 

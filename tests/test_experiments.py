@@ -1,5 +1,6 @@
-"""experiments/: every table/figure definition composes with Hydra at both sizes, the plan and the collectors give
-hand-checked results on fabricated run folders, and table10 runs end to end at the smoke size."""
+"""experiments/: every table/figure definition composes with Hydra at both sizes (the miniature also at its own),
+the plan and the collectors give hand-checked results on fabricated run folders, the miniature's report renders,
+and table10 runs end to end at the smoke size."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from omegaconf import OmegaConf
 from experiments import definitions
 from experiments.collect import collect, cost_table, hyperparameter_table
 from experiments.definitions import Definition, TrainStep, load
+from experiments.miniature import check_targets, collect_miniature, results_markdown
 from experiments.runner import expand_sweeps, override, plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +37,7 @@ def composed(config_name: str, overrides: list[str]):
 # Definitions and plans
 
 def test_every_paper_table_and_figure_has_a_definition():
-    assert definitions.names() == [f"table{n}" for n in range(1, 13)] + ["figure5", "figure6"]
+    assert definitions.names() == [f"table{n}" for n in range(1, 13)] + ["figure5", "figure6", "miniature"]
 
 
 @pytest.mark.parametrize("name", definitions.names())
@@ -60,6 +62,32 @@ def test_definition_composes_at_smoke_and_paper_size(name, tmp_path):
                     assert not cfg["model"]["build_tiny"] and cfg["eval"]["budgets"] == [1024, 16384]
                 if command.kind == "eval":
                     assert cfg["label"] == job.label
+
+
+def test_miniature_composes_at_its_mini_size(tmp_path):
+    definition = load("miniature")
+    assert definition.size == "mini" and definition.report == "RESULTS.md"
+    commands = plan(definition, definition.size, tmp_path, python="python")
+    assert [(c.kind, c.name) for c in commands] == [("train", "baseline"), ("train", "stage1"), ("train", "stage2"),
+                                                    ("eval", "baseline"), ("eval", "stage1"), ("eval", "stage2")]
+    stages = []
+    for command in commands[:3]:
+        [job] = command.jobs
+        cfg = composed("config", list(job.overrides))
+        # the shipped mini model (composing does not need it on disk), ~40 GRPO steps per stage, CSV logs only
+        assert cfg["model"]["path"].endswith("models/mini") and not cfg["model"]["build_tiny"]
+        assert cfg["data"]["task"] == "patterns" and cfg["grpo"]["group_size"] == 8
+        assert cfg["trainer"]["max_steps"] == 40 and cfg["logger"] == {"csv": True, "wandb": False}
+        stages.append((cfg["stage"], cfg["resolution"]["strategy"], cfg["reward"]["iou_mode"], cfg["init_from"]))
+    assert stages == [("baseline", "original", "none", None), ("infogap", "answer_divergence", "none", None),
+                      ("grounding", "original", "thresh", str(tmp_path / "train/stage1/hf_model"))]
+    for command in commands[3:]:
+        [job] = command.jobs
+        cfg = composed("eval", list(job.overrides))
+        assert cfg["label"] == command.name and cfg["init_from"] == str(tmp_path / f"train/{command.name}/hf_model")
+        assert cfg["benchmark"]["name"] == "patterns" and cfg["eval"]["budgets"] == [16, 256]
+        assert cfg["eval"]["modes"] == ["pred", "gt", "noise", "direct"] and cfg["eval"]["limit"] is None
+        assert cfg["model"]["path"].endswith("models/mini")
 
 
 def test_size_paper_picks_each_stages_data():
@@ -240,6 +268,115 @@ def test_figure_collector_plots_the_named_runs(tmp_path):
         plotted = list(csv.DictReader(handle))
     # run a: 3 steps of reward + 3 of rollout/iou; run b: 2 steps of reward
     assert len(plotted) == 8 and {r["metric"] for r in plotted if r["run"] == "B"} == {"reward/total"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The paper in miniature: collector on fabricated runs, report renderer on a fabricated summary
+
+def budget_rows(text: str) -> dict[tuple[str, str], list[str]]:
+    """A markdown table's body rows keyed by (model, budget), its first two cells."""
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
+    return {(cells[0], cells[1]): cells[2:] for cells in rows[1:]}
+
+
+def write_records(folder: Path, label: str, by_budget: dict[int, dict[str, list]]) -> None:
+    """An eval results folder: metrics.json (the label) and records.jsonl, per budget ``{"pred": [correct...],
+    "noise": [correct...], "iou": [last IoU of the pred crop or None...]}`` over questions q0, q1, ..."""
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"label": label, "rows": [], "subsets": []}))
+    lines = []
+    for budget, modes in by_budget.items():
+        for mode in ("pred", "noise"):
+            for i, correct in enumerate(modes[mode]):
+                iou = modes["iou"][i] if mode == "pred" else None
+                lines.append({"key": f"q{i}|{mode}|{budget}", "id": f"q{i}", "benchmark": "patterns", "mode": mode,
+                              "budget": budget, "correct": bool(correct), "last_iou": iou})
+    (folder / "records.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_miniature_collector_tables_targets_and_figures_from_fabricated_runs(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    for step, stage in (("baseline", "baseline"), ("stage1", "infogap"), ("stage2", "grounding")):
+        write_job(runs / "train" / step, [f"+stage={stage}"],
+                  [{"step": s, "reward/total": s / 4, "reward/acc": s / 8, "rollout/tool_calls": 1.0,
+                    "rollout/iou": 0.25, "time/rollout": 10.0} for s in range(4)])
+    # 4 questions; at 16 tokens: baseline right on 1 (noise too), Stage I on 3 (noise on 1), Stage II on all 4
+    low = {"baseline": {"pred": [1, 0, 0, 0], "noise": [1, 0, 0, 0], "iou": [0.5, None, 0.5, 0.5]},
+           "stage1": {"pred": [1, 1, 1, 0], "noise": [0, 0, 1, 0], "iou": [0.2] * 4},
+           "stage2": {"pred": [1, 1, 1, 1], "noise": [1, 1, 1, 1], "iou": [0.22] * 4}}
+    high = {"pred": [1, 1, 1, 1], "noise": [1, 1, 1, 1], "iou": [None] * 4}
+    for label, modes in low.items():
+        write_records(runs / "eval" / label / "patterns", label, {16: modes, 256: high})
+    report = ROOT / "RESULTS.md"
+    before = report.stat().st_mtime_ns if report.exists() else None
+    text = collect_miniature(load("miniature"), runs, out)
+
+    table3 = budget_rows((out / "table3.md").read_text())  # (model, budget): N, Acc, IoU x100, N cropped
+    # baseline right on 1 of 4: a resampled accuracy is 0 with probability (3/4)^4 = 32%, >= 3/4 with 5.1%, 1 with
+    # 0.4%, so the 2.5th / 97.5th percentiles are 0 and 75; all-equal values (IoU 0.5 on its 3 cropped questions,
+    # Stage I's IoU, Stage II's accuracy) give zero-width intervals; no crop at 256 tokens: no IoU
+    assert table3[("Baseline", "16")] == ["4", "25.0 [0.0, 75.0]", "50.0 [50.0, 50.0]", "3"]
+    assert table3[("Stage I", "16")][2:] == ["20.0 [20.0, 20.0]", "4"]
+    assert table3[("Stage II", "16")][1] == "100.0 [100.0, 100.0]" and table3[("Stage II", "256")][2:] == ["–", "0"]
+    summary = json.loads((out / "miniature.json").read_text())
+    [stage1_low, _] = summary["models"][1]["rows"]
+    assert stage1_low["budget"] == 16 and stage1_low["drop"]["value"] == pytest.approx(50.0)  # 75 - 25, paired
+    assert stage1_low["drop"]["low"] <= 50.0 <= stage1_low["drop"]["high"]
+    assert budget_rows((out / "table5.md").read_text())[("Stage II", "16")][2] == "0.0 [0.0, 0.0]"
+    # targets at 16 tokens: +50 points (>= 10) MET; drop 50 >= max(10, 2 x 0) MET; IoU 22 - 20 = +2 < 5 NOT MET
+    assert [t.status for t in check_targets(summary)] == ["MET", "MET", "NOT MET"]
+    assert "NOT MET      Stage II IoU at 16 tokens >= Stage I + 5 points" in text
+    for name in ("figure5", "figure6"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "figure6.csv") as handle:
+        assert {(r["run"], r["metric"]) for r in csv.DictReader(handle)} >= {("Stage II", "reward/acc"),
+                                                                            ("Stage I", "rollout/iou")}
+    assert summary["runs"][0] == {"label": "baseline", "grpo_steps": 4, "step_s": 10.0}
+    # no manifest of mini-size runs: the report stays in the results folder, the repository's RESULTS.md untouched
+    assert (out / "RESULTS.md").read_text().startswith("# The paper in miniature")
+    assert (report.stat().st_mtime_ns if report.exists() else None) == before
+    assert summary["command"] == f"python -m experiments run miniature --out {runs}"
+
+
+def test_miniature_report_renders_a_fabricated_summary(tmp_path):
+    def cell(value: float, half: float = 5.0) -> dict:
+        return {"value": value, "low": value - half, "high": value + half}
+
+    def row(budget: int, acc: float, noise: float, iou: float | None) -> dict:
+        return {"benchmark": "patterns", "budget": budget, "n": 200, "iou_n": 150,
+                "acc": {"pred": cell(acc), "gt": cell(90.0), "noise": cell(noise), "direct": None},
+                "iou": None if iou is None else cell(iou), "drop": cell(acc - noise, 4.0)}
+
+    models = [("baseline", "Baseline", 40.0, 38.0, 30.0), ("stage1", "Stage I", 55.0, 30.0, 25.0),
+              ("stage2", "Stage II", 54.0, 29.0, 33.0)]
+    summary = {
+        "title": "The paper in miniature", "benchmark": "patterns", "n": 200, "budgets": [16, 256],
+        "resamples": 2000, "level": 0.95, "seed": 0,
+        "models": [{"label": label, "name": name, "rows": [row(16, acc, noise, iou), row(256, 90.0, 88.0, None)]}
+                   for label, name, acc, noise, iou in models],
+        "figures": {"figure5": {"title": "Figure 5 (miniature)", "png": str(tmp_path / "r" / "figure5.png"),
+                                "csv": str(tmp_path / "r" / "figure5.csv")}},
+        "runs": [{"label": "stage1", "grpo_steps": 40, "step_s": 12.5}],
+        "commands": [{"kind": "train", "name": "stage1", "wall_s": 600.0}, {"kind": "eval", "name": "stage1",
+                                                                           "wall_s": 300.0}],
+        "command": "python -m experiments run miniature", "machine": "2 CPU cores (nproc), Test CPU",
+        "date": "2026-01-02",
+    }
+    text = results_markdown(summary, base=tmp_path)
+    assert "* Command: `python -m experiments run miniature`" in text
+    assert "* Machine: 2 CPU cores (nproc), Test CPU" in text and "* Date: 2026-01-02" in text
+    assert "* Wall time of the runs: 15.0 min" in text                    # 600 s + 300 s
+    # Stage I +15 points (>= 10); drop 25 >= max(10, 2 x 2); Stage II IoU +8 (>= 5) but accuracy 54 < 55
+    assert "* **MET** Stage I accuracy at 16 tokens >= baseline + 10 points (Table 3): Stage I 55.0 [50.0, 60.0] " \
+           "vs Baseline 40.0 [35.0, 45.0]: +15.0 points" in text
+    assert "* **MET** Stage I noise drop at 16 tokens" in text and "needs >= 10.0" in text
+    assert "* **NOT MET** Stage II IoU at 16 tokens" in text and "accuracy Stage II 54.0 [49.0, 59.0] vs " \
+           "Stage I 55.0 [50.0, 60.0]: -1.0" in text
+    assert "| Stage I | 16 | 200 | 55.0 [50.0, 60.0] | 25.0 [20.0, 30.0] | 150 |" in text   # Table 3
+    assert "| Stage I | 16 | 55.0 [50.0, 60.0] | 30.0 [25.0, 35.0] | 25.0 [21.0, 29.0] |" in text  # Table 5
+    assert "| Baseline | 256 | 90.0 [85.0, 95.0] | 90.0 [85.0, 95.0] | 88.0 [83.0, 93.0] | – |" in text  # Table 1
+    assert "![figure5](r/figure5.png)" in text and "`r/figure5.csv`" in text
+    assert "| stage1 | 40 | 12.50 |" in text and "| train stage1 | 10.0 |" in text
 
 
 # ----------------------------------------------------------------------------------------------------------------

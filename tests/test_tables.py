@@ -1,4 +1,5 @@
-"""Paper-style tables from results folders: layouts, values, paper rows, markdown and CSV output."""
+"""Paper-style tables from results folders: layouts, values, paper rows, markdown and CSV output; bootstrap
+intervals over test questions."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lfpc.evaluation import paper_numbers
+from lfpc.evaluation.bootstrap import Interval, bootstrap_mean, bootstrap_paired_difference
 from lfpc.evaluation.tables import build_table, load_results, main, render
 
 
@@ -103,3 +106,50 @@ def test_render_writes_markdown_and_csv_and_cli(dirs, tmp_path, capsys):
 def test_missing_results_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no metrics.json.*run eval.py"):
         load_results([tmp_path])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bootstrap intervals over test questions (lfpc/evaluation/bootstrap.py), checked by properties and hand cases
+
+def test_bootstrap_degenerate_and_hand_computed_cases():
+    assert bootstrap_mean([0.7] * 30) == Interval(0.7, 0.7, 0.7)      # every resample has mean 0.7
+    assert bootstrap_mean([None, 0.25, None, 0.25]) == Interval(0.25, 0.25, 0.25)  # None: undefined, left out
+    assert bootstrap_mean([]) is None and bootstrap_mean([None, None]) is None
+    # {0, 1}: a resampled mean is 0, 1/2 or 1 with probability 1/4, 1/2, 1/4, so the 2.5th / 97.5th percentiles
+    # of the resampled means are 0 and 1
+    assert bootstrap_mean([0.0, 1.0]) == Interval(0.5, 0.0, 1.0)
+    assert bootstrap_mean([None, 0.2, 0.4]).value == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_mean([0.0, 1.0], level=95)
+
+
+def test_bootstrap_interval_holds_the_mean_shrinks_with_more_questions_and_is_seeded():
+    rng = np.random.default_rng(1)
+    few, many = (rng.random(20) < 0.6).astype(float), (rng.random(2000) < 0.6).astype(float)
+    intervals = [bootstrap_mean(list(values)) for values in (few, many)]
+    for values, interval in zip((few, many), intervals):
+        assert interval.low <= interval.value <= interval.high and interval.value == pytest.approx(values.mean())
+    # the width goes as 1/sqrt(n): 100x the questions, ~1/10 the width
+    assert intervals[1].high - intervals[1].low < (intervals[0].high - intervals[0].low) / 5
+    assert bootstrap_mean(list(few), seed=3) == bootstrap_mean(list(few), seed=3)
+
+
+def test_bootstrap_coverage_is_near_the_level():
+    # 200 test sets of 100 questions answered right with probability 0.3: about 95% of the intervals hold 0.3
+    rng = np.random.default_rng(7)
+    hits = sum(interval.low <= 0.3 <= interval.high for interval in
+               (bootstrap_mean(list((rng.random(100) < 0.3).astype(float)), resamples=500, seed=k) for k in range(200)))
+    assert 0.88 <= hits / 200 <= 0.995
+
+
+def test_paired_drop_resamples_questions_in_pairs():
+    pred = {f"q{i}": float(i < 50) for i in range(100)}
+    assert bootstrap_paired_difference(pred, dict(pred)) == Interval(0.0, 0.0, 0.0)  # same answers: no drop
+    # the noise crop breaks 5 of the 50 right answers: drop 5 points; every question's drop is >= 0, so with the
+    # questions paired no resample can show a negative drop (unpaired resampling of the two modes would)
+    noise = {q: 0.0 if q in ("q0", "q1", "q2", "q3", "q4") else v for q, v in pred.items()}
+    drop = bootstrap_paired_difference(pred, noise)
+    assert drop.value == pytest.approx(0.05) and 0.0 <= drop.low < drop.value < drop.high < 0.15
+    # only questions evaluated in both modes count
+    assert bootstrap_paired_difference({"a": 1.0, "b": 1.0}, {"a": 0.0}) == Interval(1.0, 1.0, 1.0)
+    assert bootstrap_paired_difference({"a": 1.0}, {"b": 0.0}) is None

@@ -17,7 +17,7 @@ from lfpc.model.loading import load_model
 from lfpc.training.sharding import weights_digest
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["logger=csv", "model.warmup.steps=20", "data.num_samples=4", "data.image_size=[1024,1024]",
+SMALL = ["logger=csv", "model=tiny", "data=synthetic", "grpo=tiny", "vision.global_max_tokens=64", "model.warmup.steps=20", "data.num_samples=4", "data.image_size=[1024,1024]",
          "trainer.max_steps=1", "grpo.group_size=2", "grpo.prompts_per_step=1", "grpo.mini_batch_size=2",
          "episode.max_turns=2"]
 
@@ -57,10 +57,15 @@ def test_stage1_checkpoints_resume_and_stage2_starts_from_stage1(cache, tmp_path
     assert all(set(r["scores"]) >= {"total", "acc", "fmt", "tool"} and r["turns"] for r in rollouts)
     config = yaml.safe_load((stage1 / ".hydra" / "config.yaml").read_text())
     assert config["stage"] == "infogap" and config["resolution"]["strategy"] != "original"
+    assert first["learning_curve"]["reward/total"]["steps"] == 1
+    assert first["learning_curve"]["reward/total"]["last_quarter"] == pytest.approx(first["reward/total"])
 
     train("+stage=infogap", "trainer.max_steps=2", f"ckpt_path={stage1 / 'checkpoints' / 'last.ckpt'}",
           cache=cache, run_dir=stage1)
-    assert summary(stage1)["grpo_steps"] == 2
+    resumed = summary(stage1)
+    assert resumed["grpo_steps"] == 2
+    assert resumed["learning_curve"]["reward/total"]["steps"] == 2   # the curve before the resume came back too
+    assert resumed["learning_curve"]["reward/total"]["first_quarter"] == pytest.approx(first["reward/total"])
     steps = []
     for path in sorted((stage1 / "csv").glob("version_*/metrics.csv")):  # the first run's log is kept
         with open(path) as handle:

@@ -379,29 +379,41 @@ def _check_params(num_samples: int, image_size: Sequence[int], seed: int, size_r
         raise ValueError(f"question_types must be a non-empty subset of {list(QUESTION_TYPES)}, got {list(question_types)}")
 
 
+TASKS = ("scenes", "patterns")
+
+
 def generate_synthetic(out_dir: str | Path, num_samples: int, image_size: tuple[int, int] = (2048, 2048),
                        seed: int = 0, size_range: tuple[int, int] | None = None,
-                       question_types: Sequence[str] = QUESTION_TYPES) -> Path:
+                       question_types: Sequence[str] = QUESTION_TYPES, task: str = "scenes") -> Path:
     """Write ``num_samples`` samples to ``out_dir`` (``images/<id>.jpg`` + ``data.jsonl``); return the JSONL path.
 
     Cached: when ``out_dir/params.json`` (written last) records the same parameters, nothing is rewritten.
     Same parameters give byte-identical files. ``image_size`` is (width, height); ``size_range=(lo, hi)``
-    instead draws each image's width and height from [lo, hi]. See :func:`make_sample`.
+    instead draws each image's width and height from [lo, hi]. ``task``: ``scenes`` (:func:`make_sample`, the
+    cluttered multi-question scenes) or ``patterns`` (:func:`lfpc.data.patterns.make_pattern_sample`, the
+    miniature's information-gap task; ``question_types`` does not apply).
     """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
     _check_params(num_samples, image_size, seed, size_range, question_types)
     out = Path(out_dir)
     jsonl, params_path = out / "data.jsonl", out / "params.json"
     params = {"generator_version": GENERATOR_VERSION, "num_samples": num_samples,
               "image_size": None if size_range else list(image_size),
               "seed": seed, "size_range": list(size_range) if size_range else None,
-              "question_types": list(question_types), "jpeg_quality": JPEG_QUALITY}
+              "question_types": list(question_types), "jpeg_quality": JPEG_QUALITY,
+              **({"task": task} if task != "scenes" else {})}
     if jsonl.is_file() and params_path.is_file() and json.loads(params_path.read_text()) == params:
         return jsonl
     params_path.unlink(missing_ok=True)  # the folder is incomplete until params.json is written again
     (out / "images").mkdir(parents=True, exist_ok=True)
     samples = []
     for index in range(num_samples):
-        image, sample = make_sample(index, seed, tuple(image_size), size_range, question_types)
+        if task == "patterns":
+            from lfpc.data.patterns import make_pattern_sample
+            image, sample = make_pattern_sample(index, seed, tuple(image_size), size_range)
+        else:
+            image, sample = make_sample(index, seed, tuple(image_size), size_range, question_types)
         image.save(out / sample.image_path, "JPEG", quality=JPEG_QUALITY)
         samples.append(sample)
     write_jsonl(samples, jsonl)
@@ -419,9 +431,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="draw each image's width and height from [MIN, MAX] instead of --size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--question-types", nargs="+", default=list(QUESTION_TYPES), choices=QUESTION_TYPES)
+    parser.add_argument("--task", default="scenes", choices=TASKS)
     args = parser.parse_args(argv)
     print(generate_synthetic(args.out, args.num, tuple(args.size), args.seed,
-                             tuple(args.size_range) if args.size_range else None, args.question_types))
+                             tuple(args.size_range) if args.size_range else None, args.question_types, args.task))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ BENCHMARKS = {  # name -> (short name, sub-tasks in paper order)
     "hrbench_4k": ("HR-4K", ("FSP", "FCP")),
     "hrbench_8k": ("HR-8K", ("FSP", "FCP")),
     "synthetic": ("Synthetic", ("single", "cross")),
+    "patterns": ("Patterns", ("single",)),
 }
 DECIMALS = {"pct": 1, "iou": 3, "sec": 2, "num": 2, "count": 0}
 MODE_NAMES = {"pred": "pred", "gt": "GT", "noise": "noise", "direct": "direct"}

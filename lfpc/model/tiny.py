@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
@@ -147,9 +148,9 @@ _PROMPT_LINES = (
 )
 
 
-def _training_corpus() -> list[str]:
-    """A small deterministic corpus covering the prompt, tool-call and answer vocabulary."""
-    lines = list(_PROMPT_LINES)
+def _training_corpus(extra_lines: Sequence[str] = ()) -> list[str]:
+    """A small deterministic corpus covering the prompt, tool-call and answer vocabulary (plus ``extra_lines``)."""
+    lines = list(_PROMPT_LINES) + list(extra_lines)
     vocabulary = _COLORS + _SHAPES + _OBJECTS + _RELATIONS + _WORDS
     for start in range(0, len(vocabulary), 8):  # each word bare, after a space, capitalised and plural
         chunk = vocabulary[start : start + 8]
@@ -197,9 +198,11 @@ def _train_bpe(corpus: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]
     return model["vocab"], [tuple(merge) for merge in model["merges"]]
 
 
-def build_tiny_tokenizer() -> Qwen2Tokenizer:
-    """Byte-level BPE tokenizer with Qwen2.5's added tokens, special tokens and the Qwen2.5-VL chat template."""
-    vocab, merges = _train_bpe(_training_corpus())
+def build_tiny_tokenizer(extra_lines: Sequence[str] = ()) -> Qwen2Tokenizer:
+    """Byte-level BPE tokenizer with Qwen2.5's added tokens, special tokens and the Qwen2.5-VL chat template.
+
+    ``extra_lines`` join the training corpus (the mini model adds its prompts, so they take fewer tokens)."""
+    vocab, merges = _train_bpe(_training_corpus(extra_lines))
     tokenizer = Qwen2Tokenizer(
         vocab=vocab, merges=merges, unk_token=None, bos_token=None, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
     )
@@ -210,8 +213,9 @@ def build_tiny_tokenizer() -> Qwen2Tokenizer:
     return tokenizer
 
 
-def tiny_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
-    """A Qwen2.5-VL config of the real architecture, scaled down (~0.6M parameters), ids matching ``tokenizer``."""
+def tiny_config(tokenizer: Qwen2Tokenizer, text: dict | None = None, vision: dict | None = None) -> Qwen2_5_VLConfig:
+    """A Qwen2.5-VL config of the real architecture, scaled down (~0.6M parameters), ids matching ``tokenizer``;
+    ``text`` / ``vision`` override entries of the text / vision config (the mini model is a larger one)."""
     ids = {text: tokenizer.convert_tokens_to_ids(text) for text, _ in QWEN_ADDED_TOKENS}
     head_dim = 32  # vLLM's CPU attention needs head size >= 32
     text_config = {
@@ -245,8 +249,8 @@ def tiny_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
         "tokens_per_second": 2,
     }
     return Qwen2_5_VLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
+        text_config={**text_config, **(text or {})},
+        vision_config={**vision_config, **(vision or {})},
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -268,7 +272,12 @@ def _read_marker(folder: Path) -> dict | None:
 
 def _write_build(folder: Path, seed: int) -> None:
     tokenizer = build_tiny_tokenizer()
-    config = tiny_config(tokenizer)
+    write_random_checkpoint(folder, tokenizer, tiny_config(tokenizer), seed)
+    (folder / MARKER_FILE).write_text(json.dumps(_marker(seed), indent=2) + "\n")  # last: marks a complete build
+
+
+def write_random_checkpoint(folder: Path, tokenizer: Qwen2Tokenizer, config: Qwen2_5_VLConfig, seed: int) -> None:
+    """Write a checkpoint folder (weights drawn with ``seed``, tokenizer, processor, chat template) to ``folder``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config)
@@ -281,7 +290,6 @@ def _write_build(folder: Path, seed: int) -> None:
     tokenizer.save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
     (folder / "chat_template.json").write_text(json.dumps({"chat_template": QWEN2_5_VL_CHAT_TEMPLATE}, indent=2))
-    (folder / MARKER_FILE).write_text(json.dumps(_marker(seed), indent=2) + "\n")  # last: marks a complete build
 
 
 def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, overwrite: bool = False) -> Path:

@@ -143,6 +143,7 @@ class GRPOModule(L.LightningModule):
         stats = {**self.rollout_metrics.compute(trajectories), **update_stats, **timings}
         self.log_dict(stats, on_step=True, prog_bar=False, batch_size=len(trajectories))
         self.log("reward", stats["reward/total"], prog_bar=True, batch_size=len(trajectories))
+        self.log("acc", stats["reward/acc"], prog_bar=True, batch_size=len(trajectories))
         self.log("tool_calls", stats["rollout/tool_calls"], prog_bar=True, batch_size=len(trajectories))
         if self.rollout_log is not None:
             self.rollout_log.append(step, trajectories)

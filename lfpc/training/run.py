@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from lfpc import config as C
+from lfpc.training.curve import LearningCurve
 from lfpc.training.module import GRPOModule
 from lfpc.training.sharding import gather_from_ranks
 
@@ -75,17 +76,19 @@ def train(cfg: DictConfig) -> dict:
     per_step = C.updates_per_step(cfg)
     checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), every_n_train_steps=cfg.checkpoint.every_n_steps
                                  * per_step, save_last=True, save_top_k=-1, filename="{step}")
+    curve = LearningCurve()
     t = cfg.trainer
     trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
                         precision=t.precision, max_steps=t.max_steps * per_step, log_every_n_steps=t.log_every_n_steps,
-                        logger=build_loggers(cfg, out), callbacks=[checkpoint, GRPOProgressBar(per_step)],
+                        logger=build_loggers(cfg, out), callbacks=[checkpoint, GRPOProgressBar(per_step), curve],
                         default_root_dir=str(out),
                         enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
     digest = module.export_hf(str(out / "hf_model"))
     summary = {k: float(v) for k, v in trainer.callback_metrics.items()}
     summary.update(grpo_steps=trainer.global_step // per_step, output_dir=str(out), model=path,
-                   rank_weight_digests=gather_from_ranks(digest))
+                   rank_weight_digests=gather_from_ranks(digest), learning_curve=curve.quarters())
     if trainer.is_global_zero:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        print(curve.report())
     return summary

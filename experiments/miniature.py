@@ -1,0 +1,318 @@
+"""The paper in miniature (``python -m experiments run miniature``): its runs collected into tables, figures, a
+targets check and ``RESULTS.md``.
+
+``experiments/tables/miniature.yaml`` trains the baseline, Stage I and Stage II (from Stage I) and evaluates each on
+the held-out pattern test split at a low and a high global-view budget in the four crop modes. From the per-question
+records (``eval/<label>/<benchmark>/records.jsonl``) this module builds, each cell with its bootstrap 95% interval
+over test questions (:mod:`lfpc.evaluation.bootstrap`):
+
+* Table 1 (miniature): accuracy with the model's crop, the GT box, a noise crop and no tool (the tests of §3);
+* Table 3 (miniature): accuracy and IoU x100 of the scored (last) crop with the GT box B1 (§5.3, Table 3);
+* Table 5 (miniature): the noise drop, pred accuracy minus noise accuracy, questions paired (§5.3, Table 5);
+
+plus the training dynamics of Figures 5 and 6 (supplementary §8) as PNGs. All of it goes into a summary
+(``<out>/miniature.json``) that :func:`results_markdown` renders; the report lands in ``<out>/RESULTS.md`` and, for
+runs of the definition's own size, in the definition's ``report`` file at the repository root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from experiments.definitions import Definition
+from experiments.layout import MANIFEST
+from lfpc.evaluation import tables
+from lfpc.evaluation.bootstrap import (LEVEL, RESAMPLES, Interval, bootstrap_mean, bootstrap_paired_difference,
+                                       per_question)
+from lfpc.evaluation.records import RecordLog
+from lfpc.evaluation.tables import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE, STAGE1, STAGE2 = "baseline", "stage1", "stage2"  # the train steps (and eval labels) of miniature.yaml
+NAMES = {BASELINE: "Baseline", STAGE1: "Stage I", STAGE2: "Stage II"}
+MODES = ("pred", "gt", "noise", "direct")
+PANELS = {  # logged key -> panel title: the curves of Figures 5 and 6 the miniature logs
+    "reward/total": "Reward", "reward/acc": "Accuracy reward", "rollout/tool_calls": "Tool calls per trajectory",
+    "rollout/iou": "IoU of the crop with a GT box", "rollout/overlap": "Overlap (coverage of B1)",
+    "rollout/bbox_ratio": "Crop area / image area",
+}
+FIGURES = {  # name -> (title, runs): Figure 5 (§8.1) and Figure 6 (§8.2)
+    "figure5": ("Figure 5 (miniature): training dynamics, baseline vs Stage I", (BASELINE, STAGE1)),
+    "figure6": ("Figure 6 (miniature): Stage II (grounding reward) after Stage I (no grounding reward)",
+                (STAGE1, STAGE2)),
+}
+IOU_GAIN, ACC_GAIN, DROP_MIN, DROP_RATIO = 5.0, 10.0, 10.0, 2.0  # the targets, in points (see check_targets)
+TIE = 1e-9  # a figure on its target's threshold (up to float rounding) meets it
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-question records -> summary rows with intervals
+
+def load_records(folders: Sequence[Path]) -> dict[str, list[dict]]:
+    """``{label: records}`` of eval results folders (the label of each folder's ``metrics.json``)."""
+    by_label: dict[str, list[dict]] = {}
+    for folder in folders:
+        path = Path(folder) / "records.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder}: no records.jsonl (the per-question records eval.py writes)")
+        label = json.loads((Path(folder) / "metrics.json").read_text())["label"]
+        by_label.setdefault(label, []).extend(RecordLog(path).records.values())
+    return by_label
+
+
+def _as_dict(interval: Interval | None, scale: float = 100.0) -> dict | None:
+    return None if interval is None else dataclasses.asdict(interval.scaled(scale))
+
+
+def summarize_records(records: Sequence[dict], resamples: int = RESAMPLES, seed: int = 0) -> list[dict]:
+    """One row per (benchmark, budget) of one model's records: ``n`` (questions in pred mode), ``acc`` per crop
+    mode, ``iou`` (IoU x100 of the last crop with B1, pred mode, questions with a crop), ``iou_n`` and ``drop``
+    (pred - noise accuracy, paired questions); every value in percent / points as ``{value, low, high}``."""
+    rows = []
+    for benchmark, budget in sorted({(r["benchmark"], r["budget"]) for r in records}):
+        group = [r for r in records if r["benchmark"] == benchmark and r["budget"] == budget]
+        mode = {m: [r for r in group if r["mode"] == m] for m in MODES}
+        correct = {m: per_question(mode[m], "correct") for m in MODES}
+        iou = per_question(mode["pred"], "last_iou")
+        boot = dict(resamples=resamples, seed=seed)
+        rows.append({
+            "benchmark": benchmark, "budget": budget, "n": len(mode["pred"]),
+            "acc": {m: _as_dict(bootstrap_mean(list(correct[m].values()), **boot)) if correct[m] else None
+                    for m in MODES},
+            "iou": _as_dict(bootstrap_mean(list(iou.values()), **boot)) if iou else None,
+            "iou_n": sum(v is not None for v in iou.values()),
+            "drop": _as_dict(bootstrap_paired_difference(correct["pred"], correct["noise"], **boot)),
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Summary -> tables and targets
+
+def _interval(value: Mapping | None) -> Interval | None:
+    return None if value is None else Interval(**value)
+
+
+def format_interval(value: Interval | Mapping | None) -> str:
+    """``"62.0 [55.0, 69.0]"`` (one decimal), ``"–"`` when not measured."""
+    i = value if isinstance(value, Interval) else _interval(value)
+    return "–" if i is None else f"{i.value:.1f} [{i.low:.1f}, {i.high:.1f}]"
+
+
+def miniature_tables(summary: Mapping) -> list[Table]:
+    """Tables 1, 3 and 5 (miniature) of a summary: one row per model and budget."""
+    level = f"{100 * summary['level']:.0f}%"
+    ci = (f"Value [{level} interval]: bootstrap over the {summary['benchmark']} test questions ({summary['resamples']} "
+          f"resamples, seed {summary['seed']}). Budget: global-view visual tokens.")
+
+    def table(number: int, title: str, headers: list[str], cells, note: str) -> Table:
+        body = [[model["name"], str(row["budget"]), *cells(row)]
+                for model in summary["models"] for row in model["rows"]]
+        return Table(number, f"{title} (miniature)", ["Model", "Budget", *headers], body, [note, ci])
+
+    return [
+        table(1, "Crop substitution tests", [f"Acc {tables.MODE_NAMES[m]} (%)" for m in MODES],
+              lambda r: [format_interval(r["acc"][m]) for m in MODES],
+              "Accuracy (%) with the model's own crop (pred), the GT box B1 cropped instead (GT), the crop replaced "
+              "by noise (noise), and answering without the tool (direct); paper §3."),
+        table(3, "Baseline / Stage I / Stage II", ["N", "Acc (%)", "IoU x100", "N cropped"],
+              lambda r: [str(r["n"]), format_interval(r["acc"]["pred"]), format_interval(r["iou"]), str(r["iou_n"])],
+              "Accuracy (%) in pred mode and IoU x100 of the scored (last) crop with the GT box B1, over the questions "
+              "with a crop (N cropped of N); paper §5.3, Table 3."),
+        table(5, "Noise-crop drop", ["Acc pred (%)", "Acc noise (%)", "Drop (points)"],
+              lambda r: [format_interval(r["acc"]["pred"]), format_interval(r["acc"]["noise"]),
+                         format_interval(r["drop"])],
+              "Drop = pred accuracy - noise accuracy, questions resampled in pairs across the two modes; a model that "
+              "reads its crops drops (paper §5.3, Table 5)."),
+    ]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the miniature: what is claimed, whether it is met (None: not measured) and the figures."""
+
+    claim: str
+    met: bool | None
+    figures: str
+
+    @property
+    def status(self) -> str:
+        return "NOT MEASURED" if self.met is None else "MET" if self.met else "NOT MET"
+
+
+def check_targets(summary: Mapping) -> list[Target]:
+    """The targets at the low budget, on point estimates (intervals shown): Stage I accuracy >= baseline + 10 points
+    (Table 3); Stage I noise drop >= 10 points and >= 2x the baseline's (Table 5); Stage II IoU >= Stage I + 5
+    points with accuracy not lower (Table 3)."""
+    low = min(summary["budgets"])
+    rows = {model["label"]: next((r for r in model["rows"] if r["budget"] == low), None)
+            for model in summary["models"]}
+
+    def get(label: str, *path: str) -> Interval | None:
+        value = rows.get(label)
+        for key in path:
+            value = None if value is None else value[key]
+        return _interval(value)
+
+    def show(label: str, *path: str) -> str:
+        return f"{NAMES[label]} {format_interval(get(label, *path))}"
+
+    at = f"at {low} tokens"
+    b_acc, s1_acc, s2_acc = (get(x, "acc", "pred") for x in (BASELINE, STAGE1, STAGE2))
+    b_drop, s1_drop = get(BASELINE, "drop"), get(STAGE1, "drop")
+    s1_iou, s2_iou = get(STAGE1, "iou"), get(STAGE2, "iou")
+    targets = []
+    claim = f"Stage I accuracy {at} >= baseline + {ACC_GAIN:g} points (Table 3)"
+    if b_acc is None or s1_acc is None:
+        targets.append(Target(claim, None, "not evaluated"))
+    else:
+        gain = s1_acc.value - b_acc.value
+        targets.append(Target(claim, gain >= ACC_GAIN - TIE, f"{show(STAGE1, 'acc', 'pred')} vs "
+                              f"{show(BASELINE, 'acc', 'pred')}: {gain:+.1f} points"))
+    claim = f"Stage I noise drop {at} >= {DROP_MIN:g} points and >= {DROP_RATIO:g}x the baseline's (Table 5)"
+    if b_drop is None or s1_drop is None:
+        targets.append(Target(claim, None, "not evaluated"))
+    else:
+        needed = max(DROP_MIN, DROP_RATIO * b_drop.value)
+        targets.append(Target(claim, s1_drop.value >= needed - TIE,
+                              f"{show(STAGE1, 'drop')} vs {show(BASELINE, 'drop')} points: needs >= {needed:.1f}"))
+    claim = f"Stage II IoU {at} >= Stage I + {IOU_GAIN:g} points, accuracy not lower (Table 3)"
+    if None in (s1_iou, s2_iou, s1_acc, s2_acc):
+        targets.append(Target(claim, None, "not evaluated (or no crop)"))
+    else:
+        gain = s2_iou.value - s1_iou.value
+        targets.append(Target(claim, gain >= IOU_GAIN - TIE and s2_acc.value >= s1_acc.value - TIE,
+                              f"IoU x100 {show(STAGE2, 'iou')} vs {show(STAGE1, 'iou')}: {gain:+.1f}; accuracy "
+                              f"{show(STAGE2, 'acc', 'pred')} vs {show(STAGE1, 'acc', 'pred')}: "
+                              f"{s2_acc.value - s1_acc.value:+.1f}"))
+    return targets
+
+
+def targets_text(targets: Sequence[Target]) -> str:
+    """The targets check as printed: one ``MET`` / ``NOT MET`` line per target with its figures."""
+    return "\n".join(["Targets of the miniature:"] + [f"  {t.status:<12} {t.claim}: {t.figures}" for t in targets])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# RESULTS.md
+
+def machine_description() -> str:
+    """CPU cores available to this process (as ``nproc`` counts them), the CPU model (``/proc/cpuinfo``), the OS."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+              if line.startswith("model name")] if cpuinfo.is_file() else []
+    return f"{cores} CPU cores (nproc), {models[0] if models else platform.processor() or 'CPU model unknown'}; " \
+           f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def reproduce_command(definition: Definition, size: str | None, runs_dir: Path) -> str:
+    """The ``python -m experiments run`` command that makes (or resumes) these runs and this report."""
+    parts = ["python -m experiments run", definition.name]
+    size = size or definition.size
+    if size != definition.size:
+        parts += ["--size", size]
+    if Path(runs_dir).resolve() != (ROOT / "experiments_out" / definition.name / size).resolve():
+        parts += ["--out", str(runs_dir)]
+    return " ".join(parts)
+
+
+def _link(path: str, base: Path | None) -> str:
+    return os.path.relpath(path, base) if base is not None and Path(path).is_absolute() else path
+
+
+def results_markdown(summary: Mapping, base: Path | None = None) -> str:
+    """The report of a summary (see :func:`collect_miniature`): setup, targets, Tables 1/3/5, figures (paths relative
+    to ``base``, the report's folder), training runs and wall times."""
+    commands = summary["commands"]
+    wall = f"{sum(c['wall_s'] for c in commands) / 60:.1f} min" if commands else "not recorded (no manifest.json)"
+    lines = [
+        f"# {summary['title']}", "",
+        "The paper's two-stage recipe at toy scale (the ~2M-parameter Qwen2.5-VL of `models/mini` on the synthetic "
+        f"pattern task): baseline, Stage I and Stage II, evaluated on {summary['n']} held-out "
+        f"`{summary['benchmark']}` questions at global-view budgets {' / '.join(map(str, summary['budgets']))} "
+        f"visual tokens{' (low / high)' if len(summary['budgets']) == 2 else ''}.", "",
+        f"* Command: `{summary['command']}`",
+        f"* Machine: {summary['machine']}",
+        f"* Date: {summary['date']}",
+        f"* Wall time of the runs: {wall}", "",
+        "## Targets", "",
+        *[f"* **{t.status}** {t.claim}: {t.figures}" for t in check_targets(summary)], "",
+        "## Tables", "",
+        *[tables.table_markdown(t) + "\n" for t in miniature_tables(summary)],
+        "## Training dynamics", "",
+        *[f"![{name}]({_link(figure['png'], base)})\n\n_{figure['title']}; plotted values: "
+          f"`{_link(figure['csv'], base)}`._\n" for name, figure in summary["figures"].items()],
+        "## Runs", "",
+        tables.markdown_table(["Run", "GRPO steps", "s / step"],
+                              [[r["label"], str(r["grpo_steps"]), tables.format_cell(r["step_s"], "sec", "–")]
+                               for r in summary["runs"]]),
+    ]
+    if commands:
+        walls = [[f"{c['kind']} {c['name']}", f"{c['wall_s'] / 60:.1f}"] for c in commands]
+        lines += ["", tables.markdown_table(["Command", "Wall (min)"], walls)]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The collector
+
+def collect_miniature(definition: Definition, runs_dir: Path, out: Path, resamples: int = RESAMPLES,
+                      seed: int = 0) -> str:
+    """Write ``miniature.json``, ``table{1,3,5}.md/.csv``, ``figure{5,6}.png/.csv`` and ``RESULTS.md`` into ``out``
+    (and the report into the definition's ``report`` file at the repository root when the runs are of the
+    definition's size); returns the report and the targets check."""
+    from analysis.dynamics import load_runs, write_figure
+    from experiments.collect import eval_folders, job_cost, train_jobs
+
+    folders = eval_folders(definition, runs_dir)
+    if not folders:
+        raise FileNotFoundError(f"{runs_dir}: no eval results of {definition.name}; run `python -m experiments run "
+                                f"{definition.name}` first")
+    manifest_path = Path(runs_dir) / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"commands": []}
+    models = [{"label": label, "name": NAMES.get(label, label), "rows": summarize_records(records, resamples, seed)}
+              for label, records in load_records(folders).items()]
+    benchmarks = sorted({row["benchmark"] for model in models for row in model["rows"]})
+    if len(benchmarks) != 1:
+        raise ValueError(f"{runs_dir}: the miniature evaluates one benchmark, found {benchmarks}")
+    jobs = {job.label: job for job in train_jobs(definition, runs_dir)}
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    for name, (title, labels) in FIGURES.items():
+        missing = [label for label in labels if label not in jobs]
+        if missing:
+            raise FileNotFoundError(f"{runs_dir}: no training run for {missing} (found {sorted(jobs)})")
+        png = out / f"{name}.png"
+        write_figure(load_runs({NAMES[label]: jobs[label].dir for label in labels}), png, title, PANELS)
+        figures[name] = {"title": title, "png": str(png), "csv": str(png.with_suffix(".csv"))}
+    costs = {label: job_cost(job) for label, job in jobs.items()}
+    summary = {
+        "title": definition.title, "benchmark": benchmarks[0],
+        "n": max(row["n"] for model in models for row in model["rows"]),
+        "budgets": sorted({row["budget"] for model in models for row in model["rows"]}),
+        "resamples": resamples, "level": LEVEL, "seed": seed, "models": models, "figures": figures,
+        "runs": [{"label": label, "grpo_steps": cost["grpo_steps"], "step_s": cost["step_s"]}
+                 for label, cost in costs.items()],
+        "commands": [{k: c[k] for k in ("kind", "name", "wall_s")} for c in manifest["commands"] if "wall_s" in c],
+        "command": reproduce_command(definition, manifest.get("size"), Path(runs_dir)),
+        "machine": machine_description(), "date": datetime.date.today().isoformat(),
+    }
+    (out / "miniature.json").write_text(json.dumps(summary, indent=1))
+    for table in miniature_tables(summary):
+        (out / f"table{table.number}.md").write_text(tables.table_markdown(table) + "\n")
+        tables.write_csv(table, out / f"table{table.number}.csv")
+    reports = [out / "RESULTS.md"]
+    if definition.report and manifest.get("size") == definition.size:
+        reports.append(ROOT / definition.report)
+    for path in reports:
+        path.write_text(results_markdown(summary, path.parent))
+    return "\n\n".join([results_markdown(summary, Path.cwd()), targets_text(check_targets(summary)),
+                        "Written: " + ", ".join(str(p) for p in reports)])

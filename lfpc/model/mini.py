@@ -1,0 +1,211 @@
+"""The miniature base model ("mini"): the stand-in for Qwen2.5-VL-7B-Instruct in the embedded default.
+
+The paper starts RL from an instruct model that already follows the tool format, roughly localises objects and
+reads what it sees well enough (Sec. 3). The mini model gets those abilities from a short supervised pass over
+episodes of an *imperfect* scripted teacher on the pattern task (:mod:`lfpc.data.patterns`), shown at every level of
+the resolution pyramid the runs use:
+
+* half the time the teacher answers directly from the global view (right when the pattern is legible there, a
+  guess the model cannot learn better than chance when it is not), so RL has tool use to gain (Stage I);
+* otherwise it zooms in once with a loose, jittered box around the tile (and 15% of the time a box that misses
+  it), so RL has precision to gain (Stage II); then it names the pattern (the option's text).
+
+The model is the real ``Qwen2_5_VLForConditionalGeneration`` at ~2M parameters (tokenizer trained locally on the
+project's prompts). ``python -m lfpc.model.mini --out models/mini`` regenerates the shipped weights from scratch
+(seeded, deterministic on one machine); the folder records the recipe and its fingerprint, and the weights' hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lfpc.agent.env import CropEnvironment
+from lfpc.agent.prompt import (DIRECT_REMINDER, FINAL_REMINDER, REMINDER, initial_messages, system_prompt,
+                               tool_call_text)
+from lfpc.boxes import Box, Size, scale_box
+from lfpc.data import patterns
+from lfpc.data.synthetic import COLORS
+from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
+from lfpc.model.loading import load_model
+from lfpc.model.tiny import build_tiny_tokenizer, tiny_config, write_random_checkpoint
+from lfpc.rollout.base import Context
+from lfpc.rollout.codec import ChatCodec
+from lfpc.vision.budget import downsample_pyramid
+
+RECIPE_FILE = "lfpc_mini_recipe.json"
+WEIGHTS_FILE = "model.safetensors"
+
+# Everything that determines the shipped weights. Changing any value changes the fingerprint, and the test that
+# checks the shipped folder fails until the weights are regenerated with `python -m lfpc.model.mini`.
+RECIPE: dict = {
+    "version": 1,
+    "seed": 0,
+    # text: 4 layers x 4 heads of 32, rope_theta 10 and mrope [2, 7, 7] so the few image rows / columns (4 to 16)
+    # of a small view get well-separated rotary angles (Qwen's 1e6 barely turns over 16 positions).
+    "text": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "head_dim": 32, "max_window_layers": 4,
+             "rope_parameters": {"rope_type": "default", "rope_theta": 10.0, "mrope_section": [2, 7, 7]}},
+    "vision": {"depth": 4, "hidden_size": 64, "num_heads": 2, "intermediate_size": 256, "out_hidden_size": 128,
+               "fullatt_block_indexes": [1, 3]},
+    "data": {"seed": 1000, "size_range": list(patterns.DEFAULT_SIZE_RANGE),
+             "generator": {"stripe": patterns.STRIPE, "tile_side": list(patterns.TILE_SIDE)}},
+    "views": {"max_tokens": 256, "min_tokens": 16, "scale": 0.5 ** 0.5, "crop_max_tokens": 16},
+    "teacher": {"p_direct": 0.5, "p_miss": 0.15, "grow": [1.3, 3.5], "jitter": 0.35},
+    "train": {"steps": 500, "batch_size": 16, "lr": 2e-3, "warmup_steps": 50, "weight_decay": 0.01,
+              "max_grad_norm": 1.0},
+}
+
+
+def recipe_fingerprint(recipe: dict = RECIPE) -> str:
+    """Hash of the recipe (canonical JSON)."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def weights_sha256(folder: str | Path) -> str:
+    """SHA-256 of the folder's weight file."""
+    return hashlib.sha256((Path(folder) / WEIGHTS_FILE).read_bytes()).hexdigest()
+
+
+def tokenizer_corpus() -> list[str]:
+    """The prompts, tool calls and answers of the pattern task, so the mini tokenizer encodes them compactly."""
+    lines = [system_prompt(True), system_prompt(False), REMINDER, FINAL_REMINDER, DIRECT_REMINDER]
+    for k, color in enumerate(COLORS):
+        for pattern in patterns.PATTERNS:
+            lines.append(f"What is the pattern on the small {color} tile?")
+            lines.append(f"<answer>{pattern}</answer>")
+        lines.append(tool_call_text([k * 13, k * 7 + 3, k * 13 + 40, k * 7 + 45]))
+    _, sample = patterns.make_pattern_sample(0)
+    lines.append(initial_messages(sample, (112, 112))[1]["content"][1]["text"])
+    return lines
+
+
+def build_mini_base(folder: Path, recipe: dict = RECIPE) -> None:
+    """Write the randomly initialised mini checkpoint (tokenizer, config, weights) to ``folder``."""
+    tokenizer = build_tiny_tokenizer(tokenizer_corpus())
+    config = tiny_config(tokenizer, text=recipe["text"], vision=recipe["vision"])
+    write_random_checkpoint(folder, tokenizer, config, recipe["seed"])
+
+
+class ImperfectTeacher:
+    """The scripted policy the mini model imitates (see the module doc): direct answers half the time, loose or
+    missing boxes otherwise, always the option text as the answer."""
+
+    def __init__(self, p_direct: float, p_miss: float, grow: Sequence[float], jitter: float) -> None:
+        self.p_direct, self.p_miss, self.grow, self.jitter = p_direct, p_miss, tuple(grow), jitter
+
+    def box(self, target: Box, display_size: Size, rng: np.random.Generator) -> list[int]:
+        """A loose box around ``target`` (display frame): grown, its centre jittered; sometimes elsewhere."""
+        width, height = display_size
+        side = max(target[2] - target[0], target[3] - target[1])
+        half_w, half_h = (side * rng.uniform(*self.grow) / 2 for _ in range(2))
+        if rng.random() < self.p_miss:
+            cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        else:
+            cx = (target[0] + target[2]) / 2 + rng.normal(0, self.jitter * side)
+            cy = (target[1] + target[3]) / 2 + rng.normal(0, self.jitter * side)
+        x1, y1 = max(0, math.floor(cx - half_w)), max(0, math.floor(cy - half_h))
+        x2, y2 = min(width, math.ceil(cx + half_w)), min(height, math.ceil(cy + half_h))
+        if x2 - x1 < 2 or y2 - y1 < 2:  # pushed off the image: fall back to the target's own box
+            x1, y1, x2, y2 = (math.floor(target[0]), math.floor(target[1]), math.ceil(target[2]), math.ceil(target[3]))
+        return [x1, y1, x2, y2]
+
+    def episode(self, codec: ChatCodec, env: CropEnvironment, rng: np.random.Generator) -> Context:
+        """One teacher episode in ``env`` as a token context (policy mask on the teacher's turns)."""
+        sample = env.sample
+        context = codec.start(initial_messages(sample, env.display_size), [env.global_image()])
+        answer = f"<answer>{sample.answer_text}</answer>"
+        if rng.random() >= self.p_direct:
+            target = scale_box(sample.boxes[0], sample.image_size, env.display_size)
+            call = tool_call_text(self.box(target, env.display_size, rng))
+            context.extend(codec.completion_ids(call), from_policy=True)
+            result = env.step(call)
+            codec.append_user_turn(context, result.content(), [result.image] if result.image is not None else [])
+        context.extend(codec.completion_ids(answer), from_policy=True)
+        return context
+
+
+def teacher_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict, start: int, count: int) -> list[Context]:
+    """Teacher episodes on pattern samples ``start .. start+count-1`` of the recipe's data seed, each shown at a
+    pyramid level drawn per sample (the levels Stage I and the baseline show)."""
+    views, data = recipe["views"], recipe["data"]
+    contexts = []
+    for index in range(start, start + count):
+        image, sample = patterns.make_pattern_sample(index, data["seed"], size_range=tuple(data["size_range"]))
+        rng = np.random.default_rng([recipe["seed"], index])
+        levels = downsample_pyramid(sample.image_size, views["max_tokens"], views["scale"], views["min_tokens"])
+        size = levels[int(rng.integers(len(levels)))]
+        env = CropEnvironment(sample, size, views["crop_max_tokens"], max_turns=1, original=image)
+        contexts.append(teacher.episode(codec, env, rng))
+    return contexts
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def pretrain_mini(out_dir: str | Path, recipe: dict = RECIPE, steps: int | None = None) -> Path:
+    """Build the mini base and train it on teacher episodes (the recipe); write it, with its recipe record, to
+    ``out_dir``. ``steps`` overrides the recipe's step count (a shorter run, recorded as such)."""
+    out = Path(out_dir)
+    train = dict(recipe["train"], **({"steps": steps} if steps is not None else {}))
+    torch.manual_seed(recipe["seed"])
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    try:
+        build_mini_base(staging, recipe)
+        codec = ChatCodec.for_model(str(staging), recipe["views"]["max_tokens"])
+        model = load_model(staging).train()
+        teacher = ImperfectTeacher(**recipe["teacher"])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: _lr_factor(s, train["warmup_steps"], train["steps"]))
+        losses, start = [], time.time()
+        bar = tqdm(range(train["steps"]), desc="mini pre-training")
+        for step in bar:
+            batch = teacher_batch(codec, teacher, recipe, step * train["batch_size"], train["batch_size"])
+            mask = shifted_policy_tensors(batch)["mask"]
+            logprobs = sequence_logprobs(model, batch, codec.pad_id, codec.image_pad_id)["logprobs"]
+            loss = -(logprobs * mask).sum() / mask.sum()
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train["max_grad_norm"])
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        model.save_pretrained(staging)
+        record = {"recipe": recipe, "recipe_fingerprint": recipe_fingerprint(recipe), "steps_run": train["steps"],
+                  "final_loss": float(np.mean(losses[-50:])), "train_seconds": round(time.time() - start, 1),
+                  "weights_sha256": weights_sha256(staging)}
+        (staging / RECIPE_FILE).write_text(json.dumps(record, indent=1) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.move(str(staging), out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """CLI: regenerate the mini model from its recipe."""
+    parser = argparse.ArgumentParser(description="Pre-train the miniature Qwen2.5-VL on the pattern task.")
+    parser.add_argument("--out", type=Path, default=Path("models/mini"), help="output folder")
+    parser.add_argument("--steps", type=int, default=None, help="override the recipe's step count (testing)")
+    args = parser.parse_args(argv)
+    print(pretrain_mini(args.out, steps=args.steps))
+
+
+if __name__ == "__main__":
+    main()
