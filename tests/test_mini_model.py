@@ -30,7 +30,7 @@ def test_shipped_weights_belong_to_the_recipe():
     record = json.loads((SHIPPED / mini.RECIPE_FILE).read_text())
     assert record["recipe"] == mini.RECIPE, "the recipe changed: regenerate with `python -m lfpc.model.mini`"
     assert record["recipe_fingerprint"] == mini.recipe_fingerprint()
-    assert record["steps_run"] == mini.RECIPE["train"]["steps"]
+    assert record["steps_run"] == [phase["steps"] for phase in mini.RECIPE["curriculum"]]
     assert record["weights_sha256"] == mini.weights_sha256(SHIPPED)
 
 
@@ -51,7 +51,7 @@ def test_pretraining_is_deterministic(tmp_path):
     second = load_file(mini.pretrain_mini(tmp_path / "b", steps=2) / mini.WEIGHTS_FILE)
     assert first.keys() == second.keys() and all(first[k].equal(second[k]) for k in first)
     record = json.loads((tmp_path / "a" / mini.RECIPE_FILE).read_text())
-    assert record["steps_run"] == 2  # a shortened run says so, and fails the shipped-weights check above
+    assert record["steps_run"] == [2] * len(mini.RECIPE["curriculum"])  # a shortened run says so
 
 
 def test_teacher_boxes_are_loose_but_mostly_on_target():
@@ -78,7 +78,7 @@ def _evaluate(tmp_path, budget: int, mode: str, count: int = 24) -> dict:
         images.append(type(sample)(**{**sample.__dict__, "image_path": str(path)}))
     codec = ChatCodec.for_model(str(SHIPPED), 256)
     engine = HFRolloutEngine(load_model(SHIPPED), codec.pad_id, codec.image_pad_id, batch_size=24)
-    config = EpisodeConfig(max_turns=3, max_new_tokens_per_turn=64, max_response_tokens=192, crop_max_tokens=16,
+    config = EpisodeConfig(max_turns=3, max_new_tokens_per_turn=64, max_response_tokens=192, crop_max_tokens=36,
                            crop_mode=mode)
     sizes = [fit_to_budget(s.image_size, budget) for s in images]
     trajectories = run_episodes(engine, codec, images, sizes, 1, config, SamplingConfig(temperature=0.0))

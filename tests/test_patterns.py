@@ -1,13 +1,25 @@
-"""Tests for the pattern task (lfpc/data/patterns.py) and ``generate_synthetic(task="patterns")``.
+"""Tests for the checkered-tile task (lfpc/data/patterns.py) and ``generate_synthetic(task="patterns")``.
 
-Reference values are computed here, independently of the code under test: masks are built by hand with numpy, and
-the information gap is measured on the rendered images: the luminance contrast (std) inside the tile, relative to
-the original's, and an orientation classifier (mean absolute luminance gradient along x vs y) for stripes.
+Reference values are computed here, independently of the code under test: the checkerboard and the tile's pixels are
+built by hand with numpy, and the information gap is measured on the rendered (JPEG) images, per 14 px ViT patch
+(the model's unit: a visual token is 2x2 patches, 28x28 px of the shown image).
+
+Patch colour legibility: for each patch of a shown view, the largest channel difference between its mean colour and
+the mean colour of the same patch when the tile's inside (within its outline) is painted 170 grey, the mean colour of
+every pair. For a patch inside the tile this is the distance of its mean colour from 170 grey; the difference also
+isolates the tile's share of a patch that holds background, which is all the 16-token view has (its tile is 6-14 px,
+smaller than a patch). Patches: those lying inside the tile, else (16 tokens) those overlapping it.
+
+Measured on the first 30 samples of seeds 0, 1 and 2 (cell side in the view; per-sample mean legibility, largest
+patch, share of patches > 50 levels): 16 tokens (cells 1.9-3.6 px) 0.3-4.2, <= 4.2, 0 (the largest from 3-cell tiles,
+whose 5 : 4 cells mix to 170 +- 85/9); 64 tokens (4.4-7.1 px) <= 6.4, <= 15.7, 0; 256 tokens (9.5-14.9 px) 2-65,
+<= 66, >= 0.5 in 2/90; B1 crops at 36 tokens (26-36 px) 51-78, <= 87, 0.44-1 (>= 0.5 in 86/90); B2 crops at 36 tokens
+(14-22 px) 7-61, <= 87, 0-0.75 (>= 0.5 in 40/90). At 16 tokens the tile is 60-117 luminance levels above the median of
+the clutter around it. The statistic is about patch means only: pixel by pixel, the 16-token view still resolves the
+cells (a period of 4-7 px) in their colours.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
@@ -15,63 +27,85 @@ from PIL import Image
 
 from lfpc.agent.env import pixel_region
 from lfpc.boxes import contains
-from lfpc.data.patterns import DEFAULT_SIZE_RANGE, PATTERNS, STRIPE, TILE_SIDE, make_pattern_sample, pattern_mask
+from lfpc.data.patterns import (CELL, CELLS, COLOR_PAIRS, DEFAULT_SIZE_RANGE, PATTERNS, checker_mask,
+                                make_pattern_sample)
 from lfpc.data.records import LETTERS, load_jsonl
-from lfpc.data.synthetic import COLORS, generate_synthetic
+from lfpc.data.synthetic import generate_synthetic
 from lfpc.vision.budget import fit_to_budget, resize_to_budget
 
-SEED = 1  # the benchmark split; its first NUM samples hold every pattern, 6 horizontal and 2 vertical
-NUM = 12
-GAP_TOKENS, FULL_TOKENS = 16, 256
+SEED = 1  # the benchmark split; its first NUM samples hold all four pairs and both 3- and 4-cell tiles
+NUM = 10
+PATCH = 14  # px of the shown image read by one ViT patch
+GAP_TOKENS, FULL_TOKENS, CROP_TOKENS = 16, 256, 36
 LUMA = np.array([0.299, 0.587, 0.114])
-KEEP = 0.75  # the tile's interior: its central 75 % (away from the dark outline and the resampling blur at its edge)
+GREY = 170  # every pair's mean colour, on each channel
+OUTLINE, OUTLINE_LEVEL, GRAIN = 2, 20, 8  # the tile's dark outline (px, grey level); film grain of +-GRAIN levels
 
-# Thresholds, chosen from measured values with margin (failure messages print the values): interior contrast
-# relative to the original's >= 0.7 at 256 tokens and in teacher crops, <= 0.1 at 16 tokens; gradient across the
-# stripes >= 2x the one along them where legible; tile colour >= 50 RGB levels from the background at 16 tokens.
-# With a 4 px stripe period, on the first 200 samples of this split the 16-token contrast is at most 0.067 and the
-# gradient classifier is at chance (54.5 %); a 6 px period leaked (contrast up to 0.28, 82 % right) when images
-# were downsampled only 3.5-4.6x, which is why the period is 4 px.
-LEGIBLE_RATIO, ILLEGIBLE_RATIO = 0.7, 0.1
-MIN_GRADIENT_RATIO = 2.0
-MIN_COLOR_DISTANCE = 50.0
+# Thresholds, from the measured values in the module doc with margin (failure messages print the values).
+GREY_MAX = 10.0     # every tile patch at 16 tokens
+STRONG = 50.0       # a strongly coloured patch
+MIN_STRONG_SHARE = 0.5  # "many": at least half of the tile's patches
+MIN_MEAN = 40.0     # mean legibility of a legible view's tile patches
+MIN_LUMA_GAP = 40.0
 
 
-def _interior(image: Image.Image, box, original_size) -> np.ndarray:
-    """RGB pixels of ``image`` whose cells lie inside the central KEEP of ``box`` (ORIGINAL pixels) in its frame."""
-    sx, sy = image.width / original_size[0], image.height / original_size[1]
-    x1, y1, x2, y2 = box
-    inset_x, inset_y = (x2 - x1) * (1 - KEEP) / 2, (y2 - y1) * (1 - KEEP) / 2
-    left, right = math.ceil((x1 + inset_x) * sx), math.floor((x2 - inset_x) * sx)
-    top, bottom = math.ceil((y1 + inset_y) * sy), math.floor((y2 - inset_y) * sy)
-    pixels = np.asarray(image.convert("RGB"), dtype=float)[top:bottom, left:right]
-    assert min(pixels.shape[:2]) >= 2, f"tile interior {pixels.shape[:2]} too small to measure in a {image.size} view"
+def _tile(sample) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = sample.meta["targets"][0]["box"]
+    assert all(float(v).is_integer() for v in (x1, y1, x2, y2)), (x1, y1, x2, y2)
+    return int(x1), int(y1), int(x2), int(y2)
+
+
+def _expected_tile(pair: str, cells: int, cell: int) -> np.ndarray:
+    """The tile's RGB pixels without grain: a checkerboard of the pair (top-left cell the first colour), outlined."""
+    parity = np.kron(np.indices((cells, cells)).sum(axis=0) % 2, np.ones((cell, cell), dtype=int))
+    pixels = np.array(COLOR_PAIRS[pair], dtype=float)[parity]
+    for edge in (np.s_[:OUTLINE], np.s_[-OUTLINE:], np.s_[:, :OUTLINE], np.s_[:, -OUTLINE:]):
+        pixels[edge] = OUTLINE_LEVEL
     return pixels
 
 
-def _tile(sample):
-    return sample.meta["targets"][0]["box"]
+def _grey_tile(image: Image.Image, tile) -> Image.Image:
+    """``image`` with the tile's inside (within its outline) painted 170 grey, the mean colour of every pair."""
+    x1, y1, x2, y2 = tile
+    pixels = np.asarray(image).copy()
+    inside = pixels[y1 + OUTLINE:y2 - OUTLINE, x1 + OUTLINE:x2 - OUTLINE]
+    inside[:] = GREY
+    return Image.fromarray(pixels)
 
 
-def _contrast(pixels: np.ndarray) -> float:
-    return float((pixels @ LUMA).std())
+def _shown(image: Image.Image, sample) -> dict[str, tuple[Image.Image, tuple[int, int, int, int]]]:
+    """View name -> (the view as the env shows it, the region of the original it shows)."""
+    whole = (0, 0, *image.size)
+    views = {f"{tokens} tokens": (image.resize(fit_to_budget(image.size, tokens), Image.Resampling.BICUBIC), whole)
+             for tokens in (GAP_TOKENS, FULL_TOKENS)}
+    for level in (0, 1):
+        region = pixel_region(sample.boxes[level], image.size)
+        views[f"B{level + 1} crop"] = (resize_to_budget(image.crop(region), CROP_TOKENS), region)
+    return views
 
 
-def _relative_contrast(pixels: np.ndarray, sample, original: Image.Image) -> float:
-    """Contrast of ``pixels`` over the contrast of the tile's interior in the original."""
-    return _contrast(pixels) / _contrast(_interior(original, _tile(sample), original.size))
+def _in_view(box, view: Image.Image, region) -> tuple[float, float, float, float]:
+    """``box`` (ORIGINAL pixels) in the frame of ``view``, which shows ``region`` of the original."""
+    sx, sy = view.width / (region[2] - region[0]), view.height / (region[3] - region[1])
+    return ((box[0] - region[0]) * sx, (box[1] - region[1]) * sy, (box[2] - region[0]) * sx, (box[3] - region[1]) * sy)
 
 
-def _gradients(pixels: np.ndarray) -> tuple[float, float]:
-    """Mean absolute luminance difference between neighbours along x and along y."""
-    luma = pixels @ LUMA
-    return float(np.abs(np.diff(luma, axis=1)).mean()), float(np.abs(np.diff(luma, axis=0)).mean())
+def _patch_means(view: Image.Image) -> np.ndarray:
+    pixels = np.asarray(view, dtype=float)
+    rows, cols = view.height // PATCH, view.width // PATCH
+    return pixels[:rows * PATCH, :cols * PATCH].reshape(rows, PATCH, cols, PATCH, 3).mean(axis=(1, 3))
 
 
-def _stripe_gradient_ratio(pixels: np.ndarray, pattern: str) -> float:
-    """Gradient across the stripes over the gradient along them (> 1: the classifier names ``pattern``)."""
-    gx, gy = _gradients(pixels)
-    return gy / gx if pattern == "horizontal stripes" else gx / gy
+def _patch_legibility(view: Image.Image, grey_view: Image.Image, box) -> np.ndarray:
+    """Patch colour legibility (module doc) of the patches inside ``box`` (view px), else of those overlapping it;
+    ``grey_view`` is the same view of the image with a grey tile."""
+    legibility = np.abs(_patch_means(view) - _patch_means(grey_view)).max(axis=-1)
+    top = np.arange(legibility.shape[0])[:, None] * PATCH
+    left = np.arange(legibility.shape[1])[None, :] * PATCH
+    x1, y1, x2, y2 = box
+    inside = (left >= x1) & (top >= y1) & (left + PATCH <= x2) & (top + PATCH <= y2)
+    overlapping = (left < x2) & (top < y2) & (left + PATCH > x1) & (top + PATCH > y1)
+    return legibility[inside if inside.any() else overlapping]
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +120,27 @@ def samples(dataset):
 
 
 @pytest.fixture(scope="module")
-def views(samples):
-    """Per sample: (sample, original, 256-token view, 16-token view), the views resized as the env's global view."""
-    out = []
-    for sample in samples:
-        original = Image.open(sample.image_path).convert("RGB")
-        full, gap = (original.resize(fit_to_budget(original.size, tokens), Image.Resampling.BICUBIC)
-                     for tokens in (FULL_TOKENS, GAP_TOKENS))
-        out.append((sample, original, full, gap))
+def originals(samples):
+    """The stored (JPEG) images, as the env loads them."""
+    return [Image.open(sample.image_path).convert("RGB") for sample in samples]
+
+
+@pytest.fixture(scope="module")
+def legibility(samples, originals):
+    """View name -> [(sample, patch legibility of its tile patches)]."""
+    out: dict[str, list] = {}
+    for sample, original in zip(samples, originals):
+        views, grey_views = _shown(original, sample), _shown(_grey_tile(original, _tile(sample)), sample)
+        for name, (view, region) in views.items():
+            values = _patch_legibility(view, grey_views[name][0], _in_view(_tile(sample), view, region))
+            out.setdefault(name, []).append((sample, values))
     return out
 
 
-def _stripes(views):
-    chosen = [v for v in views if v[0].meta["pattern"] in ("horizontal stripes", "vertical stripes")]
-    assert len(chosen) >= 6, [v[0].meta["pattern"] for v in views]
-    return chosen
+def _summary(measured) -> dict[str, tuple]:
+    """Per sample: pair, cells, mean / largest patch legibility, share of strongly coloured patches."""
+    return {sample.id: (sample.meta["pattern"], sample.meta["cells"], round(float(v.mean()), 1),
+                        round(float(v.max()), 1), round(float((v > STRONG).mean()), 2)) for sample, v in measured}
 
 
 # ---------------------------------------------------------------------------------------------------- records
@@ -109,36 +149,30 @@ def _stripes(views):
 @pytest.mark.parametrize("index", range(NUM))
 def test_record(index):
     image, sample = make_pattern_sample(index, SEED)
-    assert sorted(sample.options) == sorted(PATTERNS)
-    assert sample.options[LETTERS.index(sample.answer)] == sample.meta["pattern"]
-    assert sample.answer_text == sample.meta["pattern"]
-    assert sample.meta["color"] in sample.question and sample.meta["color"] == sample.meta["targets"][0]["color"]
+    assert len(sample.options) == len(PATTERNS) and sorted(sample.options) == sorted(PATTERNS)
+    assert sample.options[LETTERS.index(sample.answer)] == sample.meta["pattern"] == sample.answer_text
 
     lo, hi = DEFAULT_SIZE_RANGE
     assert image.size == sample.image_size and all(lo <= side <= hi for side in image.size)
+    cells, cell = sample.meta["cells"], sample.meta["cell"]
+    assert CELLS[0] <= cells <= CELLS[1] and CELL[0] <= cell <= CELL[1]
     x1, y1, x2, y2 = _tile(sample)
-    assert x2 - x1 == y2 - y1 and TILE_SIDE[0] <= x2 - x1 <= TILE_SIDE[1]
+    assert x2 - x1 == y2 - y1 == cells * cell
     assert 0 <= x1 and 0 <= y1 and x2 <= image.width and y2 <= image.height
     assert sample.boxes[0] == (x1 - 2, y1 - 2, x2 + 2, y2 + 2)
     assert all(contains(outer, inner) for inner, outer in zip(sample.boxes, sample.boxes[1:])), sample.boxes
     assert len(sample.boxes) >= 2 and contains((0, 0, *image.size), sample.boxes[-1])
 
 
-@pytest.mark.parametrize("index", range(4))
-def test_tile_is_drawn_at_its_box(index):
-    """The meta box holds the tile: a dark 1 px outline, inside it half the colour and half a quarter of it."""
+@pytest.mark.parametrize("index", range(NUM))
+def test_tile_pixels(index):
+    """The tile is the pair's checkerboard with a dark outline, up to the grain (the image before JPEG)."""
     image, sample = make_pattern_sample(index, SEED)
-    x1, y1, x2, y2 = (int(v) for v in _tile(sample))
-    pixels = np.asarray(image, dtype=float)
-    outline = np.concatenate([pixels[y1, x1:x2], pixels[y2 - 1, x1:x2], pixels[y1:y2, x1], pixels[y1:y2, x2 - 1]])
-    assert np.abs(outline - 30).max() <= 8  # (30, 30, 30) plus grain of +-8 levels
-    color = np.array(COLORS[sample.meta["color"]], dtype=float)
-    interior = pixels[y1 + 1:y2 - 1, x1 + 1:x2 - 1]
-    mean = interior.reshape(-1, 3).mean(axis=0)
-    # The interior is not a whole number of periods: the dark share is 1/2 within STRIPE / 2 of its rows/columns
-    # (see test_mask_is_half_dark), which moves the mean by that share of the step between the shades; grain ~2.
-    tolerance = (color - color // 4) * (STRIPE / 2) / len(interior) + 2
-    assert (np.abs(mean - (color + color // 4) / 2) <= tolerance).all(), (mean, color)
+    x1, y1, x2, y2 = _tile(sample)
+    pixels = np.asarray(image, dtype=float)[y1:y2, x1:x2]
+    expected = _expected_tile(sample.meta["pattern"], sample.meta["cells"], sample.meta["cell"])
+    error = np.abs(pixels - expected)
+    assert error.max() <= GRAIN, (sample.id, sample.meta["pattern"], np.argwhere(error > GRAIN)[:5])
 
 
 def test_same_seed_same_sample_other_seed_differs():
@@ -172,104 +206,74 @@ def test_unknown_task_raises(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-# ---------------------------------------------------------------------------------------------------- masks
+# ---------------------------------------------------------------------------------------------------- checkerboard
 
 
-@pytest.mark.parametrize("pattern", PATTERNS)
-@pytest.mark.parametrize("side", [1, 5, 6, 9, 28, 31, 48])
-def test_mask_is_half_dark(pattern, side):
-    mask = pattern_mask(pattern, side)
-    assert mask.shape == (side, side) and mask.dtype == bool
-    # Within half a row/column of cells: a side of 2k * STRIPE + STRIPE px leaves one band of STRIPE rows unpaired.
-    assert abs(int(mask.sum()) - side * side / 2) <= STRIPE * side / 2, (pattern, side, int(mask.sum()))
+def test_checker_mask_by_hand():
+    expected = np.array([[0, 0, 1, 1, 0, 0],
+                         [0, 0, 1, 1, 0, 0],
+                         [1, 1, 0, 0, 1, 1],
+                         [1, 1, 0, 0, 1, 1],
+                         [0, 0, 1, 1, 0, 0],
+                         [0, 0, 1, 1, 0, 0]], dtype=bool)
+    mask = checker_mask(3, 2)
+    assert mask.dtype == bool and np.array_equal(mask, expected)
 
 
-def test_mask_layouts_by_hand():
-    side = 4 * STRIPE + 2  # two whole periods and a partial band
-    band = np.tile(np.repeat([False, True], STRIPE), side)[:side]  # light, dark, light, ... bands of STRIPE px
-    horizontal = np.repeat(band[:, None], side, axis=1)
-    assert np.array_equal(pattern_mask("horizontal stripes", side), horizontal)
-    assert np.array_equal(pattern_mask("vertical stripes", side), horizontal.T)
-    assert np.array_equal(pattern_mask("checkerboard", side), horizontal ^ horizontal.T)
-    mask = pattern_mask("horizontal stripes", side)
-    assert (mask == mask[:, :1]).all()  # constant along x
-    assert (mask[:-STRIPE] != mask[STRIPE:]).all() and (mask[:-2 * STRIPE] == mask[2 * STRIPE:]).all()
-    diagonal = pattern_mask("diagonal stripes", side)
-    assert np.array_equal(diagonal[1:, :-1], diagonal[:-1, 1:])  # constant along x + y
-    row = pattern_mask("diagonal stripes", 12 * STRIPE)[0]
-    runs = np.diff(np.flatnonzero(np.diff(row.astype(int))))  # lengths of the inner runs along a row
-    assert len(runs) >= 2 and (runs == runs[0]).all()
-    assert abs(2 * runs[0] / math.sqrt(2) - 2 * STRIPE) <= 1, runs  # period across the stripes ~ 2 * STRIPE px
+@pytest.mark.parametrize("cells, cell", [(1, 5), (3, 24), (4, 1), (4, 32)])
+def test_checker_mask_cells(cells, cell):
+    mask = checker_mask(cells, cell)
+    assert mask.shape == (cells * cell, cells * cell)
+    parity = (np.arange(cells)[:, None] + np.arange(cells)[None, :]) % 2 == 1
+    assert np.array_equal(mask, np.repeat(np.repeat(parity, cell, axis=0), cell, axis=1))
+    assert int(mask.sum()) == cell * cell * (cells * cells // 2)  # odd sides: the centre and corners are False
 
 
-def test_masks_differ_and_unknown_pattern_raises():
-    masks = {p: pattern_mask(p, 24) for p in PATTERNS}
-    for i, a in enumerate(PATTERNS):
-        for b in PATTERNS[i + 1:]:
-            assert not np.array_equal(masks[a], masks[b]), (a, b)
-    with pytest.raises(ValueError, match="zigzag"):
-        pattern_mask("zigzag", 8)
+def test_pairs_mix_to_the_same_grey():
+    assert len(PATTERNS) == len(COLOR_PAIRS) == 4
+    colours = {tuple(c) for pair in COLOR_PAIRS.values() for c in pair}
+    assert len(colours) == 8 and all(set(c) <= {85, 255} for c in colours)
+    for pair, (first, second) in COLOR_PAIRS.items():
+        assert [(a + b) / 2 for a, b in zip(first, second)] == [GREY] * 3, pair
 
 
 # ---------------------------------------------------------------------------------------------------- information gap
 
 
-def test_pattern_legible_in_original(views):
-    """Interior contrast = half the luminance step between the colour and its quarter (plus grain); stripes classify."""
-    for sample, original, _, _ in views:
-        color = np.array(COLORS[sample.meta["color"]], dtype=float)
-        expected = float((color - color // 4) @ LUMA) / 2
-        contrast = _contrast(_interior(original, _tile(sample), original.size))
-        assert 0.85 * expected <= contrast <= 1.15 * expected + 2, (sample.id, sample.meta["color"], contrast, expected)
-    for sample, original, _, _ in _stripes(views):
-        ratio = _stripe_gradient_ratio(_interior(original, _tile(sample), original.size), sample.meta["pattern"])
-        assert ratio >= MIN_GRADIENT_RATIO, (sample.id, sample.meta["pattern"], ratio)
+def test_patch_means_grey_at_16_tokens(legibility):
+    """At 16 tokens (cells of ~3 px) every patch averages many cells of both colours: the same grey for each pair."""
+    measured = legibility[f"{GAP_TOKENS} tokens"]
+    assert {sample.meta["pattern"] for sample, _ in measured} == set(PATTERNS)
+    worst = max(float(v.max()) for _, v in measured)
+    assert worst < GREY_MAX, _summary(measured)
 
 
-def test_pattern_legible_at_256_tokens(views):
-    for sample, original, full, _ in views:
-        ratio = _relative_contrast(_interior(full, _tile(sample), original.size), sample, original)
-        assert ratio >= LEGIBLE_RATIO, f"{sample.id} at {full.size}: contrast ratio {ratio:.3f}"
-    for sample, original, full, _ in _stripes(views):
-        ratio = _stripe_gradient_ratio(_interior(full, _tile(sample), original.size), sample.meta["pattern"])
-        assert ratio >= MIN_GRADIENT_RATIO, f"{sample.id} {sample.meta['pattern']} at {full.size}: {ratio:.2f}"
+def test_patch_means_coloured_in_b1_crops(legibility):
+    """B1 cropped from the original at 36 tokens (cells of 26-36 px, ~2-2.5 patches): many patches see one cell."""
+    measured = legibility["B1 crop"]
+    assert all(v.mean() >= MIN_MEAN and (v > STRONG).mean() >= MIN_STRONG_SHARE for _, v in measured), \
+        _summary(measured)
 
 
-def test_pattern_illegible_at_16_tokens(views):
-    ratios = {}
-    for sample, original, _, gap in views:
-        ratios[sample.id] = _relative_contrast(_interior(gap, _tile(sample), original.size), sample, original)
-    assert max(ratios.values()) <= ILLEGIBLE_RATIO, {k: round(v, 3) for k, v in ratios.items()}
+@pytest.mark.xfail(strict=True, reason="cells of 9.5-15 px (256 tokens) and 14-22 px (B2 crops) span at most ~1.5 "
+                                       "patches: most patches straddle cell borders and mix both colours")
+@pytest.mark.parametrize("view", [f"{FULL_TOKENS} tokens", "B2 crop"])
+def test_patch_means_coloured_at_256_tokens_and_in_b2_crops(legibility, view):
+    measured = legibility[view]
+    assert all((v > STRONG).mean() >= MIN_STRONG_SHARE for _, v in measured), (view, _summary(measured))
 
 
-def test_tile_findable_at_16_tokens(views):
-    """The tile's mean colour in the 16-token view is far from the median of the background around it."""
-    for sample, original, _, gap in views:
-        sx, sy = gap.width / original.width, gap.height / original.height
-        x1, y1, x2, y2 = _tile(sample)
-        tile = _interior(gap, _tile(sample), original.size).reshape(-1, 3).mean(axis=0)
-        pixels = np.asarray(gap, dtype=float)
-        yy, xx = np.mgrid[0:gap.height, 0:gap.width]
-        cx, cy, half_x, half_y = (x1 + x2) / 2 * sx, (y1 + y2) / 2 * sy, (x2 - x1) / 2 * sx, (y2 - y1) / 2 * sy
-        dx, dy = np.abs(xx + 0.5 - cx), np.abs(yy + 0.5 - cy)
+def test_tile_findable_at_16_tokens(samples, originals):
+    """At 16 tokens the tile (~170 grey) is far brighter than the median of the dark clutter around it."""
+    gaps = {}
+    for sample, original in zip(samples, originals):
+        view = original.resize(fit_to_budget(original.size, GAP_TOKENS), Image.Resampling.BICUBIC)
+        x1, y1, x2, y2 = _in_view(_tile(sample), view, (0, 0, *original.size))
+        luma = np.asarray(view, dtype=float) @ LUMA
+        yy, xx = np.mgrid[0:view.height, 0:view.width]
+        half_x, half_y = (x2 - x1) / 2, (y2 - y1) / 2
+        dx, dy = np.abs(xx + 0.5 - (x1 + x2) / 2), np.abs(yy + 0.5 - (y1 + y2) / 2)
+        tile = (dx <= half_x - 1) & (dy <= half_y - 1)
         ring = (dx <= 3 * half_x) & (dy <= 3 * half_y) & ~((dx <= half_x + 2) & (dy <= half_y + 2))
-        background = np.median(pixels[ring], axis=0)
-        distance = float(np.linalg.norm(tile - background))
-        assert distance >= MIN_COLOR_DISTANCE, (sample.id, sample.meta["color"], tile.round(), background, distance)
-
-
-@pytest.mark.parametrize("level", [0, 1])
-def test_teacher_crop_keeps_pattern_legible(views, level):
-    """Cropping B1 / B2 of the original and resizing it to 16 tokens (the env's crop path) keeps the pattern."""
-    for sample, original, _, _ in views:
-        region = pixel_region(sample.boxes[level], original.size)
-        crop = resize_to_budget(original.crop(region), GAP_TOKENS)
-        x1, y1, x2, y2 = _tile(sample)
-        box = (x1 - region[0], y1 - region[1], x2 - region[0], y2 - region[1])
-        crop_size = (region[2] - region[0], region[3] - region[1])
-        pixels = _interior(crop, box, crop_size)
-        ratio = _relative_contrast(pixels, sample, original)
-        assert ratio >= LEGIBLE_RATIO, f"{sample.id} crop {region} -> {crop.size}: contrast ratio {ratio:.3f}"
-        if sample.meta["pattern"] in ("horizontal stripes", "vertical stripes"):
-            gradient = _stripe_gradient_ratio(pixels, sample.meta["pattern"])
-            assert gradient >= MIN_GRADIENT_RATIO, f"{sample.id} {sample.meta['pattern']} crop: {gradient:.2f}"
+        gaps[sample.id] = (round(float(luma[tile].mean())), round(float(np.median(luma[ring]))))
+    assert all(tile - ring > MIN_LUMA_GAP for tile, ring in gaps.values()), gaps

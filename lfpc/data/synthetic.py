@@ -243,11 +243,13 @@ def _muted(rng: np.random.Generator, level: float) -> tuple[int, int, int]:
     return tuple(int(np.clip(value + rng.uniform(-4, 4), 0, 255)) for _ in range(3))  # type: ignore[return-value]
 
 
-def _background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    """Low-contrast clutter: a smooth shaded field, soft blobs, thin lines and target-sized grey specks."""
+def _background(rng: np.random.Generator, size: tuple[int, int],
+                levels: tuple[float, float] = (90, 180)) -> Image.Image:
+    """Low-contrast clutter around a grey level drawn from ``levels``: a smooth shaded field, soft blobs, thin lines
+    and target-sized grey specks."""
     width, height = size
     side = min(size)
-    level = rng.uniform(90, 180)
+    level = rng.uniform(*levels)
     field = level + rng.uniform(-8, 8, 3) + rng.normal(0, 14, (6, 6, 1)) + rng.normal(0, 3, (6, 6, 3))
     image = (Image.fromarray(np.clip(field, 0, 255).astype(np.uint8))
              .resize((64, 64), Image.Resampling.BICUBIC).resize(size, Image.Resampling.BILINEAR))
