@@ -1,6 +1,12 @@
-"""GRPO learns: on a fixed small information-gap problem the real training loop (Lightning, the GRPO module, the
-shipped mini model, HF rollouts) raises the reward within a few steps, and the same loop with the advantage sign
-flipped does not. A change that breaks learning anywhere on the data path fails here."""
+"""GRPO learns: on a fixed small problem the real training loop (Lightning, the GRPO module, the shipped mini model,
+HF rollouts) moves the policy the way the reward points within a few steps, and the same loop with the advantage sign
+flipped moves it the other way. A change that breaks learning anywhere on the data path fails here.
+
+The problem: the dense L1 grounding reward of Stage II alone (paper Sec. 3.3: 1 minus the normalized L1 distance of
+the crop's corners to the closest GT box; 0 without a crop), the 16-token global view, one tool call allowed. GRPO
+must raise the reward, i.e. call the tool more often and with closer boxes (measured: reward 0.21 -> 0.85, tool
+calls 0.28 -> 0.97, IoU 0.16 -> 0.55 in 8 steps); with the advantages negated it must not.
+"""
 
 from __future__ import annotations
 
@@ -13,29 +19,27 @@ from lfpc.training.run import train
 
 pytestmark = pytest.mark.slow
 
-# Stage I at the hardest pyramid level (16 tokens: the pattern is illegible without a crop), 8 questions, one tool
-# call: cropping and reading pays 2.2, a direct guess at most 1.0.
-PROBLEM = ["+stage=baseline", "resolution=hard", "logger=csv", "data.num_samples=8", "trainer.max_steps=LEARN_STEPS",
-           "grpo.prompts_per_step=4", "grpo.group_size=8", "grpo.lr=3e-4", "episode.max_turns=1",
+PROBLEM = ["+stage=baseline", "resolution=hard", "reward=l1", "reward.w_acc=0", "reward.w_fmt=0", "reward.w_tool=0",
+           "episode.max_turns=1", "logger=csv",
+           "data.num_samples=32", "trainer.max_steps=8", "grpo.prompts_per_step=4", "grpo.group_size=8",
            "checkpoint.every_n_steps=100"]
-LEARN_STEPS = 6
 
 
 def run_problem(tmp_path) -> dict:
-    overrides = [o.replace("LEARN_STEPS", str(LEARN_STEPS)) for o in PROBLEM]
     with initialize_config_dir(config_dir=str(lfpc.PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, f"output_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}"])
+        cfg = compose("config", overrides=[*PROBLEM, f"output_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}"])
     return train(cfg)["learning_curve"]
 
 
 def test_correct_grpo_raises_the_reward(tmp_path):
     curve = run_problem(tmp_path)
-    assert curve["reward/total"]["change"] >= 0.2, curve
-    assert curve["rollout/tool_calls"]["change"] >= 0.0, curve
+    assert curve["reward/total"]["change"] >= 0.3, curve
+    assert curve["rollout/tool_calls"]["last_quarter"] >= 0.7, curve
 
 
 def test_flipped_advantages_do_not_raise_the_reward(tmp_path, monkeypatch):
     original = grpo_module.group_advantages
     monkeypatch.setattr(grpo_module, "group_advantages", lambda *args: -original(*args))
     curve = run_problem(tmp_path)
-    assert curve["reward/total"]["change"] < 0.1, curve
+    assert curve["reward/total"]["change"] <= 0.0, curve
+    assert curve["rollout/tool_calls"]["last_quarter"] <= 0.3, curve

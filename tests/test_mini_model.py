@@ -3,6 +3,7 @@ RL it already does what the paper's starting model does (follows the format, rea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +11,8 @@ from safetensors.torch import load_file
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from lfpc import PROJECT_ROOT
-from lfpc.agent.parsing import parse_turn
+from lfpc.agent.env import CropEnvironment
+from lfpc.agent.prompt import tool_call_text
 from lfpc.boxes import coverage, scale_box
 from lfpc.data import patterns
 from lfpc.model import mini
@@ -69,30 +71,52 @@ def test_teacher_boxes_are_loose_but_mostly_on_target():
     assert np.median(ratios) > 2.0             # loose: the median box is more than twice the tile's area
 
 
-def _evaluate(tmp_path, budget: int, mode: str, count: int = 24) -> dict:
-    images = []
-    for i in range(count):
-        image, sample = patterns.make_pattern_sample(i, TEST_SEED)
+def _held_out(count: int):
+    return [patterns.make_pattern_sample(i, TEST_SEED) for i in range(count)]
+
+
+def _greedy(codec: ChatCodec, contexts, max_new_tokens: int) -> list[str]:
+    engine = HFRolloutEngine(load_model(SHIPPED), codec.pad_id, codec.image_pad_id, batch_size=32)
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens, stop_token_ids=codec.stop_token_ids,
+                              suppress_token_ids=codec.vision_token_ids)
+    return [codec.decode(c.token_ids) for c in engine.generate(contexts, sampling)]
+
+
+def test_before_rl_the_mini_model_reads_what_is_legible_to_it():
+    """Asked about one image (a crop, or the global view at 16 or 256 tokens), the greedy answer names the colour
+    pair of the tile: always in a crop of B2, mostly at 256 tokens, about chance (0.25) at 16 tokens (measured on
+    32 held-out questions: 1.00, 0.81, 0.16)."""
+    codec = ChatCodec.for_model(str(SHIPPED), 256)
+    accuracy = {}
+    for view in ("crop", "16", "256"):
+        contexts, answers = [], []
+        for image, sample in _held_out(32):
+            size = fit_to_budget(sample.image_size, 256 if view == "256" else 16)
+            env = CropEnvironment(sample, size, 36, max_turns=1, original=image)
+            shown = env.global_image()
+            if view == "crop":
+                shown = env.step(tool_call_text([round(v) for v in scale_box(sample.boxes[1], sample.image_size,
+                                                                              size)])).image
+            contexts.append(codec.start([{"role": "user", "content": [{"type": "image"},
+                                                                      {"type": "text", "text": sample.question}]}],
+                                        [shown]))
+            answers.append(sample.answer_text)
+        replies = _greedy(codec, contexts, 12)
+        accuracy[view] = np.mean([reply.split("<")[0].strip() == answer for reply, answer in zip(replies, answers)])
+    assert accuracy["crop"] >= 0.8 and accuracy["256"] >= 0.6 and accuracy["16"] <= 0.45, accuracy
+
+
+def test_before_rl_the_mini_model_follows_the_tool_format(tmp_path):
+    """Greedy agent episodes on held-out questions at the info-gap budget end in a well-formed answer."""
+    samples = []
+    for image, sample in _held_out(24):
         path = tmp_path / f"{sample.id}.png"
         image.save(path)
-        images.append(type(sample)(**{**sample.__dict__, "image_path": str(path)}))
+        samples.append(dataclasses.replace(sample, image_path=str(path)))
     codec = ChatCodec.for_model(str(SHIPPED), 256)
     engine = HFRolloutEngine(load_model(SHIPPED), codec.pad_id, codec.image_pad_id, batch_size=24)
-    config = EpisodeConfig(max_turns=3, max_new_tokens_per_turn=64, max_response_tokens=192, crop_max_tokens=36,
-                           crop_mode=mode)
-    sizes = [fit_to_budget(s.image_size, budget) for s in images]
-    trajectories = run_episodes(engine, codec, images, sizes, 1, config, SamplingConfig(temperature=0.0))
+    config = EpisodeConfig(max_turns=3, max_new_tokens_per_turn=64, max_response_tokens=192, crop_max_tokens=36)
+    sizes = [fit_to_budget(s.image_size, 16) for s in samples]
+    trajectories = run_episodes(engine, codec, samples, sizes, 1, config, SamplingConfig(temperature=0.0))
     scores = [score_episode(t.outcome, t.sample, RewardConfig()) for t in trajectories]
-    return {"acc": sum(s["acc"] for s in scores) / count, "fmt": sum(s["fmt"] for s in scores) / count,
-            "crops": sum(s["num_crops"] > 0 for s in scores) / count,
-            "valid": sum(parse_turn(t.turns[0]).kind != "invalid" for t in trajectories) / count}
-
-
-def test_before_rl_the_mini_model_follows_the_format_and_reads_what_is_legible(tmp_path):
-    direct_high = _evaluate(tmp_path, 256, "direct")
-    direct_low = _evaluate(tmp_path, 16, "direct")
-    assert direct_high["fmt"] >= 0.9 and direct_low["fmt"] >= 0.9, (direct_high, direct_low)
-    assert direct_high["acc"] >= 0.6, direct_high      # legible at 256 tokens: reads it
-    assert direct_low["acc"] <= 0.5, direct_low        # illegible at 16 tokens: about chance (0.25)
-    gt_low = _evaluate(tmp_path, 16, "gt")
-    assert gt_low["acc"] >= direct_low["acc"] + 0.2, (gt_low, direct_low)   # reads the crop it is given
+    assert np.mean([s["fmt"] for s in scores]) >= 0.9, [t.turns for t in trajectories]

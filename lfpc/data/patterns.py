@@ -21,6 +21,8 @@ from lfpc.boxes import Box
 from lfpc.data.records import LETTERS, Sample
 from lfpc.data.synthetic import _add_grain, _background, _nested_boxes, _pick, _place
 
+GENERATOR_VERSION = 2  # bump whenever the output for the same parameters changes (invalidates cached datasets)
+
 # Four complementary pairs; each pair's mean colour is (170, 170, 170).
 COLOR_PAIRS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "red and cyan": ((255, 85, 85), (85, 255, 255)),

@@ -384,6 +384,12 @@ def _check_params(num_samples: int, image_size: Sequence[int], seed: int, size_r
 TASKS = ("scenes", "patterns")
 
 
+def _task_version(task: str) -> int:
+    """Generator version of a non-default task (part of the cache key, so a changed generator regenerates)."""
+    from lfpc.data.patterns import GENERATOR_VERSION as patterns_version
+    return {"patterns": patterns_version}[task]
+
+
 def generate_synthetic(out_dir: str | Path, num_samples: int, image_size: tuple[int, int] = (2048, 2048),
                        seed: int = 0, size_range: tuple[int, int] | None = None,
                        question_types: Sequence[str] = QUESTION_TYPES, task: str = "scenes") -> Path:
@@ -404,7 +410,7 @@ def generate_synthetic(out_dir: str | Path, num_samples: int, image_size: tuple[
               "image_size": None if size_range else list(image_size),
               "seed": seed, "size_range": list(size_range) if size_range else None,
               "question_types": list(question_types), "jpeg_quality": JPEG_QUALITY,
-              **({"task": task} if task != "scenes" else {})}
+              **({"task": task, "task_version": _task_version(task)} if task != "scenes" else {})}
     if jsonl.is_file() and params_path.is_file() and json.loads(params_path.read_text()) == params:
         return jsonl
     params_path.unlink(missing_ok=True)  # the folder is incomplete until params.json is written again

@@ -1,14 +1,15 @@
 """The miniature base model ("mini"): the stand-in for Qwen2.5-VL-7B-Instruct in the embedded default.
 
 The paper starts RL from an instruct model that already follows the tool format, roughly localises objects and
-reads what it sees well enough (Sec. 3). The mini model gets those abilities from a short supervised pass over
-episodes of an *imperfect* scripted teacher on the pattern task (:mod:`lfpc.data.patterns`), shown at every level of
-the resolution pyramid the runs use:
+reads what it sees well enough (Sec. 3). The mini model gets those abilities from a supervised curriculum on the
+tile task (:mod:`lfpc.data.patterns`), with the images shown at every level of the resolution pyramid the runs use:
+``read`` (a crop around the tile -> the answer), ``perceive`` (crops and global views -> the answer; a global view
+-> a zoom-in call on the tile), then ``act``: full episodes of an *imperfect* scripted teacher:
 
-* half the time the teacher answers directly from the global view (right when the pattern is legible there, a
-  guess the model cannot learn better than chance when it is not), so RL has tool use to gain (Stage I);
+* half the time the teacher answers directly from the global view (right when the colours are legible there, a
+  guess the model cannot learn better than chance when they are not), so RL has tool use to gain (Stage I);
 * otherwise it zooms in once with a loose, jittered box around the tile (and 15% of the time a box that misses
-  it), so RL has precision to gain (Stage II); then it names the pattern (the option's text).
+  it), so RL has precision to gain (Stage II); then it names the colour pair (the option's text).
 
 The model is the real ``Qwen2_5_VLForConditionalGeneration`` at ~2M parameters (tokenizer trained locally on the
 project's prompts). ``python -m lfpc.model.mini --out models/mini`` regenerates the shipped weights from scratch
@@ -69,7 +70,8 @@ RECIPE: dict = {
     # episodes); reading crops alone learns ~10x faster than inside the mixture
     "curriculum": [{"phase": "read", "steps": 300, "batch_size": 32, "lr": 1e-3},
                    {"phase": "perceive", "steps": 300, "batch_size": 32, "lr": 1e-3},
-                   {"phase": "act", "steps": 150, "batch_size": 16, "lr": 5e-4}],
+                   {"phase": "act", "steps": 150, "batch_size": 16, "lr": 5e-4},
+                   {"phase": "act", "steps": 300, "batch_size": 16, "lr": 5e-4}],
 }
 
 
@@ -240,11 +242,11 @@ def pretrain_mini(out_dir: str | Path, recipe: dict = RECIPE, steps: int | None 
         codec = ChatCodec.for_model(str(staging), recipe["views"]["max_tokens"])
         model = load_model(staging).train()
         teacher = ImperfectTeacher(**recipe["teacher"])
-        start, first_index, final_losses = time.time(), 0, {}
+        start, first_index, final_losses = time.time(), 0, []
         for phase in curriculum:
             losses = _train_phase(model, codec, teacher, recipe, phase, first_index)
             first_index += phase["steps"] * phase["batch_size"]
-            final_losses[phase["phase"]] = float(np.mean(losses[-50:]))
+            final_losses.append([phase["phase"], float(np.mean(losses[-50:]))])
         model.save_pretrained(staging)
         record = {"recipe": recipe, "recipe_fingerprint": recipe_fingerprint(recipe),
                   "steps_run": [phase["steps"] for phase in curriculum], "final_losses": final_losses,
