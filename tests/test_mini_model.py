@@ -4,9 +4,11 @@ RL it already does what the paper's starting model does (follows the format, rea
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 
 import numpy as np
+from PIL import Image
 from safetensors.torch import load_file
 from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -15,6 +17,7 @@ from lfpc.agent.env import CropEnvironment
 from lfpc.agent.prompt import initial_messages, tool_call_text
 from lfpc.boxes import coverage, scale_box
 from lfpc.data import patterns
+from lfpc.data.synthetic import JPEG_QUALITY
 from lfpc.model import mini
 from lfpc.model.loading import load_model
 from lfpc.rollout.base import SamplingConfig
@@ -72,7 +75,14 @@ def test_teacher_boxes_are_loose_but_mostly_on_target():
 
 
 def _held_out(count: int):
-    return [patterns.make_pattern_sample(i, TEST_SEED) for i in range(count)]
+    """The first ``count`` test questions with their images as the pipeline reads them (saved as JPEG)."""
+    held_out = []
+    for index in range(count):
+        image, sample = patterns.make_pattern_sample(index, TEST_SEED)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=JPEG_QUALITY)
+        held_out.append((Image.open(buffer).convert("RGB"), sample))
+    return held_out
 
 
 def _greedy(codec: ChatCodec, contexts, max_new_tokens: int) -> list[str]:
