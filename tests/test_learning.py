@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 PROBLEM = ["+stage=baseline", "resolution=hard", "reward=l1", "reward.w_acc=0", "reward.w_fmt=0", "reward.w_tool=0",
            "episode.max_turns=1", "logger=csv",
-           "data.num_samples=32", "trainer.max_steps=8", "grpo.prompts_per_step=4", "grpo.group_size=8", "grpo.lr=1e-4",
+           "data.num_samples=32", "trainer.max_steps=8", "grpo.prompts_per_step=4", "grpo.group_size=8",
+           "grpo.lr=1e-4",
            "checkpoint.every_n_steps=100"]
 
 
