@@ -22,6 +22,13 @@ def shifted_policy_tensors(contexts: Sequence[Context], device: torch.device | s
     return {"mask": mask[:, 1:].to(device), "rollout_logprobs": rollout[:, 1:].to(device)}
 
 
+def imitation_loss(model, contexts: Sequence[Context], pad_id: int, image_pad_id: int) -> torch.Tensor:
+    """Mean negative log-likelihood of the policy tokens of ``contexts`` (supervised imitation of scripted turns)."""
+    mask = shifted_policy_tensors(contexts)["mask"]
+    logprobs = sequence_logprobs(model, contexts, pad_id, image_pad_id)["logprobs"]
+    return -(logprobs * mask.to(logprobs.device)).sum() / mask.sum()
+
+
 def sequence_logprobs(model, contexts: Sequence[Context], pad_id: int, image_pad_id: int, temperature: float = 1.0,
                       with_entropy: bool = False, position_ids: torch.Tensor | None = None
                       ) -> dict[str, torch.Tensor]:

@@ -38,7 +38,7 @@ from lfpc.agent.prompt import (DIRECT_REMINDER, FINAL_REMINDER, REMINDER, initia
                                tool_call_text)
 from lfpc.boxes import Box, Size, scale_box
 from lfpc.data import patterns
-from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
+from lfpc.grpo.logprobs import imitation_loss
 from lfpc.model.loading import load_model
 from lfpc.model.tiny import build_tiny_tokenizer, tiny_config, write_random_checkpoint
 from lfpc.rollout.base import Context
@@ -215,9 +215,7 @@ def _train_phase(model, codec: ChatCodec, teacher: ImperfectTeacher, recipe: dic
     bar = tqdm(range(phase["steps"]), desc=f"mini pre-training: {phase['phase']}")
     for step in bar:
         batch = make_batch(codec, teacher, recipe, first_index + step * size, size)
-        mask = shifted_policy_tensors(batch)["mask"]
-        logprobs = sequence_logprobs(model, batch, codec.pad_id, codec.image_pad_id)["logprobs"]
-        loss = -(logprobs * mask).sum() / mask.sum()
+        loss = imitation_loss(model, batch, codec.pad_id, codec.image_pad_id)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["train"]["max_grad_norm"])

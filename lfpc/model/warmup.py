@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from lfpc.agent.prompt import tool_call_text
 from lfpc.data.records import LETTERS, Sample
-from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
+from lfpc.grpo.logprobs import imitation_loss
 from lfpc.model.loading import load_model, model_fingerprint
 from lfpc.rollout.base import Completion, Context, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
@@ -72,9 +72,7 @@ def warm_up(base_dir: str | Path, out_dir: str | Path, samples: Sequence[Sample]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     for step in tqdm(range(steps), desc="format warm-up", leave=False):
         batch = [contexts[(step * 4 + k) % len(contexts)] for k in range(4)]
-        mask = shifted_policy_tensors(batch)["mask"]
-        logprobs = sequence_logprobs(model, batch, codec.pad_id, codec.image_pad_id)["logprobs"]
-        loss = -(logprobs * mask).sum() / mask.sum()
+        loss = imitation_loss(model, batch, codec.pad_id, codec.image_pad_id)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
