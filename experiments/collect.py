@@ -209,7 +209,7 @@ def hyperparameter_table(definition: Definition, runs_dir: Path) -> Table:
     notes = ["Read back from each job's .hydra/config.yaml; prompts and PPO mini-batch are global (all devices); "
              "learning rate includes lr_scale."]
     if definition.paper_columns:
-        notes.append(f"Paper columns: the paper's settings as summarised in DESIGN.md ({paper_numbers.PAPER}); "
+        notes.append(f"Paper columns: the paper's settings (Table 12 of {paper_numbers.PAPER}); "
                      "? = not given there.")
     return Table(definition.number or 0, definition.title,
                  ["Hyper-parameter", *(j.label for j in jobs), *definition.paper_columns], rows, notes)

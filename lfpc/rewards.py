@@ -1,7 +1,7 @@
 """Pure reward functions of LFPC: answer accuracy, format, tool use and the Stage II grounding rewards.
 
 All boxes are in ORIGINAL image pixels. ``score_episode`` combines the components of one finished
-trajectory into the scalar GRPO reward (DESIGN.md section 1).
+trajectory into the scalar GRPO reward (paper Sec. 3).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The model sees the global image resized to ``display_size`` and gives boxes in that frame; the box is
 mapped to the original image, checked, cropped there and resized under the crop token budget.
-Modes (attention-to-crop tests, DESIGN.md section 1): ``pred`` crops the predicted box; ``gt`` crops the
+Modes (attention-to-crop tests, paper Sec. 3 and Table 1): ``pred`` crops the predicted box; ``gt`` crops the
 smallest GT box B1 whatever the prediction; ``noise`` returns seeded uniform noise of the crop's size;
 ``direct`` forbids the tool (a tool call ends the episode without an answer).
 """

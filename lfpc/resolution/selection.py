@@ -1,4 +1,4 @@
-"""Offline resolution selection (DESIGN.md section 1, Stage I): per sample, the global-view size to train with.
+"""Offline resolution selection (paper Sec. 3.2, Stage I): per sample, the global-view size to train with.
 
 For each sample a downsampling pyramid is built (level 0 = the original image at the global token budget,
 each next level scaled by ``scale`` down to ``min_tokens``). The model answers the question directly

@@ -2,7 +2,7 @@
 
 Sizes are ``(width, height)``. A size returned here has both sides multiples of :data:`PATCH` and lies
 inside its pixel range, so the Qwen2.5-VL image processor (given the same or looser ``min_pixels`` /
-``max_pixels``) keeps it unchanged and the visual-token count is known exactly (DESIGN.md section 2).
+``max_pixels``) keeps it unchanged and the visual-token count is known exactly (the Qwen2.5-VL resize rule).
 """
 
 from __future__ import annotations
