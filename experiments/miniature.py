@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -264,11 +265,23 @@ def results_markdown(summary: Mapping, base: Path | None = None) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # The collector
 
+def publish_artifacts(summary: Mapping, out: Path, folder: Path) -> dict:
+    """Copy the tables, figures and summary of ``out`` into ``folder`` (a tracked folder beside the repository's
+    report, as ``experiments_out/`` is not committed); returns the summary with its figures pointing there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(out.iterdir()):
+        if path.is_file() and path.suffix in {".png", ".csv", ".md", ".json"} and path.name != "RESULTS.md":
+            shutil.copy2(path, folder / path.name)
+    figures = {name: {**figure, "png": str(folder / Path(figure["png"]).name),
+                      "csv": str(folder / Path(figure["csv"]).name)} for name, figure in summary["figures"].items()}
+    return {**summary, "figures": figures}
+
+
 def collect_miniature(definition: Definition, runs_dir: Path, out: Path, resamples: int = RESAMPLES,
                       seed: int = 0) -> str:
     """Write ``miniature.json``, ``table{1,3,5}.md/.csv``, ``figure{5,6}.png/.csv`` and ``RESULTS.md`` into ``out``
-    (and the report into the definition's ``report`` file at the repository root when the runs are of the
-    definition's size); returns the report and the targets check."""
+    (and, when the runs are of the definition's size, the report into the definition's ``report`` file at the
+    repository root with its artefacts in ``results/<name>/``); returns the report and the targets check."""
     from analysis.dynamics import load_runs, write_figure
     from experiments.collect import eval_folders, job_cost, train_jobs
 
@@ -309,10 +322,10 @@ def collect_miniature(definition: Definition, runs_dir: Path, out: Path, resampl
     for table in miniature_tables(summary):
         (out / f"table{table.number}.md").write_text(tables.table_markdown(table) + "\n")
         tables.write_csv(table, out / f"table{table.number}.csv")
-    reports = [out / "RESULTS.md"]
+    reports = {out / "RESULTS.md": summary}
     if definition.report and manifest.get("size") == definition.size:
-        reports.append(ROOT / definition.report)
-    for path in reports:
-        path.write_text(results_markdown(summary, path.parent))
+        reports[ROOT / definition.report] = publish_artifacts(summary, out, ROOT / "results" / definition.name)
+    for path, shown in reports.items():
+        path.write_text(results_markdown(shown, path.parent))
     return "\n\n".join([results_markdown(summary, Path.cwd()), targets_text(check_targets(summary)),
                         "Written: " + ", ".join(str(p) for p in reports)])
