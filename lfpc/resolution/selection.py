@@ -8,7 +8,8 @@ each next level scaled by ``scale`` down to ``min_tokens``). The model answers t
 The reference ("the original image") is the image at ``reference_max_tokens`` visual tokens, by default
 the global budget itself (= level 0): the policy never sees more than the budget, so the gap is measured
 against what it would see without one; a larger reference (e.g. 16384) makes level 0 itself a candidate.
-An answer is the option letter :func:`lfpc.rewards.extract_choice` finds, or ``"none"`` for no valid answer.
+An answer is its canonical form (:func:`lfpc.answers.answer_key`: the option letter with options), or
+``"none"`` for no valid answer.
 
 Stopping rule ``stop``: ``first_divergence`` queries levels until the first divergence (the paper),
 ``all`` queries every level (answers for analysis; same choice). Results go to a resumable manifest
@@ -27,11 +28,11 @@ from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from lfpc.answers import answer_key
 from lfpc.boxes import Size
 from lfpc.data.records import Sample
 from lfpc.resolution.manifest import Manifest, manifest_lock
 from lfpc.resolution.strategies import NEVER_DIVERGED, NO_ANSWER, STRATEGIES, choose_level, divergence_level
-from lfpc.rewards import extract_choice
 from lfpc.rollout.base import RolloutEngine, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import EpisodeConfig, run_episodes
@@ -145,7 +146,7 @@ def rollout_answerer(engine: RolloutEngine, codec: ChatCodec, max_new_tokens: in
 
     def answer(samples: Sequence[Sample], sizes: Sequence[Size]) -> list[str]:
         trajectories = run_episodes(engine, codec, samples, sizes, 1, episode, greedy)
-        return [extract_choice(t.outcome.answer, t.sample.options) or NO_ANSWER for t in trajectories]
+        return [answer_key(t.outcome.answer, t.sample) or NO_ANSWER for t in trajectories]
 
     return answer
 
