@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,3 +182,48 @@ def test_command_line(tmp_path, capsys):
 ])
 def test_split_choices(question, answer, expected):
     assert split_choices(question, answer) == expected
+
+
+def one_row_per_source(folder: Path) -> dict[str, tuple[Path, Path]]:
+    """A free-form question in each source's schema: source -> (input file, image root)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_image(folder / "imgs" / "a.jpg", 512, 384)
+    parquet = {"deepeyes": [deepeyes_row(0, "How many red squares are there?", "3", [png(512, 384)])],
+               "thinklite": [{"problem": "<image>Is the image red?", "answer": "yes", "image": png(512, 384)}],
+               "pixel_reasoner": [{"qid": "q1", "question": "<image>\nWhat is the colour?", "answer": "green",
+                                   "image": ["imgs/a.jpg"], "is_video": False}]}
+    json_rows = {"cof": [{"question": "What colour is it?", "groundtruth": "green", "image_name": "a.jpg",
+                          "data_source": "vstar"}],
+                 "visualprobe": [{"images": ["imgs/a.jpg"], "problem": "<image>\nWhat is shown?",
+                                  "solution": "a green square", "doc_id": 1}]}
+    inputs = {}
+    for source, rows in parquet.items():
+        pq.write_table(pa.Table.from_pylist(rows), folder / f"{source}.parquet")
+        inputs[source] = (folder / f"{source}.parquet", folder)
+    for source, rows in json_rows.items():
+        (folder / f"{source}.json").write_text(json.dumps(rows))
+        inputs[source] = (folder / f"{source}.json", folder / "imgs" if source == "cof" else folder)
+    return inputs
+
+
+@pytest.mark.slow
+def test_train_py_trains_on_converted_free_form_rows_of_every_source(tmp_path):
+    """The paper's Stage I command on converted data: every source's row is rolled out and scored."""
+    lines = []
+    for source, (path, root) in one_row_per_source(tmp_path / "src").items():
+        out = tmp_path / "converted" / f"{source}.jsonl"
+        assert convert_file(SOURCES[source], path, out, image_root=root).kept == 1
+        lines += out.read_text().splitlines()
+    data = tmp_path / "converted" / "stage1.jsonl"  # image paths are relative to the same folder
+    data.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    args = [sys.executable, "train.py", "+stage=infogap", "data=jsonl", f"data.path={data}", "logger=csv",
+            "model=tiny", "grpo=tiny", "vision.global_max_tokens=64", "model.warmup.steps=20", "trainer.max_steps=1",
+            "grpo.group_size=2", "grpo.prompts_per_step=5", "grpo.mini_batch_size=2", "episode.max_turns=2",
+            f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"]
+    proc = subprocess.run(args, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rollouts = [json.loads(line) for line in (run / "rollouts" / "rank0.jsonl").read_text().splitlines()]
+    assert {r["sample_id"].split("-")[0] for r in rollouts} == {"deepeyes", "thinklite", "pixelreasoner", "cof",
+                                                               "visualprobe"}
