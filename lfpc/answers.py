@@ -29,7 +29,8 @@ _NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)|[-+]?\.\d+"
 _NUMBER_RE = re.compile(_NUMBER)
 _CURRENCY = {"$": "dollar", "€": "euro", "£": "pound"}
 # The whole text is one quantity: optional currency sign, a number, an optional unit of at most three words.
-_QUANTITY = re.compile(rf"^(?P<cur>[$€£])?\s*(?P<num>{_NUMBER})\s*(?P<unit>(?:%|°|[a-z]+\.?)(?:\s+[a-z]+\.?){{0,2}})?$")
+_QUANTITY = re.compile(rf"^(?P<cur>[$€£])?\s*(?P<num>{_NUMBER})\s*"
+                       r"(?P<unit>(?:%|°|[a-z]+\.?)(?:\s+[a-z]+\.?){0,2})?$")
 _NUMBER_WORDS = {word: str(i) for i, word in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty".split())}

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+import torch
+
+from lfpc.model.loading import load_model
 from lfpc.rollout.base import RolloutEngine, SamplingConfig
-
-if TYPE_CHECKING:
-    from lfpc.rollout.codec import ChatCodec
+from lfpc.rollout.codec import ChatCodec
+from lfpc.rollout.hf import HFRolloutEngine
 
 JUDGE_PROMPT = ("Decide whether a model's answer to a question means the same as the reference answer.\n"
                 "Question: {question}\nReference answer: {truth}\nModel answer: {answer}\n"
@@ -73,3 +75,14 @@ class EngineJudge:
         context = self.codec.start([{"role": "user", "content": [{"type": "text", "text": text}]}], [])
         completion = self.engine.generate([context], self.sampling)[0]
         return self.codec.decode(completion.token_ids).strip().lower().startswith("yes")
+
+
+def load_judge(model: str | Path, cache: str | Path, device: str | torch.device = "cpu",
+               dtype: str = "bfloat16") -> CachedJudge:
+    """A cached :class:`EngineJudge` on the local Qwen2.5-VL folder ``model`` (never downloaded: a missing folder
+    raises), generating with the project's HF rollout engine on ``device``."""
+    if not Path(model).is_dir():
+        raise FileNotFoundError(f"judge.model {model}: not a local model folder (the judge never downloads)")
+    codec = ChatCodec.for_model(str(model), max_tokens=4)
+    engine = HFRolloutEngine(load_model(model, dtype=dtype).to(device), codec.pad_id, codec.image_pad_id)
+    return CachedJudge(EngineJudge(engine, codec), cache)

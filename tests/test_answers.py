@@ -4,7 +4,7 @@ import pytest
 
 from lfpc.answers import answer_key, grade, is_correct, match_free_form, normalize_text
 from lfpc.data.records import Sample
-from lfpc.judge import CachedJudge, EngineJudge
+from lfpc.judge import CachedJudge, EngineJudge, load_judge
 from lfpc.rollout.base import Completion
 
 
@@ -153,3 +153,12 @@ def test_engine_judge_asks_greedy_yes_no():
     text = codec.messages[0]["content"][0]["text"]
     assert "What colour?" in text and "red" in text and "crimson" in text
     assert EngineJudge(FakeEngine(2), codec)("What colour?", "red", "blue") is False
+
+
+def test_load_judge_runs_a_local_model_and_never_downloads(tiny_model_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        load_judge("Qwen/Qwen2.5-VL-72B-Instruct", tmp_path / "cache.jsonl")
+    judge = load_judge(tiny_model_dir, tmp_path / "cache.jsonl", dtype="float32")
+    verdict = judge("What colour?", "red", "crimson")
+    assert isinstance(verdict, bool)
+    assert len((tmp_path / "cache.jsonl").read_text().splitlines()) == 1
