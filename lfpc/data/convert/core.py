@@ -142,35 +142,28 @@ def _safe_name(record_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", record_id)
 
 
+def _complete_rows(path: Path) -> list[dict]:
+    """The JSON rows of ``path`` (none if absent); a last line without its newline (an interrupted write) is cut
+    off the file."""
+    if not path.is_file():
+        return []
+    data = path.read_text(encoding="utf-8")
+    if data and not data.endswith("\n"):
+        data = data[: data.rfind("\n") + 1]
+        path.write_text(data, encoding="utf-8")
+    return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
 class _Output:
-    """The output JSONL, its dropped log and its image folder, with the ids already done in earlier runs."""
+    """The output JSONL, its dropped log and its image folder, with the rows done by earlier runs."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.dropped_path = path.with_name(path.name + ".dropped.jsonl")
         self.report_path = path.with_name(path.name + ".report.json")
         self.image_dir = path.with_name(path.stem + "_images")
-        self.kept_ids = self._ids(path, "id")
-        self.dropped = {row_id: reason for row_id, reason in self._rows(self.dropped_path, "reason")}
-
-    @staticmethod
-    def _complete_lines(path: Path) -> list[str]:
-        """Lines of ``path``; a last line without its newline (an interrupted write) is cut off the file."""
-        if not path.is_file():
-            return []
-        data = path.read_text(encoding="utf-8")
-        if data and not data.endswith("\n"):
-            data = data[: data.rfind("\n") + 1]
-            path.write_text(data, encoding="utf-8")
-        return [line for line in data.splitlines() if line.strip()]
-
-    def _rows(self, path: Path, value: str) -> Iterator[tuple[str, str]]:
-        for line in self._complete_lines(path):
-            row = json.loads(line)
-            yield str(row["id"]), row.get(value)
-
-    def _ids(self, path: Path, key: str) -> set[str]:
-        return {row_id for row_id, _ in self._rows(path, key)}
+        self.kept_ids = {str(row["id"]) for row in _complete_rows(path)}
+        self.dropped = {str(row["id"]): row["reason"] for row in _complete_rows(self.dropped_path)}
 
 
 def _image_path(record: Record, image_dir: Path) -> Path:
