@@ -1,6 +1,6 @@
 """Grading a model's final answer against the ground truth, for multiple-choice and free-form questions.
 
-The paper's accuracy reward is 1 when the final answer "matches the ground-truth response" (paper Sec. 3); its
+The paper's accuracy reward is 1 when the final answer "matches the ground-truth response" (paper Sec. 4.1); its
 Stage I sources are mostly open-ended QA (paper Sec. 5.1). Rules settle what they can: option letters or option
 text when the question has options, numbers (units, thousands separators, number words), yes/no, and text equal
 after normalisation (case, punctuation, articles, whitespace). A rule either decides (True/False) or leaves the

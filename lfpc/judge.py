@@ -1,7 +1,7 @@
 """Optional judge for free-form answers no rule can grade: a local model, its verdicts cached on disk.
 
 DeepEyes grades open-ended answers with an LLM judge; the paper only says the answer must match the ground
-truth (paper Sec. 3). The judge is off unless one is passed to :func:`lfpc.answers.is_correct`, and it only
+truth (paper Sec. 4.1). The judge is off unless one is passed to :func:`lfpc.answers.is_correct`, and it only
 ever runs a local model through the project's own rollout engine, never a network service.
 """
 

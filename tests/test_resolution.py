@@ -292,7 +292,7 @@ def test_display_sizer_and_cli_read_the_cached_selection(codec, tiny_model_dir, 
     # fill the manifest with the scripted answers, under the fingerprint the config gives the tiny model
     _run(codec, samples, cfg.resolution.manifest, config=selection_config(cfg),
          fingerprint=model_fingerprint(tiny_model_dir))
-    sizer = C.display_sizer(cfg, str(tiny_model_dir), samples)
+    sizer = C.display_sizer(cfg, str(tiny_model_dir), samples + samples[:1])  # a mix may repeat a sample
     kept = C.trainable_samples(samples, sizer, cfg)
     assert [s.id for s in kept] == ["early", "first"]  # "invalid" and "never" never diverged: dropped
     assert [sizer(s) for s in kept] == [(112, 112), (168, 168)]
