@@ -251,6 +251,7 @@ def _vstar_sample(json_path: Path, split: str, category: str, subtask: str) -> S
     targets = _field(data, "target_object", list, where)
     if not targets or not all(isinstance(t, str) and t.strip() for t in targets):
         raise DatasetError(f"{where}: field 'target_object' must list at least 1 non-empty string")
+    _field(data, "options", list, where)  # V* is multiple choice (a JSONL row without options is free-form)
     raw_boxes = _field(data, "bbox", list, where)
     if len(raw_boxes) != len(targets):
         raise DatasetError(f"{where}: field 'bbox' has {len(raw_boxes)} boxes for {len(targets)} target objects")
