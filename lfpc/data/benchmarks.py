@@ -53,7 +53,10 @@ def question_rng(seed: int, question_id: str) -> random.Random:
 
 
 def shuffle_sample(sample: Sample, seed: int) -> Sample:
-    """Return ``sample`` with its options shuffled (seeded by ``seed`` and ``sample.id``) and the answer remapped."""
+    """Return ``sample`` with its options shuffled (seeded by ``seed`` and ``sample.id``) and the answer remapped
+    (a free-form question, without options, unchanged)."""
+    if not sample.options:
+        return sample
     options, answer = shuffle_options(sample.options, LETTERS.index(sample.answer), question_rng(seed, sample.id))
     return replace(sample, options=options, answer=answer)
 
