@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+from lfpc.answers import answer_key, is_correct
 from lfpc.boxes import Box, coverage, iou
 from lfpc.evaluation.data import subtask_of
 from lfpc.jsonl_log import append_json_lines, complete_lines
-from lfpc.answers import answer_key, is_correct
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import Trajectory
 

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 STOP_RULES = ("first_divergence", "all")
 
 AnswerFn = Callable[[Sequence[Sample], Sequence[Size]], list[str]]
-"""Answers ``samples[i]`` shown at ``sizes[i]`` for every i, in one batch: an option letter or ``"none"``."""
+"""Answers ``samples[i]`` shown at ``sizes[i]`` for every i, in one batch: a canonical answer or ``"none"``."""
 
 
 @dataclass(frozen=True)
