@@ -36,6 +36,7 @@ _NUMBER_WORDS = {word: str(i) for i, word in enumerate(
     "seventeen eighteen nineteen twenty".split())}
 _NUMBER_WORDS.update({"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70",
                       "eighty": "80", "ninety": "90", "hundred": "100"})
+_NUMBER_WORD_RE = re.compile(r"\b(?:" + "|".join(_NUMBER_WORDS) + r")\b")
 _UNIT_ALIASES = {
     "%": "percent", "per cent": "percent", "percentage": "percent",
     "meter": "m", "meters": "m", "metre": "m", "metres": "m",
@@ -60,9 +61,6 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"(?<!\d)[.,]|[.,](?!\d)", " ", text)  # keep "3.5" and "1,000", drop other dots and commas
     text = re.sub(r"[^\w\s.,]", " ", text.replace("_", " "))
     return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-_NUMBER_WORD_RE = re.compile(r"\b(?:" + "|".join(_NUMBER_WORDS) + r")\b")
 
 
 def _words_to_digits(text: str) -> str:
