@@ -78,7 +78,7 @@ def display_sizer(cfg: DictConfig, path: str, samples: list[Sample]) -> DisplayS
     selected = None
     if r.strategy == "answer_divergence":
         from lfpc.resolution.select import run_selection
-        selected = run_selection(cfg, path, samples).sizes
+        selected = run_selection(cfg, path, list(dict.fromkeys(samples))).sizes  # a mix may repeat samples
     return DisplaySizer(r.strategy, cfg.vision.global_max_tokens, r.scale, r.min_tokens, seed=cfg.seed,
                         selected=selected)
 

@@ -7,66 +7,23 @@ trajectory into the scalar GRPO reward (paper Sec. 3).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
+from lfpc.answers import is_correct
 from lfpc.boxes import Box, Size, coverage, iou, normalized_l1
-from lfpc.data.records import LETTERS, Sample
+from lfpc.data.records import Sample
+
+if TYPE_CHECKING:
+    from lfpc.judge import Judge
 
 IOU_MODES = ("none", "thresh", "nothresh")
 GROUNDING_BOXES = ("first", "last", "best")
 
-_EDGE_JUNK = re.compile(r"^[\W_]+|[\W_]+$")
-_ARTICLE = re.compile(r"^(?:the|a|an)\s+")
-# "B", "Option B", "The answer is (B)", "B. red", "B) red", "B: red" (surrounding punctuation already stripped).
-_LETTER = re.compile(r"^(?:(?:the\s+)?(?:option|choice|answer)(?:\s+is)?(?:\s*:\s*|\s+|(?=\()))?"
-                     r"\(?([a-z])(?:\s*[.):]\s*(.*)|\)?$)", re.IGNORECASE | re.DOTALL)
 
-
-def _strip_edges(text: str) -> str:
-    return _EDGE_JUNK.sub("", " ".join(text.split()))
-
-
-def _normalize_text(text: str) -> str:
-    """Lower-case, collapse whitespace, strip surrounding punctuation and a leading article."""
-    text = _strip_edges(text.lower())
-    return _strip_edges(_ARTICLE.sub("", text))
-
-
-def _text_matches(text: str, options: Sequence[str]) -> set[str]:
-    """Letters of the options whose normalized text equals the normalized ``text``."""
-    norm = _normalize_text(text)
-    if not norm:
-        return set()
-    return {letter for letter, option in zip(LETTERS, options) if _normalize_text(option) == norm}
-
-
-def extract_choice(answer: str | None, options: Sequence[str]) -> str | None:
-    """Map a final answer ("B", "(B)", "B. red", "Option B", "The Red.", ...) to an option letter.
-
-    Every reading of the answer (a letter, the text after a letter, the whole text as an option) adds
-    its option; the letter is returned only when exactly one option matches, else None.
-    """
-    if len(options) > len(LETTERS):
-        raise ValueError(f"at most {len(LETTERS)} options can be lettered, got {len(options)}")
-    if answer is None:
-        return None
-    letters = LETTERS[: len(options)]
-    candidates = _text_matches(answer, options)
-    match = _LETTER.match(_strip_edges(answer))
-    if match:
-        letter = match.group(1).upper()
-        if letter in letters:  # an out-of-range letter may still be an option's text, e.g. option "x"
-            candidates.add(letter)
-            if match.group(2):
-                candidates |= _text_matches(match.group(2), options)
-    return candidates.pop() if len(candidates) == 1 else None
-
-
-def accuracy_reward(answer: str | None, options: Sequence[str], correct_letter: str) -> float:
-    """1.0 when ``answer`` resolves to ``correct_letter``, else 0.0."""
-    return 1.0 if extract_choice(answer, options) == correct_letter else 0.0
+def accuracy_reward(answer: str | None, sample: Sample, judge: Judge | None = None) -> float:
+    """1.0 when ``answer`` answers ``sample`` correctly (:func:`lfpc.answers.is_correct`), else 0.0."""
+    return 1.0 if is_correct(answer, sample, judge) else 0.0
 
 
 @dataclass(frozen=True)
@@ -164,13 +121,16 @@ def _scored_box(crops: Sequence[Box], gt_boxes: Sequence[Box], cfg: RewardConfig
     return max(crops, key=lambda box: conditional_iou_reward(box, gt_boxes, cfg.tau, require))
 
 
-def score_episode(outcome: EpisodeOutcome, sample: Sample, cfg: RewardConfig) -> dict[str, float]:
+def score_episode(outcome: EpisodeOutcome, sample: Sample, cfg: RewardConfig,
+                  judge: Judge | None = None) -> dict[str, float]:
     """Reward components ``acc, fmt, tool, iou, l1``, their weighted ``total`` and diagnostics.
+
+    ``judge`` settles free-form answers no rule can grade (none: they score 0).
 
     Diagnostics: ``num_crops``; ``best_iou`` (max plain IoU of any crop with any GT box); ``b1_coverage``
     (coverage of B1 by the scored crop). Grounding terms are 0 without crops or without GT boxes.
     """
-    acc = accuracy_reward(outcome.answer, sample.options, sample.answer)
+    acc = accuracy_reward(outcome.answer, sample, judge)
     fmt = format_reward(outcome)
     tool = tool_reward(acc == 1.0, outcome.num_crops)
     iou_term = l1_term = best_iou = b1_coverage = 0.0

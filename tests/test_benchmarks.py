@@ -239,6 +239,11 @@ def test_shuffle_sample_is_seeded_by_seed_and_id():
         assert shuffle_sample(sample, seed).answer_text == "c"
 
 
+def test_shuffle_sample_leaves_free_form_questions_alone():
+    sample = Sample(id="q1", image_path="x.png", question="How many?", options=(), answer="3")
+    assert shuffle_sample(sample, 3) is sample
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # V* fixture: 2 questions per split; bbox is [x, y, w, h] in original pixels.
 

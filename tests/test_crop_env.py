@@ -1,5 +1,6 @@
 """Crop environment: box mapping, validation, turn limits, modes; and the decoded-image cache."""
 
+import dataclasses
 import json
 import os
 
@@ -9,7 +10,7 @@ from PIL import Image
 
 from lfpc.agent.env import CropEnvironment
 from lfpc.agent.prompt import (DIRECT_REMINDER, FINAL_REMINDER, REMINDER, TOOL_NAME, initial_messages,
-                               question_text, system_prompt, tool_response_content)
+                               observation_text, question_text, system_prompt, tool_response_content)
 from lfpc.data.records import Sample
 from lfpc.vision.images import ImageCache
 
@@ -266,3 +267,16 @@ def test_prompts_carry_the_tool_options_and_display_size(big):
     messages = initial_messages(sample, (1008, 756))
     assert [m["role"] for m in messages] == ["system", "user"]
     assert [item["type"] for item in messages[1]["content"]] == ["image", "text"]
+
+
+def test_free_form_prompts_ask_for_a_short_answer(big):
+    sample = dataclasses.replace(make_sample(big[0]), options=(), answer="red")
+    text = question_text(sample, (1008, 756))
+    assert "Options" not in text and "letter" not in text and "short final answer" in text
+    system = initial_messages(sample, (1008, 756))[0]["content"][0]["text"]
+    assert "short final answer" in system and "letter" not in system
+    assert observation_text(None, 1, free_form=True) == REMINDER.replace("LETTER", "ANSWER")
+    assert observation_text(None, 0, free_form=True) == FINAL_REMINDER.replace("LETTER", "ANSWER")
+    assert observation_text(None, 1, tools=False, free_form=True) == DIRECT_REMINDER.replace("LETTER", "ANSWER")
+    multiple_choice = initial_messages(make_sample(big[0]), (1008, 756))[0]["content"][0]["text"]
+    assert "letter of the correct option" in multiple_choice

@@ -1,5 +1,8 @@
 """Dataset mixing by ratio."""
 
+import logging
+from collections import Counter
+
 import pytest
 
 from lfpc.data.mix import mix_by_ratio
@@ -26,6 +29,26 @@ def test_total_none_takes_whole_sources_with_positive_ratio():
     assert sorted(s.id for s in mixed) == ["a0", "a1", "a2"]
 
 
-def test_too_small_source_is_named():
-    with pytest.raises(ValueError, match="source 'b' has 2 samples but its ratio asks for 5"):
-        mix_by_ratio([("a", make("a", 10), 1.0), ("b", make("b", 2), 1.0)], total=10)
+def test_too_small_source_is_drawn_with_replacement_evenly(caplog):
+    with caplog.at_level(logging.INFO, logger="lfpc.data.mix"):
+        mixed = mix_by_ratio([("a", make("a", 10), 1.0), ("b", make("b", 2), 1.0)], total=10)
+    b = Counter(s.id for s in mixed if s.id.startswith("b"))
+    assert sum(b.values()) == 5 and sorted(b.values()) == [2, 3]  # 5 draws from 2 samples: 2 + 3
+    assert len({s.id for s in mixed if s.id.startswith("a")}) == 5  # a is drawn without replacement
+    assert "a 5 of 10, b 5 of 2 (with replacement)" in caplog.text
+
+
+def test_default_total_is_one_to_one_with_every_sample_at_least_once():
+    """Table 8: Stage I data and 256 VisualProbe samples at 1:1 -> all of Stage I, as many VisualProbe draws."""
+    mixed = mix_by_ratio([("stage1", make("s", 12), 1.0), ("vp", make("v", 4), 1.0)], total=None, seed=3)
+    ids = Counter(s.id[0] for s in mixed)
+    assert ids == {"s": 12, "v": 12}
+    assert {s.id for s in mixed if s.id.startswith("s")} == {f"s{i}" for i in range(12)}
+    assert Counter(s.id for s in mixed if s.id.startswith("v")) == {f"v{i}": 3 for i in range(4)}
+
+
+def test_bad_mixes_are_named():
+    with pytest.raises(ValueError, match="source 'b' has ratio 1.0 but no samples"):
+        mix_by_ratio([("a", make("a", 2), 1.0), ("b", [], 1.0)], total=None)
+    with pytest.raises(ValueError, match="negative ratio"):
+        mix_by_ratio([("a", make("a", 2), 1.0), ("b", make("b", 2), -0.5)], total=None)

@@ -62,6 +62,7 @@ BAD_ROWS = {
     "too few options": (json.dumps(_row(options=["red"], answer="A")), "'options'", "at least 2"),
     "empty option": (json.dumps(_row(options=["red", " "], answer="A")), "'options'", "non-empty"),
     "meta not an object": (json.dumps(_row(meta=[1])), "'meta'", "must be dict"),
+    "empty free-form answer": (json.dumps(_row(options=[], answer=" ")), "'answer'", "must not be empty"),
 }
 
 
@@ -93,6 +94,20 @@ def test_valid_rows_load(folder):
     assert first.meta == {"question_type": "color"}
     assert second.boxes == () and second.meta == {} and second.category == "cross"
     assert second.source == "jsonl"  # default when the row names no source
+
+
+def test_free_form_rows_load(folder):
+    """A row without options (absent, null or empty) is a free-form question whose answer is the reference text."""
+    absent = _without("options") | {"answer": "12 meters"}
+    path = _write(folder, json.dumps(absent), json.dumps(_row(id="q2", options=None, answer="yes")),
+                  json.dumps(_row(id="q3", options=[], answer="Harbinger School")))
+    first, second, third = load_jsonl(path)
+    assert first.options == () and first.answer == "12 meters" and first.answer_text == "12 meters"
+    assert second.options == () and second.answer == "yes"
+    assert third.answer_text == "Harbinger School"
+    out = folder / "copy.jsonl"
+    write_jsonl([first], out)
+    assert load_jsonl(out)[0] == first
 
 
 def test_relative_dataset_path_gives_absolute_image_paths(folder, monkeypatch):

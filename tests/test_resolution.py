@@ -37,7 +37,7 @@ LEVELS = [(w, w) for w in WIDTHS]
 SCRIPT = {
     "early": dict(zip(WIDTHS, "AABBC")),    # first differs at 112 (level 2)
     "first": dict(zip(WIDTHS, "CDDDD")),    # first differs at 168 (level 1)
-    "invalid": dict(zip(WIDTHS, "AAAA?")),  # "none" at 56 differs from "A" (level 4)
+    "invalid": dict(zip(WIDTHS, "AAAA?")),  # no valid answer at 56: asked again, then skipped (no divergence)
     "never": dict(zip(WIDTHS, "BBBBB")),    # never differs
 }
 CONFIG = SelectionConfig(strategy="answer_divergence", max_tokens=64, min_tokens=4, batch_samples=8,
@@ -112,10 +112,40 @@ def test_answer_divergence_stops_at_first_differing_level(codec, image_path, tmp
     early = result.records["early"]
     assert early["answers"] == ["A", "A", "B", None, None] and early["divergence_level"] == 2
     assert early["model"] == FINGERPRINT and early["strategy"] == "answer_divergence"
-    assert result.records["invalid"]["answers"][4] == "none"
+    invalid = result.records["invalid"]
+    assert invalid["answers"][4] == "none" and invalid["divergence_level"] is None  # never diverged: hardest
+    assert invalid["retried"] == 1 and invalid["skipped_levels"] == 1
+    assert sorted(w for c, w in engine.queries if c == "invalid") == sorted(WIDTHS + [56])
     assert result.records["never"]["divergence_level"] is None and result.records["never"]["chosen_level"] == 4
-    # one batched call per round: reference (224, = level 0, not asked twice), then 168, 112, 84, 56
-    assert engine.calls == 5
+    stats = result.stats
+    assert (stats.never_diverged, stats.retried, stats.skipped_levels, stats.no_reference_answer) == (2, 1, 1, 0)
+    # one batched call per round: reference (224, = level 0, not asked twice), then 168, 112, 84, 56, 56 again
+    assert engine.calls == 6
+
+
+def test_a_reply_without_answer_is_asked_again_and_never_a_divergence(codec, image_path, tmp_path):
+    script = {"late": dict(zip(WIDTHS, "A?AB?")), "noref": dict(zip(WIDTHS, "?AAAA"))}
+    flaky = ScriptedAnswers(codec, script)
+    seen: set = set()
+    generate = flaky.generate
+
+    def second_time_valid(contexts, sampling):  # the retry of "late" at 168 px gets a valid answer
+        completions = generate(contexts, sampling)
+        for i, (case, width) in enumerate(flaky.queries[-len(contexts):]):
+            if (case, width) == ("late", 168) and (case, width) in seen:
+                ids = codec.tokenizer.encode("<answer>A</answer>", add_special_tokens=False) + [codec.im_end_id]
+                completions[i] = Completion(ids, [0.0] * len(ids), "stop")
+            seen.add((case, width))
+        return completions
+
+    flaky.generate = second_time_valid
+    samples = [_sample(case, image_path) for case in script]
+    result, _ = _run(codec, samples, tmp_path / "m.jsonl", script=script, engine=flaky)
+    late, noref = result.records["late"], result.records["noref"]
+    assert late["answers"] == ["A", "A", "A", "B", None] and late["divergence_level"] == 3
+    assert late["retried"] == 1 and late["skipped_levels"] == 0
+    assert noref["reference_answer"] == "none" and noref["divergence_level"] is None and noref["retried"] == 1
+    assert result.stats.no_reference_answer == 1
 
 
 def test_stop_all_queries_every_level_and_keeps_the_choice(codec, image_path, tmp_path):
@@ -124,7 +154,8 @@ def test_stop_all_queries_every_level_and_keeps_the_choice(codec, image_path, tm
     result, engine = _run(codec, samples, tmp_path / "m.jsonl", config=config)
     assert result.sizes["early"] == (112, 112) and result.sizes["first"] == (168, 168)
     assert result.records["early"]["answers"] == ["A", "A", "B", "B", "C"]
-    assert len(engine.queries) == 4 * 5 and engine.calls == 1  # every (sample, level) pair in one batch
+    # every (sample, level) pair in one batch, then the retry of "invalid" at 56 px
+    assert len(engine.queries) == 4 * 5 + 1 and engine.calls == 2
 
 
 @pytest.mark.parametrize("policy, size", [("hardest", (56, 56)), ("original", (224, 224)), ("drop", None)])
@@ -146,8 +177,8 @@ def test_hard_original_and_random_ignore_answers(codec, image_path, tmp_path):
         assert DisplaySizer(strategy, 64, min_tokens=4)(samples[0]) == expected
     config = replace(CONFIG, strategy="random", seed=3)
     result, _ = _run(codec, samples, tmp_path / "random.jsonl", config=config)
-    # the documented draw: random.Random(f"{seed}:{sample id}") picks a level index uniformly
-    expected = {s.id: LEVELS[random.Random(f"3:{s.id}").choice(range(5))] for s in samples}
+    # the documented draw: random.Random(f"{seed}:{sample id}") picks a downsampled level (1-4) uniformly
+    expected = {s.id: LEVELS[random.Random(f"3:{s.id}").choice(range(1, 5))] for s in samples}
     assert result.sizes == expected
     assert {s.id: DisplaySizer("random", 64, min_tokens=4, seed=3)(s) for s in samples} == expected
 
@@ -221,13 +252,14 @@ def test_statistics_are_reported_and_written(codec, image_path, tmp_path):
     stats = result.stats
     # chosen levels: early 2, first 1, invalid 4, never 4 (hardest)
     assert stats.level_counts == {2: 1, 1: 1, 4: 2}
-    assert stats.never_diverged_fraction == 0.25
-    # queries: early 3, first 2, invalid 5, never 5
-    assert stats.queries == 15 and stats.computed == 4 and stats.samples_per_s > 0
+    assert stats.never_diverged_fraction == 0.5  # "invalid" skips its unanswered level: no divergence either
+    # queries: early 3, first 2, invalid 5 + 1 retry, never 5
+    assert stats.queries == 16 and stats.computed == 4 and stats.samples_per_s > 0
     # mean chosen tokens: (16 + 36 + 4 + 4) / 4 = 15
     assert stats.mean_chosen_tokens == 15.0
     written = json.loads(Path(f"{tmp_path / 'm.jsonl'}.stats.json").read_text())
-    assert written["level_counts"] == {"2": 1, "1": 1, "4": 2} and written["never_diverged"] == 1
+    assert written["level_counts"] == {"2": 1, "1": 1, "4": 2} and written["never_diverged"] == 2
+    assert written["retried"] == 1 and written["skipped_levels"] == 1 and written["never_diverged_policy"] == "hardest"
 
 
 def _cfg(tmp_path, tiny_model_dir, *overrides):
@@ -242,7 +274,8 @@ def test_real_tiny_model_answers_through_the_configured_rollout_engine(tiny_mode
     cfg = _cfg(tmp_path, tiny_model_dir, "resolution.stop=all", "resolution.max_new_tokens=4")
     samples = [_sample("early", image_path), _sample("never", image_path)]
     result = run_selection(cfg, str(tiny_model_dir), samples, progress=False)
-    assert result.stats.queries == 2 * 5  # stop=all: every level of both samples (reference = level 0)
+    # stop=all: every level of both samples (reference = level 0), plus one retry of each reply without an answer
+    assert result.stats.queries == 2 * 5 + result.stats.retried
     for record in result.records.values():
         assert len(record["answers"]) == 5
         assert set(record["answers"]) <= {"A", "B", "C", "D", "none"}
@@ -259,15 +292,15 @@ def test_display_sizer_and_cli_read_the_cached_selection(codec, tiny_model_dir, 
     # fill the manifest with the scripted answers, under the fingerprint the config gives the tiny model
     _run(codec, samples, cfg.resolution.manifest, config=selection_config(cfg),
          fingerprint=model_fingerprint(tiny_model_dir))
-    sizer = C.display_sizer(cfg, str(tiny_model_dir), samples)
+    sizer = C.display_sizer(cfg, str(tiny_model_dir), samples + samples[:1])  # a mix may repeat a sample
     kept = C.trainable_samples(samples, sizer, cfg)
-    assert [s.id for s in kept] == ["early", "first", "invalid"]  # "never" dropped
-    assert [sizer(s) for s in kept] == [(112, 112), (168, 168), (56, 56)]
+    assert [s.id for s in kept] == ["early", "first"]  # "invalid" and "never" never diverged: dropped
+    assert [sizer(s) for s in kept] == [(112, 112), (168, 168)]
     with pytest.raises(KeyError, match="never"):
         sizer(samples[3])
     stats = select_main(cfg)
-    assert stats["cached"] == 4 and stats["computed"] == 0 and stats["dropped"] == 1
-    assert '"never_diverged_fraction": 0.25' in capsys.readouterr().out
+    assert stats["cached"] == 4 and stats["computed"] == 0 and stats["dropped"] == 2
+    assert '"never_diverged_fraction": 0.5' in capsys.readouterr().out
 
 
 def test_display_sizer_needs_the_selection_for_answer_divergence():

@@ -4,9 +4,10 @@ import dataclasses
 
 import pytest
 
+from lfpc.answers import extract_choice
 from lfpc.data.records import Sample
-from lfpc.rewards import (EpisodeOutcome, RewardConfig, accuracy_reward, conditional_iou_reward, extract_choice,
-                          format_reward, l1_reward, score_episode, tool_reward)
+from lfpc.rewards import (EpisodeOutcome, RewardConfig, accuracy_reward, conditional_iou_reward, format_reward,
+                          l1_reward, score_episode, tool_reward)
 
 OPTIONS = ("red", "blue", "green", "yellow")
 
@@ -84,11 +85,29 @@ def test_extract_choice_rejects_too_many_options():
 
 
 def test_accuracy_reward():
-    assert accuracy_reward("(B)", OPTIONS, "B") == 1.0
-    assert accuracy_reward("the blue", OPTIONS, "B") == 1.0
-    assert accuracy_reward("C", OPTIONS, "B") == 0.0
-    assert accuracy_reward(None, OPTIONS, "B") == 0.0
-    assert accuracy_reward("A or B", OPTIONS, "B") == 0.0
+    sample = make_sample()
+    assert accuracy_reward("(B)", sample) == 1.0
+    assert accuracy_reward("the blue", sample) == 1.0
+    assert accuracy_reward("C", sample) == 0.0
+    assert accuracy_reward(None, sample) == 0.0
+    assert accuracy_reward("A or B", sample) == 0.0
+
+
+def test_accuracy_reward_free_form_and_judge():
+    sample = dataclasses.replace(make_sample(), options=(), answer="12 meters")
+    assert accuracy_reward("12 m", sample) == 1.0
+    assert accuracy_reward("about twelve metres", sample) == 1.0
+    assert accuracy_reward("13 m", sample) == 0.0
+    assert accuracy_reward("12 feet", sample) == 0.0  # a different unit is left to the judge; none: wrong
+    calls = []
+
+    def judge(question, truth, answer):
+        calls.append((question, truth, answer))
+        return True
+
+    assert accuracy_reward("12 feet", sample, judge) == 1.0
+    assert accuracy_reward("13 m", sample, judge) == 0.0  # decided by rule: the judge is not asked
+    assert calls == [(sample.question, "12 meters", "12 feet")]
 
 
 # ---------------------------------------------------------------- outcome, format, tool

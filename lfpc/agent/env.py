@@ -182,7 +182,8 @@ class CropEnvironment:
         self._num_invalid += 1
         if (self.mode == "direct" and parsed.kind == "tool_call") or turn > self.max_turns:
             return self._finish(event)
-        text = prompt.observation_text(event["error"], self.max_turns - turn, tools=self.mode != "direct")
+        text = prompt.observation_text(event["error"], self.max_turns - turn, tools=self.mode != "direct",
+                                       free_form=not self.sample.options)
         return StepResult(False, None, text, event)
 
     def _crop(self, parsed: ParsedTurn, event: dict, calls_left: int) -> StepResult:
@@ -199,7 +200,8 @@ class CropEnvironment:
         cropped = tuple(float(v) for v in region)
         self._crop_boxes.append(cropped)  # type: ignore[arg-type]
         event.update(box=list(cropped), crop_size=list(crop.size), visual_tokens=visual_tokens(*crop.size))
-        return StepResult(False, crop, prompt.observation_text(None, calls_left), event)
+        text = prompt.observation_text(None, calls_left, free_form=not self.sample.options)
+        return StepResult(False, crop, text, event)
 
     def _finish(self, event: dict) -> StepResult:
         self._done = True

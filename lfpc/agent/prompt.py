@@ -47,11 +47,26 @@ REMINDER = ("Think first, then either call image_zoom_in_tool again or give the 
 FINAL_REMINDER = "You have used all your zoom-ins. Give the final answer now as <answer>LETTER</answer>."
 DIRECT_REMINDER = "Answer without zooming in: give the final answer as <answer>LETTER</answer>."
 
+# Free-form questions (no options): the same texts, asking for a short answer instead of a letter.
+_FREE_ANSWER_RULE = ("When you know the answer, reply with a short final answer (a word, a phrase or a number) "
+                     "inside <answer></answer>, for example <answer>red</answer>.")
+_FREE = {_ANSWER_RULE: _FREE_ANSWER_RULE,
+         REMINDER: REMINDER.replace("<answer>LETTER</answer>", "<answer>ANSWER</answer>"),
+         FINAL_REMINDER: FINAL_REMINDER.replace("<answer>LETTER</answer>", "<answer>ANSWER</answer>"),
+         DIRECT_REMINDER: DIRECT_REMINDER.replace("<answer>LETTER</answer>", "<answer>ANSWER</answer>")}
 
-def system_prompt(tools: bool = True) -> str:
-    """System prompt; with ``tools`` it declares the zoom-in tool in Qwen function-calling style."""
+
+def _for(free_form: bool, text: str) -> str:
+    """``text``, or its free-form counterpart."""
+    return _FREE[text] if free_form else text
+
+
+def system_prompt(tools: bool = True, free_form: bool = False) -> str:
+    """System prompt; with ``tools`` it declares the zoom-in tool in Qwen function-calling style. ``free_form``
+    asks for a short answer instead of an option letter."""
+    rule = _for(free_form, _ANSWER_RULE)
     if not tools:
-        return f"You are a helpful assistant.\n\n{_ANSWER_RULE}"
+        return f"You are a helpful assistant.\n\n{rule}"
     signature = json.dumps(TOOL_SCHEMA)
     example = '{"name": "%s", "arguments": {"bbox_2d": [x1, y1, x2, y2]}}' % TOOL_NAME
     return (
@@ -65,37 +80,39 @@ def system_prompt(tools: bool = True) -> str:
         '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>\n\n'
         f"Call at most one function per turn, for example:\n<tool_call>{example}</tool_call>\n"
         "The zoomed-in region comes back as a new image. "
-        f"{_ANSWER_RULE}"
+        f"{rule}"
     )
 
 
 def question_text(sample: Sample, display_size: Size, tools: bool = True) -> str:
-    """User text: the question, the lettered options, the displayed image size and the instruction."""
-    options = "\n".join(f"{LETTERS[i]}. {option}" for i, option in enumerate(sample.options))
+    """User text: the question, the lettered options (if any), the displayed image size and the instruction."""
+    what = "the letter of the correct option" if sample.options else "a short final answer"
     if tools:
         instruction = ("Think first inside <think></think>, call image_zoom_in_tool if you need a closer look, "
-                       "then give the letter of the correct option inside <answer></answer>.")
+                       f"then give {what} inside <answer></answer>.")
     else:
-        instruction = ("Answer directly without zooming in: think inside <think></think>, then give the letter "
-                       "of the correct option inside <answer></answer>.")
+        instruction = (f"Answer directly without zooming in: think inside <think></think>, then give {what} "
+                       "inside <answer></answer>.")
+    options = "".join(f"\n{LETTERS[i]}. {option}" for i, option in enumerate(sample.options))
     width, height = display_size
-    return (f"{sample.question}\nOptions:\n{options}\n"
-            f"The image is {width} x {height} pixels.\n{instruction}")
+    return (f"{sample.question}\n" + (f"Options:{options}\n" if sample.options else "")
+            + f"The image is {width} x {height} pixels.\n{instruction}")
 
 
 def initial_messages(sample: Sample, display_size: Size, tools: bool = True) -> list[dict]:
     """Opening chat: system prompt, then the user turn with the global image and the question."""
     return [
-        {"role": "system", "content": [{"type": "text", "text": system_prompt(tools)}]},
+        {"role": "system", "content": [{"type": "text", "text": system_prompt(tools, free_form=not sample.options)}]},
         {"role": "user", "content": [{"type": "image"},
                                      {"type": "text", "text": question_text(sample, display_size, tools)}]},
     ]
 
 
-def observation_text(error: str | None = None, calls_left: int = 1, tools: bool = True) -> str:
+def observation_text(error: str | None = None, calls_left: int = 1, tools: bool = True,
+                     free_form: bool = False) -> str:
     """Text of a tool response: the error (if any), then a reminder to go on (to answer now when no calls
-    are left, or when ``tools`` is off)."""
-    reminder = DIRECT_REMINDER if not tools else REMINDER if calls_left > 0 else FINAL_REMINDER
+    are left, or when ``tools`` is off); ``free_form`` asks for a short answer instead of a letter."""
+    reminder = _for(free_form, DIRECT_REMINDER if not tools else REMINDER if calls_left > 0 else FINAL_REMINDER)
     return f"Error: {error}\n{reminder}" if error else reminder
 
 

@@ -53,7 +53,10 @@ def question_rng(seed: int, question_id: str) -> random.Random:
 
 
 def shuffle_sample(sample: Sample, seed: int) -> Sample:
-    """Return ``sample`` with its options shuffled (seeded by ``seed`` and ``sample.id``) and the answer remapped."""
+    """Return ``sample`` with its options shuffled (seeded by ``seed`` and ``sample.id``) and the answer remapped
+    (a free-form question, without options, unchanged)."""
+    if not sample.options:
+        return sample
     options, answer = shuffle_options(sample.options, LETTERS.index(sample.answer), question_rng(seed, sample.id))
     return replace(sample, options=options, answer=answer)
 
@@ -251,6 +254,7 @@ def _vstar_sample(json_path: Path, split: str, category: str, subtask: str) -> S
     targets = _field(data, "target_object", list, where)
     if not targets or not all(isinstance(t, str) and t.strip() for t in targets):
         raise DatasetError(f"{where}: field 'target_object' must list at least 1 non-empty string")
+    _field(data, "options", list, where)  # V* is multiple choice (a JSONL row without options is free-form)
     raw_boxes = _field(data, "bbox", list, where)
     if len(raw_boxes) != len(targets):
         raise DatasetError(f"{where}: field 'bbox' has {len(raw_boxes)} boxes for {len(targets)} target objects")

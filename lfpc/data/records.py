@@ -17,10 +17,11 @@ LETTERS = "ABCDEFGHIJ"
 
 @dataclass(frozen=True)
 class Sample:
-    """One multiple-choice question about one (high-resolution) image.
+    """One question about one (high-resolution) image: multiple choice, or free-form when ``options`` is empty.
 
     ``boxes`` is the hierarchy of ground-truth boxes in ORIGINAL image pixels, smallest (B1) first, each
-    inside the next. ``answer`` is the letter of the correct option. ``category`` names the sub-task
+    inside the next. ``answer`` is the letter of the correct option, or the reference answer text of a
+    free-form question (a word, phrase or number). ``category`` names the sub-task
     (``single``/``cross`` for HR-Bench style, ``attribute``/``spatial`` for V* style).
     """
 
@@ -37,8 +38,8 @@ class Sample:
 
     @property
     def answer_text(self) -> str:
-        """Text of the correct option."""
-        return self.options[LETTERS.index(self.answer)]
+        """Text of the correct option, or the reference answer of a free-form question."""
+        return self.options[LETTERS.index(self.answer)] if self.options else self.answer
 
     def to_json(self) -> dict:
         """JSON-serializable dict (the JSONL row format)."""
@@ -95,12 +96,14 @@ def sample_from_row(row: dict, root: Path, where: str) -> Sample:
     if not image_path.is_file():
         raise DatasetError(f"{where}: field 'image_path': image file {image_path} does not exist")
     question = _field(row, "question", str, where)
-    options = _field(row, "options", list, where)
-    if len(options) < 2 or not all(isinstance(o, str) and o.strip() for o in options):
-        raise DatasetError(f"{where}: field 'options' must list at least 2 non-empty strings")
+    options = _optional(row, "options", list, where) or []  # none: a free-form question
+    if options and (len(options) < 2 or not all(isinstance(o, str) and o.strip() for o in options)):
+        raise DatasetError(f"{where}: field 'options' must list at least 2 non-empty strings (or be empty)")
     answer = _field(row, "answer", str, where)
-    if answer not in LETTERS[: len(options)]:
+    if options and answer not in LETTERS[: len(options)]:
         raise DatasetError(f"{where}: field 'answer' must be one of {list(LETTERS[:len(options)])}, got {answer!r}")
+    if not answer.strip():
+        raise DatasetError(f"{where}: field 'answer' must not be empty")
     try:
         with Image.open(image_path) as image:
             size = image.size

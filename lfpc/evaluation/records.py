@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+from lfpc.answers import answer_key, is_correct
 from lfpc.boxes import Box, coverage, iou
 from lfpc.evaluation.data import subtask_of
 from lfpc.jsonl_log import append_json_lines, complete_lines
-from lfpc.rewards import extract_choice
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import Trajectory
 
@@ -80,14 +80,14 @@ def question_record(trajectory: Trajectory, codec: ChatCodec, benchmark: str, mo
     saw (global view + crops); ``time_s`` is this question's share of its batch's wall time.
     """
     sample, outcome = trajectory.sample, trajectory.outcome
-    choice = extract_choice(outcome.answer, sample.options)
+    choice = answer_key(outcome.answer, sample)
     gt_box = sample.boxes[0] if sample.boxes else None
     image_tokens = [codec.image_tokens(grid) for grid in trajectory.context.image_grid_thw]
     return {
         "key": record_key(sample.id, mode, budget), "id": sample.id, "benchmark": benchmark,
         "subtask": subtask_of(sample), "mode": mode, "budget": budget, "display_size": list(trajectory.display_size),
         "question": sample.question, "options": list(sample.options), "answer": sample.answer,
-        "prediction": outcome.answer, "choice": choice, "correct": choice == sample.answer,
+        "prediction": outcome.answer, "choice": choice, "correct": is_correct(outcome.answer, sample),
         "format_ok": outcome.format_ok, "trajectory": response_text(codec, trajectory), "events": trajectory.events,
         "crop_boxes": [list(b) for b in outcome.crop_boxes], "gt_box": list(gt_box) if gt_box else None,
         **crop_scores(outcome.crop_boxes, gt_box),

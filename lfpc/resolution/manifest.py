@@ -20,7 +20,7 @@ from typing import Iterator
 from lfpc.data.records import Sample
 from lfpc.jsonl_log import append_json_lines, complete_lines
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: replies without a valid answer are retried once, then skipped
 
 
 def settings_fingerprint(settings: dict) -> str:

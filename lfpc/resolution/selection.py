@@ -8,7 +8,10 @@ each next level scaled by ``scale`` down to ``min_tokens``). The model answers t
 The reference ("the original image") is the image at ``reference_max_tokens`` visual tokens, by default
 the global budget itself (= level 0): the policy never sees more than the budget, so the gap is measured
 against what it would see without one; a larger reference (e.g. 16384) makes level 0 itself a candidate.
-An answer is the option letter :func:`lfpc.rewards.extract_choice` finds, or ``"none"`` for no valid answer.
+An answer is its canonical form (:func:`lfpc.answers.answer_key`: the option letter with options), or
+``"none"`` for no valid answer. A reply without a valid answer is asked once more (useful when the answerer is
+not deterministic), then its level is skipped: it is no divergence. The statistics count retries, skipped levels
+and the samples that never diverged, with the policy applied to them (``never_diverged``).
 
 Stopping rule ``stop``: ``first_divergence`` queries levels until the first divergence (the paper),
 ``all`` queries every level (answers for analysis; same choice). Results go to a resumable manifest
@@ -27,11 +30,11 @@ from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from lfpc.answers import answer_key
 from lfpc.boxes import Size
 from lfpc.data.records import Sample
 from lfpc.resolution.manifest import Manifest, manifest_lock
 from lfpc.resolution.strategies import NEVER_DIVERGED, NO_ANSWER, STRATEGIES, choose_level, divergence_level
-from lfpc.rewards import extract_choice
 from lfpc.rollout.base import RolloutEngine, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import EpisodeConfig, run_episodes
@@ -42,7 +45,7 @@ log = logging.getLogger(__name__)
 STOP_RULES = ("first_divergence", "all")
 
 AnswerFn = Callable[[Sequence[Sample], Sequence[Size]], list[str]]
-"""Answers ``samples[i]`` shown at ``sizes[i]`` for every i, in one batch: an option letter or ``"none"``."""
+"""Answers ``samples[i]`` shown at ``sizes[i]`` for every i, in one batch: a canonical answer or ``"none"``."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,9 @@ class SelectionStats:
     never_diverged: int           # samples whose answer never differs from the reference answer
     never_diverged_policy: str
     dropped: int
+    retried: int = 0              # queries asked again after a reply without a valid answer
+    skipped_levels: int = 0       # levels still without a valid answer after the retry (not divergences)
+    no_reference_answer: int = 0  # samples without a valid reference answer (so they never diverge)
     level_counts: dict[int, int] = field(default_factory=dict)  # chosen level -> samples
     mean_chosen_tokens: float = 0.0
 
@@ -124,8 +130,9 @@ class SelectionStats:
         return (f"{self.total} samples ({self.cached} cached, {self.computed} computed in {self.seconds:.1f} s, "
                 f"{speed}, {self.queries} queries); chosen levels {dict(sorted(self.level_counts.items()))}, "
                 f"mean {self.mean_chosen_tokens:.0f} visual tokens; never diverged {self.never_diverged}/"
-                f"{self.total} ({100 * self.never_diverged_fraction:.1f}%, -> {self.never_diverged_policy}); "
-                f"dropped {self.dropped}")
+                f"{self.total} ({100 * self.never_diverged_fraction:.1f}%, -> {self.never_diverged_policy}; "
+                f"{self.no_reference_answer} without a valid reference answer); dropped {self.dropped}; "
+                f"{self.retried} queries retried for no valid answer, {self.skipped_levels} levels skipped")
 
 
 @dataclass
@@ -145,7 +152,7 @@ def rollout_answerer(engine: RolloutEngine, codec: ChatCodec, max_new_tokens: in
 
     def answer(samples: Sequence[Sample], sizes: Sequence[Size]) -> list[str]:
         trajectories = run_episodes(engine, codec, samples, sizes, 1, episode, greedy)
-        return [extract_choice(t.outcome.answer, t.sample.options) or NO_ANSWER for t in trajectories]
+        return [answer_key(t.outcome.answer, t.sample) or NO_ANSWER for t in trajectories]
 
     return answer
 
@@ -195,6 +202,14 @@ class _Walk:
     reference: Size
     levels: list[Size]
     answers: dict[Size, str] = field(default_factory=dict)
+    retried: set[Size] = field(default_factory=set)  # sizes asked again after a reply without a valid answer
+
+    def take(self, size: Size, reply: str) -> None:
+        """Keep ``reply`` for ``size``; a first reply without a valid answer is dropped, so it is asked again."""
+        if reply == NO_ANSWER and size not in self.retried:
+            self.retried.add(size)
+        else:
+            self.answers[size] = reply
 
     def next_queries(self, stop: str) -> list[Size]:
         """Sizes to ask about in the next round (none when this sample is finished)."""
@@ -202,10 +217,12 @@ class _Walk:
             return [s for s in dict.fromkeys([self.reference, *self.levels]) if s not in self.answers]
         if self.reference not in self.answers:
             return [self.reference]
+        if self.answers[self.reference] == NO_ANSWER:
+            return []  # nothing to compare the levels with
         for level in self.levels:
             if level not in self.answers:
                 return [level]
-            if self.answers[level] != self.answers[self.reference]:
+            if self.answers[level] not in (NO_ANSWER, self.answers[self.reference]):
                 return []
         return []
 
@@ -221,7 +238,9 @@ class _Walk:
                 "reference_size": list(self.reference), "reference_answer": reference_answer,
                 "levels": [list(level) for level in self.levels], "answers": answers,
                 "divergence_level": divergence, "chosen_level": chosen,
-                "chosen_size": None if chosen is None else list(self.levels[chosen]), "queries": len(self.answers)}
+                "chosen_size": None if chosen is None else list(self.levels[chosen]),
+                "queries": len(self.answers) + len(self.retried), "retried": len(self.retried),
+                "skipped_levels": sum(answer == NO_ANSWER for answer in answers)}
 
 
 def _select_batch(samples: Sequence[Sample], config: SelectionConfig, answer: AnswerFn,
@@ -236,7 +255,7 @@ def _select_batch(samples: Sequence[Sample], config: SelectionConfig, answer: An
         if len(replies) != len(queries):
             raise RuntimeError(f"the answer source returned {len(replies)} answers for {len(queries)} queries")
         for (walk, size), reply in zip(queries, replies):
-            walk.answers[size] = reply
+            walk.take(size, reply)
 
 
 def _statistics(records: dict[str, dict], sizes: dict[str, Size], config: SelectionConfig, cached: int,
@@ -248,4 +267,7 @@ def _statistics(records: dict[str, dict], sizes: dict[str, Size], config: Select
         never_diverged=sum(r["divergence_level"] is None for r in records.values()),
         never_diverged_policy=config.never_diverged if config.strategy == "answer_divergence" else "n/a",
         dropped=len(records) - len(kept), level_counts=dict(Counter(r["chosen_level"] for r in kept)),
+        retried=sum(r["retried"] for r in records.values()),
+        skipped_levels=sum(r["skipped_levels"] for r in records.values()),
+        no_reference_answer=sum(r["reference_answer"] == NO_ANSWER for r in records.values()),
         mean_chosen_tokens=sum(tokens) / len(tokens) if tokens else 0.0)

@@ -15,6 +15,7 @@ from lfpc.data.records import Sample
 from lfpc.grpo.advantages import group_advantages
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate
+from lfpc.judge import Judge, load_judge
 from lfpc.model.loading import load_model
 from lfpc.rewards import RewardConfig, score_episode
 from lfpc.rollout.base import SamplingConfig
@@ -63,7 +64,8 @@ class GRPOModule(L.LightningModule):
     """Holds the policy and the GRPO objective; each ``training_step`` is one rollout + update round."""
 
     def __init__(self, policy: PolicyConfig, grpo: GRPOConfig, episode: EpisodeConfig, reward: RewardConfig,
-                 display_sizer, rollout: dict | None = None, seed: int = 0, rollout_log_dir: str | None = None) -> None:
+                 display_sizer, rollout: dict | None = None, seed: int = 0, rollout_log_dir: str | None = None,
+                 judge: dict | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.rollout_cfg = rollout or {"backend": "hf"}
@@ -73,6 +75,8 @@ class GRPOModule(L.LightningModule):
         self.policy: torch.nn.Module | None = None
         self.rollout_metrics = RolloutMetrics()
         self._engine = None
+        self.judge_cfg = judge or {}
+        self._judge: Judge | None = None
         self.rollout_log_dir = rollout_log_dir
         self.rollout_log: RolloutLog | None = None
 
@@ -107,6 +111,14 @@ class GRPOModule(L.LightningModule):
                                         self.device, dtype=p.dtype, attn_implementation=p.attn_implementation,
                                         batch_size=p.rollout_batch_size, seed=self.seed)
         return self._engine
+
+    @property
+    def judge(self) -> Judge | None:
+        """The judge of free-form answers no rule grades (``judge.model``: a local Qwen2.5-VL folder), or None."""
+        if self._judge is None and self.judge_cfg.get("model"):
+            self._judge = load_judge(self.judge_cfg["model"], self.judge_cfg["cache"], self.device,
+                                     dtype=self.policy_cfg.dtype)
+        return self._judge
 
     def set_engine(self, engine) -> None:
         """Use another rollout backend (e.g. vLLM) implementing :class:`lfpc.rollout.base.RolloutEngine`."""
@@ -155,7 +167,7 @@ class GRPOModule(L.LightningModule):
         trajectories = run_episodes(self.engine, self.codec, samples, [self.display_sizer(s) for s in samples],
                                     self.grpo.group_size, self.episode, sampling, seed=seed)
         for trajectory in trajectories:
-            trajectory.scores = score_episode(trajectory.outcome, trajectory.sample, self.reward)
+            trajectory.scores = score_episode(trajectory.outcome, trajectory.sample, self.reward, self.judge)
         return trajectories
 
     def update(self, contexts: list, advantages: torch.Tensor) -> dict[str, float]:

@@ -70,7 +70,7 @@ def train(cfg: DictConfig) -> dict:
     samples = C.trainable_samples(samples, sizer, cfg)
     module = GRPOModule(C.policy_config(cfg, path), C.grpo_config(cfg), C.episode_config(cfg), C.reward_config(cfg),
                         sizer, rollout=OmegaConf.to_container(cfg.rollout, resolve=True), seed=cfg.seed,
-                        rollout_log_dir=str(out / "rollouts"))
+                        rollout_log_dir=str(out / "rollouts"), judge=OmegaConf.to_container(cfg.judge, resolve=True))
     loader = DataLoader(samples, batch_size=cfg.grpo.prompts_per_step, shuffle=True, collate_fn=list,
                         drop_last=True)
     per_step = C.updates_per_step(cfg)

@@ -1,0 +1,88 @@
+"""Optional judge for free-form answers no rule can grade: a local model, its verdicts cached on disk.
+
+DeepEyes grades open-ended answers with an LLM judge; the paper only says the answer must match the ground
+truth (paper Sec. 4.1). The judge is off unless one is passed to :func:`lfpc.answers.is_correct`, and it only
+ever runs a local model through the project's own rollout engine, never a network service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from lfpc.model.loading import load_model
+from lfpc.rollout.base import RolloutEngine, SamplingConfig
+from lfpc.rollout.codec import ChatCodec
+from lfpc.rollout.hf import HFRolloutEngine
+
+JUDGE_PROMPT = ("Decide whether a model's answer to a question means the same as the reference answer.\n"
+                "Question: {question}\nReference answer: {truth}\nModel answer: {answer}\n"
+                "Reply with one word: yes or no.")
+
+
+class Judge(Protocol):
+    """Decides whether ``answer`` says the same as ``truth`` for ``question``."""
+
+    def __call__(self, question: str, truth: str, answer: str) -> bool:
+        ...
+
+
+class CachedJudge:
+    """Wraps a judge with a JSONL file of past verdicts, so no (question, truth, answer) is judged twice."""
+
+    def __init__(self, judge: Judge, path: str | Path) -> None:
+        self.judge = judge
+        self.path = Path(path)
+        self.verdicts: dict[str, bool] = {}
+        if self.path.is_file():
+            with self.path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    if line.strip():
+                        row = json.loads(line)
+                        self.verdicts[row["key"]] = bool(row["correct"])
+
+    @staticmethod
+    def key(question: str, truth: str, answer: str) -> str:
+        """Stable cache key of one judgement."""
+        return hashlib.sha256(json.dumps([question, truth, answer]).encode("utf-8")).hexdigest()
+
+    def __call__(self, question: str, truth: str, answer: str) -> bool:
+        key = self.key(question, truth, answer)
+        if key not in self.verdicts:
+            self.verdicts[key] = bool(self.judge(question, truth, answer))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"key": key, "correct": self.verdicts[key], "question": question,
+                                         "truth": truth, "answer": answer}) + "\n")
+        return self.verdicts[key]
+
+
+class EngineJudge:
+    """Asks a local chat model, through a rollout engine and its chat codec, for a greedy yes/no verdict."""
+
+    def __init__(self, engine: RolloutEngine, codec: ChatCodec, max_new_tokens: int = 4) -> None:
+        self.engine = engine
+        self.codec = codec
+        self.sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0,
+                                       stop_token_ids=codec.stop_token_ids, suppress_token_ids=codec.vision_token_ids)
+
+    def __call__(self, question: str, truth: str, answer: str) -> bool:
+        text = JUDGE_PROMPT.format(question=question, truth=truth, answer=answer)
+        context = self.codec.start([{"role": "user", "content": [{"type": "text", "text": text}]}], [])
+        completion = self.engine.generate([context], self.sampling)[0]
+        return self.codec.decode(completion.token_ids).strip().lower().startswith("yes")
+
+
+def load_judge(model: str | Path, cache: str | Path, device: str | torch.device = "cpu",
+               dtype: str = "bfloat16") -> CachedJudge:
+    """A cached :class:`EngineJudge` on the local Qwen2.5-VL folder ``model`` (never downloaded: a missing folder
+    raises), generating with the project's HF rollout engine on ``device``."""
+    if not Path(model).is_dir():
+        raise FileNotFoundError(f"judge.model {model}: not a local model folder (the judge never downloads)")
+    codec = ChatCodec.for_model(str(model), max_tokens=4)
+    engine = HFRolloutEngine(load_model(model, dtype=dtype).to(device), codec.pad_id, codec.image_pad_id)
+    return CachedJudge(EngineJudge(engine, codec), cache)
