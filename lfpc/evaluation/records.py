@@ -78,8 +78,8 @@ def question_record(trajectory: Trajectory, codec: ChatCodec, benchmark: str, mo
 
     Boxes are in ORIGINAL image pixels: ``crop_boxes`` are the regions the environment cropped, ``gt_box`` is the
     smallest GT box B1 (None without boxes); the viewer's fields (boxes in the displayed frame too, per-turn text,
-    crop sizes) are those of :func:`lfpc.viewer.capture.view_fields`. ``visual_tokens`` counts the visual tokens of every image the model
-    saw (global view + crops); ``time_s`` is this question's share of its batch's wall time.
+    crop sizes) are those of :func:`lfpc.viewer.capture.view_fields`. ``visual_tokens`` counts the visual tokens of
+    every image the model saw (global view + crops); ``time_s`` is this question's share of its batch's wall time.
     """
     sample, outcome = trajectory.sample, trajectory.outcome
     choice = extract_choice(outcome.answer, sample.options)

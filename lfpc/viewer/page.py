@@ -109,6 +109,7 @@ def card(record: dict, folder: Path, anchor: str, title: str) -> str:
 
 
 def question_header(record: dict) -> str:
+    """The question, its options and the GT answer."""
     options = " ".join(f"({chr(65 + i)}) {escape(o)}" for i, o in enumerate(record["options"]))
     return f"<p>{escape(record['question'])}<br>{options}<br>GT answer: {escape(record['answer'])}</p>"
 
@@ -129,6 +130,14 @@ def overview(rows: list[tuple[str, list[dict], list[tuple[str, dict]]]], folder:
     return f'<table class="overview">{head}{"".join(body)}</table>'
 
 
+def group_block(group: int, cards: list[tuple[str, dict]], folder: Path) -> str:
+    """One GRPO group's kept rollouts (anchor, record) under its question."""
+    first = cards[0][1]
+    rollouts = "".join(card(r, folder, anchor, f"rollout {i}") for i, (anchor, r) in enumerate(cards))
+    return (f'<h3>group {group}: {escape(first["sample_id"])}</h3>{question_header(first)}'
+            f'<div class="cards">{rollouts}</div>')
+
+
 def training_body(report: Report) -> tuple[str, int]:
     """Overview by step, then each step's kept trajectories by GRPO group (with the question and advantages)."""
     steps: dict[int, list[dict]] = defaultdict(list)
@@ -142,10 +151,7 @@ def training_body(report: Report) -> tuple[str, int]:
         groups: dict[int, list[tuple[str, dict]]] = defaultdict(list)
         for anchor, record in kept:
             groups[record["group"]].append((anchor, record))
-        blocks = "".join(
-            f'<h3>group {group}: {escape(cards[0][1]["sample_id"])}</h3>{question_header(cards[0][1])}'
-            f'<div class="cards">{"".join(card(r, report.folder, a, f"rollout {i}") for i, (a, r) in enumerate(cards))}'
-            "</div>" for group, cards in groups.items())
+        blocks = "".join(group_block(group, cards, report.folder) for group, cards in groups.items())
         sections.append(f'<section class="group"><h2>step {step}</h2>{blocks}</section>')
     return overview(rows, report.folder, "step") + "".join(sections), total
 
@@ -168,7 +174,8 @@ def evaluation_body(report: Report) -> tuple[str, int]:
         records.sort(key=lambda r: (r["budget"], mode_order(r["mode"])))
         by_budget: dict[int, list[str]] = defaultdict(list)
         for i, r in enumerate(records):
-            by_budget[r["budget"]].append(card(r, report.folder, f"q{index}-{i}", f"{r['mode']} @ {r['budget']} tokens"))
+            title = f"{r['mode']} @ {r['budget']} tokens"
+            by_budget[r["budget"]].append(card(r, report.folder, f"q{index}-{i}", title))
         total += len(records)
         rows_html = "".join(f'<div class="cards side-by-side">{"".join(cards)}</div>' for cards in by_budget.values())
         sections.append(f'<section class="group question"><h2>{escape(qid)}</h2>{question_header(records[0])}'
@@ -192,4 +199,5 @@ def render(report: Report) -> str:
             f"<style>{STYLE}</style><script>{SCRIPT}</script></head><body>"
             f"<h1>{report.kind.capitalize()} trajectories: {escape(str(report.folder))}</h1>"
             f"<p>{len(report.records)} trajectories logged, {total} with images.</p>"
-            f'<div id="filters">{selects} showing <span id="shown"></span> of {total} {legend}</div>{body}</body></html>')
+            f'<div id="filters">{selects} showing <span id="shown"></span> of {total} {legend}</div>'
+            f"{body}</body></html>")
