@@ -138,6 +138,9 @@ def test_report_loads_in_headless_chromium_without_console_errors(runs, kind, tm
                                else lines(folder / "records.jsonl"))
     assert report_counts(dom.stdout) == expected
     assert re.search(r'id="shown">(\d+)<', dom.stdout).group(1) == str(expected["cards"])  # the filter script ran
+    wrong = chromium("--dump-dom", url + "?outcome=wrong", user_data_dir=tmp_path / "profile").stdout
+    visible = re.findall(r'<div class="traj (\w+)"[^>]*?( hidden="")?>', wrong)
+    assert len(visible) == expected["cards"] and all((kind == "wrong") != bool(hidden) for kind, hidden in visible)
     screenshot = folder / "trajectories.png"
     shot = chromium(f"--screenshot={screenshot}", "--window-size=1400,1800", "--hide-scrollbars", url,
                     user_data_dir=tmp_path / "profile")

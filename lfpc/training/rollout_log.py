@@ -21,9 +21,10 @@ class ViewerConfig:
     thumbnail_px: int = 384
 
 
-def trajectory_record(trajectory: Trajectory, step: int, advantage: float) -> dict:
-    """A JSON-serializable summary of one scored trajectory and its group advantage."""
-    return {"step": step, "sample_id": trajectory.sample.id, "group": trajectory.group,
+def trajectory_record(trajectory: Trajectory, step: int, rank: int, advantage: float) -> dict:
+    """A JSON-serializable summary of one scored trajectory and its group advantage (``group`` counts the prompts
+    of ``rank``)."""
+    return {"step": step, "rank": rank, "sample_id": trajectory.sample.id, "group": trajectory.group,
             "question": trajectory.sample.question, "options": list(trajectory.sample.options),
             "answer": trajectory.sample.answer, "prediction": trajectory.outcome.answer,
             "format_ok": trajectory.outcome.format_ok, "invalid_calls": trajectory.outcome.num_invalid_calls,
@@ -42,7 +43,7 @@ class RolloutLog:
 
     def append(self, step: int, trajectories: Sequence[Trajectory], advantages: Sequence[float]) -> list[dict]:
         """Log one step; returns the records of the trajectories whose images were kept."""
-        records = [trajectory_record(t, step, float(a)) for t, a in zip(trajectories, advantages)]
+        records = [trajectory_record(t, step, self.rank, float(a)) for t, a in zip(trajectories, advantages)]
         kept = records[:self.viewer.trajectories_per_step]
         for index, (record, trajectory) in enumerate(zip(kept, trajectories)):
             record["images"] = save_thumbnails(trajectory, self.folder / "images",

@@ -43,7 +43,11 @@ function applyFilters() {
   document.getElementById('shown').textContent = shown;
 }
 document.addEventListener('DOMContentLoaded', () => {
-  for (const select of document.querySelectorAll('#filters select')) select.addEventListener('change', applyFilters);
+  const query = new URLSearchParams(location.search);  // e.g. trajectories.html?outcome=wrong&crops=with
+  for (const select of document.querySelectorAll('#filters select')) {
+    if (query.has(select.name)) select.value = query.get(select.name);
+    select.addEventListener('change', applyFilters);
+  }
   applyFilters();
 });
 """

@@ -130,12 +130,12 @@ def overview(rows: list[tuple[str, list[dict], list[tuple[str, dict]]]], folder:
     return f'<table class="overview">{head}{"".join(body)}</table>'
 
 
-def group_block(group: int, cards: list[tuple[str, dict]], folder: Path) -> str:
+def group_block(cards: list[tuple[str, dict]], folder: Path) -> str:
     """One GRPO group's kept rollouts (anchor, record) under its question."""
     first = cards[0][1]
     rollouts = "".join(card(r, folder, anchor, f"rollout {i}") for i, (anchor, r) in enumerate(cards))
-    return (f'<h3>group {group}: {escape(first["sample_id"])}</h3>{question_header(first)}'
-            f'<div class="cards">{rollouts}</div>')
+    return (f'<h3>rank {first["rank"]}, group {first["group"]}: {escape(first["sample_id"])}</h3>'
+            f'{question_header(first)}<div class="cards">{rollouts}</div>')
 
 
 def training_body(report: Report) -> tuple[str, int]:
@@ -148,10 +148,10 @@ def training_body(report: Report) -> tuple[str, int]:
         kept = [(f"s{step}-{i}", r) for i, r in enumerate(r for r in records if "images" in r)]
         total += len(kept)
         rows.append((str(step), records, kept))
-        groups: dict[int, list[tuple[str, dict]]] = defaultdict(list)
+        groups: dict[tuple[int, int], list[tuple[str, dict]]] = defaultdict(list)
         for anchor, record in kept:
-            groups[record["group"]].append((anchor, record))
-        blocks = "".join(group_block(group, cards, report.folder) for group, cards in groups.items())
+            groups[(record["rank"], record["group"])].append((anchor, record))
+        blocks = "".join(group_block(cards, report.folder) for cards in groups.values())
         sections.append(f'<section class="group"><h2>step {step}</h2>{blocks}</section>')
     return overview(rows, report.folder, "step") + "".join(sections), total
 
