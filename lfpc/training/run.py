@@ -89,7 +89,8 @@ def train(cfg: DictConfig) -> dict:
     t = cfg.trainer
     trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
                         precision=t.precision, max_steps=t.max_steps * per_step, log_every_n_steps=t.log_every_n_steps,
-                        logger=build_loggers(cfg, out), callbacks=[checkpoint, GRPOProgressBar(per_step, alarms), curve, alarms],
+                        logger=build_loggers(cfg, out),
+                        callbacks=[checkpoint, GRPOProgressBar(per_step, alarms), curve, alarms],
                         default_root_dir=str(out),
                         enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))

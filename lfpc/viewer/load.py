@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from lfpc.boxes import iou
+from lfpc.boxes import best_iou
 from lfpc.jsonl_log import complete_lines
 
 
@@ -54,12 +54,10 @@ def is_correct(record: dict) -> bool:
     return bool(record["correct"]) if "correct" in record else record["scores"]["acc"] == 1.0
 
 
-def best_iou(record: dict) -> float | None:
+def crop_iou(record: dict) -> float | None:
     """Largest IoU of any crop with any GT box (ORIGINAL pixels); None without crops or GT boxes."""
     crops, gts = record["crop_boxes"], record["gt_boxes"]
-    if not crops or not gts:
-        return None
-    return max(iou(tuple(c), tuple(g)) for c in crops for g in gts)
+    return best_iou([tuple(c) for c in crops], [tuple(g) for g in gts]) if crops and gts else None
 
 
 def stats(records: list[dict]) -> dict[str, float | None]:
@@ -67,7 +65,7 @@ def stats(records: list[dict]) -> dict[str, float | None]:
     tool-call rate (share with >= 1 crop), invalid-call rate (share with >= 1 invalid call), mean best IoU over
     trajectories with crops."""
     n = len(records)
-    ious = [v for v in map(best_iou, records) if v is not None]
+    ious = [v for v in map(crop_iou, records) if v is not None]
     rewards = [r["scores"]["total"] for r in records if "scores" in r]
     return {"n": n, "acc": sum(map(is_correct, records)) / n,
             "reward": sum(rewards) / len(rewards) if rewards else None,
