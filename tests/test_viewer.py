@@ -145,3 +145,16 @@ def test_report_loads_in_headless_chromium_without_console_errors(runs, kind, tm
     shot = chromium(f"--screenshot={screenshot}", "--window-size=1400,1800", "--hide-scrollbars", url,
                     user_data_dir=tmp_path / "profile")
     assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr[-3000:]
+
+
+def test_reading_a_running_training_leaves_its_log_alone(tmp_path):
+    from lfpc.viewer.load import load_report
+
+    log = tmp_path / "rollouts" / "rank0.jsonl"
+    log.parent.mkdir()
+    log.write_text(json.dumps({"step": 0}) + "\n" + '{"step": 1, "sam')  # the trainer is writing step 1
+    before = log.read_bytes()
+    assert [r["step"] for r in load_report(tmp_path).records] == [0]
+    assert log.read_bytes() == before
+    with pytest.raises(FileNotFoundError, match="neither"):
+        load_report(tmp_path / "rollouts")

@@ -24,8 +24,8 @@ class Report:
 
 
 def read_jsonl(paths: Iterable[Path]) -> list[dict]:
-    """The records of every complete line of ``paths``."""
-    return [json.loads(line) for path in paths for _, line in complete_lines(path)]
+    """The records of every complete line of ``paths``, read only (a run may still be appending to them)."""
+    return [json.loads(line) for path in paths for _, line in complete_lines(path, repair=False)]
 
 
 def load_report(folder: str | Path) -> Report:
