@@ -59,6 +59,11 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def best_iou(preds: Sequence[Box], targets: Sequence[Box]) -> float:
+    """The largest IoU of any box of ``preds`` with any box of ``targets`` (0 when either is empty)."""
+    return max((iou(p, t) for p in preds for t in targets), default=0.0)
+
+
 def coverage(pred: Box, target: Box) -> float:
     """Fraction of ``target`` covered by ``pred``: area(pred ∩ target) / area(target)."""
     target_area = area(target)

@@ -10,8 +10,10 @@ from lfpc.data.records import Sample, load_jsonl
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.rewards import RewardConfig
 from lfpc.rollout.episodes import EpisodeConfig
+from lfpc.training.alarms import AlarmConfig
 from lfpc.training.display import DisplaySizer
 from lfpc.training.module import GRPOConfig, PolicyConfig
+from lfpc.training.rollout_log import ViewerConfig
 
 
 def model_path(cfg: DictConfig) -> str:
@@ -69,6 +71,14 @@ def episode_config(cfg: DictConfig) -> EpisodeConfig:
 
 def reward_config(cfg: DictConfig) -> RewardConfig:
     return RewardConfig(**OmegaConf.to_container(cfg.reward, resolve=True))
+
+
+def viewer_config(cfg: DictConfig) -> ViewerConfig:
+    return ViewerConfig(**OmegaConf.to_container(cfg.viewer, resolve=True))
+
+
+def alarm_config(cfg: DictConfig) -> AlarmConfig:
+    return AlarmConfig(**OmegaConf.to_container(cfg.alarms, resolve=True))
 
 
 def display_sizer(cfg: DictConfig, path: str, samples: list[Sample]) -> DisplaySizer:

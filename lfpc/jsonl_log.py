@@ -8,16 +8,17 @@ from pathlib import Path
 from typing import Iterable
 
 
-def complete_lines(path: str | Path) -> list[tuple[int, str]]:
+def complete_lines(path: str | Path, repair: bool = True) -> list[tuple[int, str]]:
     """``(line number, text)`` of every non-blank complete line of ``path``.
 
-    Bytes after the last newline are a write cut short (never a whole record): they are truncated from the file,
-    so the next append starts on a clean line.
+    Bytes after the last newline are a write cut short (never a whole record): with ``repair`` they are truncated
+    from the file, so the next append starts on a clean line; readers of a log another process may be appending
+    to (e.g. a running training) pass ``repair=False`` and leave the file alone.
     """
     path = Path(path)
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    if end < len(data):
+    if repair and end < len(data):
         with path.open("r+b") as handle:
             handle.truncate(end)
     return [(number, line) for number, line in enumerate(data[:end].decode("utf-8").splitlines(), start=1)

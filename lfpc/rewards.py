@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from lfpc.answers import is_correct
-from lfpc.boxes import Box, Size, coverage, iou, normalized_l1
+from lfpc.boxes import Box, Size, best_iou, coverage, iou, normalized_l1
 from lfpc.data.records import Sample
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def score_episode(outcome: EpisodeOutcome, sample: Sample, cfg: RewardConfig,
     acc = accuracy_reward(outcome.answer, sample, judge)
     fmt = format_reward(outcome)
     tool = tool_reward(acc == 1.0, outcome.num_crops)
-    iou_term = l1_term = best_iou = b1_coverage = 0.0
+    iou_term = l1_term = best = b1_coverage = 0.0
     crops, gt_boxes = outcome.crop_boxes, sample.boxes
     if crops and gt_boxes:
         box = _scored_box(crops, gt_boxes, cfg)
@@ -143,9 +143,9 @@ def score_episode(outcome: EpisodeOutcome, sample: Sample, cfg: RewardConfig,
             if sample.image_size is None:
                 raise ValueError(f"sample {sample.id!r} has no image_size, which the L1 reward needs")
             l1_term = l1_reward(box, gt_boxes, sample.image_size)
-        best_iou = max(iou(crop, gt) for crop in crops for gt in gt_boxes)
+        best = best_iou(crops, gt_boxes)
         b1_coverage = coverage(box, gt_boxes[0])
     total = (cfg.w_acc * acc + cfg.w_fmt * fmt + cfg.w_tool * tool + cfg.w_iou * iou_term
              + cfg.w_l1 * l1_term)
     return {"acc": acc, "fmt": fmt, "tool": tool, "iou": iou_term, "l1": l1_term, "total": total,
-            "num_crops": float(outcome.num_crops), "best_iou": best_iou, "b1_coverage": b1_coverage}
+            "num_crops": float(outcome.num_crops), "best_iou": best, "b1_coverage": b1_coverage}

@@ -17,6 +17,7 @@ from lfpc.evaluation.data import subtask_of
 from lfpc.jsonl_log import append_json_lines, complete_lines
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import Trajectory
+from lfpc.viewer.capture import view_fields
 
 
 def record_key(sample_id: str, mode: str, budget: int) -> str:
@@ -76,8 +77,9 @@ def question_record(trajectory: Trajectory, codec: ChatCodec, benchmark: str, mo
     """The JSON record of one evaluated question.
 
     Boxes are in ORIGINAL image pixels: ``crop_boxes`` are the regions the environment cropped, ``gt_box`` is the
-    smallest GT box B1 (None without boxes). ``visual_tokens`` counts the visual tokens of every image the model
-    saw (global view + crops); ``time_s`` is this question's share of its batch's wall time.
+    smallest GT box B1 (None without boxes); the viewer's fields (boxes in the displayed frame too, per-turn text,
+    crop sizes) are those of :func:`lfpc.viewer.capture.view_fields`. ``visual_tokens`` counts the visual tokens of
+    every image the model saw (global view + crops); ``time_s`` is this question's share of its batch's wall time.
     """
     sample, outcome = trajectory.sample, trajectory.outcome
     choice = answer_key(outcome.answer, sample)
@@ -85,11 +87,11 @@ def question_record(trajectory: Trajectory, codec: ChatCodec, benchmark: str, mo
     image_tokens = [codec.image_tokens(grid) for grid in trajectory.context.image_grid_thw]
     return {
         "key": record_key(sample.id, mode, budget), "id": sample.id, "benchmark": benchmark,
-        "subtask": subtask_of(sample), "mode": mode, "budget": budget, "display_size": list(trajectory.display_size),
+        "subtask": subtask_of(sample), "mode": mode, "budget": budget,
         "question": sample.question, "options": list(sample.options), "answer": sample.answer,
         "prediction": outcome.answer, "choice": choice, "correct": is_correct(outcome.answer, sample),
-        "format_ok": outcome.format_ok, "trajectory": response_text(codec, trajectory), "events": trajectory.events,
-        "crop_boxes": [list(b) for b in outcome.crop_boxes], "gt_box": list(gt_box) if gt_box else None,
+        "format_ok": outcome.format_ok, "trajectory": response_text(codec, trajectory), **view_fields(trajectory),
+        "gt_box": list(gt_box) if gt_box else None,
         **crop_scores(outcome.crop_boxes, gt_box),
         "tool_calls": sum(e["kind"] == "tool_call" for e in trajectory.events), "crops": outcome.num_crops,
         "invalid_calls": outcome.num_invalid_calls, "visual_tokens": sum(image_tokens),

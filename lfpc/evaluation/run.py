@@ -79,7 +79,8 @@ def evaluate(cfg: DictConfig) -> dict:
         max_tokens = max(max(plan.budgets), plan.episode.crop_max_tokens)
         codec = ChatCodec.for_model(path, max_tokens)
         evaluate_samples(engine_from_run_config(cfg, codec, path, cfg.eval.device), codec, samples, plan, log, cfg.benchmark.name,
-                         progress=cfg.eval.progress)
+                         progress=cfg.eval.progress, image_ids={s.id for s in samples[:cfg.viewer.questions]},
+                         thumbnail_px=cfg.viewer.thumbnail_px)
     records = list(log.records.values())
     summary = {"label": cfg.label, "model": path, "output_dir": str(out), "rows": summarize(records),
                "subsets": substitution_subsets(records)}

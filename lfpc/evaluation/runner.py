@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 from tqdm.auto import tqdm
 
@@ -15,6 +16,7 @@ from lfpc.evaluation.records import RecordLog, question_record, record_key
 from lfpc.rollout.base import RolloutEngine, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import EpisodeConfig, Trajectory, run_episodes
+from lfpc.viewer.capture import save_thumbnails
 from lfpc.vision.budget import fit_to_budget
 
 GREEDY = SamplingConfig(temperature=0.0)
@@ -84,10 +86,26 @@ def pending(samples: Sequence[Sample], plan: EvalPlan, done: set[str]) -> list[t
     return passes
 
 
+def batch_records(trajectories: Sequence[Trajectory], codec: ChatCodec, benchmark: str, mode: str, budget: int,
+                  seconds: float, log: RecordLog, image_ids: Collection[str], thumbnail_px: int) -> list[dict]:
+    """The records of one batch; questions in ``image_ids`` also keep thumbnails of their images under
+    ``images/`` next to the log (for the trajectory viewer)."""
+    records = []
+    for trajectory in trajectories:
+        record = question_record(trajectory, codec, benchmark, mode, budget, seconds / len(trajectories))
+        if trajectory.sample.id in image_ids:
+            stem = hashlib.sha1(record["key"].encode()).hexdigest()[:16]
+            record["images"] = save_thumbnails(trajectory, log.path.parent / "images", stem, thumbnail_px)
+        records.append(record)
+    return records
+
+
 def evaluate_samples(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Sample], plan: EvalPlan,
-                     log: RecordLog, benchmark: str, progress: bool = True) -> list[dict]:
+                     log: RecordLog, benchmark: str, progress: bool = True, image_ids: Collection[str] = (),
+                     thumbnail_px: int = 384) -> list[dict]:
     """Evaluate every (sample, mode, budget) of ``plan`` missing from ``log``, appending each batch's records as
-    soon as it is done; return the records of the whole plan (earlier and new) in plan order."""
+    soon as it is done; return the records of the whole plan (earlier and new) in plan order. Questions in
+    ``image_ids`` keep thumbnails of the images the model saw (see :func:`batch_records`)."""
     check_modes(samples, plan.modes, benchmark)
     passes = pending(samples, plan, log.done)
     if passes:
@@ -98,8 +116,8 @@ def evaluate_samples(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[
             for start in range(0, len(todo), plan.batch_size):
                 batch = todo[start:start + plan.batch_size]
                 trajectories, seconds = rollout_batch(engine, codec, batch, budget, mode, plan)
-                log.append(question_record(t, codec, benchmark, mode, budget, seconds / len(batch))
-                           for t in trajectories)
+                log.append(batch_records(trajectories, codec, benchmark, mode, budget, seconds, log, image_ids,
+                                         thumbnail_px))
                 bar.update(len(batch))
     return [log.records[record_key(s.id, mode, budget)]
             for budget in plan.budgets for mode in plan.modes for s in samples]

@@ -24,19 +24,41 @@ def group_advantages(rewards: Tensor, group_ids: Tensor, eps: float = 1e-6, scal
         raise ValueError(f"eps must be >= 0, got {eps}")
 
     values = rewards if rewards.dtype.is_floating_point else rewards.float()
-    _, index = torch.unique(group_ids, return_inverse=True)
-    num_groups = int(index.max()) + 1 if index.numel() else 0
-
-    def group_sum(x: Tensor) -> Tensor:
-        return values.new_zeros(num_groups).index_add_(0, index, x)
-
-    counts = group_sum(torch.ones_like(values))
-    centered = values - (group_sum(values) / counts)[index]
-    lowest = values.new_full((num_groups,), float("inf")).scatter_reduce_(0, index, values, "amin")
-    highest = values.new_full((num_groups,), float("-inf")).scatter_reduce_(0, index, values, "amax")
+    groups = _Groups(values, group_ids)
+    centered = values - groups.means[groups.index]
     # Singletons and constant groups carry no learning signal; force exact zeros (rounding could leave ~1e-17).
-    flat = (lowest == highest)[index]
+    flat = groups.flat[groups.index]
     if scale:
-        std = (group_sum(centered**2) / (counts - 1).clamp(min=1)).sqrt()
-        centered = centered / (std[index] + eps)
+        std = (groups.sum(centered**2) / (groups.counts - 1).clamp(min=1)).sqrt()
+        centered = centered / (std[groups.index] + eps)
     return torch.where(flat, torch.zeros_like(centered), centered)
+
+
+class _Groups:
+    """Per-group sums, counts, means and constancy of ``values`` (scatter ops, no Python loop over groups)."""
+
+    def __init__(self, values: Tensor, group_ids: Tensor) -> None:
+        self.values = values
+        _, self.index = torch.unique(group_ids, return_inverse=True)
+        self.num_groups = int(self.index.max()) + 1 if self.index.numel() else 0
+        self.counts = self.sum(torch.ones_like(values))
+        self.means = self.sum(values) / self.counts
+        lowest = values.new_full((self.num_groups,), float("inf")).scatter_reduce_(0, self.index, values, "amin")
+        highest = values.new_full((self.num_groups,), float("-inf")).scatter_reduce_(0, self.index, values, "amax")
+        self.flat = lowest == highest
+
+    def sum(self, x: Tensor) -> Tensor:
+        """Per-group sums of ``x`` (one value per rollout)."""
+        return self.values.new_zeros(self.num_groups).index_add_(0, self.index, x)
+
+
+def group_diagnostics(rewards: Tensor, group_ids: Tensor) -> dict[str, float]:
+    """How much learning signal a step's groups carry: ``groups/zero_adv`` is the fraction of groups whose rewards
+    are all equal (every advantage 0), ``groups/reward_spread`` the mean within-group reward standard deviation
+    (population std, 0 for a singleton)."""
+    groups = _Groups(rewards.double(), group_ids)
+    if groups.num_groups == 0:
+        return {}
+    centered = groups.values - groups.means[groups.index]
+    spread = (groups.sum(centered**2) / groups.counts).sqrt()
+    return {"groups/zero_adv": float(groups.flat.double().mean()), "groups/reward_spread": float(spread.mean())}

@@ -12,14 +12,15 @@ from lfpc.rollout.episodes import Trajectory
 
 ROLLOUT_METRICS = (
     "reward/total", "reward/acc", "reward/fmt", "reward/tool", "reward/iou", "reward/l1",
-    "rollout/tool_calls", "rollout/invalid_calls", "rollout/iou", "rollout/overlap", "rollout/bbox_ratio",
+    "rollout/tool_calls", "rollout/tool_call_rate", "rollout/invalid_calls", "rollout/invalid_call_rate", "rollout/iou", "rollout/overlap", "rollout/bbox_ratio",
     "rollout/crop_tokens", "rollout/response_tokens", "rollout/sequence_tokens", "rollout/turns",
 )
 
 
 def trajectory_stats(trajectory: Trajectory) -> dict[str, float | None]:
     """The logged statistics of one trajectory (rewards must already be scored); grounding statistics are
-    None for a trajectory that made no crop."""
+    None for a trajectory that made no crop. The ``*_rate`` means are the fractions of trajectories with at least
+    one crop (``tool_call_rate``) and with at least one invalid call (``invalid_call_rate``)."""
     scores, outcome, sample = trajectory.scores, trajectory.outcome, trajectory.sample
     crops = [e for e in trajectory.events if e.get("visual_tokens")]
     image_area = float(sample.image_size[0] * sample.image_size[1]) if sample.image_size else 0.0
@@ -27,7 +28,9 @@ def trajectory_stats(trajectory: Trajectory) -> dict[str, float | None]:
     stats = {f"reward/{k}": scores[k] for k in ("total", "acc", "fmt", "tool", "iou", "l1")}
     stats.update({
         "rollout/tool_calls": float(outcome.num_crops),
+        "rollout/tool_call_rate": float(outcome.num_crops > 0),
         "rollout/invalid_calls": float(outcome.num_invalid_calls),
+        "rollout/invalid_call_rate": float(outcome.num_invalid_calls > 0),
         "rollout/response_tokens": float(trajectory.context.num_policy_tokens),
         "rollout/sequence_tokens": float(len(trajectory.context.token_ids)),
         "rollout/turns": float(len(trajectory.turns)),

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 
 from lfpc.data.records import Sample
-from lfpc.grpo.advantages import group_advantages
+from lfpc.grpo.advantages import group_advantages, group_diagnostics
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate
 from lfpc.judge import Judge, load_judge
@@ -23,8 +23,9 @@ from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.factory import build_engine
 from lfpc.rollout.episodes import EpisodeConfig, Trajectory, run_episodes
 from lfpc.training.metrics import RolloutMetrics
-from lfpc.training.rollout_log import RolloutLog
+from lfpc.training.rollout_log import RolloutLog, ViewerConfig
 from lfpc.training.sharding import full_named_tensors, shard_policy, weights_digest
+from lfpc.viewer.wandb_table import log_trajectory_table
 
 
 @dataclass
@@ -65,7 +66,8 @@ class GRPOModule(L.LightningModule):
 
     def __init__(self, policy: PolicyConfig, grpo: GRPOConfig, episode: EpisodeConfig, reward: RewardConfig,
                  display_sizer, rollout: dict | None = None, seed: int = 0, rollout_log_dir: str | None = None,
-                 judge: dict | None = None) -> None:
+                 judge: dict | None = None,
+                 viewer: ViewerConfig = ViewerConfig()) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.rollout_cfg = rollout or {"backend": "hf"}
@@ -78,6 +80,7 @@ class GRPOModule(L.LightningModule):
         self.judge_cfg = judge or {}
         self._judge: Judge | None = None
         self.rollout_log_dir = rollout_log_dir
+        self.viewer = viewer
         self.rollout_log: RolloutLog | None = None
 
     # ----- model, engine, optimizer -----
@@ -99,7 +102,7 @@ class GRPOModule(L.LightningModule):
         self.codec = ChatCodec.for_model(self.policy_cfg.path,
                                          max(self.policy_cfg.global_max_tokens, self.episode.crop_max_tokens))
         if self.rollout_log_dir:
-            self.rollout_log = RolloutLog(f"{self.rollout_log_dir}/rank{self.global_rank}.jsonl")
+            self.rollout_log = RolloutLog(self.rollout_log_dir, self.global_rank, self.viewer)
 
     @property
     def engine(self):
@@ -154,11 +157,13 @@ class GRPOModule(L.LightningModule):
 
         stats = {**self.rollout_metrics.compute(trajectories), **update_stats, **timings}
         self.log_dict(stats, on_step=True, prog_bar=False, batch_size=len(trajectories))
+        self.log_dict(group_diagnostics(rewards, groups), on_step=True, sync_dist=True, batch_size=len(trajectories))
         self.log("reward", stats["reward/total"], prog_bar=True, batch_size=len(trajectories))
         self.log("acc", stats["reward/acc"], prog_bar=True, batch_size=len(trajectories))
         self.log("tool_calls", stats["rollout/tool_calls"], prog_bar=True, batch_size=len(trajectories))
         if self.rollout_log is not None:
-            self.rollout_log.append(step, trajectories)
+            kept = self.rollout_log.append(step, trajectories, advantages.tolist())
+            log_trajectory_table(self.loggers, self.rollout_log.folder, kept)
 
     def rollout(self, samples: list[Sample], seed: int) -> list[Trajectory]:
         """Generate ``group_size`` scored trajectories per sample with the rollout engine."""

@@ -1,29 +1,52 @@
-"""Every training rollout appended to JSONL as it is produced (text, boxes, rewards), for later analysis."""
+"""Every training rollout appended to JSONL as it is produced (text, boxes, rewards, advantage), with thumbnails of
+the images of the first few trajectories of each step for the trajectory viewer (:mod:`lfpc.viewer`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from lfpc.jsonl_log import append_json_lines
 from lfpc.rollout.episodes import Trajectory
+from lfpc.viewer.capture import save_thumbnails, view_fields
 
 
-def trajectory_record(trajectory: Trajectory, step: int) -> dict:
-    """A JSON-serializable summary of one scored trajectory."""
-    return {"step": step, "sample_id": trajectory.sample.id, "group": trajectory.group,
-            "display_size": list(trajectory.display_size), "turns": trajectory.turns,
-            "answer": trajectory.outcome.answer, "format_ok": trajectory.outcome.format_ok,
-            "crop_boxes": [list(b) for b in trajectory.outcome.crop_boxes],
-            "gt_boxes": [list(b) for b in trajectory.sample.boxes], "scores": trajectory.scores,
-            "response_tokens": trajectory.context.num_policy_tokens}
+@dataclass(frozen=True)
+class ViewerConfig:
+    """How much of each step the viewer can show: the images of the first ``trajectories_per_step`` trajectories
+    of each rank (whole GRPO groups when it is a multiple of the group size), at most ``thumbnail_px`` a side."""
+
+    trajectories_per_step: int = 8
+    thumbnail_px: int = 384
+
+
+def trajectory_record(trajectory: Trajectory, step: int, rank: int, advantage: float) -> dict:
+    """A JSON-serializable summary of one scored trajectory and its group advantage (``group`` counts the prompts
+    of ``rank``)."""
+    return {"step": step, "rank": rank, "sample_id": trajectory.sample.id, "group": trajectory.group,
+            "question": trajectory.sample.question, "options": list(trajectory.sample.options),
+            "answer": trajectory.sample.answer, "prediction": trajectory.outcome.answer,
+            "format_ok": trajectory.outcome.format_ok, "invalid_calls": trajectory.outcome.num_invalid_calls,
+            "scores": trajectory.scores, "advantage": advantage,
+            "response_tokens": trajectory.context.num_policy_tokens, **view_fields(trajectory)}
 
 
 class RolloutLog:
-    """Appends one line per trajectory to ``path`` and flushes after each step."""
+    """Appends one line per trajectory to ``<folder>/rank<rank>.jsonl`` after each step; the kept trajectories'
+    images go to ``<folder>/images/``."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, folder: str | Path, rank: int = 0, viewer: ViewerConfig = ViewerConfig()) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / f"rank{rank}.jsonl"
+        self.rank, self.viewer = rank, viewer
 
-    def append(self, step: int, trajectories: Sequence[Trajectory]) -> None:
-        append_json_lines(self.path, (trajectory_record(t, step) for t in trajectories))
+    def append(self, step: int, trajectories: Sequence[Trajectory], advantages: Sequence[float]) -> list[dict]:
+        """Log one step; returns the records of the trajectories whose images were kept."""
+        records = [trajectory_record(t, step, self.rank, float(a)) for t, a in zip(trajectories, advantages)]
+        kept = records[:self.viewer.trajectories_per_step]
+        for index, (record, trajectory) in enumerate(zip(kept, trajectories)):
+            record["images"] = save_thumbnails(trajectory, self.folder / "images",
+                                               f"step{step:06d}-rank{self.rank}-{index:03d}", self.viewer.thumbnail_px)
+        append_json_lines(self.path, records)
+        return kept

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from lfpc import config as C
+from lfpc.training.alarms import CollapseAlarms
 from lfpc.training.curve import LearningCurve
 from lfpc.training.module import GRPOModule
 from lfpc.training.sharding import gather_from_ranks
@@ -22,11 +23,18 @@ from lfpc.training.sharding import gather_from_ranks
 
 class GRPOProgressBar(TQDMProgressBar):
     """Counts GRPO steps (one per batch); Lightning's bar assumes one optimizer step per batch, but manual
-    optimization takes ``updates_per_step`` optimizer steps per GRPO step."""
+    optimization takes ``updates_per_step`` optimizer steps per GRPO step. Active collapse alarms are shown."""
 
-    def __init__(self, updates_per_step: int) -> None:
+    def __init__(self, updates_per_step: int, alarms: CollapseAlarms) -> None:
         super().__init__()
         self.updates_per_step = updates_per_step
+        self.alarms = alarms
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        if self.alarms.active:
+            metrics["ALARM"] = ",".join(self.alarms.active)
+        return metrics
 
     @property
     def total_train_batches(self) -> int | float:
@@ -70,17 +78,20 @@ def train(cfg: DictConfig) -> dict:
     samples = C.trainable_samples(samples, sizer, cfg)
     module = GRPOModule(C.policy_config(cfg, path), C.grpo_config(cfg), C.episode_config(cfg), C.reward_config(cfg),
                         sizer, rollout=OmegaConf.to_container(cfg.rollout, resolve=True), seed=cfg.seed,
-                        rollout_log_dir=str(out / "rollouts"), judge=OmegaConf.to_container(cfg.judge, resolve=True))
+                        rollout_log_dir=str(out / "rollouts"), judge=OmegaConf.to_container(cfg.judge, resolve=True),
+                        viewer=C.viewer_config(cfg))
     loader = DataLoader(samples, batch_size=cfg.grpo.prompts_per_step, shuffle=True, collate_fn=list,
                         drop_last=True)
     per_step = C.updates_per_step(cfg)
     checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), every_n_train_steps=cfg.checkpoint.every_n_steps
                                  * per_step, save_last=True, save_top_k=-1, filename="{step}")
     curve = LearningCurve()
+    alarms = CollapseAlarms(C.alarm_config(cfg), out / "checkpoints")
     t = cfg.trainer
     trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
                         precision=t.precision, max_steps=t.max_steps * per_step, log_every_n_steps=t.log_every_n_steps,
-                        logger=build_loggers(cfg, out), callbacks=[checkpoint, GRPOProgressBar(per_step), curve],
+                        logger=build_loggers(cfg, out),
+                        callbacks=[checkpoint, GRPOProgressBar(per_step, alarms), curve, alarms],
                         default_root_dir=str(out),
                         enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))

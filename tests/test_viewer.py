@@ -1,0 +1,160 @@
+"""The trajectory viewer end to end on the embedded default: a training run and an evaluation saved with thumbnails,
+wandb's table (offline), the collapse alarm of a run, and both reports rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+THUMBNAIL_PX = 192
+KEPT = 8            # trajectories per step with images (one mini group of 8)
+QUESTIONS = 2       # evaluated questions; the first keeps images in every mode and budget
+MODES = ["pred", "gt", "noise", "direct"]
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args: str) -> str:
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """One GRPO step of the embedded default (2 prompts x 8 rollouts, wandb offline, an alarm that must trip)
+    and an evaluation of the mini model in the four crop modes, each with its report written."""
+    base = tmp_path_factory.mktemp("viewer")
+    cache, train_dir, eval_dir = base / "cache", base / "train", base / "eval"
+    train_log = run("train.py", "logger=default", "trainer.max_steps=1", "grpo.prompts_per_step=2",
+                    f"viewer.trajectories_per_step={KEPT}", f"viewer.thumbnail_px={THUMBNAIL_PX}",
+                    "alarms.min_tool_call_rate=1.01", "alarms.patience=1", "alarms.stop=true",
+                    f"cache_dir={cache}", f"hydra.run.dir={train_dir}")
+    run("eval.py", f"eval.limit={QUESTIONS}", f"eval.modes=[{','.join(MODES)}]", "viewer.questions=1",
+        f"viewer.thumbnail_px={THUMBNAIL_PX}", f"cache_dir={cache}", f"hydra.run.dir={eval_dir}")
+    for folder in (train_dir, eval_dir):
+        run("-m", "lfpc.viewer", str(folder))
+    return {"train": train_dir, "eval": eval_dir, "train_log": train_log}
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def image_paths(records: list[dict]) -> list[str]:
+    return [p for r in records if "images" in r for p in [r["images"]["global"], *r["images"]["crops"]]]
+
+
+def test_training_saves_what_the_viewer_needs_and_a_wandb_table(runs):
+    folder = runs["train"] / "rollouts"
+    records = lines(folder / "rank0.jsonl")
+    assert len(records) == 16 and sum("images" in r for r in records) == KEPT
+    for r in records:
+        assert {"advantage", "scores", "turns", "events", "pred_boxes", "gt_boxes_display", "question"} <= set(r)
+        assert len(r["images"]["crops"]) == len(r["crop_boxes"]) if "images" in r else True
+        assert len(r["pred_boxes"]) == len(r["crop_boxes"]) and len(r["turns"]) == len(r["events"])
+    group0 = [r["advantage"] for r in records if r["group"] == 0]
+    assert abs(sum(group0)) < 1e-4  # group-relative advantages are centred
+    for path in image_paths(records):
+        assert max(Image.open(folder / path).size) <= THUMBNAIL_PX
+    tables = list((runs["train"] / "wandb").glob("offline-run-*/files/media/table/rollouts/trajectories_*.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert len(table["data"]) == KEPT and "global_view" in table["columns"]
+    assert "collapse alarm at GRPO step 1: rollout/tool_call_rate" in runs["train_log"]
+    assert "ALARM=min_tool_call_rate" in runs["train_log"]
+    assert (runs["train"] / "checkpoints" / "alarm.ckpt").is_file()
+
+
+def test_eval_records_carry_boxes_in_both_frames_turns_and_thumbnails(runs):
+    records = lines(runs["eval"] / "records.jsonl")
+    budgets = {r["budget"] for r in records}
+    assert len(records) == QUESTIONS * len(MODES) * len(budgets)
+    first = records[0]["id"]
+    assert {r["id"] for r in records if "images" in r} == {first}
+    assert sum("images" in r for r in records) == len(MODES) * len(budgets)
+    for r in records:
+        assert {"turns", "events", "image_size", "display_size", "gt_boxes", "gt_boxes_display", "crop_boxes",
+                "pred_boxes"} <= set(r)
+        width, height = r["image_size"]
+        (x1, y1, x2, y2), (dx1, dy1, dx2, dy2) = r["gt_boxes"][0], r["gt_boxes_display"][0]
+        assert dx1 == pytest.approx(x1 * r["display_size"][0] / width)
+        assert dy2 == pytest.approx(y2 * r["display_size"][1] / height)
+        assert all(e["crop_size"] for e in r["events"] if e["box"] is not None)
+
+
+def report_counts(html: str) -> dict[str, int]:
+    return {"cards": len(re.findall(r'<div class="traj ', html)), "global": len(re.findall(r'class="global"', html)),
+            "crops": len(re.findall(r'class="crop"', html)), "thumbs": len(re.findall(r'class="thumb"', html))}
+
+
+def expected_counts(records: list[dict]) -> dict[str, int]:
+    kept = [r for r in records if "images" in r]
+    return {"cards": len(kept), "global": len(kept), "crops": sum(len(r["images"]["crops"]) for r in kept),
+            "thumbs": len(kept)}
+
+
+@pytest.mark.parametrize("kind", ["train", "eval"])
+def test_report_shows_every_kept_trajectory_self_contained(runs, kind):
+    folder = runs[kind]
+    records = lines(folder / "rollouts" / "rank0.jsonl") if kind == "train" else lines(folder / "records.jsonl")
+    html = (folder / "trajectories.html").read_text()
+    assert report_counts(html) == expected_counts(records)
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing fetched from the network
+    if kind == "eval":  # the crop modes side by side for the question with images
+        modes = re.findall(r"<b>(\w+) @ \d+ tokens</b>", html)
+        assert modes[:len(MODES)] == MODES
+
+
+def chromium(*args: str, user_data_dir: Path) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={user_data_dir}", "--enable-logging=stderr", "--v=0"]
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium; .ci/run installs "
+                                             "it): the report is not checked in a real browser")
+@pytest.mark.parametrize("kind", ["train", "eval"])
+def test_report_loads_in_headless_chromium_without_console_errors(runs, kind, tmp_path):
+    folder = runs[kind]
+    url = (folder / "trajectories.html").as_uri()
+    dom = chromium("--dump-dom", url, user_data_dir=tmp_path / "profile")
+    assert dom.returncode == 0, dom.stderr[-3000:]
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, console
+    expected = expected_counts(lines(folder / "rollouts" / "rank0.jsonl") if kind == "train"
+                               else lines(folder / "records.jsonl"))
+    assert report_counts(dom.stdout) == expected
+    assert re.search(r'id="shown">(\d+)<', dom.stdout).group(1) == str(expected["cards"])  # the filter script ran
+    wrong = chromium("--dump-dom", url + "?outcome=wrong", user_data_dir=tmp_path / "profile").stdout
+    visible = re.findall(r'<div class="traj (\w+)"[^>]*?( hidden="")?>', wrong)
+    assert len(visible) == expected["cards"] and all((kind == "wrong") != bool(hidden) for kind, hidden in visible)
+    screenshot = folder / "trajectories.png"
+    shot = chromium(f"--screenshot={screenshot}", "--window-size=1400,1800", "--hide-scrollbars", url,
+                    user_data_dir=tmp_path / "profile")
+    assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr[-3000:]
+
+
+def test_reading_a_running_training_leaves_its_log_alone(tmp_path):
+    from lfpc.viewer.load import load_report
+
+    log = tmp_path / "rollouts" / "rank0.jsonl"
+    log.parent.mkdir()
+    log.write_text(json.dumps({"step": 0}) + "\n" + '{"step": 1, "sam')  # the trainer is writing step 1
+    before = log.read_bytes()
+    assert [r["step"] for r in load_report(tmp_path).records] == [0]
+    assert log.read_bytes() == before
+    with pytest.raises(FileNotFoundError, match="neither"):
+        load_report(tmp_path / "rollouts")
