@@ -138,6 +138,8 @@ ROW2 = r"row 2 \(index '1', line 4\)"
     ("category", "multi", ROW2 + r": field 'category' must be one of \['single', 'cross'\], got 'multi'"),
     ("question", " ", ROW2 + r": field 'question' is empty"),
     ("C", "", ROW2 + r": field 'C' is empty"),
+    ("question", "What is <|vision_start|>?", ROW2 + r": field 'question' contains the special token '<\|vision_start"),
+    ("B", "<|image_pad|>", ROW2 + r": field 'B' contains the special token '<\|image_pad\|>'"),
     ("index", "1a", r"row 2 \(index '1a', line 4\): field 'index' must be an integer, got '1a'"),
     ("index", "0", r"row 2 \(index '0', line 4\): field 'index': duplicate of row 1"),
 ])
@@ -338,7 +340,7 @@ def break_vstar(root: Path, split: str, name: str, **changes) -> Path:
 @pytest.mark.parametrize("split, name, changes, message", [
     ("direct_attributes", "sa_2", {"question": None}, "missing field 'question'"),
     ("direct_attributes", "sa_2", {"options": None}, "missing field 'options'"),
-    ("direct_attributes", "sa_2", {"options": ["only one"]}, "field 'options' must list at least 2 non-empty"),
+    ("direct_attributes", "sa_2", {"options": ["only one"]}, "field 'options' must list 2 to 10"),
     ("direct_attributes", "sa_2", {"target_object": None}, "missing field 'target_object'"),
     ("direct_attributes", "sa_2", {"target_object": []}, "field 'target_object' must list at least 1"),
     ("direct_attributes", "sa_2", {"bbox": None}, "missing field 'bbox'"),

@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 from PIL import Image
 
 from lfpc.boxes import Box, as_box, box_problem
-from lfpc.data.records import LETTERS, DatasetError, Sample, _field, sample_from_row
+from lfpc.data.records import LETTERS, DatasetError, Sample, _field, check_prompt_text, sample_from_row
 
 HRBENCH_COLUMNS = ("index", "image", "question", "A", "B", "C", "D", "answer", "category", "cycle_category")
 HRBENCH_SUBTASKS = {"single": "FSP", "cross": "FCP"}
@@ -161,6 +161,7 @@ def _hrbench_sample(row: dict[str, str], where: str, stem: str, source: str, cac
     except ValueError:
         raise DatasetError(f"{where}: field 'index' must be an integer, got {row['index']!r}") from None
     options = tuple(row[letter] for letter in "ABCD")
+    check_prompt_text({name: row[name] for name in ("question", *"ABCD")}, where)
     answer = row["answer"].strip()
     if answer not in LETTERS[: len(options)]:
         raise DatasetError(f"{where}: field 'answer' must be one of {list(LETTERS[:len(options)])}, got {answer!r}")

@@ -11,6 +11,7 @@ from typing import Iterator
 from PIL import Image
 
 from lfpc.boxes import Box, as_box, box_problem, contains
+from lfpc.special_tokens import find_special_token
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -68,6 +69,16 @@ def _optional(row: dict, name: str, kind: type, where: str):
     return _field(row, name, kind, where) if row.get(name) is not None else None
 
 
+def check_prompt_text(fields: dict[str, str], where: str) -> None:
+    """Refuse prompt fields (field name -> text: question, options) holding a chat special token
+    (see :mod:`lfpc.special_tokens`)."""
+    for name, text in fields.items():
+        token = find_special_token(text)
+        if token:
+            raise DatasetError(f"{where}: field '{name}' contains the special token {token!r}, which would be read "
+                               "as a turn boundary or an image position; remove or rewrite it")
+
+
 def validate_boxes(boxes: list, size: tuple[int, int], where: str) -> tuple[Box, ...]:
     """Check each box is 4 ordered numbers inside the image and each box lies inside the next one."""
     parsed: list[Box] = []
@@ -96,8 +107,10 @@ def sample_from_row(row: dict, root: Path, where: str) -> Sample:
         raise DatasetError(f"{where}: field 'image_path': image file {image_path} does not exist")
     question = _field(row, "question", str, where)
     options = _field(row, "options", list, where)
-    if len(options) < 2 or not all(isinstance(o, str) and o.strip() for o in options):
-        raise DatasetError(f"{where}: field 'options' must list at least 2 non-empty strings")
+    if not 2 <= len(options) <= len(LETTERS) or not all(isinstance(o, str) and o.strip() for o in options):
+        raise DatasetError(f"{where}: field 'options' must list 2 to {len(LETTERS)} (one per letter of {LETTERS}) "
+                           f"non-empty strings, got {len(options)} items")
+    check_prompt_text({"question": question, **{f"options[{i}]": o for i, o in enumerate(options)}}, where)
     answer = _field(row, "answer", str, where)
     if answer not in LETTERS[: len(options)]:
         raise DatasetError(f"{where}: field 'answer' must be one of {list(LETTERS[:len(options)])}, got {answer!r}")
