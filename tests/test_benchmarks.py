@@ -131,8 +131,8 @@ ROW2 = r"row 2 \(index '1', line 4\)"
 
 @pytest.mark.parametrize("field, value, message", [
     ("image", "abc$", ROW2 + r": field 'image': invalid base64"),
-    ("image", base64.b64encode(b"this is not an image").decode(), ROW2 + r": field 'image': not a decodable image"),
-    ("image", base64.b64encode(HR_IMAGES[1][:200]).decode(), ROW2 + r": field 'image': not a decodable image"),
+    ("image", base64.b64encode(b"this is not an image").decode(), ROW2 + r": field 'image': not a usable image"),
+    ("image", base64.b64encode(HR_IMAGES[1][:200]).decode(), ROW2 + r": field 'image': not a usable image"),
     ("answer", "E", ROW2 + r": field 'answer' must be one of \['A', 'B', 'C', 'D'\], got 'E'"),
     ("answer", "4", ROW2 + r": field 'answer' must be one of"),
     ("category", "multi", ROW2 + r": field 'category' must be one of \['single', 'cross'\], got 'multi'"),

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from lfpc.agent.prompt import TOOL_NAME
-from lfpc.data.records import Sample
+from lfpc.data.records import DatasetError, Sample
 from lfpc.evaluation.data import load_benchmark, subtask_of
 from lfpc.evaluation.metrics import substitution_subsets, summarize
 from lfpc.evaluation.records import RecordLog, crop_scores
@@ -252,3 +252,10 @@ def test_eval_config_runs_resumes_and_refuses_other_settings(tmp_path, tiny_mode
     assert (out / "records.jsonl").read_text().splitlines() == lines
     with pytest.raises(ValueError, match="other settings .changed: \\['episode'\\]"):
         evaluate(eval_cfg(tmp_path, tiny_model_dir, "episode.max_turns=1"))
+
+
+def test_eval_applies_the_configured_pixel_limit_at_load(tmp_path, tiny_model_dir, pixel_limit):
+    with pytest.raises(DatasetError, match=r"field 'image_path': image .* 512 x 512 = 262,144 pixels, over the limit "
+                                           r"of 200,000 pixels \(raise max_image_pixels"):
+        evaluate(eval_cfg(tmp_path, tiny_model_dir, "max_image_pixels=200000"))
+    assert not (tmp_path / "out" / "records.jsonl").exists()

@@ -23,6 +23,7 @@ from PIL import Image
 
 from lfpc.boxes import Box, as_box, box_problem
 from lfpc.data.records import LETTERS, DatasetError, Sample, _field, check_prompt_text, sample_from_row
+from lfpc.vision.images import ImageError, checked_size, decode_image
 
 HRBENCH_COLUMNS = ("index", "image", "question", "A", "B", "C", "D", "answer", "category", "cycle_category")
 HRBENCH_SUBTASKS = {"single": "FSP", "cross": "FCP"}
@@ -180,21 +181,20 @@ def _cached_image(encoded: str, name: str, cache_dir: Path, cached: dict[str, Pa
     """Return (path, size) of the cached image ``name``, decoding ``encoded`` and writing it there first if needed."""
     if name in cached:
         try:
-            with Image.open(cached[name]) as image:
-                return cached[name], image.size
-        except (OSError, SyntaxError, ValueError) as err:
-            raise DatasetError(f"{where}: field 'image': cached image {cached[name]} is unreadable ({err}); "
-                               "delete it to decode it again") from None
+            return cached[name], checked_size(cached[name])
+        except ImageError as err:
+            raise DatasetError(f"{where}: field 'image': cached image unusable ({err}); delete it to decode it "
+                               "again") from None
     try:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as err:
         raise DatasetError(f"{where}: field 'image': invalid base64 ({err})") from None
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            size, image_format = image.size, image.format
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(f"{where}: field 'image': not a decodable image ({err})") from None
+        size = decode_image(io.BytesIO(data), "in the base64 field").size
+    except ImageError as err:
+        raise DatasetError(f"{where}: field 'image': not a usable image ({err})") from None
+    with Image.open(io.BytesIO(data)) as image:
+        image_format = image.format
     path = cache_dir / f"{name}.{_IMAGE_EXTENSIONS.get(image_format, str(image_format).lower())}"
     _write_atomically(path, data)
     cached[name] = path

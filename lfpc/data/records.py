@@ -8,10 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from PIL import Image
-
 from lfpc.boxes import Box, as_box, box_problem, contains
 from lfpc.special_tokens import find_special_token
+from lfpc.vision.images import ImageError, checked_size
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -21,7 +20,8 @@ class Sample:
     """One multiple-choice question about one (high-resolution) image.
 
     ``boxes`` is the hierarchy of ground-truth boxes in ORIGINAL image pixels, smallest (B1) first, each
-    inside the next. ``answer`` is the letter of the correct option. ``category`` names the sub-task
+    inside the next. Pixels (and ``image_size``) are those of the image in its EXIF orientation, as a viewer
+    shows it (see :mod:`lfpc.vision.images`). ``answer`` is the letter of the correct option. ``category`` names the sub-task
     (``single``/``cross`` for HR-Bench style, ``attribute``/``spatial`` for V* style).
     """
 
@@ -115,10 +115,9 @@ def sample_from_row(row: dict, root: Path, where: str) -> Sample:
     if answer not in LETTERS[: len(options)]:
         raise DatasetError(f"{where}: field 'answer' must be one of {list(LETTERS[:len(options)])}, got {answer!r}")
     try:
-        with Image.open(image_path) as image:
-            size = image.size
-    except OSError as err:
-        raise DatasetError(f"{where}: field 'image_path': cannot read image {image_path}: {err}") from None
+        size = checked_size(image_path)
+    except ImageError as err:
+        raise DatasetError(f"{where}: field 'image_path': {err}") from None
     boxes = validate_boxes(_optional(row, "boxes", list, where) or [], size, where)
     meta = _optional(row, "meta", dict, where) or {}
     return Sample(id=sample_id, image_path=str(image_path), question=question, options=tuple(options),

@@ -20,6 +20,7 @@ from lfpc.evaluation.records import RecordLog
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, pending
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.factory import engine_from_run_config
+from lfpc.vision.images import set_max_image_pixels
 
 CSV_COLUMNS = ("benchmark", "budget", "mode", "subtask", "num_questions") + QUESTION_METRICS
 
@@ -70,6 +71,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = eval_plan(cfg)
+    set_max_image_pixels(cfg.max_image_pixels)
     samples = load_benchmark(cfg.benchmark, cfg.seed, cfg.eval.shuffle_options, cfg.eval.limit)
     check_modes(samples, plan.modes, cfg.benchmark.name)
     path = C.model_path(cfg)

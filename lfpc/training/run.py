@@ -18,6 +18,7 @@ from lfpc import config as C
 from lfpc.training.curve import LearningCurve
 from lfpc.training.module import GRPOModule
 from lfpc.training.sharding import gather_from_ranks
+from lfpc.vision.images import set_max_image_pixels
 
 
 class GRPOProgressBar(TQDMProgressBar):
@@ -64,6 +65,7 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    set_max_image_pixels(cfg.max_image_pixels)
     path = C.model_path(cfg)
     samples = C.load_samples(cfg.data)
     sizer = C.display_sizer(cfg, path, samples)
