@@ -6,7 +6,7 @@ import math
 
 from omegaconf import DictConfig, OmegaConf
 
-from lfpc.data.records import Sample, load_jsonl
+from lfpc.data.records import Sample, check_samples, load_jsonl
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.rewards import RewardConfig
 from lfpc.rollout.episodes import EpisodeConfig
@@ -44,7 +44,8 @@ def load_samples(data: DictConfig) -> list[Sample]:
     if data.kind == "mix":
         from lfpc.data.mix import mix_by_ratio
         sources = [(name, load_samples(source), source.ratio) for name, source in data.sources.items()]
-        return mix_by_ratio(sources, data.get("num_samples"), seed=data.get("seed", 0))
+        return check_samples(mix_by_ratio(sources, data.get("num_samples"), seed=data.get("seed", 0)),
+                             f"data mix of {list(data.sources)}")
     raise ValueError(f"unknown data.kind {data.kind!r} (expected 'synthetic', 'jsonl' or 'mix')")
 
 

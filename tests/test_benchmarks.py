@@ -166,6 +166,18 @@ def test_hrbench_malformed_file(tmp_path: Path):
         load_hrbench(tmp_path / "missing_4k.tsv", tmp_path / "cache")
 
 
+def test_hrbench_non_utf8_or_empty_file_is_named(tmp_path: Path):
+    path = write_tsv(tmp_path / "hr_bench_4k.tsv", hr_rows())
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"How many", b"How m\xffny")  # row 2, line 4
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DatasetError, match=r"hr_bench_4k\.tsv:4: not UTF-8 text \(byte 0xff"):
+        load_hrbench(path, tmp_path / "cache")
+    header_only = write_tsv(tmp_path / "hr_bench_8k.tsv", [])
+    with pytest.raises(DatasetError, match=r"hr_bench_8k\.tsv: no samples"):
+        load_hrbench(header_only, tmp_path / "cache")
+
+
 def test_hrbench_handles_fields_over_the_default_csv_limit(tmp_path: Path):
     big = image_bytes((400, 400), "PNG", (1, 2, 3))
     big = big + b"\0" * max(0, 200_000 - len(big))  # trailing bytes after IEND are ignored by decoders
@@ -371,6 +383,9 @@ def test_vstar_malformed_files(vstar_root: Path):
     (vstar_root / "relative_position" / "sa_9.jpg").unlink()
     (vstar_root / "direct_attributes" / "sa_1.json").write_text("{not json")
     with pytest.raises(DatasetError, match=r"sa_1\.json: invalid JSON"):
+        load_vstar(vstar_root)
+    (vstar_root / "direct_attributes" / "sa_1.json").write_bytes(b'{"question": "caf\xe9"}')
+    with pytest.raises(DatasetError, match=r"sa_1\.json:1: not UTF-8 text \(byte 0xe9"):
         load_vstar(vstar_root)
     shutil.rmtree(vstar_root / "direct_attributes")
     with pytest.raises(DatasetError, match="missing V\\* split folder 'direct_attributes'"):

@@ -1,9 +1,12 @@
 """Dataset mixing by ratio."""
 
 import pytest
+from omegaconf import OmegaConf
+from PIL import Image
 
+from lfpc.config import load_samples
 from lfpc.data.mix import mix_by_ratio
-from lfpc.data.records import Sample
+from lfpc.data.records import DatasetError, Sample, write_jsonl
 
 
 def make(prefix, n):
@@ -29,3 +32,13 @@ def test_total_none_takes_whole_sources_with_positive_ratio():
 def test_too_small_source_is_named():
     with pytest.raises(ValueError, match="source 'b' has 2 samples but its ratio asks for 5"):
         mix_by_ratio([("a", make("a", 10), 1.0), ("b", make("b", 2), 1.0)], total=10)
+
+
+def test_a_mix_repeating_ids_is_refused(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.jpg")
+    write_jsonl([Sample(id="same", image_path="x.jpg", question="q", options=("a", "b"), answer="A")],
+                tmp_path / "d.jsonl")
+    source = {"kind": "jsonl", "path": str(tmp_path / "d.jsonl"), "ratio": 1.0}
+    data = OmegaConf.create({"kind": "mix", "num_samples": None, "sources": {"one": source, "two": source}})
+    with pytest.raises(DatasetError, match=r"data mix of \['one', 'two'\]: sample 2 has the id 'same' of sample 1"):
+        load_samples(data)

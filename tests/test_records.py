@@ -88,6 +88,24 @@ def test_missing_dataset_file_is_named(tmp_path):
         load_jsonl(tmp_path / "nowhere.jsonl")
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"", r"data.jsonl: no samples \(the dataset is empty\)"),
+    (b"\n  \n", r"data.jsonl: no samples"),
+    (json.dumps(_row()).encode() + b'\n{"id": "caf\xe9"}\n', r"data.jsonl:2: not UTF-8 text \(byte 0xe9 at byte 12 "),
+    (json.dumps(_row()).encode("utf-16"), r"data.jsonl:1: not UTF-8 text \(byte 0xff at byte 1 of the line\)"),
+])
+def test_empty_or_non_utf8_file_is_named(folder, content, message):
+    (folder / "data.jsonl").write_bytes(content)
+    with pytest.raises(DatasetError, match=message):
+        load_jsonl(folder / "data.jsonl")
+
+
+def test_duplicate_ids_are_refused(folder):
+    path = _write(folder, json.dumps(_row()), json.dumps(_row(id="q2")), json.dumps(_row()))
+    with pytest.raises(DatasetError, match=rf"{path}: sample 3 has the id 'q1' of sample 1; ids must be unique"):
+        load_jsonl(path)
+
+
 def test_valid_rows_load(folder):
     path = _write(folder, json.dumps(_row()), json.dumps(_row(id=7, boxes=[], meta=None, category="cross")))
     first, second = load_jsonl(path)

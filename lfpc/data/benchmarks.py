@@ -22,7 +22,8 @@ from typing import Iterator, Sequence
 from PIL import Image
 
 from lfpc.boxes import Box, as_box, box_problem
-from lfpc.data.records import LETTERS, DatasetError, Sample, _field, check_prompt_text, sample_from_row
+from lfpc.data.records import (LETTERS, DatasetError, Sample, _field, check_prompt_text, check_samples,
+                               sample_from_row, utf8_lines)
 from lfpc.vision.images import ImageError, checked_size, decode_image
 
 HRBENCH_COLUMNS = ("index", "image", "question", "A", "B", "C", "D", "answer", "category", "cycle_category")
@@ -87,7 +88,7 @@ def load_hrbench(path: str | Path, image_cache_dir: str | Path, source: str | No
                 raise DatasetError(f"{where}: field 'index': duplicate of row {first_row_of[index]}")
             first_row_of[index] = row_no
             samples.append(sample)
-    return samples
+    return check_samples(samples, str(path))
 
 
 def _hrbench_source(path: Path, source: str | None) -> str:
@@ -123,8 +124,9 @@ def _read_tsv(path: Path) -> Iterator[tuple[dict[str, str], int]]:
 
     Rows holding base64 images exceed csv's default field size limit: iterate inside ``_large_csv_fields()``.
     """
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t")
+    lines = utf8_lines(path)
+    with closing(lines):
+        reader = csv.reader(lines, delimiter="\t")
         header = next(reader, None)
         if header is None:
             raise DatasetError(f"{path}: empty file (no header line)")
@@ -244,7 +246,7 @@ def load_vstar(root: str | Path, seed: int = 0, shuffle_options: bool = True) ->
 def _vstar_sample(json_path: Path, split: str, category: str, subtask: str) -> Sample:
     where = str(json_path)
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
+        data = json.loads("".join(utf8_lines(json_path)))
     except json.JSONDecodeError as err:
         raise DatasetError(f"{where}: invalid JSON ({err.msg}, line {err.lineno})") from None
     if not isinstance(data, dict):

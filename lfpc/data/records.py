@@ -125,26 +125,49 @@ def sample_from_row(row: dict, root: Path, where: str) -> Sample:
                   source=str(row.get("source", "jsonl")), image_size=size, meta=dict(meta))
 
 
+def utf8_lines(path: Path) -> Iterator[str]:
+    """Yield the lines of a text file (line ends kept), refusing bytes that are not UTF-8 with the line named."""
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DatasetError(f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[err.start]:02x} at byte "
+                                   f"{err.start + 1} of the line); save the file as UTF-8") from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[Sample]:
     """Yield samples from a JSONL file; image paths are relative to the file's folder and come back absolute."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: dataset file does not exist")
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetError(f"{where}: invalid JSON ({err.msg})") from None
-            yield sample_from_row(row, path.parent.absolute(), where)
+    for line_no, line in enumerate(utf8_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{where}: invalid JSON ({err.msg})") from None
+        yield sample_from_row(row, path.parent.absolute(), where)
+
+
+def check_samples(samples: list[Sample], where: str) -> list[Sample]:
+    """Return ``samples`` after checking there is at least one and no two share an id (``where``: the source)."""
+    if not samples:
+        raise DatasetError(f"{where}: no samples (the dataset is empty)")
+    seen: dict[str, int] = {}
+    for number, sample in enumerate(samples, start=1):
+        if sample.id in seen:
+            raise DatasetError(f"{where}: sample {number} has the id {sample.id!r} of sample {seen[sample.id]}; "
+                               "ids must be unique (results are keyed by id)")
+        seen[sample.id] = number
+    return samples
 
 
 def load_jsonl(path: str | Path) -> list[Sample]:
-    """Load every sample of a JSONL file (see :func:`iter_jsonl`)."""
-    return list(iter_jsonl(path))
+    """Load every sample of a JSONL file (see :func:`iter_jsonl`); refuse an empty file and duplicate ids."""
+    return check_samples(list(iter_jsonl(path)), str(path))
 
 
 def write_jsonl(samples: list[Sample], path: str | Path) -> None:
