@@ -14,6 +14,48 @@ from lfpc.training.display import DisplaySizer
 from lfpc.training.module import GRPOConfig, PolicyConfig
 
 
+# (key, type, lowest value, highest value or None) of each run setting checked before anything is built
+_RUN_SETTINGS: tuple[tuple[str, type, float, float | None], ...] = (
+    ("trainer.max_steps", int, 0, None),
+    ("checkpoint.every_n_steps", int, 1, None),
+    ("grpo.prompts_per_step", int, 1, None),
+    ("grpo.group_size", int, 1, None),
+    ("grpo.mini_batch_size", int, 1, None),
+    ("grpo.micro_batch_size", int, 1, None),
+    ("grpo.ppo_epochs", int, 1, None),
+    ("grpo.lr", float, 0, None),
+    ("lr_scale", float, 0, None),
+    ("grpo.temperature", float, 0, None),
+    ("grpo.top_p", float, 0, 1),
+    ("grpo.max_grad_norm", float, 0, None),
+    ("vision.global_max_tokens", int, 4, None),
+    ("max_image_pixels", int, 1, None),
+)
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """Refuse a composed training config whose numeric settings have the wrong type or range, naming the key
+    (a float setting must be > its lowest value, an int one >= it)."""
+    for key, kind, low, high in _RUN_SETTINGS:
+        value = OmegaConf.select(cfg, key)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+            wanted = f"an integer >= {low:g}"
+        else:
+            ok = numeric and math.isfinite(value) and value > low and (high is None or value <= high)
+            wanted = f"a number > {low:g}" + (f" and <= {high:g}" if high is not None else "")
+        if not ok:
+            raise ValueError(f"config key {key} must be {wanted}, got {value!r}")
+
+
+def check_enough_samples(cfg: DictConfig, samples: list[Sample]) -> None:
+    """Refuse a run whose GRPO step needs more prompts than there are samples (it would train 0 steps)."""
+    if cfg.grpo.prompts_per_step > len(samples):
+        raise ValueError(f"config key grpo.prompts_per_step is {cfg.grpo.prompts_per_step} but there are only "
+                         f"{len(samples)} training samples: not one GRPO step could run; lower it or add data")
+
+
 def model_path(cfg: DictConfig) -> str:
     """The local model folder of this run: ``init_from`` if set, else ``model.path`` (built first for the tiny model)."""
     if cfg.get("init_from"):

@@ -62,14 +62,17 @@ def train(cfg: DictConfig) -> dict:
     """Run GRPO as configured; returns (and writes to ``<output_dir>/summary.json``) the final metrics."""
     # checkpoints are meant to hold the post-update state of each GRPO step
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    C.check_run_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_max_image_pixels(cfg.max_image_pixels)
     path = C.model_path(cfg)
     samples = C.load_samples(cfg.data)
+    C.check_enough_samples(cfg, samples)
     sizer = C.display_sizer(cfg, path, samples)
     samples = C.trainable_samples(samples, sizer, cfg)
+    C.check_enough_samples(cfg, samples)
     module = GRPOModule(C.policy_config(cfg, path), C.grpo_config(cfg), C.episode_config(cfg), C.reward_config(cfg),
                         sizer, rollout=OmegaConf.to_container(cfg.rollout, resolve=True), seed=cfg.seed,
                         rollout_log_dir=str(out / "rollouts"))
