@@ -8,20 +8,29 @@ from pathlib import Path
 from typing import Iterable
 
 
-def complete_lines(path: str | Path) -> list[tuple[int, str]]:
-    """``(line number, text)`` of every non-blank complete line of ``path``.
+def drop_torn_tail(path: str | Path, chunk: int = 1 << 16) -> None:
+    """Truncate the bytes after the last newline of ``path`` (a write cut short, never a whole record), so the
+    next append starts on a clean line; reads only the file's tail."""
+    with Path(path).open("r+b") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        position = end
+        while position > 0:
+            start = max(0, position - chunk)
+            handle.seek(start)
+            newline = handle.read(position - start).rfind(b"\n")
+            if newline >= 0:
+                position = start + newline + 1
+                break
+            position = start
+        if position < end:
+            handle.truncate(position)
 
-    Bytes after the last newline are a write cut short (never a whole record): they are truncated from the file,
-    so the next append starts on a clean line.
-    """
-    path = Path(path)
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with path.open("r+b") as handle:
-            handle.truncate(end)
-    return [(number, line) for number, line in enumerate(data[:end].decode("utf-8").splitlines(), start=1)
-            if line.strip()]
+
+def complete_lines(path: str | Path) -> list[tuple[int, str]]:
+    """``(line number, text)`` of every non-blank complete line of ``path``, after :func:`drop_torn_tail`."""
+    drop_torn_tail(path)
+    text = Path(path).read_bytes().decode("utf-8")
+    return [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
 def append_json_lines(path: str | Path, rows: Iterable[dict], sync: bool = False) -> None:

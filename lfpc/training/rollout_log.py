@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from lfpc.jsonl_log import append_json_lines
+from lfpc.jsonl_log import append_json_lines, drop_torn_tail
 from lfpc.rollout.episodes import Trajectory
 
 
@@ -20,10 +20,13 @@ def trajectory_record(trajectory: Trajectory, step: int) -> dict:
 
 
 class RolloutLog:
-    """Appends one line per trajectory to ``path`` and flushes after each step."""
+    """Appends one line per trajectory to ``path`` and flushes after each step; a torn last line left by an
+    interrupted run is dropped first, so a resumed run appends on a clean line."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.exists():
+            drop_torn_tail(self.path)
 
     def append(self, step: int, trajectories: Sequence[Trajectory]) -> None:
         append_json_lines(self.path, (trajectory_record(t, step) for t in trajectories))
