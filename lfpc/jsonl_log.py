@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 
 def drop_torn_tail(path: str | Path, chunk: int = 1 << 16) -> None:
@@ -43,3 +45,24 @@ def append_json_lines(path: str | Path, rows: Iterable[dict], sync: bool = False
         handle.flush()
         if sync:
             os.fsync(handle.fileno())
+
+
+@contextmanager
+def single_writer(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (file ``.lock``) for the block; a second process is refused at once
+    (the lock is released when the process ends, even when it is killed)."""
+    path = Path(folder) / ".lock"
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise RuntimeError(f"{folder} is in use by another process ({handle.read().strip() or 'unknown'}); "
+                               "wait for it to finish or write into another folder") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
