@@ -11,12 +11,14 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from lfpc import config as C
 from lfpc.training.curve import LearningCurve
 from lfpc.training.module import GRPOModule
+from lfpc.training.resume import CheckpointOnSigterm, check_resume, stopped_by_sigterm
 from lfpc.training.sharding import gather_from_ranks
 from lfpc.vision.images import set_max_image_pixels
 
@@ -63,6 +65,8 @@ def train(cfg: DictConfig) -> dict:
     # checkpoints are meant to hold the post-update state of each GRPO step
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     C.check_run_config(cfg)
+    if cfg.get("ckpt_path"):
+        check_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,10 +89,14 @@ def train(cfg: DictConfig) -> dict:
     t = cfg.trainer
     trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
                         precision=t.precision, max_steps=t.max_steps * per_step, log_every_n_steps=t.log_every_n_steps,
-                        logger=build_loggers(cfg, out), callbacks=[checkpoint, GRPOProgressBar(per_step), curve],
+                        logger=build_loggers(cfg, out),
+                        callbacks=[checkpoint, GRPOProgressBar(per_step), curve, CheckpointOnSigterm(checkpoint.dirpath)],
                         default_root_dir=str(out),
                         enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:
+        raise stopped_by_sigterm(out.resolve(), trainer.global_step // per_step) from None
     digest = module.export_hf(str(out / "hf_model"))
     summary = {k: float(v) for k, v in trainer.callback_metrics.items()}
     summary.update(grpo_steps=trainer.global_step // per_step, output_dir=str(out), model=path,
