@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lfpc.data.records import Sample, check_samples, load_jsonl
 from lfpc.grpo.objective import PolicyLossConfig
+from lfpc.grpo.update import optimizer_steps
 from lfpc.rewards import RewardConfig
 from lfpc.rollout.episodes import EpisodeConfig
 from lfpc.training.display import DisplaySizer
@@ -139,6 +140,6 @@ def trainable_samples(samples: list[Sample], sizer: DisplaySizer, cfg: DictConfi
 
 def updates_per_step(cfg: DictConfig) -> int:
     """Optimizer steps in one GRPO step (Lightning counts these as its global steps)."""
-    trajectories = cfg.grpo.prompts_per_step * cfg.grpo.group_size
-    return cfg.grpo.ppo_epochs * math.ceil(trajectories / cfg.grpo.mini_batch_size)
+    g = cfg.grpo
+    return optimizer_steps(g.prompts_per_step * g.group_size, g.mini_batch_size, g.ppo_epochs)
 

@@ -10,7 +10,8 @@ from lfpc.rollout.episodes import Trajectory
 
 
 def trajectory_record(trajectory: Trajectory, step: int) -> dict:
-    """A JSON-serializable summary of one scored trajectory."""
+    """A JSON-serializable summary of one scored trajectory; ``step`` is the GRPO step (0-based, the ``step`` of
+    ``metrics.csv``), not Lightning's optimizer step."""
     return {"step": step, "sample_id": trajectory.sample.id, "group": trajectory.group,
             "display_size": list(trajectory.display_size), "turns": trajectory.turns,
             "answer": trajectory.outcome.answer, "format_ok": trajectory.outcome.format_ok,
