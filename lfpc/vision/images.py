@@ -8,6 +8,7 @@ boxes, crops and evaluation all use the orientation an image viewer shows. Image
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections import OrderedDict
@@ -85,6 +86,18 @@ def checked_size(path: str | os.PathLike) -> tuple[int, int]:
     if key not in _CHECKED_SIZES:
         _CHECKED_SIZES[key] = decode_image(key[0][0], str(path)).size
     return _CHECKED_SIZES[key]
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def image_digest(path: str | os.PathLike) -> str:
+    """SHA-256 (16 hex digits) of the bytes of the image file at ``path``, computed once per file version."""
+    key = _file_key(path)
+    if key not in _DIGESTS:
+        with open(key[0], "rb") as handle:
+            _DIGESTS[key] = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+    return _DIGESTS[key]
 
 
 class ImageCache:
