@@ -178,6 +178,17 @@ def test_hrbench_non_utf8_or_empty_file_is_named(tmp_path: Path):
         load_hrbench(header_only, tmp_path / "cache")
 
 
+def test_hrbench_quote_that_swallows_rows_is_an_error(tmp_path: Path):
+    rows = hr_rows()
+    rows[1]["question"] = '"How many cars'       # an unclosed quote: rows 2 and 3 would merge into one sample
+    rows[2]["question"] = 'Is the "door" left?'  # the quote that closes it
+    path = tmp_path / "hr_bench_4k.tsv"
+    body = ["\t".join(HR_HEADER)] + ["\t".join(row[name] for name in HR_HEADER) for row in rows[1:]]
+    path.write_text("\n".join(body) + "\n")
+    with pytest.raises(DatasetError, match=r"hr_bench_4k\.tsv: line 2: field 'question' holds a tab: a '\"' opening"):
+        load_hrbench(path, tmp_path / "cache")
+
+
 def test_hrbench_handles_fields_over_the_default_csv_limit(tmp_path: Path):
     big = image_bytes((400, 400), "PNG", (1, 2, 3))
     big = big + b"\0" * max(0, 200_000 - len(big))  # trailing bytes after IEND are ignored by decoders

@@ -120,7 +120,8 @@ def _check_columns(path: Path, columns: Sequence[str]) -> None:
 
 
 def _read_tsv(path: Path) -> Iterator[tuple[dict[str, str], int]]:
-    """Yield (row, first line number) for each data row of a TSV file with a header line.
+    """Yield (row, first line number) for each data row of a TSV file with a header line, quoted as the benchmark's
+    own loader (``pandas.read_csv(sep="\\t")``) reads it; a quote that swallows fields or rows is an error.
 
     Rows holding base64 images exceed csv's default field size limit: iterate inside ``_large_csv_fields()``.
     """
@@ -136,6 +137,11 @@ def _read_tsv(path: Path) -> Iterator[tuple[dict[str, str], int]]:
             if values:
                 if len(values) != len(header):
                     raise DatasetError(f"{path}: line {line}: {len(values)} fields, the header has {len(header)}")
+                for name, value in zip(header, values):
+                    if "\t" in value:
+                        raise DatasetError(f"{path}: line {line}: field '{name}' holds a tab: a '\"' opening the field "
+                                           "starts a quoted section (as for the benchmark's pandas loader) that runs "
+                                           "over the following fields or rows; close or double the quote")
                 yield dict(zip(header, values)), line
             line = reader.line_num + 1
 
