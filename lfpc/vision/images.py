@@ -57,12 +57,12 @@ def decode_image(source: str | os.PathLike | IO[bytes], name: str | None = None)
                 raise ImageError(f"image {name} has {width} x {height} = {width * height:,} pixels, over the limit "
                                  f"of {limit:,} pixels (raise max_image_pixels to accept it)")
             return _to_rgb(ImageOps.exif_transpose(raw))
+    except ImageError:
+        raise
     except Image.DecompressionBombError:  # PIL's guard: over twice the limit
         raise ImageError(f"image {name} has over twice the limit of {limit:,} pixels (raise max_image_pixels to "
                          "accept it)") from None
     except (OSError, SyntaxError, ValueError) as err:
-        if isinstance(err, ImageError):
-            raise
         raise ImageError(f"cannot read image {name}: {err}") from None
 
 
@@ -95,8 +95,11 @@ def image_digest(path: str | os.PathLike) -> str:
     """SHA-256 (16 hex digits) of the bytes of the image file at ``path``, computed once per file version."""
     key = _file_key(path)
     if key not in _DIGESTS:
+        digest = hashlib.sha256()
         with open(key[0], "rb") as handle:
-            _DIGESTS[key] = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()[:16]
     return _DIGESTS[key]
 
 
