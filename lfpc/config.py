@@ -39,12 +39,12 @@ def check_run_config(cfg: DictConfig) -> None:
     (a float setting must be > its lowest value, an int one >= it)."""
     for key, kind, low, high in _RUN_SETTINGS:
         value = OmegaConf.select(cfg, key)
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if kind is int:
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+            ok = number and isinstance(value, int) and value >= low
             wanted = f"an integer >= {low:g}"
         else:
-            ok = numeric and math.isfinite(value) and value > low and (high is None or value <= high)
+            ok = number and math.isfinite(value) and value > low and (high is None or value <= high)
             wanted = f"a number > {low:g}" + (f" and <= {high:g}" if high is not None else "")
         if not ok:
             raise ValueError(f"config key {key} must be {wanted}, got {value!r}")
