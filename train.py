@@ -4,6 +4,9 @@
     python train.py +stage=infogap                    # Stage I: information gap
     python train.py +stage=grounding init_from=outputs/<stage I run>/hf_model
     python train.py -m reward=iou,iou_nothresh,none   # one run per reward, sequentially
+    python train.py +stage=infogap ckpt_path=<run>/checkpoints/last.ckpt hydra.run.dir=<run> trainer.max_steps=N
+                                                      # resume in place: the run's own overrides and folder
+                                                      # (anything else is refused; a SIGTERM prints this command)
 """
 
 from __future__ import annotations

@@ -6,14 +6,57 @@ import math
 
 from omegaconf import DictConfig, OmegaConf
 
-from lfpc.data.records import Sample, load_jsonl
+from lfpc.data.records import Sample, check_samples, load_jsonl
 from lfpc.grpo.objective import PolicyLossConfig
+from lfpc.grpo.update import optimizer_steps
 from lfpc.rewards import RewardConfig
 from lfpc.rollout.episodes import EpisodeConfig
 from lfpc.training.alarms import AlarmConfig
 from lfpc.training.display import DisplaySizer
 from lfpc.training.module import GRPOConfig, PolicyConfig
 from lfpc.training.rollout_log import ViewerConfig
+
+
+# (key, type, lowest value, highest value or None) of each run setting checked before anything is built
+_RUN_SETTINGS: tuple[tuple[str, type, float, float | None], ...] = (
+    ("trainer.max_steps", int, 0, None),
+    ("checkpoint.every_n_steps", int, 1, None),
+    ("grpo.prompts_per_step", int, 1, None),
+    ("grpo.group_size", int, 1, None),
+    ("grpo.mini_batch_size", int, 1, None),
+    ("grpo.micro_batch_size", int, 1, None),
+    ("grpo.ppo_epochs", int, 1, None),
+    ("grpo.lr", float, 0, None),
+    ("lr_scale", float, 0, None),
+    ("grpo.temperature", float, 0, None),
+    ("grpo.top_p", float, 0, 1),
+    ("grpo.max_grad_norm", float, 0, None),
+    ("vision.global_max_tokens", int, 4, None),
+    ("max_image_pixels", int, 1, None),
+)
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """Refuse a composed training config whose numeric settings have the wrong type or range, naming the key
+    (a float setting must be > its lowest value, an int one >= it)."""
+    for key, kind, low, high in _RUN_SETTINGS:
+        value = OmegaConf.select(cfg, key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is int:
+            ok = number and isinstance(value, int) and value >= low
+            wanted = f"an integer >= {low:g}"
+        else:
+            ok = number and math.isfinite(value) and value > low and (high is None or value <= high)
+            wanted = f"a number > {low:g}" + (f" and <= {high:g}" if high is not None else "")
+        if not ok:
+            raise ValueError(f"config key {key} must be {wanted}, got {value!r}")
+
+
+def check_enough_samples(cfg: DictConfig, samples: list[Sample]) -> None:
+    """Refuse a run whose GRPO step needs more prompts than there are samples (it would train 0 steps)."""
+    if cfg.grpo.prompts_per_step > len(samples):
+        raise ValueError(f"config key grpo.prompts_per_step is {cfg.grpo.prompts_per_step} but there are only "
+                         f"{len(samples)} training samples: not one GRPO step could run; lower it or add data")
 
 
 def model_path(cfg: DictConfig) -> str:
@@ -46,7 +89,8 @@ def load_samples(data: DictConfig) -> list[Sample]:
     if data.kind == "mix":
         from lfpc.data.mix import mix_by_ratio
         sources = [(name, load_samples(source), source.ratio) for name, source in data.sources.items()]
-        return mix_by_ratio(sources, data.get("num_samples"), seed=data.get("seed", 0))
+        return check_samples(mix_by_ratio(sources, data.get("num_samples"), seed=data.get("seed", 0)),
+                             f"data mix of {list(data.sources)}", repeats=True)
     raise ValueError(f"unknown data.kind {data.kind!r} (expected 'synthetic', 'jsonl' or 'mix')")
 
 
@@ -106,6 +150,6 @@ def trainable_samples(samples: list[Sample], sizer: DisplaySizer, cfg: DictConfi
 
 def updates_per_step(cfg: DictConfig) -> int:
     """Optimizer steps in one GRPO step (Lightning counts these as its global steps)."""
-    trajectories = cfg.grpo.prompts_per_step * cfg.grpo.group_size
-    return cfg.grpo.ppo_epochs * math.ceil(trajectories / cfg.grpo.mini_batch_size)
+    g = cfg.grpo
+    return optimizer_steps(g.prompts_per_step * g.group_size, g.mini_batch_size, g.ppo_epochs)
 

@@ -10,6 +10,7 @@ from lfpc.data.records import Sample
 from lfpc.model.loading import load_model
 from lfpc.model.tiny import build_tiny_model
 from lfpc.rollout.codec import ChatCodec
+from lfpc.vision.images import set_max_image_pixels
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +36,11 @@ def noise_sample(tmp_path_factory):
     return Sample(id="noise", image_path=str(path), question="What color is the dot?",
                   options=("red", "blue", "green", "white"), answer="B",
                   boxes=((100.0, 100.0, 160.0, 140.0), (50.0, 50.0, 400.0, 300.0)), image_size=(1024, 768))
+
+
+@pytest.fixture()
+def pixel_limit():
+    """``set_max_image_pixels``, with PIL's pixel limit restored after the test."""
+    previous = Image.MAX_IMAGE_PIXELS
+    yield set_max_image_pixels
+    Image.MAX_IMAGE_PIXELS = previous

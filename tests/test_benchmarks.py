@@ -131,13 +131,15 @@ ROW2 = r"row 2 \(index '1', line 4\)"
 
 @pytest.mark.parametrize("field, value, message", [
     ("image", "abc$", ROW2 + r": field 'image': invalid base64"),
-    ("image", base64.b64encode(b"this is not an image").decode(), ROW2 + r": field 'image': not a decodable image"),
-    ("image", base64.b64encode(HR_IMAGES[1][:200]).decode(), ROW2 + r": field 'image': not a decodable image"),
+    ("image", base64.b64encode(b"this is not an image").decode(), ROW2 + r": field 'image': not a usable image"),
+    ("image", base64.b64encode(HR_IMAGES[1][:200]).decode(), ROW2 + r": field 'image': not a usable image"),
     ("answer", "E", ROW2 + r": field 'answer' must be one of \['A', 'B', 'C', 'D'\], got 'E'"),
     ("answer", "4", ROW2 + r": field 'answer' must be one of"),
     ("category", "multi", ROW2 + r": field 'category' must be one of \['single', 'cross'\], got 'multi'"),
     ("question", " ", ROW2 + r": field 'question' is empty"),
     ("C", "", ROW2 + r": field 'C' is empty"),
+    ("question", "What is <|vision_start|>?", ROW2 + r": field 'question' contains the special token '<\|vision_start"),
+    ("B", "<|image_pad|>", ROW2 + r": field 'B' contains the special token '<\|image_pad\|>'"),
     ("index", "1a", r"row 2 \(index '1a', line 4\): field 'index' must be an integer, got '1a'"),
     ("index", "0", r"row 2 \(index '0', line 4\): field 'index': duplicate of row 1"),
 ])
@@ -162,6 +164,29 @@ def test_hrbench_malformed_file(tmp_path: Path):
         load_hrbench(short, tmp_path / "cache")
     with pytest.raises(DatasetError, match=r"missing_4k\.tsv: dataset file does not exist"):
         load_hrbench(tmp_path / "missing_4k.tsv", tmp_path / "cache")
+
+
+def test_hrbench_non_utf8_or_empty_file_is_named(tmp_path: Path):
+    path = write_tsv(tmp_path / "hr_bench_4k.tsv", hr_rows())
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"How many", b"How m\xffny")  # row 2, line 4
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DatasetError, match=r"hr_bench_4k\.tsv:4: not UTF-8 text \(byte 0xff"):
+        load_hrbench(path, tmp_path / "cache")
+    header_only = write_tsv(tmp_path / "hr_bench_8k.tsv", [])
+    with pytest.raises(DatasetError, match=r"hr_bench_8k\.tsv: no samples"):
+        load_hrbench(header_only, tmp_path / "cache")
+
+
+def test_hrbench_quote_that_swallows_rows_is_an_error(tmp_path: Path):
+    rows = hr_rows()
+    rows[1]["question"] = '"How many cars'       # an unclosed quote: rows 2 and 3 would merge into one sample
+    rows[2]["question"] = 'Is the "door" left?'  # the quote that closes it
+    path = tmp_path / "hr_bench_4k.tsv"
+    body = ["\t".join(HR_HEADER)] + ["\t".join(row[name] for name in HR_HEADER) for row in rows[1:]]
+    path.write_text("\n".join(body) + "\n")
+    with pytest.raises(DatasetError, match=r"hr_bench_4k\.tsv: line 2: field 'question' holds a tab: a '\"' opening"):
+        load_hrbench(path, tmp_path / "cache")
 
 
 def test_hrbench_handles_fields_over_the_default_csv_limit(tmp_path: Path):
@@ -343,7 +368,7 @@ def break_vstar(root: Path, split: str, name: str, **changes) -> Path:
 @pytest.mark.parametrize("split, name, changes, message", [
     ("direct_attributes", "sa_2", {"question": None}, "missing field 'question'"),
     ("direct_attributes", "sa_2", {"options": None}, "missing field 'options'"),
-    ("direct_attributes", "sa_2", {"options": ["only one"]}, "field 'options' must list at least 2 non-empty"),
+    ("direct_attributes", "sa_2", {"options": ["only one"]}, "field 'options' must list 2 to 10"),
     ("direct_attributes", "sa_2", {"target_object": None}, "missing field 'target_object'"),
     ("direct_attributes", "sa_2", {"target_object": []}, "field 'target_object' must list at least 1"),
     ("direct_attributes", "sa_2", {"bbox": None}, "missing field 'bbox'"),
@@ -374,6 +399,9 @@ def test_vstar_malformed_files(vstar_root: Path):
     (vstar_root / "relative_position" / "sa_9.jpg").unlink()
     (vstar_root / "direct_attributes" / "sa_1.json").write_text("{not json")
     with pytest.raises(DatasetError, match=r"sa_1\.json: invalid JSON"):
+        load_vstar(vstar_root)
+    (vstar_root / "direct_attributes" / "sa_1.json").write_bytes(b'{"question": "caf\xe9"}')
+    with pytest.raises(DatasetError, match=r"sa_1\.json:1: not UTF-8 text \(byte 0xe9"):
         load_vstar(vstar_root)
     shutil.rmtree(vstar_root / "direct_attributes")
     with pytest.raises(DatasetError, match="missing V\\* split folder 'direct_attributes'"):

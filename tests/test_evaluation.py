@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +15,13 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from lfpc.agent.prompt import TOOL_NAME
-from lfpc.data.records import Sample
+from lfpc.data.records import DatasetError, Sample, write_jsonl
 from lfpc.evaluation.data import load_benchmark, subtask_of
 from lfpc.evaluation.metrics import substitution_subsets, summarize
 from lfpc.evaluation.records import RecordLog, crop_scores
 from lfpc.evaluation.run import evaluate
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, rollout_batch
+from lfpc.jsonl_log import single_writer
 from lfpc.rollout.base import Completion
 from lfpc.rollout.episodes import EpisodeConfig
 
@@ -190,6 +194,23 @@ def test_record_log_drops_a_torn_last_line(tmp_path):
     assert [json.loads(line)["x"] for line in path.read_text().splitlines()] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("line", ['{"id": 1}', "[1, 2]", '{"key": 5}'])
+def test_record_log_refuses_a_line_that_is_not_a_record(tmp_path, line):
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"key": "a|pred|64", "id": "a"}\n' + line + "\n")
+    with pytest.raises(ValueError, match=rf"records.jsonl:2: not an evaluation record \(no string 'key'\)"):
+        RecordLog(path)
+
+
+def test_a_second_writer_is_refused_while_the_folder_is_in_use(tmp_path):
+    with single_writer(tmp_path):
+        with pytest.raises(RuntimeError, match=rf"{tmp_path} is in use by another process \(pid {os.getpid()}\)"):
+            with single_writer(tmp_path):
+                pass
+    with single_writer(tmp_path):  # released
+        pass
+
+
 def test_gt_mode_is_refused_without_gt_boxes(toy):
     sample, _ = toy
     boxless = Sample(id="hr", image_path=sample.image_path, question="q", options=("a", "b"), answer="A",
@@ -252,3 +273,30 @@ def test_eval_config_runs_resumes_and_refuses_other_settings(tmp_path, tiny_mode
     assert (out / "records.jsonl").read_text().splitlines() == lines
     with pytest.raises(ValueError, match="other settings .changed: \\['episode'\\]"):
         evaluate(eval_cfg(tmp_path, tiny_model_dir, "episode.max_turns=1"))
+
+
+def test_eval_refuses_stale_records_after_the_weights_or_the_questions_changed(tmp_path, tiny_model_dir):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    cfg = eval_cfg(tmp_path, model, "benchmark.kind=jsonl", f"+benchmark.path={tmp_path / 'data.jsonl'}")
+    samples = load_benchmark(eval_cfg(tmp_path, model).benchmark, shuffle_options=False)
+    write_jsonl(samples, tmp_path / "data.jsonl")
+    evaluate(cfg)
+    weights = next(model.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes())                  # the same path, rewritten (e.g. by a resumed run)
+    with pytest.raises(ValueError, match=r"other settings .changed: \['model_fingerprint'\]"):
+        evaluate(cfg)
+    (tmp_path / "out" / "settings.json").unlink()
+    evaluate(cfg)                                              # settings rewritten for the new weights
+    changed = [dataclasses.replace(s, answer="B" if s.answer == "A" else "A") if i == 1 else s
+               for i, s in enumerate(samples)]
+    write_jsonl(changed, tmp_path / "data.jsonl")              # the answer key of one question changed
+    with pytest.raises(ValueError, match=rf"the records of 1 question\(s\) \(e.g. \['{samples[1].id}'\]\) were made"):
+        evaluate(cfg)
+
+
+def test_eval_applies_the_configured_pixel_limit_at_load(tmp_path, tiny_model_dir, pixel_limit):
+    with pytest.raises(DatasetError, match=r"field 'image_path': image .* 512 x 512 = 262,144 pixels, over the limit "
+                                           r"of 200,000 pixels \(raise max_image_pixels"):
+        evaluate(eval_cfg(tmp_path, tiny_model_dir, "max_image_pixels=200000"))
+    assert not (tmp_path / "out" / "records.jsonl").exists()

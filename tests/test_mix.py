@@ -4,9 +4,12 @@ import logging
 from collections import Counter
 
 import pytest
+from omegaconf import OmegaConf
+from PIL import Image
 
+from lfpc.config import load_samples
 from lfpc.data.mix import mix_by_ratio
-from lfpc.data.records import Sample
+from lfpc.data.records import DatasetError, Sample, write_jsonl
 
 
 def make(prefix, n):
@@ -52,3 +55,14 @@ def test_bad_mixes_are_named():
         mix_by_ratio([("a", make("a", 2), 1.0), ("b", [], 1.0)], total=None)
     with pytest.raises(ValueError, match="negative ratio"):
         mix_by_ratio([("a", make("a", 2), 1.0), ("b", make("b", 2), -0.5)], total=None)
+
+
+def test_a_mix_whose_sources_share_an_id_is_refused(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.jpg")
+    for name, question in (("d1", "q1"), ("d2", "q2")):
+        write_jsonl([Sample(id="same", image_path="x.jpg", question=question, options=("a", "b"), answer="A")],
+                    tmp_path / f"{name}.jsonl")
+    sources = {name: {"kind": "jsonl", "path": str(tmp_path / f"{name}.jsonl"), "ratio": 1.0} for name in ("d1", "d2")}
+    data = OmegaConf.create({"kind": "mix", "num_samples": None, "sources": sources})
+    with pytest.raises(DatasetError, match=r"data mix of \['d1', 'd2'\]: sample \d+ has the id 'same' of sample \d+"):
+        load_samples(data)

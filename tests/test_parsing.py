@@ -38,19 +38,20 @@ def test_text_outside_tags_is_tolerated():
 
 @pytest.mark.parametrize("text, message", [
     ("<tool_call>{name: 1}</tool_call>", "not valid JSON"),
-    ("<tool_call>[1, 2]</tool_call>", "must be a JSON object"),
-    (call({"bbox_2d": [1, 2, 3, 4]}, name="crop"), "unknown tool 'crop'; the only tool is 'image_zoom_in_tool'"),
+    ("<tool_call>[1, 2]</tool_call>", "must be a JSON object with 'name' and 'arguments', got a JSON array"),
+    (call({"bbox_2d": [1, 2, 3, 4]}, name="crop"), "names another tool; the only tool is 'image_zoom_in_tool'"),
     ('<tool_call>{"name": "image_zoom_in_tool", "arguments": "{bad"}</tool_call>',
      "'arguments' string is not valid JSON"),
-    ('<tool_call>{"name": "image_zoom_in_tool"}</tool_call>', "needs 'arguments' as a JSON object"),
+    ('<tool_call>{"name": "image_zoom_in_tool"}</tool_call>', "needs 'arguments' as a JSON object, got a JSON null"),
+    ('<tool_call>{"arguments": {}}</tool_call>', "has no 'name'"),
     (call({"box": [1, 2, 3, 4]}), "has no 'bbox_2d'"),
     (call({"bbox_2d": [1, 2, 3]}), "list of 4 numbers [x1, y1, x2, y2], got 3 values"),
     (call({"bbox_2d": [1, 2, 3, 4, 5]}), "got 5 values"),
-    (call({"bbox_2d": "1, 2, 3, 4"}), "got str"),
-    (call({"bbox_2d": [1, "2", 3, 4]}), "4 finite numbers, got [1, '2', 3, 4]"),
-    (call({"bbox_2d": [1, True, 3, 4]}), "4 finite numbers"),
+    (call({"bbox_2d": "1, 2, 3, 4"}), "got a JSON string"),
+    (call({"bbox_2d": [1, "2", 3, 4]}), "4 finite numbers; value 2 is a JSON string"),
+    (call({"bbox_2d": [1, True, 3, 4]}), "value 2 is a JSON boolean"),
     ('<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [1, NaN, 3, 4]}}</tool_call>',
-     "4 finite numbers"),
+     "value 2 is NaN, infinite or too large"),
     (call({"bbox_2d": [1, 2, 3, 4]}) + "<answer>A</answer>", "both a <tool_call> and an <answer>"),
     ("I think it is red.", "neither a <tool_call> nor an <answer>"),
     (call({"bbox_2d": [1, 2, 3, 4]}) * 2, "has 2 tool calls"),
@@ -70,3 +71,27 @@ def test_each_error_is_specific(text, message):
 def test_tags_inside_think_are_ignored():
     turn = parse_turn("<think>maybe <answer>A</answer> or zoom</think>" + call({"bbox_2d": [0, 0, 9, 9]}))
     assert turn.kind == "tool_call"
+
+
+@pytest.mark.parametrize("text, message", [
+    (call({"bbox_2d": [0, 0, int("1" + "0" * 309), 5]}), "value 3 is NaN, infinite or too large"),  # OverflowError
+    ('<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [0, 0, 1' + "0" * 4300 + ', 5]}}'
+     '</tool_call>', "not valid JSON (a number has too many digits)"),  # ValueError: int max str digits
+    ("<tool_call>" + "[" * 100_000 + "]" * 100_000 + "</tool_call>", "not valid JSON (nested too deeply)"),
+    ('<tool_call>{"name": "image_zoom_in_tool", "arguments": "' + "[" * 100_000 + '"}</tool_call>',
+     "'arguments' string is not valid JSON (nested too deeply)"),
+])
+def test_pathological_json_is_an_invalid_turn_not_an_exception(text, message):
+    turn = parse_turn(text)
+    assert turn.kind == "invalid" and message in turn.error
+
+
+@pytest.mark.parametrize("text", [
+    '<tool_call>{"name": "<|image_pad|>"}</tool_call>',
+    '<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": "<|vision_start|>"}}</tool_call>',
+    '<tool_call>{"name": "image_zoom_in_tool", "arguments": "<|im_end|>"}</tool_call>',
+    "<tool_call><|image_pad|>" + "x" * 10_000 + "</tool_call>",
+])
+def test_errors_never_repeat_the_model_text(text):
+    error = parse_turn(text).error
+    assert "<|" not in error and "x" * 20 not in error and len(error) < 200

@@ -59,7 +59,13 @@ BAD_ROWS = {
     "boxes not a list": (json.dumps(_row(boxes="10,10,30,20")), "'boxes'", "must be list"),
     "bad answer letter": (json.dumps(_row(answer="E")), "'answer'", "['A', 'B', 'C', 'D']"),
     "answer not a letter": (json.dumps(_row(answer="blue")), "'answer'", "got 'blue'"),
-    "too few options": (json.dumps(_row(options=["red"], answer="A")), "'options'", "at least 2"),
+    "too few options": (json.dumps(_row(options=["red"], answer="A")), "'options'", "2 to 10"),
+    "more options than letters": (json.dumps(_row(options=[str(i) for i in range(11)])), "'options'",
+                                  "2 to 10 (one per letter of ABCDEFGHIJ) non-empty strings, got 11 items"),
+    "special token in question": (json.dumps(_row(question="What does <|image_pad|> mean?")), "'question'",
+                                  "contains the special token '<|image_pad|>'"),
+    "special token in an option": (json.dumps(_row(options=["red", "<|im_end|>", "blue", "white"])),
+                                   "'options[1]'", "contains the special token '<|im_end|>'"),
     "empty option": (json.dumps(_row(options=["red", " "], answer="A")), "'options'", "non-empty"),
     "meta not an object": (json.dumps(_row(meta=[1])), "'meta'", "must be dict"),
     "empty free-form answer": (json.dumps(_row(options=[], answer=" ")), "'answer'", "must not be empty"),
@@ -81,6 +87,24 @@ def test_bad_row_error_names_file_line_and_field(folder, case):
 def test_missing_dataset_file_is_named(tmp_path):
     with pytest.raises(DatasetError, match="nowhere.jsonl: dataset file does not exist"):
         load_jsonl(tmp_path / "nowhere.jsonl")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", r"data.jsonl: no samples \(the dataset is empty\)"),
+    (b"\n  \n", r"data.jsonl: no samples"),
+    (json.dumps(_row()).encode() + b'\n{"id": "caf\xe9"}\n', r"data.jsonl:2: not UTF-8 text \(byte 0xe9 at byte 12 "),
+    (json.dumps(_row()).encode("utf-16"), r"data.jsonl:1: not UTF-8 text \(byte 0xff at byte 1 of the line\)"),
+])
+def test_empty_or_non_utf8_file_is_named(folder, content, message):
+    (folder / "data.jsonl").write_bytes(content)
+    with pytest.raises(DatasetError, match=message):
+        load_jsonl(folder / "data.jsonl")
+
+
+def test_duplicate_ids_are_refused(folder):
+    path = _write(folder, json.dumps(_row()), json.dumps(_row(id="q2")), json.dumps(_row()))
+    with pytest.raises(DatasetError, match=rf"{path}: sample 3 has the id 'q1' of sample 1; ids must be unique"):
+        load_jsonl(path)
 
 
 def test_valid_rows_load(folder):

@@ -224,11 +224,33 @@ def test_changed_model_or_schedule_starts_a_new_manifest(codec, image_path, tmp_
     result, _ = _run(codec, samples, manifest, config=config, fingerprint="model-v2")
     assert result.records["early"]["levels"] == [[224, 224], [112, 112], [56, 56]]
     assert result.sizes == {"early": (112, 112)}
-    # the same id on another image is not taken from the manifest
-    other = tmp_path / "other.png"
-    shutil.copy(image_path, other)
-    _, engine = _run(codec, [_sample("early", str(other))], manifest, config=config, fingerprint="model-v2")
+    # the same id on a moved copy of the image is served from the manifest; on another image it is recomputed
+    moved = tmp_path / "moved.png"
+    shutil.copy(image_path, moved)
+    _, engine = _run(codec, [_sample("early", str(moved))], manifest, config=config, fingerprint="model-v2")
+    assert not engine.queries
+    Image.open(image_path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "other.png")
+    _, engine = _run(codec, [_sample("early", str(tmp_path / "other.png"))], manifest, config=config,
+                     fingerprint="model-v2")
     assert engine.queries
+
+
+def test_each_sample_is_saved_as_soon_as_it_is_finished(codec, image_path, tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    samples = [_sample(case, image_path) for case in ("early", "first", "never")]
+    # one batch; "first" is finished after call 2 (224 and 168 differ), the others need more: call 3 is cut
+    with pytest.raises(Interrupted):
+        _run(codec, samples, manifest, engine=ScriptedAnswers(codec, SCRIPT, fail_on_call=3))
+    assert [json.loads(line)["id"] for line in manifest.read_text().splitlines()[1:]] == ["first"]
+
+
+def test_a_malformed_record_line_names_the_line_to_fix(codec, image_path, tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    _run(codec, [_sample("early", image_path)], manifest)
+    with open(manifest, "a") as handle:
+        handle.write("garbage\n")
+    with pytest.raises(ValueError, match=r"m.jsonl:3: malformed manifest line .*delete or fix that line \(the other"):
+        _run(codec, [_sample("early", image_path)], manifest)
 
 
 def test_model_fingerprint_follows_config_and_weights(tiny_model_dir, tmp_path):

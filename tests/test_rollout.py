@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 
-from lfpc.agent.prompt import tool_call_text
+from lfpc.agent.prompt import initial_messages, tool_call_text
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.model.inputs import batch_inputs
 from lfpc.rollout.base import Completion, SamplingConfig
@@ -130,3 +133,23 @@ def test_completion_ids_end_on_a_stop_token(codec):
     assert call[-1] == codec.token_id("</tool_call>") and call.count(codec.im_end_id) == 0
     assert answer[-1] == codec.im_end_id and answer[:-1] == codec.tokenizer.encode("<answer>A</answer>",
                                                                                   add_special_tokens=False)
+
+
+def test_special_tokens_in_an_invalid_call_do_not_reach_the_observation(codec, noise_sample):
+    turns = ['<tool_call>{"name": "<|image_pad|>"}</tool_call>', "<answer>B</answer>"]
+    [trajectory] = run_episodes(ScriptedEngine(codec, turns), codec, [noise_sample], [(112, 84)], 1,
+                                EpisodeConfig(crop_max_tokens=16), SamplingConfig())
+    assert trajectory.outcome.answer == "B" and trajectory.outcome.num_invalid_calls == 1
+    # one image (the global view): the model's <|image_pad|> is policy output, never echoed as a prompt slot
+    prompt = [t for t, m in zip(trajectory.context.token_ids, trajectory.context.policy_mask) if not m]
+    assert prompt.count(codec.image_pad_id) == codec.image_tokens(trajectory.context.image_grid_thw[0])
+
+
+@pytest.mark.parametrize("where", ["question", "observation"])
+def test_codec_refuses_special_tokens_in_text_the_policy_did_not_write(codec, noise_sample, where):
+    question = "What does <|image_pad|> mean?" if where == "question" else noise_sample.question
+    sample = dataclasses.replace(noise_sample, question=question)
+    image = _image(noise_sample, (112, 84))
+    with pytest.raises(ValueError, match="contains the special token '<\\|image_pad\\|>', which only the chat"):
+        context = codec.start(initial_messages(sample, (112, 84)), [image])
+        codec.append_user_turn(context, [{"type": "text", "text": "<tool_response>Error: <|image_pad|>"}], [])

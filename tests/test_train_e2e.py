@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,28 @@ def test_stage1_checkpoints_resume_and_stage2_starts_from_stage1(cache, tmp_path
     assert summary(stage2)["model"] == str(stage1 / "hf_model")
     config = yaml.safe_load((stage2 / ".hydra" / "config.yaml").read_text())
     assert config["reward"]["iou_mode"] == "thresh" and config["reward"]["use_l1"] is True
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_non_zero_saying_how_to_resume(cache, tmp_path):
+    run = tmp_path / "run"
+    small = [o for o in SMALL if not o.startswith(("trainer.max_steps=", "model.warmup.steps="))]
+    args = [sys.executable, "train.py", *small, "trainer.max_steps=50", "model.warmup.steps=0", f"cache_dir={cache}",
+            "grpo.mini_batch_size=1", f"hydra.run.dir={run}"]  # 2 optimizer steps per GRPO step
+    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    rollouts = run / "rollouts" / "rank0.jsonl"
+    while not rollouts.exists() or len(rollouts.read_text().splitlines()) < 4:  # 2 GRPO steps of 2 trajectories
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)                          # what a cluster preemption sends
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert re.search(r"stopped by SIGTERM after [1-9]\d* GRPO step\(s\); checkpoint .*last.ckpt; resume with:", stderr)
+    assert f"ckpt_path={run.resolve()}/checkpoints/last.ckpt hydra.run.dir={run.resolve()}" in stderr
+    assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "hf_model").exists()
+    steps = [json.loads(line)["step"] for line in rollouts.read_text().splitlines()]
+    assert steps == [i // 2 for i in range(len(steps))]  # numbered by GRPO step (as metrics.csv), not optimizer step
 
 
 def test_multirun_sweeps_rewards_sequentially_into_separate_folders(cache, tmp_path):

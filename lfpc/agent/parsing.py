@@ -31,39 +31,74 @@ def _invalid(error: str) -> ParsedTurn:
     return ParsedTurn(kind="invalid", error=error)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+_JSON_TYPES = ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"), (int, "number"),
+               (float, "number"), (type(None), "null"))
+
+
+def _json_type(value: object) -> str:
+    """JSON name of a decoded value's type, so an error can describe the value without repeating it."""
+    return next(name for kind, name in _JSON_TYPES if isinstance(value, kind))
+
+
+def _loads(text: str, what: str) -> tuple[object, str | None]:
+    """Decode JSON ``text``; return ``(value, None)``, or ``(None, error)`` for any input whatsoever."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as err:
+        return None, f"{what} is not valid JSON ({err.msg} at position {err.pos})"
+    except ValueError:  # an integer of more than sys.get_int_max_str_digits() digits
+        return None, f"{what} is not valid JSON (a number has too many digits)"
+    except RecursionError:
+        return None, f"{what} is not valid JSON (nested too deeply)"
+
+
+def _finite(value: object) -> float | None:
+    """``value`` as a finite float; None for a non-number (booleans included), NaN, infinity or an int too large
+    for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _parse_tool_call(body: str) -> ParsedTurn:
-    """Validate the JSON inside ``<tool_call>``: name, arguments (object or JSON string), bbox_2d."""
-    try:
-        call = json.loads(body)
-    except json.JSONDecodeError as err:
-        return _invalid(f"the <tool_call> body is not valid JSON ({err.msg} at position {err.pos}): {body.strip()!r}")
+    """Validate the JSON inside ``<tool_call>``: name, arguments (object or JSON string), bbox_2d.
+
+    Errors describe what is wrong without repeating the model's text (see :func:`parse_turn`).
+    """
+    call, error = _loads(body, "the <tool_call> body")
+    if error:
+        return _invalid(error)
     if not isinstance(call, dict):
         return _invalid(f"the <tool_call> body must be a JSON object with 'name' and 'arguments', "
-                        f"got {body.strip()!r}")
+                        f"got a JSON {_json_type(call)}")
     if call.get("name") != TOOL_NAME:
-        return _invalid(f"unknown tool {call.get('name')!r}; the only tool is {TOOL_NAME!r}")
+        found = "has no 'name'" if "name" not in call else "names another tool"
+        return _invalid(f"the tool call {found}; the only tool is {TOOL_NAME!r}")
     arguments = call.get("arguments")
     if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError as err:
-            return _invalid(f"the tool call 'arguments' string is not valid JSON ({err.msg}): {arguments!r}")
+        arguments, error = _loads(arguments, "the tool call 'arguments' string")
+        if error:
+            return _invalid(error)
     if not isinstance(arguments, dict):
-        return _invalid(f"the tool call needs 'arguments' as a JSON object, got {arguments!r}")
+        return _invalid(f"the tool call needs 'arguments' as a JSON object, got a JSON {_json_type(arguments)}")
     if "bbox_2d" not in arguments:
         return _invalid("the tool call 'arguments' has no 'bbox_2d' (expected [x1, y1, x2, y2])")
     bbox = arguments["bbox_2d"]
     if not isinstance(bbox, list) or len(bbox) != 4:
-        count = f"{len(bbox)} values" if isinstance(bbox, list) else type(bbox).__name__
-        return _invalid(f"bbox_2d must be a list of 4 numbers [x1, y1, x2, y2], got {count}: {bbox!r}")
-    if not all(_is_number(v) and math.isfinite(v) for v in bbox):
-        return _invalid(f"bbox_2d must hold 4 finite numbers, got {bbox!r}")
+        count = f"{len(bbox)} values" if isinstance(bbox, list) else f"a JSON {_json_type(bbox)}"
+        return _invalid(f"bbox_2d must be a list of 4 numbers [x1, y1, x2, y2], got {count}")
+    numbers = [_finite(v) for v in bbox]
+    if None in numbers:
+        bad = numbers.index(None)
+        kind = _json_type(bbox[bad])
+        found = "NaN, infinite or too large" if kind == "number" else f"a JSON {kind}"
+        return _invalid(f"bbox_2d must hold 4 finite numbers; value {bad + 1} is {found}")
     label = arguments.get("label")
-    return ParsedTurn(kind="tool_call", bbox=tuple(float(v) for v in bbox),  # type: ignore[arg-type]
+    return ParsedTurn(kind="tool_call", bbox=tuple(numbers),  # type: ignore[arg-type]
                       label=label if isinstance(label, str) else None)
 
 
@@ -71,7 +106,9 @@ def parse_turn(text: str) -> ParsedTurn:
     """Parse an assistant turn: an optional leading ``<think>...</think>``, then exactly one
     ``<tool_call>{"name": ..., "arguments": {"bbox_2d": [...]}}</tool_call>`` or one ``<answer>...</answer>``.
 
-    Text outside the tags is tolerated. Every problem yields ``kind == "invalid"`` with a specific error.
+    Text outside the tags is tolerated. Any text whatsoever yields a result (never an exception); every problem
+    yields ``kind == "invalid"`` with a specific error that never repeats the model's text, so an error
+    observation cannot carry special tokens back into the context nor double a bad turn's length.
     """
     think = _THINK.match(text)
     rest = text[think.end():] if think else text

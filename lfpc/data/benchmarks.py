@@ -22,7 +22,9 @@ from typing import Iterator, Sequence
 from PIL import Image
 
 from lfpc.boxes import Box, as_box, box_problem
-from lfpc.data.records import LETTERS, DatasetError, Sample, _field, sample_from_row
+from lfpc.data.records import (LETTERS, DatasetError, Sample, _field, check_prompt_text, check_samples,
+                               sample_from_row, utf8_lines)
+from lfpc.vision.images import ImageError, checked_size, decode_image
 
 HRBENCH_COLUMNS = ("index", "image", "question", "A", "B", "C", "D", "answer", "category", "cycle_category")
 HRBENCH_SUBTASKS = {"single": "FSP", "cross": "FCP"}
@@ -89,7 +91,7 @@ def load_hrbench(path: str | Path, image_cache_dir: str | Path, source: str | No
                 raise DatasetError(f"{where}: field 'index': duplicate of row {first_row_of[index]}")
             first_row_of[index] = row_no
             samples.append(sample)
-    return samples
+    return check_samples(samples, str(path))
 
 
 def _hrbench_source(path: Path, source: str | None) -> str:
@@ -121,12 +123,14 @@ def _check_columns(path: Path, columns: Sequence[str]) -> None:
 
 
 def _read_tsv(path: Path) -> Iterator[tuple[dict[str, str], int]]:
-    """Yield (row, first line number) for each data row of a TSV file with a header line.
+    """Yield (row, first line number) for each data row of a TSV file with a header line, quoted as the benchmark's
+    own loader (``pandas.read_csv(sep="\\t")``) reads it; a quote that swallows fields or rows is an error.
 
     Rows holding base64 images exceed csv's default field size limit: iterate inside ``_large_csv_fields()``.
     """
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t")
+    lines = utf8_lines(path)
+    with closing(lines):
+        reader = csv.reader(lines, delimiter="\t")
         header = next(reader, None)
         if header is None:
             raise DatasetError(f"{path}: empty file (no header line)")
@@ -136,6 +140,11 @@ def _read_tsv(path: Path) -> Iterator[tuple[dict[str, str], int]]:
             if values:
                 if len(values) != len(header):
                     raise DatasetError(f"{path}: line {line}: {len(values)} fields, the header has {len(header)}")
+                for name, value in zip(header, values):
+                    if "\t" in value:
+                        raise DatasetError(f"{path}: line {line}: field '{name}' holds a tab: a '\"' opening the field "
+                                           "starts a quoted section (as for the benchmark's pandas loader) that runs "
+                                           "over the following fields or rows; close or double the quote")
                 yield dict(zip(header, values)), line
             line = reader.line_num + 1
 
@@ -164,6 +173,7 @@ def _hrbench_sample(row: dict[str, str], where: str, stem: str, source: str, cac
     except ValueError:
         raise DatasetError(f"{where}: field 'index' must be an integer, got {row['index']!r}") from None
     options = tuple(row[letter] for letter in "ABCD")
+    check_prompt_text({name: row[name] for name in ("question", *"ABCD")}, where)
     answer = row["answer"].strip()
     if answer not in LETTERS[: len(options)]:
         raise DatasetError(f"{where}: field 'answer' must be one of {list(LETTERS[:len(options)])}, got {answer!r}")
@@ -182,21 +192,20 @@ def _cached_image(encoded: str, name: str, cache_dir: Path, cached: dict[str, Pa
     """Return (path, size) of the cached image ``name``, decoding ``encoded`` and writing it there first if needed."""
     if name in cached:
         try:
-            with Image.open(cached[name]) as image:
-                return cached[name], image.size
-        except (OSError, SyntaxError, ValueError) as err:
-            raise DatasetError(f"{where}: field 'image': cached image {cached[name]} is unreadable ({err}); "
-                               "delete it to decode it again") from None
+            return cached[name], checked_size(cached[name])
+        except ImageError as err:
+            raise DatasetError(f"{where}: field 'image': cached image unusable ({err}); delete it to decode it "
+                               "again") from None
     try:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as err:
         raise DatasetError(f"{where}: field 'image': invalid base64 ({err})") from None
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            size, image_format = image.size, image.format
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(f"{where}: field 'image': not a decodable image ({err})") from None
+        size = decode_image(io.BytesIO(data), "in the base64 field").size
+    except ImageError as err:
+        raise DatasetError(f"{where}: field 'image': not a usable image ({err})") from None
+    with Image.open(io.BytesIO(data)) as image:
+        image_format = image.format
     path = cache_dir / f"{name}.{_IMAGE_EXTENSIONS.get(image_format, str(image_format).lower())}"
     _write_atomically(path, data)
     cached[name] = path
@@ -246,7 +255,7 @@ def load_vstar(root: str | Path, seed: int = 0, shuffle_options: bool = True) ->
 def _vstar_sample(json_path: Path, split: str, category: str, subtask: str) -> Sample:
     where = str(json_path)
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
+        data = json.loads("".join(utf8_lines(json_path)))
     except json.JSONDecodeError as err:
         raise DatasetError(f"{where}: invalid JSON ({err.msg}, line {err.lineno})") from None
     if not isinstance(data, dict):

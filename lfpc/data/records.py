@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from PIL import Image
-
 from lfpc.boxes import Box, as_box, box_problem, contains
+from lfpc.special_tokens import find_special_token
+from lfpc.vision.images import ImageError, checked_size
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -20,8 +20,9 @@ class Sample:
     """One question about one (high-resolution) image: multiple choice, or free-form when ``options`` is empty.
 
     ``boxes`` is the hierarchy of ground-truth boxes in ORIGINAL image pixels, smallest (B1) first, each
-    inside the next. ``answer`` is the letter of the correct option, or the reference answer text of a
-    free-form question (a word, phrase or number). ``category`` names the sub-task
+    inside the next. Pixels (and ``image_size``) are those of the image in its EXIF orientation, as a viewer
+    shows it (see :mod:`lfpc.vision.images`). ``answer`` is the letter of the correct option, or the reference
+    answer text of a free-form question (a word, phrase or number). ``category`` names the sub-task
     (``single``/``cross`` for HR-Bench style, ``attribute``/``spatial`` for V* style).
     """
 
@@ -69,6 +70,16 @@ def _optional(row: dict, name: str, kind: type, where: str):
     return _field(row, name, kind, where) if row.get(name) is not None else None
 
 
+def check_prompt_text(fields: dict[str, str], where: str) -> None:
+    """Refuse prompt fields (field name -> text: question, options) holding a chat special token
+    (see :mod:`lfpc.special_tokens`)."""
+    for name, text in fields.items():
+        token = find_special_token(text)
+        if token:
+            raise DatasetError(f"{where}: field '{name}' contains the special token {token!r}, which would be read "
+                               "as a turn boundary or an image position; remove or rewrite it")
+
+
 def validate_boxes(boxes: list, size: tuple[int, int], where: str) -> tuple[Box, ...]:
     """Check each box is 4 ordered numbers inside the image and each box lies inside the next one."""
     parsed: list[Box] = []
@@ -97,18 +108,19 @@ def sample_from_row(row: dict, root: Path, where: str) -> Sample:
         raise DatasetError(f"{where}: field 'image_path': image file {image_path} does not exist")
     question = _field(row, "question", str, where)
     options = _optional(row, "options", list, where) or []  # none: a free-form question
-    if options and (len(options) < 2 or not all(isinstance(o, str) and o.strip() for o in options)):
-        raise DatasetError(f"{where}: field 'options' must list at least 2 non-empty strings (or be empty)")
+    if options and (not 2 <= len(options) <= len(LETTERS) or not all(isinstance(o, str) and o.strip() for o in options)):
+        raise DatasetError(f"{where}: field 'options' must list 2 to {len(LETTERS)} (one per letter of {LETTERS}) "
+                           f"non-empty strings, got {len(options)} items (none: a free-form question)")
+    check_prompt_text({"question": question, **{f"options[{i}]": o for i, o in enumerate(options)}}, where)
     answer = _field(row, "answer", str, where)
     if options and answer not in LETTERS[: len(options)]:
         raise DatasetError(f"{where}: field 'answer' must be one of {list(LETTERS[:len(options)])}, got {answer!r}")
     if not answer.strip():
         raise DatasetError(f"{where}: field 'answer' must not be empty")
     try:
-        with Image.open(image_path) as image:
-            size = image.size
-    except OSError as err:
-        raise DatasetError(f"{where}: field 'image_path': cannot read image {image_path}: {err}") from None
+        size = checked_size(image_path)
+    except ImageError as err:
+        raise DatasetError(f"{where}: field 'image_path': {err}") from None
     boxes = validate_boxes(_optional(row, "boxes", list, where) or [], size, where)
     meta = _optional(row, "meta", dict, where) or {}
     return Sample(id=sample_id, image_path=str(image_path), question=question, options=tuple(options),
@@ -116,26 +128,53 @@ def sample_from_row(row: dict, root: Path, where: str) -> Sample:
                   source=str(row.get("source", "jsonl")), image_size=size, meta=dict(meta))
 
 
+def utf8_lines(path: Path) -> Iterator[str]:
+    """Yield the lines of a text file (line ends kept), refusing bytes that are not UTF-8 with the line named."""
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DatasetError(f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[err.start]:02x} at byte "
+                                   f"{err.start + 1} of the line); save the file as UTF-8") from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[Sample]:
     """Yield samples from a JSONL file; image paths are relative to the file's folder and come back absolute."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: dataset file does not exist")
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetError(f"{where}: invalid JSON ({err.msg})") from None
-            yield sample_from_row(row, path.parent.absolute(), where)
+    for line_no, line in enumerate(utf8_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{where}: invalid JSON ({err.msg})") from None
+        yield sample_from_row(row, path.parent.absolute(), where)
+
+
+def check_samples(samples: list[Sample], where: str, repeats: bool = False) -> list[Sample]:
+    """Return ``samples`` after checking there is at least one and no two share an id (``where``: the source).
+
+    ``repeats`` allows the same sample more than once (a mix drawn with replacement, paper Table 8); two different
+    samples under one id are refused either way.
+    """
+    if not samples:
+        raise DatasetError(f"{where}: no samples (the dataset is empty)")
+    seen: dict[str, int] = {}
+    for number, sample in enumerate(samples, start=1):
+        if sample.id in seen and not (repeats and sample == samples[seen[sample.id] - 1]):
+            raise DatasetError(f"{where}: sample {number} has the id {sample.id!r} of sample {seen[sample.id]}; "
+                               "ids must be unique (results are keyed by id)")
+        seen[sample.id] = number
+    return samples
 
 
 def load_jsonl(path: str | Path) -> list[Sample]:
-    """Load every sample of a JSONL file (see :func:`iter_jsonl`)."""
-    return list(iter_jsonl(path))
+    """Load every sample of a JSONL file (see :func:`iter_jsonl`); refuse an empty file and duplicate ids."""
+    return check_samples(list(iter_jsonl(path)), str(path))
 
 
 def write_jsonl(samples: list[Sample], path: str | Path) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from lfpc.answers import answer_key, is_correct
 from lfpc.boxes import Box, coverage, iou
+from lfpc.data.records import Sample
 from lfpc.evaluation.data import subtask_of
 from lfpc.jsonl_log import append_json_lines, complete_lines
 from lfpc.rollout.codec import ChatCodec
@@ -46,7 +47,21 @@ class RecordLog:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{self.path}:{line_no}: not a JSON record ({err.msg}); delete or fix the line "
                                  "to resume") from None
+            if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+                raise ValueError(f"{self.path}:{line_no}: not an evaluation record (no string 'key'); delete or fix "
+                                 "the line to resume")
             self.records.setdefault(record["key"], record)
+
+    def check_questions(self, samples: Sequence[Sample]) -> None:
+        """Refuse records whose question, options, answer or GT box differ from the current sample with that id:
+        the benchmark changed since they were computed, and mixing them would give stale results."""
+        current = {s.id: question_fields(s) for s in samples}
+        stale = sorted({r["id"] for r in self.records.values()
+                        if r.get("id") in current and current[r["id"]] != {k: r.get(k) for k in current[r["id"]]}})
+        if stale:
+            raise ValueError(f"{self.path}: the records of {len(stale)} question(s) (e.g. {stale[:3]}) were made on "
+                             "other question, option, answer or GT-box content than the benchmark now holds; "
+                             "evaluate into another folder or delete the records")
 
     def append(self, records: Iterable[dict]) -> None:
         """Append records (one JSON line each), flushed and synced to disk before returning."""
@@ -54,6 +69,12 @@ class RecordLog:
         append_json_lines(self.path, records, sync=True)
         for record in records:
             self.records.setdefault(record["key"], record)
+
+
+def question_fields(sample: Sample) -> dict:
+    """What a record keeps of its question: text, options (in the order shown), answer letter, GT box B1."""
+    return {"question": sample.question, "options": list(sample.options), "answer": sample.answer,
+            "gt_box": list(sample.boxes[0]) if sample.boxes else None}
 
 
 def crop_scores(crops: tuple[Box, ...], gt_box: Box | None) -> dict[str, float | None]:
@@ -87,11 +108,9 @@ def question_record(trajectory: Trajectory, codec: ChatCodec, benchmark: str, mo
     image_tokens = [codec.image_tokens(grid) for grid in trajectory.context.image_grid_thw]
     return {
         "key": record_key(sample.id, mode, budget), "id": sample.id, "benchmark": benchmark,
-        "subtask": subtask_of(sample), "mode": mode, "budget": budget,
-        "question": sample.question, "options": list(sample.options), "answer": sample.answer,
+        "subtask": subtask_of(sample), "mode": mode, "budget": budget, **question_fields(sample),
         "prediction": outcome.answer, "choice": choice, "correct": is_correct(outcome.answer, sample),
         "format_ok": outcome.format_ok, "trajectory": response_text(codec, trajectory), **view_fields(trajectory),
-        "gt_box": list(gt_box) if gt_box else None,
         **crop_scores(outcome.crop_boxes, gt_box),
         "tool_calls": sum(e["kind"] == "tool_call" for e in trajectory.events), "crops": outcome.num_crops,
         "invalid_calls": outcome.num_invalid_calls, "visual_tokens": sum(image_tokens),

@@ -1,7 +1,9 @@
 """One evaluation run from a composed ``eval`` config: load, evaluate (resuming), write metrics.json and CSV.
 
 A results folder holds ``records.jsonl`` (one line per question x mode x budget), ``settings.json`` (what the
-records depend on; a rerun with other settings is refused), ``metrics.json`` and ``metrics.csv`` (per sub-task).
+records depend on, the model's fingerprint included; a rerun with other settings or other weights is refused, and
+so is one whose questions differ from the recorded ones), ``metrics.json`` and ``metrics.csv`` (per sub-task).
+One process at a time writes a folder (``.lock``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from lfpc.evaluation.data import load_benchmark
 from lfpc.evaluation.metrics import QUESTION_METRICS, substitution_subsets, summarize
 from lfpc.evaluation.records import RecordLog
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, pending
+from lfpc.jsonl_log import single_writer
+from lfpc.model.loading import model_fingerprint
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.factory import engine_from_run_config
+from lfpc.vision.images import set_max_image_pixels
 
 CSV_COLUMNS = ("benchmark", "budget", "mode", "subtask", "num_questions") + QUESTION_METRICS
 
@@ -34,12 +39,15 @@ def eval_plan(cfg: DictConfig) -> EvalPlan:
 
 
 def run_settings(cfg: DictConfig, plan: EvalPlan, model: str) -> dict:
-    """What the records of a results folder depend on (budgets, modes and batching may change between runs)."""
+    """What the records of a results folder depend on (budgets, modes and batching may change between runs): the
+    model's path and fingerprint (weights rewritten in place count as another model), the benchmark settings, the
+    seed and the episode limits. The questions themselves are checked record by record
+    (:meth:`lfpc.evaluation.records.RecordLog.check_questions`)."""
     episode = dataclasses.asdict(plan.episode)
     episode.pop("crop_mode")
     benchmark = OmegaConf.to_container(cfg.benchmark, resolve=True)
     benchmark.pop("budgets", None)
-    return {"model": model, "benchmark": benchmark, "seed": cfg.seed,
+    return {"model": model, "model_fingerprint": model_fingerprint(model), "benchmark": benchmark, "seed": cfg.seed,
             "shuffle_options": cfg.eval.shuffle_options, "episode": episode}
 
 
@@ -66,15 +74,23 @@ def write_metrics(out: Path, summary: dict) -> None:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Evaluate as configured into ``cfg.output_dir`` (resuming what is there); returns the metrics summary."""
+    """Evaluate as configured into ``cfg.output_dir`` (resuming what is there, one process at a time); returns the
+    metrics summary."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with single_writer(out):
+        return _evaluate(cfg, out)
+
+
+def _evaluate(cfg: DictConfig, out: Path) -> dict:
     plan = eval_plan(cfg)
+    set_max_image_pixels(cfg.max_image_pixels)
     samples = load_benchmark(cfg.benchmark, cfg.seed, cfg.eval.shuffle_options, cfg.eval.limit)
     check_modes(samples, plan.modes, cfg.benchmark.name)
     path = C.model_path(cfg)
     check_settings(out, run_settings(cfg, plan, path))
     log = RecordLog(out / "records.jsonl")
+    log.check_questions(samples)
     if pending(samples, plan, log.done):
         max_tokens = max(max(plan.budgets), plan.episode.crop_max_tokens)
         codec = ChatCodec.for_model(path, max_tokens)

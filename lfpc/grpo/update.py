@@ -12,6 +12,11 @@ from lfpc.grpo.objective import PolicyLossConfig, policy_loss, truncated_is_weig
 from lfpc.rollout.base import Context
 
 
+def optimizer_steps(num_trajectories: int, mini_batch_size: int, ppo_epochs: int) -> int:
+    """Optimizer steps in the update of one GRPO step: ``ppo_epochs`` passes over ceil(trajectories / mini-batch)."""
+    return ppo_epochs * -(-num_trajectories // mini_batch_size)
+
+
 class PolicyUpdate:
     """Runs the update of one GRPO step on ``policy`` (any device layout; ``backward`` may be Lightning's)."""
 
@@ -27,8 +32,7 @@ class PolicyUpdate:
 
     def __call__(self, contexts: Sequence[Context], advantages: torch.Tensor, seed: int = 0) -> dict[str, float]:
         """Update on ``contexts`` with per-sequence ``advantages``; returns mean loss statistics."""
-        updates_per_epoch = -(-len(contexts) // self.mini)
-        old = self.logprobs(contexts) if self.epochs * updates_per_epoch > 1 else None
+        old = self.logprobs(contexts) if optimizer_steps(len(contexts), self.mini, self.epochs) > 1 else None
         rng = random.Random(seed)
         totals: dict[str, list[float]] = {}
         for _ in range(self.epochs):

@@ -1,8 +1,8 @@
 """The resumable JSONL manifest of offline resolution selection, and the fingerprints that invalidate it.
 
 Line 1 is a header ``{"kind": "header", "fingerprint", "settings", "created"}``; every further line is one
-sample record ``{"kind": "sample", "id", ...}`` appended (and flushed) as soon as that sample is done, so
-an interrupted run resumes where it stopped. A manifest whose header fingerprint differs from the current
+sample record ``{"kind": "sample", "id", "image_digest", ...}`` appended (and flushed) as soon as that sample is
+done, so an interrupted run resumes where it stopped; records match samples by id and image content. A manifest whose header fingerprint differs from the current
 one (another model, schedule, stopping rule or strategy) is renamed to ``<name>.stale`` and a new one begun.
 """
 
@@ -19,6 +19,7 @@ from typing import Iterator
 
 from lfpc.data.records import Sample
 from lfpc.jsonl_log import append_json_lines, complete_lines
+from lfpc.vision.images import image_digest
 
 MANIFEST_VERSION = 2  # 2: replies without a valid answer are retried once, then skipped
 
@@ -52,9 +53,10 @@ class Manifest:
         self.records: dict[str, dict] = self._open()
 
     def lookup(self, sample: Sample) -> dict | None:
-        """The finished record of ``sample``, or None (also when the id was recorded for another image)."""
+        """The finished record of ``sample``, or None (also when the id was recorded for another image: records
+        match by sample id and image content, so a moved or copied dataset is still served)."""
         record = self.records.get(sample.id)
-        if record is None or record["image_path"] != sample.image_path:
+        if record is None or record.get("image_digest") != image_digest(sample.image_path):
             return None
         if record["image_size"] != list(sample.image_size or ()):
             return None
@@ -85,8 +87,9 @@ class Manifest:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{self.path}:{number}: malformed manifest line ({err}); delete the file to "
-                             "recompute the selection") from err
+            fix = ("delete the file to recompute the selection" if number == 1 else
+                   "delete or fix that line (the other finished samples are kept)")
+            raise ValueError(f"{self.path}:{number}: malformed manifest line ({err}); {fix}") from err
         if not isinstance(value, dict):
             raise ValueError(f"{self.path}:{number}: expected a JSON object, got {line[:200]!r}")
         return value

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
@@ -39,6 +39,7 @@ from lfpc.rollout.base import RolloutEngine, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import EpisodeConfig, run_episodes
 from lfpc.vision.budget import downsample_pyramid, fit_to_budget, visual_tokens
+from lfpc.vision.images import image_digest
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +235,7 @@ class _Walk:
         chosen = choose_level(config.strategy, len(self.levels), self.sample.id, config.seed, divergence,
                               config.never_diverged)
         return {"id": self.sample.id, "image_path": self.sample.image_path,
+                "image_digest": image_digest(self.sample.image_path),
                 "image_size": list(self.sample.image_size), "strategy": config.strategy, **stamp,
                 "reference_size": list(self.reference), "reference_answer": reference_answer,
                 "levels": [list(level) for level in self.levels], "answers": answers,
@@ -244,13 +246,22 @@ class _Walk:
 
 
 def _select_batch(samples: Sequence[Sample], config: SelectionConfig, answer: AnswerFn,
-                  stamp: dict) -> list[dict]:
-    """Walk a batch of samples level by level, one batched model call per round."""
+                  stamp: dict) -> Iterator[dict]:
+    """Walk a batch of samples level by level, one batched model call per round; yield each sample's record as
+    soon as that sample is finished (so it can be saved before the rest of the batch)."""
     walks = [_Walk(s, config.reference(s.image_size), config.levels(s.image_size)) for s in samples]
-    while True:
-        queries = [(walk, size) for walk in walks for size in walk.next_queries(config.stop)]
+    while walks:
+        queries, active = [], []
+        for walk in walks:
+            sizes = walk.next_queries(config.stop)
+            if sizes:
+                active.append(walk)
+                queries.extend((walk, size) for size in sizes)
+            else:
+                yield walk.record(config, stamp)
+        walks = active
         if not queries:
-            return [walk.record(config, stamp) for walk in walks]
+            return
         replies = answer([walk.sample for walk, _ in queries], [size for _, size in queries])
         if len(replies) != len(queries):
             raise RuntimeError(f"the answer source returned {len(replies)} answers for {len(queries)} queries")

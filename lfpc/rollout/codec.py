@@ -10,6 +10,7 @@ from PIL import Image
 
 from lfpc.model.loading import load_processor
 from lfpc.rollout.base import Context
+from lfpc.special_tokens import find_special_token
 from lfpc.vision.budget import tokens_to_pixels
 
 IMAGE_PAD = "<|image_pad|>"
@@ -92,8 +93,20 @@ class ChatCodec:
             grids.append(grid)
         return grids
 
+    @staticmethod
+    def check_text(content: list[dict]) -> None:
+        """Refuse text items holding a special token: text that is not the policy's own output (a question, an
+        observation) must not open turns or image slots (see :mod:`lfpc.special_tokens`)."""
+        for item in content:
+            token = find_special_token(item["text"]) if item["type"] == "text" else None
+            if token:
+                raise ValueError(f"a prompt or observation text contains the special token {token!r}, which only "
+                                 f"the chat template may place: {item['text'][:200]!r}")
+
     def start(self, messages: list[dict], images: list[Image.Image]) -> Context:
         """Template the opening messages (ending with the assistant generation prompt) into a new context."""
+        for message in messages:
+            self.check_text(message["content"])
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         context = Context(token_ids=[], policy_mask=[], logprobs=[])
         grids = self.add_images(context, images)
@@ -102,6 +115,7 @@ class ChatCodec:
 
     def append_user_turn(self, context: Context, content: list[dict], images: list[Image.Image]) -> None:
         """Close the assistant turn and append a user turn (text and image items), then reopen the assistant."""
+        self.check_text(content)
         closing = "\n" if context.token_ids and context.token_ids[-1] == self.im_end_id else f"{IM_END}\n"
         body = "".join(IMAGE_SLOT if item["type"] == "image" else item["text"] for item in content)
         text = f"{closing}{IM_START}user\n{body}{IM_END}\n{IM_START}assistant\n"

@@ -14,7 +14,7 @@ import torch
 from lfpc.data.records import Sample
 from lfpc.grpo.advantages import group_advantages, group_diagnostics
 from lfpc.grpo.objective import PolicyLossConfig
-from lfpc.grpo.update import PolicyUpdate
+from lfpc.grpo.update import PolicyUpdate, optimizer_steps
 from lfpc.judge import Judge, load_judge
 from lfpc.model.loading import load_model
 from lfpc.rewards import RewardConfig, score_episode
@@ -161,8 +161,10 @@ class GRPOModule(L.LightningModule):
         self.log("reward", stats["reward/total"], prog_bar=True, batch_size=len(trajectories))
         self.log("acc", stats["reward/acc"], prog_bar=True, batch_size=len(trajectories))
         self.log("tool_calls", stats["rollout/tool_calls"], prog_bar=True, batch_size=len(trajectories))
-        if self.rollout_log is not None:
-            kept = self.rollout_log.append(step, trajectories, advantages.tolist())
+        if self.rollout_log is not None:  # numbered by GRPO step, like the logged metrics
+            g = self.grpo
+            grpo_step = step // optimizer_steps(len(trajectories), g.mini_batch_size, g.ppo_epochs)
+            kept = self.rollout_log.append(grpo_step, trajectories, advantages.tolist())
             log_trajectory_table(self.loggers, self.rollout_log.folder, kept)
 
     def rollout(self, samples: list[Sample], seed: int) -> list[Trajectory]:

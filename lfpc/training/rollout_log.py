@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from lfpc.jsonl_log import append_json_lines
+from lfpc.jsonl_log import append_json_lines, drop_torn_tail
 from lfpc.rollout.episodes import Trajectory
 from lfpc.viewer.capture import save_thumbnails, view_fields
 
@@ -23,7 +23,8 @@ class ViewerConfig:
 
 def trajectory_record(trajectory: Trajectory, step: int, rank: int, advantage: float) -> dict:
     """A JSON-serializable summary of one scored trajectory and its group advantage (``group`` counts the prompts
-    of ``rank``)."""
+    of ``rank``); ``step`` is the GRPO step (0-based, the ``step`` of ``metrics.csv``), not Lightning's optimizer
+    step."""
     return {"step": step, "rank": rank, "sample_id": trajectory.sample.id, "group": trajectory.group,
             "question": trajectory.sample.question, "options": list(trajectory.sample.options),
             "answer": trajectory.sample.answer, "prediction": trajectory.outcome.answer,
@@ -34,12 +35,15 @@ def trajectory_record(trajectory: Trajectory, step: int, rank: int, advantage: f
 
 class RolloutLog:
     """Appends one line per trajectory to ``<folder>/rank<rank>.jsonl`` after each step; the kept trajectories'
-    images go to ``<folder>/images/``."""
+    images go to ``<folder>/images/``. A torn last line left by an interrupted run is dropped first, so a resumed
+    run appends on a clean line."""
 
     def __init__(self, folder: str | Path, rank: int = 0, viewer: ViewerConfig = ViewerConfig()) -> None:
         self.folder = Path(folder)
         self.path = self.folder / f"rank{rank}.jsonl"
         self.rank, self.viewer = rank, viewer
+        if self.path.exists():
+            drop_torn_tail(self.path)
 
     def append(self, step: int, trajectories: Sequence[Trajectory], advantages: Sequence[float]) -> list[dict]:
         """Log one step; returns the records of the trajectories whose images were kept."""

@@ -11,6 +11,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -18,7 +19,9 @@ from lfpc import config as C
 from lfpc.training.alarms import CollapseAlarms
 from lfpc.training.curve import LearningCurve
 from lfpc.training.module import GRPOModule
+from lfpc.training.resume import CheckpointOnSigterm, check_resume, stopped_by_sigterm
 from lfpc.training.sharding import gather_from_ranks
+from lfpc.vision.images import set_max_image_pixels
 
 
 class GRPOProgressBar(TQDMProgressBar):
@@ -69,13 +72,19 @@ def train(cfg: DictConfig) -> dict:
     """Run GRPO as configured; returns (and writes to ``<output_dir>/summary.json``) the final metrics."""
     # checkpoints are meant to hold the post-update state of each GRPO step
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    C.check_run_config(cfg)
+    if cfg.get("ckpt_path"):
+        check_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    set_max_image_pixels(cfg.max_image_pixels)
     path = C.model_path(cfg)
     samples = C.load_samples(cfg.data)
+    C.check_enough_samples(cfg, samples)
     sizer = C.display_sizer(cfg, path, samples)
     samples = C.trainable_samples(samples, sizer, cfg)
+    C.check_enough_samples(cfg, samples)
     module = GRPOModule(C.policy_config(cfg, path), C.grpo_config(cfg), C.episode_config(cfg), C.reward_config(cfg),
                         sizer, rollout=OmegaConf.to_container(cfg.rollout, resolve=True), seed=cfg.seed,
                         rollout_log_dir=str(out / "rollouts"), judge=OmegaConf.to_container(cfg.judge, resolve=True),
@@ -91,10 +100,14 @@ def train(cfg: DictConfig) -> dict:
     trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
                         precision=t.precision, max_steps=t.max_steps * per_step, log_every_n_steps=t.log_every_n_steps,
                         logger=build_loggers(cfg, out),
-                        callbacks=[checkpoint, GRPOProgressBar(per_step, alarms), curve, alarms],
+                        callbacks=[checkpoint, GRPOProgressBar(per_step, alarms), curve, alarms,
+                                   CheckpointOnSigterm(checkpoint.dirpath)],
                         default_root_dir=str(out),
                         enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:
+        raise stopped_by_sigterm(out.resolve(), trainer.global_step // per_step) from None
     digest = module.export_hf(str(out / "hf_model"))
     summary = {k: float(v) for k, v in trainer.callback_metrics.items()}
     summary.update(grpo_steps=trainer.global_step // per_step, output_dir=str(out), model=path,

@@ -1,0 +1,82 @@
+"""Property-based fuzzing (hypothesis): no assistant turn, however malformed, makes the parser, the crop environment
+or the codec raise; every turn yields a valid action or an invalid-call observation the codec can append."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from lfpc.agent.env import CropEnvironment
+from lfpc.agent.parsing import parse_turn
+from lfpc.agent.prompt import TOOL_NAME, initial_messages
+from lfpc.data.records import Sample
+
+DISPLAY = (112, 84)
+SPECIAL = ["<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_end|>", "<|im_start|>", "<|video_pad|>"]
+TAGS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<answer>", "</answer>", "<tool_response>"]
+
+numbers = st.one_of(st.integers(), st.integers(min_value=10**300, max_value=10**400), st.floats(),
+                    st.floats(min_value=-200, max_value=300))
+texts = st.one_of(st.text(max_size=40), st.sampled_from(SPECIAL + TAGS + [TOOL_NAME]))
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), numbers, texts),
+                           lambda inner: st.lists(inner, max_size=5) | st.dictionaries(texts, inner, max_size=4),
+                           max_leaves=12)
+bboxes = st.one_of(st.lists(numbers, min_size=4, max_size=4), json_values)
+arguments = st.one_of(st.fixed_dictionaries({"bbox_2d": bboxes}, optional={"label": json_values}), json_values)
+calls = st.fixed_dictionaries({}, optional={"name": st.one_of(st.just(TOOL_NAME), json_values),
+                                            "arguments": st.one_of(arguments, arguments.map(json.dumps))})
+bodies = st.one_of(calls.map(json.dumps), json_values.map(json.dumps), st.text(max_size=60),
+                   st.integers(1, 3000).map(lambda n: "[" * n),
+                   st.integers(300, 5000).map(lambda n: '{"name": "%s", "arguments": {"bbox_2d": [1%s, 0, 5, 5]}}'
+                                              % (TOOL_NAME, "0" * n)))
+tool_turns = st.tuples(st.text(max_size=20), bodies).map(lambda t: f"<think>{t[0]}</think><tool_call>{t[1]}</tool_call>")
+pieces = st.one_of(st.text(max_size=30), st.sampled_from(SPECIAL + TAGS), bodies)
+turns = st.one_of(st.text(), tool_turns, st.lists(pieces, max_size=8).map("".join),
+                  st.text(max_size=10).map(lambda a: f"<answer>{a}</answer>"))
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(turns)
+def test_parser_never_raises_and_returns_one_of_three_kinds(text):
+    turn = parse_turn(text)
+    if turn.kind == "tool_call":
+        assert len(turn.bbox) == 4 and all(isinstance(v, float) and math.isfinite(v) for v in turn.bbox)
+    elif turn.kind == "answer":
+        assert turn.answer and turn.error is None
+    else:
+        assert turn.kind == "invalid" and turn.error and turn.bbox is None
+        assert "<|" not in turn.error  # the error never carries the model's special tokens back
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Sample:
+    path = tmp_path_factory.mktemp("fuzz") / "image.png"
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (300, 400, 3), dtype=np.uint8)).save(path)
+    return Sample(id="fuzz", image_path=str(path), question="What is shown?", options=("a", "b"), answer="A",
+                  boxes=((10.0, 10.0, 60.0, 60.0),), image_size=(400, 300))
+
+
+@settings(FUZZ, max_examples=150)
+@given(st.lists(turns, min_size=1, max_size=4), st.sampled_from(["pred", "gt", "noise", "direct"]))
+def test_environment_and_codec_accept_any_turns(codec, sample, texts, mode):
+    env = CropEnvironment(sample, DISPLAY, crop_max_tokens=16, max_turns=2, mode=mode)
+    context = codec.start(initial_messages(sample, DISPLAY, tools=mode != "direct"), [env.global_image()])
+    for text in texts:
+        result = env.step(text)
+        if result.done:
+            break
+        images = [result.image] if result.image is not None else []
+        assert result.image is not None or result.text.startswith("Error: ")
+        pads = context.token_ids.count(codec.image_pad_id)
+        codec.append_user_turn(context, result.content(), images)
+        expected = sum(codec.image_tokens(g) for g in context.image_grid_thw[-len(images):]) if images else 0
+        assert context.token_ids.count(codec.image_pad_id) == pads + expected
+    outcome = env.outcome()
+    assert outcome.num_invalid_calls == sum(e["error"] is not None for e in env.events)
