@@ -62,18 +62,28 @@ def test_summarize_matches_hand_computed_means():
     assert noise_attr["accuracy"] == 0.0 and noise_attr["first_iou"] is None  # no IoU defined -> None, not 0
 
 
-def test_substitution_subsets_restrict_the_tests_to_pred_right_and_wrong_questions():
-    records = [rec("q1", "Attr", True), rec("q1", "Attr", False, mode="noise"),
-               rec("q2", "Attr", True), rec("q2", "Attr", True, mode="noise"),
-               rec("q6", "Attr", True), rec("q6", "Attr", False, mode="noise"), rec("q6", "Attr", True, mode="gt"),
-               rec("q3", "Attr", False), rec("q3", "Attr", True, mode="gt"), rec("q3", "Attr", True, mode="noise"),
-               rec("q4", "Attr", False), rec("q4", "Attr", False, mode="gt"),
-               rec("q5", "Attr", False)]  # q5: no test record
-    [row] = substitution_subsets(records)
-    # noise test on pred-correct q1, q2, q6: noise correct F, T, F -> 1/3 (q6's GT record is not in the GT test)
-    assert row["noise_test_n"] == 3 and row["noise_test_accuracy"] == pytest.approx(1 / 3, abs=1e-12)  # float64
-    # GT test on pred-wrong q3, q4: GT correct T, F -> 1/2 (q3's noise record is not in the noise test)
-    assert row["gt_test_n"] == 2 and row["gt_test_accuracy"] == pytest.approx(0.5)
+def test_table7_gt_test_takes_poorly_covering_crops_and_noise_test_direct_wrong_pred_right():
+    records = [
+        # q1: crop covers B1 at 0.2 -> GT test (wrong with its crop, right with B1)
+        rec("q1", "Attr", False, last_coverage=0.2), rec("q1", "Attr", True, mode="gt"),
+        # q2: right with a poorly covering crop -> GT test too (the old "pred wrong" subset forced pred to 0)
+        rec("q2", "Attr", True, last_coverage=0.4), rec("q2", "Attr", True, mode="gt"),
+        # q3: covers B1 well -> not in the GT test; q4: no crop -> no predicted region, not in it
+        rec("q3", "Attr", False, last_coverage=0.95), rec("q3", "Attr", True, mode="gt"),
+        rec("q4", "Attr", False), rec("q4", "Attr", True, mode="gt"),
+        # noise test: wrong in direct, right in pred (q5, q6); q7 right in direct too -> out; q8 has no direct
+        rec("q5", "Attr", True), rec("q5", "Attr", False, mode="direct"), rec("q5", "Attr", True, mode="noise"),
+        rec("q6", "Attr", True), rec("q6", "Attr", False, mode="direct"), rec("q6", "Attr", False, mode="noise"),
+        rec("q7", "Attr", True), rec("q7", "Attr", True, mode="direct"), rec("q7", "Attr", False, mode="noise"),
+        rec("q8", "Attr", True), rec("q8", "Attr", False, mode="noise")]
+    [row] = substitution_subsets(records, gt_coverage=0.5)
+    assert row["gt_test_coverage"] == 0.5 and row["gt_test_n"] == 2                       # q1, q2
+    assert row["gt_test_pred_accuracy"] == pytest.approx(0.5) and row["gt_test_gt_accuracy"] == 1.0
+    assert row["noise_test_n"] == 2                                                        # q5, q6
+    assert row["noise_test_pred_accuracy"] == 1.0 and row["noise_test_noise_accuracy"] == pytest.approx(0.5)
+    # the threshold is the caller's: at 0.3 only q1's crop covers poorly
+    [strict] = substitution_subsets(records, gt_coverage=0.3)
+    assert strict["gt_test_n"] == 1 and strict["gt_test_pred_accuracy"] == 0.0
 
 
 def test_crop_scores_of_first_and_last_crop():

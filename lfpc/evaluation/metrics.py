@@ -2,8 +2,8 @@
 
 Rows are per (benchmark, budget, mode, subtask), with ``subtask == "overall"`` for all questions of the group:
 accuracy; IoU and coverage of the first/last crop with the GT box (over questions with a crop and a GT box);
-tool calls, crops, visual tokens and wall time per question. :func:`substitution_subsets` gives the GT / noise
-tests restricted to the questions the model got wrong / right with its own crops (Table 7).
+tool calls, crops, visual tokens and wall time per question. :func:`substitution_subsets` gives the GT test and
+the noise test of Table 7 on their subsets of questions.
 """
 
 from __future__ import annotations
@@ -80,28 +80,52 @@ def summarize(records: Iterable[dict]) -> list[dict]:
     return rows
 
 
-def substitution_subsets(records: Sequence[dict]) -> list[dict]:
-    """Per (benchmark, budget): the GT test on the questions answered wrongly in ``pred`` mode (accuracy with the GT
-    crop) and the noise test on those answered correctly in ``pred`` mode (accuracy with a noise crop).
+SUBSET_TESTS = {"gt_test": ("pred", "gt"), "noise_test": ("pred", "noise")}  # test -> conditions compared
 
-    Only questions evaluated in ``pred`` and in the test's mode count; ``*_n`` is their number, and an accuracy
-    is None when that subset is empty.
+
+def _subset_tests(modes: dict[str, dict], gt_coverage: float) -> list[str]:
+    """The Table 7 tests a question belongs to, given its record per crop mode.
+
+    GT test: the last crop of ``pred`` mode covers B1 less than ``gt_coverage`` (a question without a crop has no
+    predicted region and is left out). Noise test: wrong in ``direct`` mode, right in ``pred`` mode. Only questions
+    evaluated in both conditions of a test count.
     """
-    by_key: dict[tuple, dict[str, bool]] = defaultdict(dict)
+    pred = modes.get("pred")
+    if pred is None:
+        return []
+    tests = []
+    if "gt" in modes and pred.get("last_coverage") is not None and pred["last_coverage"] < gt_coverage:
+        tests.append("gt_test")
+    if "noise" in modes and "direct" in modes and pred["correct"] and not modes["direct"]["correct"]:
+        tests.append("noise_test")
+    return tests
+
+
+def substitution_subsets(records: Sequence[dict], gt_coverage: float) -> list[dict]:
+    """Per (benchmark, budget), the GT test and the noise test of paper Table 7 (supplementary Sec. 9).
+
+    (a) GT test: the questions whose predicted crop poorly covers the GT box B1 (coverage of B1 by the last crop
+    of ``pred`` mode below ``gt_coverage``), answered with the model's crop (``pred``) and with B1 cropped (``gt``).
+    (b) Noise test: the questions answered wrongly without the tool (``direct``) but right with the model's crop
+    (``pred``), answered with it and with a noise crop (``noise``). A question can be in both subsets.
+    ``<test>_<condition>_accuracy`` is the accuracy on the subset (None when it is empty), ``<test>_n`` its size.
+    """
+    by_key: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for record in records:
-        by_key[(record["benchmark"], record["budget"], record["id"])][record["mode"]] = bool(record["correct"])
-    tests: dict[tuple, dict[str, MeanMetric]] = defaultdict(lambda: {"gt": _mean(), "noise": _mean()})
+        by_key[(record["benchmark"], record["budget"], record["id"])][record["mode"]] = record
+    tests: dict[tuple, dict[str, MeanMetric]] = defaultdict(
+        lambda: {f"{test}_{c}": _mean() for test, conditions in SUBSET_TESTS.items() for c in conditions})
     for (benchmark, budget, _), modes in by_key.items():
-        if "pred" not in modes:
-            continue
-        test = "noise" if modes["pred"] else "gt"
-        if test in modes:
-            tests[(benchmark, budget)][test].update(float(modes[test]))
+        for test in _subset_tests(modes, gt_coverage):
+            for condition in SUBSET_TESTS[test]:
+                tests[(benchmark, budget)][f"{test}_{condition}"].update(float(modes[condition]["correct"]))
     rows = []
     for (benchmark, budget), metrics in sorted(tests.items()):
-        row: dict = {"benchmark": benchmark, "budget": budget}
-        for test, metric in metrics.items():
-            row[f"{test}_test_accuracy"] = float(metric.compute()) if metric.update_count else None
-            row[f"{test}_test_n"] = metric.update_count
+        row: dict = {"benchmark": benchmark, "budget": budget, "gt_test_coverage": gt_coverage}
+        for test, conditions in SUBSET_TESTS.items():
+            row[f"{test}_n"] = metrics[f"{test}_{conditions[0]}"].update_count
+            for condition in conditions:
+                metric = metrics[f"{test}_{condition}"]
+                row[f"{test}_{condition}_accuracy"] = float(metric.compute()) if metric.update_count else None
         rows.append(row)
     return rows

@@ -82,6 +82,6 @@ def evaluate(cfg: DictConfig) -> dict:
                          progress=cfg.eval.progress)
     records = list(log.records.values())
     summary = {"label": cfg.label, "model": path, "output_dir": str(out), "rows": summarize(records),
-               "subsets": substitution_subsets(records)}
+               "subsets": substitution_subsets(records, cfg.eval.gt_test_coverage)}
     write_metrics(out, summary)
     return summary
