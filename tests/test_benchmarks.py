@@ -83,9 +83,9 @@ def test_hrbench_tsv_every_field(hr_tsv: Path, tmp_path: Path):
     ]
     assert samples == expected  # meta is excluded from ==, checked below
     assert [s.meta for s in samples] == [
-        {"subtask": "FSP", "cycle_category": "cyc0", "index": 0},
-        {"subtask": "FCP", "cycle_category": "cyc1", "index": 1},
-        {"subtask": "FSP", "cycle_category": "", "index": 7},
+        {"subtask": "FSP", "cycle_category": "cyc0", "index": 0, "question": 0},
+        {"subtask": "FCP", "cycle_category": "cyc1", "index": 1, "question": 1},
+        {"subtask": "FSP", "cycle_category": "", "index": 7, "question": 7},
     ]
     assert [s.answer_text for s in samples] == ["red", "4", "left"]
     # The cache holds exactly the original encoded bytes, one file per row, and no leftover temp files.
@@ -111,6 +111,30 @@ def test_hrbench_reuses_cached_images(hr_tsv: Path, tmp_path: Path):
     assert load_hrbench(broken, cache)[1].image_size == (64, 48)
     with pytest.raises(DatasetError, match="field 'image': invalid base64"):
         load_hrbench(broken, tmp_path / "fresh_cache")
+
+
+def cycled_rows() -> list[dict[str, str]]:
+    """Question 0 listed 4 times, its options rotated (HR-Bench's cycles), each row with a copy of the image; then
+    question 1 once."""
+    first, second = hr_rows()[:2]
+    options = [first[letter] for letter in "ABCD"]
+    rows = []
+    for shift in range(4):
+        rotated = options[shift:] + options[:shift]
+        rows.append({**first, "index": str(10 + shift), "cycle_category": f"c{shift}",
+                     **dict(zip("ABCD", rotated)), "answer": "ABCD"[rotated.index("red")]})
+    return [*rows, {**second, "index": "20"}]
+
+
+def test_hrbench_decodes_one_image_per_question_and_keeps_its_cycles(tmp_path: Path):
+    cache = tmp_path / "cache"
+    samples = load_hrbench(write_tsv(tmp_path / "hr_bench_8k.tsv", cycled_rows()), cache)
+    # one image file per question (the old loader wrote one per row: 5 files)
+    assert sorted(p.name for p in (cache / "hr_bench_8k").iterdir()) == ["10.png", "20.jpg"]
+    assert {s.image_path for s in samples[:4]} == {str(cache / "hr_bench_8k" / "10.png")}
+    assert [s.meta["question"] for s in samples] == [10, 10, 10, 10, 20]
+    assert [s.meta["cycle_category"] for s in samples[:4]] == ["c0", "c1", "c2", "c3"]
+    assert [s.answer_text for s in samples[:4]] == ["red"] * 4 and [s.answer for s in samples[:4]] == list("BADC")
 
 
 def test_hrbench_source_from_name_or_argument(tmp_path: Path):

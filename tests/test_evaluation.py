@@ -14,7 +14,7 @@ from PIL import Image
 from lfpc.agent.prompt import TOOL_NAME
 from lfpc.data.records import Sample
 from lfpc.evaluation.data import load_benchmark, subtask_of
-from lfpc.evaluation.metrics import substitution_subsets, summarize
+from lfpc.evaluation.metrics import cycle_accuracy, substitution_subsets, summarize
 from lfpc.evaluation.records import RecordLog, crop_scores
 from lfpc.evaluation.run import evaluate
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, rollout_batch
@@ -235,6 +235,25 @@ def test_option_shuffling_is_seeded_and_switchable(tmp_path):
     assert {subtask_of(s) for s in plain} <= {"single", "cross"}
     assert subtask_of(Sample(id="v", image_path="x", question="q", options=("a", "b"), answer="A",
                              category="spatial", meta={"subtask": "Spatial"})) == "Spatial"
+
+
+def test_hrbench_keeps_its_option_order_limits_by_question_and_scores_by_cycle(tmp_path):
+    from tests.test_benchmarks import cycled_rows, write_tsv
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        bench = compose("eval", overrides=["benchmark=hrbench_8k", f"cache_dir={tmp_path / 'cache'}",
+                                           f"benchmark.path={write_tsv(tmp_path / 'hr_8k.tsv', cycled_rows())}",
+                                           "output_dir=/tmp/out"]).benchmark
+    released = load_benchmark(bench, seed=3)                  # default: the released order, the cycles intact
+    assert [s.answer for s in released[:4]] == list("BADC")
+    assert [s.answer for s in load_benchmark(bench, seed=3, shuffle_options=True)[:4]] != list("BADC")
+    assert [s.meta["index"] for s in load_benchmark(bench, limit=1)] == [10, 11, 12, 13]  # all 4 cycles of one
+    # official score: accuracy per cycle, averaged; cycle c0 has 2 rows (1 right), c1 one row (right): 0.75
+    records = [rec("a", "FSP", True, cycle="c0"), rec("b", "FSP", False, cycle="c0"),
+               rec("a2", "FSP", True, cycle="c1")]
+    overall = summarize(records)[-1]
+    assert overall["accuracy"] == pytest.approx(2 / 3) and overall["cycle_accuracy"] == pytest.approx(0.75)
+    assert cycle_accuracy([("", True)]) is None and summarize([rec("v", "Attr", True)])[0]["cycle_accuracy"] is None
 
 
 def eval_cfg(tmp_path: Path, model_dir: Path, *overrides: str):

@@ -62,10 +62,13 @@ def shuffle_sample(sample: Sample, seed: int) -> Sample:
 # HR-Bench
 
 def load_hrbench(path: str | Path, image_cache_dir: str | Path, source: str | None = None) -> list[Sample]:
-    """Load an HR-Bench TSV (or parquet) file; decode each base64 image once into ``image_cache_dir/<stem>/``.
+    """Load an HR-Bench TSV (or parquet) file; decode each question's image once into ``image_cache_dir/<stem>/``.
 
-    ``source`` ("hrbench_4k"/"hrbench_8k") defaults to the one named by the file name ("4k"/"8k").
-    An image already in the cache is reused without decoding its base64 again.
+    HR-Bench lists each question several times (``cycle_category``), its options rotated, each row with a copy of
+    the image: the rows of one question (same category, question, option set and image size in base64) share the
+    image of its first row, and ``meta["question"]`` is that row's index. ``source`` ("hrbench_4k"/"hrbench_8k")
+    defaults to the one named by the file name ("4k"/"8k"). An image already in the cache is reused without
+    decoding its base64 again.
     """
     path = Path(path)
     if not path.is_file():
@@ -77,10 +80,13 @@ def load_hrbench(path: str | Path, image_cache_dir: str | Path, source: str | No
     rows = _read_parquet(path) if path.suffix.lower() == ".parquet" else _read_tsv(path)
     samples: list[Sample] = []
     first_row_of: dict[int, int] = {}
+    questions: dict[tuple, Sample] = {}  # question key -> the question's first sample
     with _large_csv_fields(), closing(rows):  # closing: the file is closed even when a row is rejected
         for row_no, (row, line) in enumerate(rows, start=1):
             where = f"{path}: row {row_no} (index {row['index']!r}{f', line {line}' if line else ''})"
-            sample = _hrbench_sample(row, where, path.stem, source, cache_dir, cached)
+            key = (row["category"], row["question"], frozenset(row[letter] for letter in "ABCD"), len(row["image"]))
+            sample = _hrbench_sample(row, where, path.stem, source, cache_dir, cached, questions.get(key))
+            questions.setdefault(key, sample)
             index = sample.meta["index"]
             if index in first_row_of:
                 raise DatasetError(f"{where}: field 'index': duplicate of row {first_row_of[index]}")
@@ -152,7 +158,8 @@ def _read_parquet(path: Path) -> Iterator[tuple[dict[str, str], int]]:
 
 
 def _hrbench_sample(row: dict[str, str], where: str, stem: str, source: str, cache_dir: Path,
-                    cached: dict[str, Path]) -> Sample:
+                    cached: dict[str, Path], first: Sample | None) -> Sample:
+    """One row as a :class:`Sample`; ``first``: the first row of the same question, whose image it shares."""
     for name in HRBENCH_COLUMNS[:-1]:  # cycle_category may be empty
         if not row[name].strip():
             raise DatasetError(f"{where}: field '{name}' is empty")
@@ -167,11 +174,14 @@ def _hrbench_sample(row: dict[str, str], where: str, stem: str, source: str, cac
     category = row["category"].strip()
     if category not in HRBENCH_SUBTASKS:
         raise DatasetError(f"{where}: field 'category' must be one of {list(HRBENCH_SUBTASKS)}, got {category!r}")
-    image_path, size = _cached_image(row["image"], str(index), cache_dir, cached, where)
+    if first is None:
+        image_path, size = _cached_image(row["image"], str(index), cache_dir, cached, where)
+    else:
+        image_path, size = Path(first.image_path), first.image_size
     return Sample(id=f"hrbench:{stem}:{index}", image_path=str(image_path), question=row["question"],
                   options=options, answer=answer, boxes=(), category=category, source=source, image_size=size,
                   meta={"subtask": HRBENCH_SUBTASKS[category], "cycle_category": row["cycle_category"],
-                        "index": index})
+                        "index": index, "question": index if first is None else first.meta["index"]})
 
 
 def _cached_image(encoded: str, name: str, cache_dir: Path, cached: dict[str, Path],

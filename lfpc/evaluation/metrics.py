@@ -65,18 +65,34 @@ def _group_rank(item: tuple) -> tuple:
     return (benchmark, budget, MODES.index(mode) if mode in MODES else len(MODES), mode)
 
 
+def cycle_accuracy(outcomes: Iterable[tuple[str, bool]]) -> float | None:
+    """HR-Bench's official score: the accuracy of each cycle (option rotation), averaged over the cycles; None
+    when no outcome (cycle, correct) names a cycle."""
+    by_cycle: dict[str, list[bool]] = defaultdict(list)
+    for cycle, correct in outcomes:
+        if cycle:
+            by_cycle[cycle].append(correct)
+    if not by_cycle:
+        return None
+    return sum(sum(c) / len(c) for c in by_cycle.values()) / len(by_cycle)
+
+
 def summarize(records: Iterable[dict]) -> list[dict]:
-    """One row per (benchmark, budget, mode, subtask) plus an ``overall`` row per (benchmark, budget, mode)."""
+    """One row per (benchmark, budget, mode, subtask) plus an ``overall`` row per (benchmark, budget, mode); rows of
+    a benchmark with cycles (HR-Bench) also hold ``cycle_accuracy`` (:func:`cycle_accuracy`), else None."""
     groups: dict[tuple, dict[str, QuestionMeans]] = defaultdict(lambda: defaultdict(QuestionMeans))
+    cycles: dict[tuple, list[tuple[str, bool]]] = defaultdict(list)
     for record in records:
-        group = groups[(record["benchmark"], record["budget"], record["mode"])]
-        group[record["subtask"]].update(record)
-        group["overall"].update(record)
+        key = (record["benchmark"], record["budget"], record["mode"])
+        for subtask in (record["subtask"], "overall"):
+            groups[key][subtask].update(record)
+            cycles[(*key, subtask)].append((record.get("cycle") or "", bool(record["correct"])))
     rows = []
     for (benchmark, budget, mode), by_subtask in sorted(groups.items(), key=_group_rank):
         for subtask in sorted(by_subtask, key=_subtask_rank):
             rows.append({"benchmark": benchmark, "budget": budget, "mode": mode, "subtask": subtask,
-                         **by_subtask[subtask].compute()})
+                         **by_subtask[subtask].compute(),
+                         "cycle_accuracy": cycle_accuracy(cycles[(benchmark, budget, mode, subtask)])})
     return rows
 
 

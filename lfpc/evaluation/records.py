@@ -86,6 +86,7 @@ def question_record(trajectory: Trajectory, codec: ChatCodec, benchmark: str, mo
     return {
         "key": record_key(sample.id, mode, budget), "id": sample.id, "benchmark": benchmark,
         "subtask": subtask_of(sample), "mode": mode, "budget": budget, "display_size": list(trajectory.display_size),
+        "cycle": sample.meta.get("cycle_category"),
         "question": sample.question, "options": list(sample.options), "answer": sample.answer,
         "prediction": outcome.answer, "choice": choice, "correct": choice == sample.answer,
         "format_ok": outcome.format_ok, "trajectory": response_text(codec, trajectory), "events": trajectory.events,

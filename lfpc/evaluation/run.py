@@ -14,14 +14,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lfpc import config as C
-from lfpc.evaluation.data import load_benchmark
+from lfpc.evaluation.data import load_benchmark, shuffles
 from lfpc.evaluation.metrics import QUESTION_METRICS, substitution_subsets, summarize
 from lfpc.evaluation.records import RecordLog
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, pending
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.factory import engine_from_run_config
 
-CSV_COLUMNS = ("benchmark", "budget", "mode", "subtask", "num_questions") + QUESTION_METRICS
+CSV_COLUMNS = ("benchmark", "budget", "mode", "subtask", "num_questions") + QUESTION_METRICS + ("cycle_accuracy",)
 
 
 def eval_plan(cfg: DictConfig) -> EvalPlan:
@@ -40,7 +40,7 @@ def run_settings(cfg: DictConfig, plan: EvalPlan, model: str) -> dict:
     benchmark = OmegaConf.to_container(cfg.benchmark, resolve=True)
     benchmark.pop("budgets", None)
     return {"model": model, "benchmark": benchmark, "seed": cfg.seed,
-            "shuffle_options": cfg.eval.shuffle_options, "episode": episode}
+            "shuffle_options": shuffles(cfg.benchmark, cfg.eval.shuffle_options), "episode": episode}
 
 
 def check_settings(out: Path, settings: dict) -> None:
