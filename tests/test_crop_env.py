@@ -82,13 +82,15 @@ def test_partly_outside_box_is_clipped(big):
 def test_tiny_box_is_enlarged_around_its_centre(big):
     env = env_for(big)
     result = env.step(zoom(100, 100, 102, 103))
-    # Original [400, 400, 408, 412]: centres 404 and 406 -> 28 px windows [390, 418] and [392, 420].
-    assert result.event["box"] == [390, 392, 418, 420]
+    # Original [400, 400, 408, 412]: centres 404 and 406 -> 28 px windows [390, 418] and [392, 420]; the box
+    # (what IoU, coverage and the grounding reward score) stays the prediction, the region is the cropped window
+    assert result.event["region"] == [390, 392, 418, 420] and result.event["box"] == [400, 400, 408, 412]
+    assert env.outcome().crop_boxes == ((400.0, 400.0, 408.0, 412.0),)
     # 28 x 28 = 1 token < crop_min_tokens 4, so it is upsampled to 56 x 56.
     assert result.image.size == (56, 56)
     corner = env.step(zoom(0, 0, 1, 1))
     # Original [0, 0, 4, 4]: the 28 px window around 2 would start at -12, so it is shifted to [0, 28].
-    assert corner.event["box"] == [0, 0, 28, 28]
+    assert corner.event["region"] == [0, 0, 28, 28] and corner.event["box"] == [0, 0, 4, 4]
 
 
 def test_crop_impossible_in_a_too_narrow_image(tmp_path):

@@ -103,7 +103,8 @@ class CropEnvironment:
     Up to ``max_turns`` assistant turns may call the tool; turn ``max_turns + 1`` must answer, else the
     episode ends without an answer. Unparseable turns and refused calls get an error observation,
     use up a turn and count in ``num_invalid_calls``. ``events`` logs every turn: ``turn``, ``kind``,
-    ``bbox`` (raw, displayed frame), ``label``, ``box`` (cropped region, original pixels), ``crop_size``
+    ``bbox`` (raw, displayed frame), ``label``, ``box`` (the box in original pixels: the prediction mapped from the
+    displayed frame, B1 in ``gt`` mode), ``region`` (the integer region cropped around it), ``crop_size``
     and ``visual_tokens`` of the returned crop, ``error``. ``original`` is the decoded original image when the
     caller already holds it (shared, read-only); otherwise it is loaded on first use and kept for the episode,
     so the original is never decoded once per turn.
@@ -161,7 +162,7 @@ class CropEnvironment:
         turn = len(self.events) + 1
         parsed = parse_turn(assistant_text)
         event = {"turn": turn, "kind": parsed.kind, "bbox": list(parsed.bbox) if parsed.bbox else None,
-                 "label": parsed.label, "box": None, "crop_size": None, "visual_tokens": None,
+                 "label": parsed.label, "box": None, "region": None, "crop_size": None, "visual_tokens": None,
                  "error": parsed.error}
         self.events.append(event)
         if parsed.kind == "answer":
@@ -196,9 +197,9 @@ class CropEnvironment:
         if self.mode == "noise":
             noise = self._rng.integers(0, 256, size=(crop.height, crop.width, 3), dtype=np.uint8)
             crop = Image.fromarray(noise)
-        cropped = tuple(float(v) for v in region)
-        self._crop_boxes.append(cropped)  # type: ignore[arg-type]
-        event.update(box=list(cropped), crop_size=list(crop.size), visual_tokens=visual_tokens(*crop.size))
+        self._crop_boxes.append(box)
+        event.update(box=list(box), region=list(region), crop_size=list(crop.size),
+                     visual_tokens=visual_tokens(*crop.size))
         return StepResult(False, crop, prompt.observation_text(None, calls_left), event)
 
     def _finish(self, event: dict) -> StepResult:
@@ -206,6 +207,6 @@ class CropEnvironment:
         return StepResult(True, None, event["error"] or "", event)
 
     def outcome(self) -> EpisodeOutcome:
-        """Summary for the reward: answer, format, cropped boxes (original pixels), invalid-call count."""
+        """Summary for the reward: answer, format, the boxes of the crops (original pixels), invalid-call count."""
         return EpisodeOutcome(answer=self._answer, format_ok=self._format_ok and self._answer is not None,
                               crop_boxes=tuple(self._crop_boxes), num_invalid_calls=self._num_invalid)

@@ -75,7 +75,8 @@ def question_record(trajectory: Trajectory, codec: ChatCodec, benchmark: str, mo
                     seconds: float) -> dict:
     """The JSON record of one evaluated question.
 
-    Boxes are in ORIGINAL image pixels: ``crop_boxes`` are the regions the environment cropped, ``gt_box`` is the
+    Boxes are in ORIGINAL image pixels: ``crop_boxes`` are the predicted boxes of the crops (the regions cropped
+    around them are in ``events``), ``gt_box`` is the
     smallest GT box B1 (None without boxes). ``visual_tokens`` counts the visual tokens of every image the model
     saw (global view + crops); ``time_s`` is this question's share of its batch's wall time.
     """
