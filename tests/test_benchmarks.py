@@ -367,9 +367,9 @@ def break_vstar(root: Path, split: str, name: str, **changes) -> Path:
     ("direct_attributes", "sa_2", {"target_object": []}, "field 'target_object' must list at least 1"),
     ("direct_attributes", "sa_2", {"bbox": None}, "missing field 'bbox'"),
     ("direct_attributes", "sa_2", {"bbox": [[1, 2, 3]]}, r"field 'bbox\[0\]': a box needs 4 numbers"),
-    # 100 + 30 = 130 > the image width 120
-    ("direct_attributes", "sa_2", {"bbox": [[100, 10, 30, 10]]},
-     r"field 'bbox\[0\]': box \[100.0, 10.0, 130.0, 20.0\] lies outside the 120x90 image"),
+    # x 130 >= the image width 120: nothing left after clipping
+    ("direct_attributes", "sa_2", {"bbox": [[130, 10, 30, 10]]},
+     r"field 'bbox\[0\]': box \[130.0, 10.0, 160.0, 20.0\] lies outside the 120x90 image \(nothing left"),
     ("relative_position", "sa_3", {"bbox": [[5, 5, 10, 10], [50, 30, 0, 20]]},
      r"field 'bbox\[1\]': width and height must be positive"),
     ("relative_position", "sa_3", {"bbox": [[5, 5, 10, 10]]}, "field 'bbox' has 1 boxes for 2 target objects"),
@@ -379,6 +379,13 @@ def test_vstar_malformed_json(vstar_root: Path, split: str, name: str, changes: 
     with pytest.raises(DatasetError, match=message) as err:
         load_vstar(vstar_root)
     assert str(err.value).startswith(f"{path}: ")
+
+
+def test_vstar_box_across_the_border_is_clipped(vstar_root: Path):
+    # 100 + 30 = 130 > the image width 120: clipped to 120, as V*'s evaluation does (the old loader refused V*)
+    break_vstar(vstar_root, "direct_attributes", "sa_2", bbox=[[100, 10, 30, 10]])
+    sample = next(s for s in load_vstar(vstar_root, shuffle_options=False) if s.id.endswith("sa_2"))
+    assert sample.boxes == ((100.0, 10.0, 120.0, 20.0),) and sample.meta["object_boxes"] == [(100.0, 10.0, 120.0, 20.0)]
 
 
 def test_vstar_malformed_files(vstar_root: Path):

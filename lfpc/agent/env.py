@@ -20,7 +20,7 @@ from lfpc.agent.parsing import ParsedTurn, parse_turn
 from lfpc.boxes import Box, Size, clip_box, intersection, scale_box
 from lfpc.data.records import Sample
 from lfpc.rewards import EpisodeOutcome
-from lfpc.vision.budget import MAX_ASPECT_RATIO, PATCH, resize_to_budget, visual_tokens
+from lfpc.vision.budget import ASPECT_RULE, MAX_ASPECT_RATIO, PATCH, resize_to_budget, visual_tokens
 from lfpc.vision.images import load_image
 
 MODES = ("pred", "gt", "noise", "direct")
@@ -65,7 +65,7 @@ def _enlarge_side(lo: int, hi: int, limit: int, axis: str) -> tuple[int, int]:
 
 def pixel_region(box: Box, size: Size) -> tuple[int, int, int, int]:
     """Integer crop region covering ``box`` (clipped to ``size``), each side enlarged to >= 28 px around its
-    centre; raises :class:`CropError` when that is impossible or the aspect ratio exceeds 100."""
+    centre; raises :class:`CropError` when that is impossible or the aspect ratio exceeds 100 (DeepEyes' rule)."""
     width, height = size
     x1, y1, x2, y2 = clip_box(box, size)
     # Round away float noise (e.g. 400.0000001) before taking the covering integer region.
@@ -76,7 +76,7 @@ def pixel_region(box: Box, size: Size) -> tuple[int, int, int, int]:
     ratio = max(right - left, bottom - top) / min(right - left, bottom - top)
     if ratio > MAX_ASPECT_RATIO:
         raise CropError(f"the crop {_fmt_box((left, top, right, bottom))} ({right - left} x {bottom - top} px "
-                        f"in the original image) has aspect ratio {ratio:.1f} > {MAX_ASPECT_RATIO:g}")
+                        f"in the original image) has aspect ratio {ratio:.1f} > {MAX_ASPECT_RATIO:g} ({ASPECT_RULE})")
     return left, top, right, bottom
 
 

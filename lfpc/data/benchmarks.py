@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 
 from PIL import Image
 
-from lfpc.boxes import Box, as_box, box_problem
+from lfpc.boxes import Box, as_box, box_problem, clip_box
 from lfpc.data.records import LETTERS, DatasetError, Sample, _field, sample_from_row
 
 HRBENCH_COLUMNS = ("index", "image", "question", "A", "B", "C", "D", "answer", "category", "cycle_category")
@@ -277,15 +277,16 @@ def _vstar_sample(json_path: Path, split: str, category: str, subtask: str) -> S
 
 
 def _xywh_box(raw: object, size: tuple[int, int], where: str) -> Box:
-    """Convert one V* ``[x, y, w, h]`` box to ``(x1, y1, x2, y2)``, checking it lies inside the image."""
+    """Convert one V* ``[x, y, w, h]`` box to ``(x1, y1, x2, y2)`` clipped to the image, as V*'s own evaluation
+    does (some released boxes cross the border); a box with nothing left inside the image is an error."""
     try:
         x, y, w, h = as_box(raw)  # type: ignore[arg-type]
     except (ValueError, TypeError) as err:
         raise DatasetError(f"{where}: {err} (expected [x, y, w, h])") from None
     if w <= 0 or h <= 0:
         raise DatasetError(f"{where}: width and height must be positive, got [x, y, w, h] = {raw}")
-    box = (x, y, x + w, y + h)
-    problem = box_problem(box, size)
-    if problem:
-        raise DatasetError(f"{where}: {problem}")
+    box = clip_box((x, y, x + w, y + h), size)
+    if box_problem(box):
+        raise DatasetError(f"{where}: box {[x, y, x + w, y + h]} lies outside the {size[0]}x{size[1]} image "
+                           "(nothing left after clipping it to the image)")
     return box

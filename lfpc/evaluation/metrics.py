@@ -1,7 +1,8 @@
 """Aggregate per-question records into benchmark metrics with torchmetrics.
 
 Rows are per (benchmark, budget, mode, subtask), with ``subtask == "overall"`` for all questions of the group:
-accuracy; IoU and coverage of the first/last crop with the GT box (over questions with a crop and a GT box);
+accuracy; IoU and coverage of the first/last crop with the GT box (over questions with a crop and a GT box), and
+the mean per-target IoU (V*: each target box's best crop);
 tool calls, crops, visual tokens and wall time per question. :func:`substitution_subsets` gives the GT test and
 the noise test of Table 7 on their subsets of questions.
 """
@@ -16,8 +17,8 @@ from torchmetrics.aggregation import MeanMetric
 
 from lfpc.agent.env import MODES
 
-QUESTION_METRICS = ("accuracy", "first_iou", "last_iou", "first_coverage", "last_coverage", "tool_calls", "crops",
-                    "visual_tokens", "time_s")
+QUESTION_METRICS = ("accuracy", "first_iou", "last_iou", "first_coverage", "last_coverage", "target_iou",
+                    "tool_calls", "crops", "visual_tokens", "time_s")
 SUBTASK_ORDER = ("FSP", "FCP", "Attr", "Spatial", "single", "cross")  # then any other, then "overall"
 
 
@@ -27,7 +28,7 @@ def _mean() -> MeanMetric:
 
 def question_values(record: dict) -> dict[str, float | None]:
     """The value each of :data:`QUESTION_METRICS` takes for one record (None: not defined for this question)."""
-    values = {name: record[name] for name in QUESTION_METRICS if name != "accuracy"}
+    values = {name: record.get(name) for name in QUESTION_METRICS if name != "accuracy"}
     values["accuracy"] = float(record["correct"])
     return {k: None if v is None else float(v) for k, v in values.items()}
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from lfpc.boxes import Box, coverage, iou
+from lfpc.boxes import Box, coverage, iou, mean_target_iou
 from lfpc.evaluation.data import subtask_of
 from lfpc.jsonl_log import append_json_lines, complete_lines
 from lfpc.rewards import extract_choice
@@ -93,6 +93,7 @@ def question_record(trajectory: Trajectory, codec: ChatCodec, benchmark: str, mo
         "format_ok": outcome.format_ok, "trajectory": response_text(codec, trajectory), "events": trajectory.events,
         "crop_boxes": [list(b) for b in outcome.crop_boxes], "gt_box": list(gt_box) if gt_box else None,
         **crop_scores(outcome.crop_boxes, gt_box),
+        "target_iou": mean_target_iou(outcome.crop_boxes, [tuple(b) for b in sample.meta.get("object_boxes", ())]),
         "tool_calls": sum(e["kind"] == "tool_call" for e in trajectory.events), "crops": outcome.num_crops,
         "invalid_calls": outcome.num_invalid_calls, "visual_tokens": sum(image_tokens),
         "global_tokens": image_tokens[0], "response_tokens": trajectory.context.num_policy_tokens, "time_s": seconds,

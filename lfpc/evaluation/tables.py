@@ -322,12 +322,14 @@ def write_csv(table: Table, path: Path) -> None:
 
 def summary_markdown(rows: Sequence[dict]) -> str:
     """The metric rows of one run (``metrics.json`` ``rows``) as a markdown table: accuracy as the plain mean over
-    rows and, for HR-Bench, as its official score (per cycle, averaged over cycles); IoU x100."""
+    rows and, for HR-Bench, as its official score (per cycle, averaged over cycles); IoU x100 (of the GT box B1,
+    and per target box: V* Spatial questions have two)."""
     headers = ["Benchmark", "Budget", "Mode", "Subtask", "N", "Acc (%)", "Acc cycles (%)", "IoU first", "IoU last",
-               "Calls/q", "Vis. tok/q", "s/q"]
+               "IoU targets", "Calls/q", "Vis. tok/q", "s/q"]
     body = [[r["benchmark"], str(r["budget"]), r["mode"], r["subtask"], str(r["num_questions"]),
              format_cell(_pct(r["accuracy"]), "pct", "–"), format_cell(_pct(r.get("cycle_accuracy")), "pct", "–"),
              format_cell(_pct(r["first_iou"]), "pct", "–"), format_cell(_pct(r["last_iou"]), "pct", "–"),
+             format_cell(_pct(r.get("target_iou")), "pct", "–"),
              format_cell(r["tool_calls"], "num", "–"),
              format_cell(r["visual_tokens"], "count", "–"), format_cell(r["time_s"], "sec", "–")] for r in rows]
     return markdown_table(headers, body)
