@@ -137,6 +137,24 @@ def test_hrbench_decodes_one_image_per_question_and_keeps_its_cycles(tmp_path: P
     assert [s.answer_text for s in samples[:4]] == ["red"] * 4 and [s.answer for s in samples[:4]] == list("BADC")
 
 
+def test_hrbench_box_file_gives_each_question_its_nested_boxes(tmp_path: Path):
+    tsv = write_tsv(tmp_path / "hr_bench_8k.tsv", cycled_rows())
+    assert all(s.boxes == () for s in load_hrbench(tsv, tmp_path / "c"))     # no box file: no boxes
+    # keyed by the index of any row of the question; listed largest first, stored smallest (B1) first
+    (tmp_path / "hr_bench_8k.boxes.json").write_text(json.dumps({"11": [[0, 0, 40, 30], [5, 5, 15, 12]]}))
+    samples = load_hrbench(tsv, tmp_path / "c")
+    assert [s.boxes for s in samples] == [((5.0, 5.0, 15.0, 12.0), (0.0, 0.0, 40.0, 30.0))] * 4 + [()]
+    other = tmp_path / "mine.json"
+    for content, message in (({"99": [[0, 0, 1, 1]]}, r"index\(es\) not in the benchmark: \['99'\]"),
+                             ({"10": [[0, 0, 41, 30]]}, "question 10, box 0: box .* lies outside the 40x30 image"),
+                             ({"10": []}, "question 10: expected a non-empty list")):
+        other.write_text(json.dumps(content))
+        with pytest.raises(DatasetError, match=message):
+            load_hrbench(tsv, tmp_path / "c", boxes_path=other)
+    with pytest.raises(DatasetError, match="missing.json: box file does not exist"):
+        load_hrbench(tsv, tmp_path / "c", boxes_path=tmp_path / "missing.json")
+
+
 def test_hrbench_source_from_name_or_argument(tmp_path: Path):
     four_k = write_tsv(tmp_path / "hr_bench_4k.tsv", hr_rows())
     assert {s.source for s in load_hrbench(four_k, tmp_path / "c")} == {"hrbench_4k"}

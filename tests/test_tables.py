@@ -108,6 +108,7 @@ def test_table3_iou_x100_per_subtask_table6_cost_table7_subsets(dirs):
     stage2 = body(t3, "stage2")
     assert (stage2["V* Attr Acc"], stage2["V* Attr IoU"], stage2["V* Spatial IoU"]) == ("80.0", "45.7", "20.0")
     assert stage2["HR-4K FSP IoU"] == "–" and body(t3, "Stage-II (paper)")["HR-8K FCP IoU"] == "44.4"
+    assert any("HR-Bench releases no GT boxes" in note and ".boxes.json" in note for note in t3.notes)
     t6 = build_table(6, results)
     assert [h for h in t6.headers if h.startswith("V*")] == []            # Table 6 is HR-Bench only
     assert body(t6, "Ours 1,024 (paper)")["HR-8K Time (s)"] == "2.80"

@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 
 from PIL import Image
 
-from lfpc.boxes import Box, as_box, box_problem, clip_box
+from lfpc.boxes import Box, area, as_box, box_problem, clip_box
 from lfpc.data.records import LETTERS, DatasetError, Sample, _field, sample_from_row
 
 HRBENCH_COLUMNS = ("index", "image", "question", "A", "B", "C", "D", "answer", "category", "cycle_category")
@@ -61,7 +61,11 @@ def shuffle_sample(sample: Sample, seed: int) -> Sample:
 # ----------------------------------------------------------------------------------------------------------------
 # HR-Bench
 
-def load_hrbench(path: str | Path, image_cache_dir: str | Path, source: str | None = None) -> list[Sample]:
+HRBENCH_BOXES_SUFFIX = ".boxes.json"
+
+
+def load_hrbench(path: str | Path, image_cache_dir: str | Path, source: str | None = None,
+                 boxes_path: str | Path | None = None) -> list[Sample]:
     """Load an HR-Bench TSV (or parquet) file; decode each question's image once into ``image_cache_dir/<stem>/``.
 
     HR-Bench lists each question several times (``cycle_category``), its options rotated, each row with a copy of
@@ -69,6 +73,11 @@ def load_hrbench(path: str | Path, image_cache_dir: str | Path, source: str | No
     image of its first row, and ``meta["question"]`` is that row's index. ``source`` ("hrbench_4k"/"hrbench_8k")
     defaults to the one named by the file name ("4k"/"8k"). An image already in the cache is reused without
     decoding its base64 again.
+
+    HR-Bench releases no GT boxes. Give them in a box file (``boxes_path``; default ``<file stem>.boxes.json``
+    beside the file, used when it exists): a JSON object mapping a question's ``index`` (of any of its rows) to its
+    nested GT boxes ``[[x1, y1, x2, y2], ...]`` in original pixels, e.g. ``{"17": [[10, 20, 60, 50], [0, 0, 200,
+    120]]}``. Boxes are ordered smallest first (B1 first); a question without an entry has no boxes.
     """
     path = Path(path)
     if not path.is_file():
@@ -92,7 +101,43 @@ def load_hrbench(path: str | Path, image_cache_dir: str | Path, source: str | No
                 raise DatasetError(f"{where}: field 'index': duplicate of row {first_row_of[index]}")
             first_row_of[index] = row_no
             samples.append(sample)
-    return samples
+    return _with_boxes(samples, path.with_name(path.stem + HRBENCH_BOXES_SUFFIX) if boxes_path is None
+                       else Path(boxes_path), required=boxes_path is not None)
+
+
+def _with_boxes(samples: list[Sample], path: Path, required: bool) -> list[Sample]:
+    """``samples`` with the nested GT boxes of the box file ``path`` (see :func:`load_hrbench`), smallest first."""
+    if not path.is_file():
+        if required:
+            raise DatasetError(f"{path}: box file does not exist")
+        return samples
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}: invalid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: the file must hold a JSON object (question index -> nested boxes)")
+    by_row = {str(s.meta["index"]): s for s in samples}
+    unknown = sorted(set(data) - set(by_row))
+    if unknown:
+        raise DatasetError(f"{path}: question index(es) not in the benchmark: {unknown[:5]}")
+    boxed: dict[str, tuple[Box, ...]] = {}
+    for index, raw in data.items():
+        where = f"{path}: question {index}"
+        if not isinstance(raw, list) or not raw:
+            raise DatasetError(f"{where}: expected a non-empty list of [x1, y1, x2, y2] boxes")
+        boxes = []
+        for i, values in enumerate(raw):
+            try:
+                box = as_box(values)
+            except (ValueError, TypeError) as err:
+                raise DatasetError(f"{where}, box {i}: {err}") from None
+            problem = box_problem(box, by_row[index].image_size)
+            if problem:
+                raise DatasetError(f"{where}, box {i}: {problem}")
+            boxes.append(box)
+        boxed[str(by_row[index].meta["question"])] = tuple(sorted(boxes, key=area))
+    return [replace(s, boxes=boxed.get(str(s.meta["question"]), ())) for s in samples]
 
 
 def _hrbench_source(path: Path, source: str | None) -> str:

@@ -38,7 +38,7 @@ def load_benchmark(bench: DictConfig, seed: int = 0, shuffle_options: bool | Non
     if bench.kind in ("synthetic", "jsonl"):
         samples = load_samples(bench)
     elif bench.kind == "hrbench":
-        samples = load_hrbench(bench.path, bench.image_cache, source=bench.get("source"))
+        samples = load_hrbench(bench.path, bench.image_cache, source=bench.get("source"), boxes_path=bench.get("boxes"))
     elif bench.kind == "vstar":
         samples = load_vstar(bench.root, shuffle_options=False)  # shuffled below, like every benchmark
     else:

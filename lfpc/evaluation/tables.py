@@ -201,15 +201,17 @@ def _subset_test(r: Results, b: str) -> list[Column]:
 
 _SUBTASKS_NOTE = ("Accuracy (%) per sub-task and overall, crop mode pred (HR-Bench: over all its rows, its official "
                   "cycle-averaged score when every cycle is complete; both are in metrics.json).")
+_HR_BOXES = (" HR-Bench releases no GT boxes: its IoU, Ground Truth and GT-test cells need a box file "
+             "(<file stem>.boxes.json, see lfpc/data/benchmarks.py load_hrbench) and are – without one.")
 LAYOUTS: dict[int, Layout] = {
     1: Layout("Crop substitution tests", _subtask_acc,
               "Accuracy (%) with the model's own crop (prediction), the crop replaced by uniform noise (Random Noise), "
-              "the GT box B1 cropped instead (Ground Truth), and answering without the tool (direct).",
+              "the GT box B1 cropped instead (Ground Truth), and answering without the tool (direct)." + _HR_BOXES,
               variants=(*MODE_ROWS, ("direct", "direct"))),
     2: Layout("Main results", _subtask_acc, _SUBTASKS_NOTE + " Budget = global-image visual tokens."),
     3: Layout("Baseline / Stage-I / Stage-II", _subtask_acc_iou,
               "Accuracy (%) and mean IoU (x100) of the last crop with the GT box B1 (questions with a crop) per "
-              "sub-task, crop mode pred."),
+              "sub-task, crop mode pred." + _HR_BOXES),
     4: Layout("Stage-II data and L1 reward", _subtask_acc, _SUBTASKS_NOTE),
     5: Layout("Noise-crop drop", _noise_drop, "Accuracy (%) with the model's crop and with a noise crop; drop = pred "
                                               "- noise (points), the paper's column. A model that reads its crops "
@@ -221,14 +223,16 @@ LAYOUTS: dict[int, Layout] = {
               "(a) GT test: the questions whose predicted crop covers the GT box B1 less than the coverage threshold "
               "(eval.gt_test_coverage), answered with the model's crop (prediction) and with B1 cropped (GT); "
               "(b) noise test: the questions answered wrongly without the tool (direct) but right with the model's "
-              "crop, answered with it and with a noise crop. Accuracy (%) on each subset; n = subset size.",
+              "crop, answered with it and with a noise crop. Accuracy (%) on each subset; n = subset size."
+              + _HR_BOXES,
               variants=(("gt_test/pred", "(a) prediction"), ("gt_test/gt", "(a) GT"),
                         ("noise_test/pred", "(b) prediction"), ("noise_test/noise", "(b) RandNoise"))),
     8: Layout("Mixed data vs two stages", _subtask_acc, _SUBTASKS_NOTE),
     9: Layout("Resolution selection strategies", _multi_target,
               "Accuracy (%) on the multi-target sub-task (HR-Bench FCP, V* Spatial), crop mode pred."),
     10: Layout("Stage-II reward design", _subtask_acc_iou,
-               "HR-Bench 8K: accuracy (%) and mean IoU (x100) of the last crop with B1 per sub-task, crop mode pred.",
+               "HR-Bench 8K: accuracy (%) and mean IoU (x100) of the last crop with B1 per sub-task, crop mode pred."
+               + _HR_BOXES,
                benchmarks=("hrbench_8k",)),
 }
 
