@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from lfpc.agent.env import CropEnvironment
+from lfpc.agent.presets import DEEPEYES_INSTRUCTION, preset
 from lfpc.agent.prompt import (DIRECT_REMINDER, FINAL_REMINDER, REMINDER, TOOL_NAME, initial_messages,
                                question_text, system_prompt, tool_response_content)
 from lfpc.data.records import Sample
@@ -268,3 +269,29 @@ def test_prompts_carry_the_tool_options_and_display_size(big):
     messages = initial_messages(sample, (1008, 756))
     assert [m["role"] for m in messages] == ["system", "user"]
     assert [item["type"] for item in messages[1]["content"]] == ["image", "text"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Prompt presets: a compared method prompted and read as its own evaluation does (paper Sec. 5.1)
+
+def test_deepeyes_preset_prompts_as_deepeyes_and_ends_at_its_answer(big):
+    deepeyes = preset("deepeyes")
+    path, _ = big
+    system, user = deepeyes.messages(make_sample(path), (512, 512), True)
+    assert system["content"][0]["text"].startswith("You are a helpful assistant.\n\n# Tools\n")
+    assert '"required":["bbox"]' in system["content"][0]["text"]           # DeepEyes' schema, verbatim
+    # DeepEyes' user turn: "Question:", the options after a line break, no image size, its instruction
+    assert user["content"][1]["text"] == (
+        "Question: What colour is the sign?\nOptions: \nA. red\nB. blue\nC. green\nD. white\n\n"
+        "\nThink first, call **image_zoom_in_tool** if needed, then answer. Format strictly as:  <think>...</think>  "
+        "<tool_call>...</tool_call> (if tools needed)  <answer>...</answer> ")
+    env = env_for(big, preset=deepeyes)
+    crop = env.step(zoom(100, 50, 128, 64))
+    assert crop.text == DEEPEYES_INSTRUCTION                                  # repeated in every tool response
+    # an answer beside a tool call ends DeepEyes' episode with that answer; our own rule makes the turn invalid
+    both = "<think>x</think><answer>B</answer>" + zoom(0, 0, 64, 64)[len("<think>zoom</think>"):]
+    assert env.step(both).done and env.outcome().answer == "B" and env.outcome().format_ok
+    ours = env_for(big)
+    assert not ours.step(both).done and ours.events[0]["kind"] == "invalid"
+    with pytest.raises(ValueError, match="unknown prompt preset 'cof'.*deepeyes"):
+        preset("cof")

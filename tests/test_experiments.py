@@ -68,6 +68,11 @@ def test_definition_composes_at_smoke_and_paper_size(name, tmp_path):
                     assert cfg["eval"]["budgets"] == PAPER_BUDGETS.get((name, job.label), [1024, 16384])
                 if command.kind == "eval" and name == "table6":  # time per question: one question at a time
                     assert cfg["eval"]["batch_size"] == 1
+                if command.kind == "eval" and size == "paper" and job.label == "deepeyes":  # its own prompt
+                    assert (cfg["model"]["path"], cfg["episode"]["prompt"], cfg["episode"]["max_turns"]) == \
+                        ("/models/DeepEyes-7B", "deepeyes", 10)
+                elif command.kind == "eval":
+                    assert cfg["episode"]["prompt"] == "lfpc"
                 if command.kind == "eval":
                     assert cfg["label"] == job.label
 

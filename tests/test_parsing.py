@@ -70,3 +70,12 @@ def test_each_error_is_specific(text, message):
 def test_tags_inside_think_are_ignored():
     turn = parse_turn("<think>maybe <answer>A</answer> or zoom</think>" + call({"bbox_2d": [0, 0, 9, 9]}))
     assert turn.kind == "tool_call"
+
+
+def test_answer_wins_reads_a_turn_with_an_answer_as_that_answer():
+    # DeepEyes' rule (its evaluation stops at the first </answer>), ours: one of them per turn
+    text = "<think>t</think><answer> C </answer>" + call({"bbox_2d": [1, 2, 3, 4]}) + "<answer>D</answer>"
+    assert parse_turn(text).kind == "invalid"
+    assert parse_turn(text, answer_wins=True).answer == "C"
+    assert parse_turn("<answer> </answer>", answer_wins=True).kind == "invalid"    # empty: the strict rules apply
+    assert parse_turn(call({"bbox_2d": [1, 2, 3, 4]}), answer_wins=True).kind == "tool_call"

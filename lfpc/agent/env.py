@@ -17,6 +17,7 @@ from PIL import Image
 
 from lfpc.agent import prompt
 from lfpc.agent.parsing import ParsedTurn, parse_turn
+from lfpc.agent.presets import PRESETS, Preset
 from lfpc.boxes import Box, Size, clip_box, intersection, scale_box
 from lfpc.data.records import Sample
 from lfpc.rewards import EpisodeOutcome
@@ -112,7 +113,7 @@ class CropEnvironment:
 
     def __init__(self, sample: Sample, display_size: Size, crop_max_tokens: int, max_turns: int = 5,
                  mode: str = "pred", seed: int = 0, crop_min_tokens: int = 4,
-                 original: Image.Image | None = None) -> None:
+                 original: Image.Image | None = None, preset: Preset = PRESETS["lfpc"]) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
         if mode == "gt" and not sample.boxes:
@@ -138,6 +139,7 @@ class CropEnvironment:
         self._num_invalid = 0
         self._done = False
         self._original = original
+        self.preset = preset
 
     @property
     def original(self) -> Image.Image:
@@ -160,7 +162,7 @@ class CropEnvironment:
         if self._done:
             raise RuntimeError("the episode is over; no more assistant turns are accepted")
         turn = len(self.events) + 1
-        parsed = parse_turn(assistant_text)
+        parsed = parse_turn(assistant_text, self.preset.answer_wins)
         event = {"turn": turn, "kind": parsed.kind, "bbox": list(parsed.bbox) if parsed.bbox else None,
                  "label": parsed.label, "box": None, "region": None, "crop_size": None, "visual_tokens": None,
                  "error": parsed.error}
@@ -183,7 +185,7 @@ class CropEnvironment:
         self._num_invalid += 1
         if (self.mode == "direct" and parsed.kind == "tool_call") or turn > self.max_turns:
             return self._finish(event)
-        text = prompt.observation_text(event["error"], self.max_turns - turn, tools=self.mode != "direct")
+        text = self.preset.observation(event["error"], self.max_turns - turn, self.mode != "direct")
         return StepResult(False, None, text, event)
 
     def _crop(self, parsed: ParsedTurn, event: dict, calls_left: int) -> StepResult:
@@ -200,7 +202,7 @@ class CropEnvironment:
         self._crop_boxes.append(box)
         event.update(box=list(box), region=list(region), crop_size=list(crop.size),
                      visual_tokens=visual_tokens(*crop.size))
-        return StepResult(False, crop, prompt.observation_text(None, calls_left), event)
+        return StepResult(False, crop, self.preset.observation(None, calls_left, True), event)
 
     def _finish(self, event: dict) -> StepResult:
         self._done = True
