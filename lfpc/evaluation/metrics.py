@@ -1,10 +1,10 @@
 """Aggregate per-question records into benchmark metrics with torchmetrics.
 
 Rows are per (benchmark, budget, mode, subtask), with ``subtask == "overall"`` for all questions of the group:
-accuracy; IoU and coverage of the first/last crop with the GT box (over questions with a crop and a GT box), and
-the mean per-target IoU (V*: each target box's best crop);
-tool calls, crops, visual tokens and wall time per question. :func:`substitution_subsets` gives the GT test and
-the noise test of Table 7 on their subsets of questions.
+accuracy (and HR-Bench's cycle-averaged accuracy); IoU and coverage of the first/last crop with the GT box (over
+questions with a crop and a GT box) and the mean per-target IoU (V*: each target box's best crop); tool calls,
+crops, visual tokens and wall time per question. :func:`substitution_subsets` gives the GT test and the noise test
+of Table 7 on their subsets of questions.
 """
 
 from __future__ import annotations
