@@ -16,7 +16,7 @@ from lfpc.data.records import Sample
 from lfpc.evaluation.data import load_benchmark, subtask_of
 from lfpc.evaluation.metrics import cycle_accuracy, substitution_subsets, summarize
 from lfpc.evaluation.records import RecordLog, crop_scores
-from lfpc.evaluation.run import evaluate
+from lfpc.evaluation.run import eval_plan, evaluate, run_settings
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, rollout_batch
 from lfpc.rollout.base import Completion
 from lfpc.rollout.episodes import EpisodeConfig
@@ -254,6 +254,18 @@ def test_hrbench_keeps_its_option_order_limits_by_question_and_scores_by_cycle(t
     overall = summarize(records)[-1]
     assert overall["accuracy"] == pytest.approx(2 / 3) and overall["cycle_accuracy"] == pytest.approx(0.75)
     assert cycle_accuracy([("", True)]) is None and summarize([rec("v", "Attr", True)])[0]["cycle_accuracy"] is None
+
+
+def test_a_compared_method_is_evaluated_with_its_preset_and_recorded_as_such(tmp_path):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        ours, deepeyes = (compose("eval", overrides=[*model, "benchmark=synthetic", f"cache_dir={tmp_path}",
+                                                     "output_dir=/tmp/out"]) for model in ([], ["model=deepeyes"]))
+    assert (deepeyes.episode.prompt, deepeyes.episode.max_turns, deepeyes.model.path) == \
+        ("deepeyes", 10, "/models/DeepEyes-7B")
+    assert eval_plan(deepeyes).episode.prompt == "deepeyes"
+    assert run_settings(deepeyes, eval_plan(deepeyes), "m")["episode"]["prompt"] == "deepeyes"
+    # our prompt is recorded as before presets existed: results folders written then still resume
+    assert "prompt" not in run_settings(ours, eval_plan(ours), "m")["episode"]
 
 
 def eval_cfg(tmp_path: Path, model_dir: Path, *overrides: str):

@@ -37,6 +37,8 @@ def run_settings(cfg: DictConfig, plan: EvalPlan, model: str) -> dict:
     """What the records of a results folder depend on (budgets, modes and batching may change between runs)."""
     episode = dataclasses.asdict(plan.episode)
     episode.pop("crop_mode")
+    if episode["prompt"] == "lfpc":  # our prompt: recorded as before prompt presets existed, so old folders resume
+        episode.pop("prompt")
     benchmark = OmegaConf.to_container(cfg.benchmark, resolve=True)
     benchmark.pop("budgets", None)
     return {"model": model, "benchmark": benchmark, "seed": cfg.seed,
