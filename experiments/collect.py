@@ -21,6 +21,7 @@ does not have, "–" a value not measured.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.definitions import Definition
 from experiments.layout import TrainJob, eval_dir, find_train_jobs
+from lfpc.config import SELECTION_STATS
 from lfpc.evaluation import paper_numbers, tables
 from lfpc.evaluation.paper_numbers import PaperRow
 from lfpc.evaluation.tables import Column, Results, Table, load_results
@@ -134,19 +136,37 @@ def _paper_cost_row(row: PaperRow) -> list[str]:
                                             for key, _, kind in COST_COLUMNS)]
 
 
+def selection_cost(job: TrainJob, cost: dict[str, Any]) -> dict[str, Any] | None:
+    """The cost of the job's offline resolution selection (its ``resolution_stats.json``; the job's devices are held
+    meanwhile), None when the job ran none."""
+    path = job.dir / SELECTION_STATS
+    if not path.is_file():
+        return None
+    wall_h = json.loads(path.read_text())["seconds"] / 3600
+    return {**dict.fromkeys(key for key, _, _ in COST_COLUMNS), "accelerator": cost["accelerator"],
+            "devices": cost["devices"], "wall_h": wall_h, "device_h": wall_h * cost["devices"]}
+
+
 def cost_table(definition: Definition, runs_dir: Path) -> Table:
-    """One row per training job: accelerator and :data:`COST_COLUMNS`, the paper's row after its label; the
-    paper's other rows (DeepEyes, the offline resolution selection, the total) follow."""
-    rows, jobs = [], train_jobs(definition, runs_dir)
-    for job in jobs:
+    """One row per training job, then one for its offline resolution selection (label ``<job>: resolution
+    selection``): accelerator and :data:`COST_COLUMNS`, the paper's row after its label; the paper's other rows
+    (DeepEyes, the total) follow."""
+    rows, labels = [], []
+    for job in train_jobs(definition, runs_dir):
         cost = job_cost(job)
-        rows.append([job.label, str(cost["accelerator"]),
-                     *(tables.format_cell(cost[key], kind, "–") for key, _, kind in COST_COLUMNS)])
-        rows += [_paper_cost_row(p) for p in definition.paper if p.label == job.label]
-    rows += [_paper_cost_row(p) for p in definition.paper if p.label not in {job.label for job in jobs}]
+        selection = selection_cost(job, cost)
+        for label, measured in ((job.label, cost), (f"{job.label}: resolution selection", selection)):
+            if measured is None:
+                continue
+            labels.append(label)
+            rows.append([label, str(measured["accelerator"]),
+                         *(tables.format_cell(measured[key], kind, "–") for key, _, kind in COST_COLUMNS)])
+            rows += [_paper_cost_row(p) for p in definition.paper if p.label == label]
+    rows += [_paper_cost_row(p) for p in definition.paper if p.label not in labels]
     notes = ["Wall time: from the job's start (its .hydra/config.yaml) to its summary.json, model loading, resolution "
-             "selection and export included (a resumed job counts from its last start). s / step: mean time of a GRPO "
-             "step from the logs (weight sync + rollout + update); Rollout %: rollout's share of it. Device-h = wall "
+             "selection and export included (a resumed job counts from its last start); a job's resolution selection "
+             "row: the time it spent selecting (0 when the manifest was already complete). s / step: mean time of a "
+             "GRPO step from the logs (weight sync + rollout + update); Rollout %: rollout's share of it. Device-h = wall "
              "time x devices: GPU-hours when the accelerator is gpu."]
     if definition.paper:
         notes.append(_paper_note(definition))

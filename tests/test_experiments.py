@@ -5,6 +5,7 @@ and table10 runs end to end at the smoke size."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -268,9 +269,15 @@ def test_cost_and_hyperparameters_from_fabricated_runs(tmp_path):
     start = 1_700_000_000
     os.utime(job / ".hydra" / "config.yaml", (start, start))
     os.utime(job / "summary.json", (start + 7200, start + 7200))
-    cost = {row[0]: row[1:] for row in cost_table(definition, tmp_path).rows}
+    (job / "resolution_stats.json").write_text(json.dumps({"seconds": 900.0, "cached": 0}))
+    cost = {row[0]: row[1:] for row in cost_table(dataclasses.replace(definition, paper=load("table11").paper),
+                                                  tmp_path).rows}
     # 8 GPUs; 2 GRPO steps of 1 + 6 + 3 = 10 s, rollout 6/10 = 60 %; wall 7200 s = 2 h; 2 h x 8 = 16 GPU-hours
     assert cost["stage1"] == ["gpu", "8", "2", "10.00", "60.0", "2.00", "16.00"]
+    # its offline resolution selection took 900 s on the job's 8 GPUs: 0.25 h, 2 GPU-hours (paper Table 11: 2.5)
+    assert cost["stage1: resolution selection"] == ["gpu", "8", "–", "–", "–", "0.25", "2.00"]
+    assert cost["Offline Res. Selection (paper)"][-1] == "2.50" and cost["Stage-I (paper)"][-1] == "320.00"
+    assert cost["DeepEyes (paper)"][-1] == "480.00" and cost["Total (paper)"][-1] == "418.50"  # no run of theirs
 
     table = hyperparameter_table(Definition("table12", "Hyper-parameters", "hyperparameters",
                                             train=(TrainStep("stage1"),),
