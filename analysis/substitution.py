@@ -57,9 +57,8 @@ def subset_tests(folders: Sequence[str | Path]) -> pd.DataFrame:
     rows = [{"label": str(summary["label"]), **row} for summary in map(_summary, folders)
             for row in summary.get("subsets", [])]
     frame = pd.DataFrame(rows)
-    for column in ("gt_test_accuracy", "noise_test_accuracy"):
-        if column in frame:
-            frame[column] = 100.0 * frame[column].astype(float)
+    for column in [c for c in frame.columns if c.endswith("_accuracy")]:
+        frame[column] = 100.0 * frame[column].astype(float)
     return frame
 
 

@@ -3,8 +3,9 @@
 Collectors (``collector:`` in the definition):
 
 * ``eval`` (Tables 1, 2, 3, 5, 6, 7): the eval results folders rendered by :mod:`lfpc.evaluation.tables`;
-* ``ablation`` (Tables 4, 8, 9, 10): one row per evaluated run and budget: accuracy and IoU per benchmark, and the
-  final value of training metrics (mean of the last :data:`FINAL_STEPS` logged GRPO steps);
+* ``ablation`` (Tables 4, 8, 9, 10): the table's paper layout (:data:`lfpc.evaluation.tables.LAYOUTS`), one row per
+  evaluated run and budget, and the final value of training metrics (mean of the last :data:`FINAL_STEPS` logged
+  GRPO steps);
 * ``cost`` (Table 11): per training job, devices, GRPO steps, time per step from the logs, wall time (job folder
   start, ``.hydra/config.yaml``, to ``summary.json``) and device-hours (GPU-hours on GPUs);
 * ``hyperparameters`` (Table 12): :data:`HYPERPARAMETERS` read back from each job's ``.hydra/config.yaml``;
@@ -13,11 +14,14 @@ Collectors (``collector:`` in the definition):
   written to ``RESULTS.md`` (:mod:`experiments.miniature`).
 
 Paper values sit beside the rows: for eval tables in :mod:`lfpc.evaluation.paper_numbers`, for the others in the
-definition's ``paper`` / ``paper_columns``; "?" marks a paper value not filled in, "–" one not measured.
+definition's ``paper`` / ``paper_columns``, each followed by the difference ours - paper; "?" marks a cell the paper
+does not have, "–" a value not measured.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +29,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.definitions import Definition
 from experiments.layout import TrainJob, eval_dir, find_train_jobs
+from lfpc.config import SELECTION_STATS
 from lfpc.evaluation import paper_numbers, tables
+from lfpc.evaluation.paper_numbers import PaperRow
 from lfpc.evaluation.tables import Column, Results, Table, load_results
 
 FINAL_STEPS = 5
@@ -61,8 +67,8 @@ def _write(table: Table, out: Path, name: str) -> str:
 
 
 def _paper_note(definition: Definition) -> str:
-    return (f"(paper) rows: {paper_numbers.PAPER}. ? = not filled in (fill `paper` in "
-            f"experiments/tables/{definition.name}.yaml from the paper).")
+    return (f"(paper) rows: {paper_numbers.PAPER}, Table {definition.number} (from experiments/tables/"
+            f"{definition.name}.yaml); ? = no such cell there.")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -79,34 +85,24 @@ def collect_eval(definition: Definition, runs_dir: Path, out: Path) -> str:
 
 def _train_column(metric: str, finals: dict[str, dict[str, float | None]]) -> Column:
     return Column(f"train/{metric}", f"train {metric}", "iou",
-                  lambda results, label, budget: finals.get(label, {}).get(metric))
+                  lambda results, label, budget, variant: finals.get(label, {}).get(metric))
 
 
 def ablation_table(definition: Definition, runs_dir: Path) -> Table:
-    """One row per evaluated label and budget: accuracy and last-crop IoU per benchmark (the Table 3 layout) and
-    the final value of each of ``train_metrics``; the paper's row for the label follows it."""
+    """The paper's layout of the definition's table (:data:`lfpc.evaluation.tables.LAYOUTS`), one row per evaluated
+    label and budget with the final value of each of ``train_metrics`` after it; the definition's paper rows
+    (``paper:``) under their labels, with the difference ours - paper."""
     from analysis.dynamics import final_values, load_metrics
 
     folders, labels = eval_folders(definition, runs_dir), eval_labels(definition, runs_dir)
     results = load_results(folders) if folders else Results([])
-    _, columns_of, note = tables.LAYOUTS[3]
     finals = {job.label: final_values(load_metrics(job.dir), definition.train_metrics, FINAL_STEPS)
               for job in train_jobs(definition, runs_dir) if job.label in labels}
-    columns = [c for b in results.benchmarks for c in columns_of(results, b)]
-    columns += [_train_column(m, finals) for m in definition.train_metrics]
-    rows = []
-    for label in labels:
-        for budget in results.budgets(label) or [None]:
-            rows.append([label, "–" if budget is None else str(budget),
-                         *(tables.format_cell(c.get(results, label, budget), c.kind, "–") for c in columns)])
-        rows += [[f"{p.name} (paper)", "–" if p.budget is None else str(p.budget),
-                  *(tables.format_cell(p.values.get(c.key), c.kind, "?") for c in columns)]
-                 for p in definition.paper if p.label == label]
-    notes = [note, f"train <metric>: mean of the last {FINAL_STEPS} logged GRPO steps of the run's training metric."]
-    if definition.paper:
-        notes.append(_paper_note(definition))
-    return Table(definition.number or 0, definition.title, ["Model", "Budget", *(c.header for c in columns)],
-                 rows, notes)
+    table = tables.build_table(definition.number or 0, results, definition.paper, labels,
+                               [_train_column(m, finals) for m in definition.train_metrics])
+    notes = [*table.notes, f"train <metric>: mean of the last {FINAL_STEPS} logged GRPO steps of the run's training "
+                           "metric."]
+    return dataclasses.replace(table, title=definition.title, notes=notes)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -135,19 +131,42 @@ def job_cost(job: TrainJob) -> dict[str, Any]:
     return cost
 
 
+def _paper_cost_row(row: PaperRow) -> list[str]:
+    return [f"{row.name} (paper)", "A100", *(tables.format_cell(row.values.get(key), kind, "?")
+                                            for key, _, kind in COST_COLUMNS)]
+
+
+def selection_cost(job: TrainJob, cost: dict[str, Any]) -> dict[str, Any] | None:
+    """The cost of the job's offline resolution selection (its ``resolution_stats.json``; the job's devices are held
+    meanwhile), None when the job ran none."""
+    path = job.dir / SELECTION_STATS
+    if not path.is_file():
+        return None
+    wall_h = json.loads(path.read_text())["seconds"] / 3600
+    return {**dict.fromkeys(key for key, _, _ in COST_COLUMNS), "accelerator": cost["accelerator"],
+            "devices": cost["devices"], "wall_h": wall_h, "device_h": wall_h * cost["devices"]}
+
+
 def cost_table(definition: Definition, runs_dir: Path) -> Table:
-    """One row per training job: accelerator and :data:`COST_COLUMNS`, the paper's row after its label."""
-    rows = []
+    """One row per training job, then one for its offline resolution selection (label ``<job>: resolution
+    selection``): accelerator and :data:`COST_COLUMNS`, the paper's row after its label; the paper's other rows
+    (DeepEyes, the total) follow."""
+    rows, labels = [], []
     for job in train_jobs(definition, runs_dir):
         cost = job_cost(job)
-        rows.append([job.label, str(cost["accelerator"]),
-                     *(tables.format_cell(cost[key], kind, "–") for key, _, kind in COST_COLUMNS)])
-        rows += [[f"{p.name} (paper)", "?", *(tables.format_cell(p.values.get(key), kind, "?")
-                                              for key, _, kind in COST_COLUMNS)]
-                 for p in definition.paper if p.label == job.label]
+        selection = selection_cost(job, cost)
+        for label, measured in ((job.label, cost), (f"{job.label}: resolution selection", selection)):
+            if measured is None:
+                continue
+            labels.append(label)
+            rows.append([label, str(measured["accelerator"]),
+                         *(tables.format_cell(measured[key], kind, "–") for key, _, kind in COST_COLUMNS)])
+            rows += [_paper_cost_row(p) for p in definition.paper if p.label == label]
+    rows += [_paper_cost_row(p) for p in definition.paper if p.label not in labels]
     notes = ["Wall time: from the job's start (its .hydra/config.yaml) to its summary.json, model loading, resolution "
-             "selection and export included (a resumed job counts from its last start). s / step: mean time of a GRPO "
-             "step from the logs (weight sync + rollout + update); Rollout %: rollout's share of it. Device-h = wall "
+             "selection and export included (a resumed job counts from its last start); a job's resolution selection "
+             "row: the time it spent selecting (0 when the manifest was already complete). s / step: mean time of a "
+             "GRPO step from the logs (weight sync + rollout + update); Rollout %: rollout's share of it. Device-h = wall "
              "time x devices: GPU-hours when the accelerator is gpu."]
     if definition.paper:
         notes.append(_paper_note(definition))

@@ -100,7 +100,7 @@ class Definition:
     eval: tuple[EvalStep, ...] = ()
     train_metrics: tuple[str, ...] = ()        # ablation: training-log columns (final values)
     groups: Mapping[str, str] = field(default_factory=dict)  # figure: curve name -> run label
-    paper: tuple[PaperRow, ...] = ()           # ablation / cost: the paper's rows (values may be empty)
+    paper: tuple[PaperRow, ...] = ()           # ablation / cost: the paper's rows
     paper_columns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # hyperparameters: paper values
     size: str = DEFAULT_SIZE                   # the size `run` uses when none is given
     report: str | None = None                  # miniature: the report file (repository root) `run` ends by writing
@@ -169,9 +169,9 @@ def _eval_step(where: str, data: Mapping, train: tuple[TrainStep, ...]) -> EvalS
 
 
 def _paper_row(where: str, data: Mapping, number: int | None) -> PaperRow:
-    _check_keys(where, data, {"label", "name", "budget", "values"}, {"label", "name"})
+    _check_keys(where, data, {"label", "name", "budget", "values", "variant", "note"}, {"label", "name"})
     return PaperRow(number or 0, str(data["label"]), str(data["name"]), data.get("budget"),
-                    dict(data.get("values") or {}))
+                    dict(data.get("values") or {}), data.get("variant"), data.get("note"))
 
 
 def load(name: str, folder: Path = TABLES_DIR) -> Definition:

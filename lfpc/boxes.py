@@ -64,6 +64,14 @@ def best_iou(preds: Sequence[Box], targets: Sequence[Box]) -> float:
     return max((iou(p, t) for p in preds for t in targets), default=0.0)
 
 
+def mean_target_iou(crops: Sequence[Box], targets: Sequence[Box]) -> float | None:
+    """Per target box, the best IoU of any crop with it, averaged over the targets (V*'s per-target scoring of
+    two-target questions); None without crops or targets."""
+    if not crops or not targets:
+        return None
+    return sum(max(iou(crop, target) for crop in crops) for target in targets) / len(targets)
+
+
 def coverage(pred: Box, target: Box) -> float:
     """Fraction of ``target`` covered by ``pred``: area(pred ∩ target) / area(target)."""
     target_area = area(target)

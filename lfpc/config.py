@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -125,14 +127,20 @@ def alarm_config(cfg: DictConfig) -> AlarmConfig:
     return AlarmConfig(**OmegaConf.to_container(cfg.alarms, resolve=True))
 
 
+SELECTION_STATS = "resolution_stats.json"  # in the job folder: the statistics of its offline resolution selection
+
+
 def display_sizer(cfg: DictConfig, path: str, samples: list[Sample]) -> DisplaySizer:
     """The resolution strategy of ``cfg``; ``answer_divergence`` loads the offline selection of ``samples`` with
-    the model at ``path`` (computing what the manifest lacks)."""
+    the model at ``path`` (computing what the manifest lacks) and writes its statistics, time included (paper
+    Table 11), to ``<output_dir>/resolution_stats.json``."""
     r = cfg.resolution
     selected = None
     if r.strategy == "answer_divergence":
         from lfpc.resolution.select import run_selection
-        selected = run_selection(cfg, path, list(dict.fromkeys(samples))).sizes  # a mix may repeat samples
+        result = run_selection(cfg, path, list(dict.fromkeys(samples)))  # a mix may repeat samples
+        Path(cfg.output_dir, SELECTION_STATS).write_text(json.dumps(result.stats.as_dict(), indent=1))
+        selected = result.sizes
     return DisplaySizer(r.strategy, cfg.vision.global_max_tokens, r.scale, r.min_tokens, seed=cfg.seed,
                         selected=selected)
 

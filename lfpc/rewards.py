@@ -31,7 +31,9 @@ class EpisodeOutcome:
     """Summary of one finished trajectory, produced by the agent environment.
 
     ``answer`` is the text inside ``<answer>`` (None when missing); ``crop_boxes`` are the boxes of the
-    successful crops in ORIGINAL image pixels, in call order.
+    successful crops in ORIGINAL image pixels, in call order: the predicted box mapped from the displayed frame
+    (B1 in ``gt`` mode), not the region cropped around it (rounded out, grown to >= 28 px a side), so IoU,
+    coverage and the grounding reward score the prediction.
     """
 
     answer: str | None

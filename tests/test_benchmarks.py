@@ -83,9 +83,9 @@ def test_hrbench_tsv_every_field(hr_tsv: Path, tmp_path: Path):
     ]
     assert samples == expected  # meta is excluded from ==, checked below
     assert [s.meta for s in samples] == [
-        {"subtask": "FSP", "cycle_category": "cyc0", "index": 0},
-        {"subtask": "FCP", "cycle_category": "cyc1", "index": 1},
-        {"subtask": "FSP", "cycle_category": "", "index": 7},
+        {"subtask": "FSP", "cycle_category": "cyc0", "index": 0, "question": 0},
+        {"subtask": "FCP", "cycle_category": "cyc1", "index": 1, "question": 1},
+        {"subtask": "FSP", "cycle_category": "", "index": 7, "question": 7},
     ]
     assert [s.answer_text for s in samples] == ["red", "4", "left"]
     # The cache holds exactly the original encoded bytes, one file per row, and no leftover temp files.
@@ -111,6 +111,48 @@ def test_hrbench_reuses_cached_images(hr_tsv: Path, tmp_path: Path):
     assert load_hrbench(broken, cache)[1].image_size == (64, 48)
     with pytest.raises(DatasetError, match="field 'image': invalid base64"):
         load_hrbench(broken, tmp_path / "fresh_cache")
+
+
+def cycled_rows() -> list[dict[str, str]]:
+    """Question 0 listed 4 times, its options rotated (HR-Bench's cycles), each row with a copy of the image; then
+    question 1 once."""
+    first, second = hr_rows()[:2]
+    options = [first[letter] for letter in "ABCD"]
+    rows = []
+    for shift in range(4):
+        rotated = options[shift:] + options[:shift]
+        rows.append({**first, "index": str(10 + shift), "cycle_category": f"c{shift}",
+                     **dict(zip("ABCD", rotated)), "answer": "ABCD"[rotated.index("red")]})
+    return [*rows, {**second, "index": "20"}]
+
+
+def test_hrbench_decodes_one_image_per_question_and_keeps_its_cycles(tmp_path: Path):
+    cache = tmp_path / "cache"
+    samples = load_hrbench(write_tsv(tmp_path / "hr_bench_8k.tsv", cycled_rows()), cache)
+    # one image file per question (the old loader wrote one per row: 5 files)
+    assert sorted(p.name for p in (cache / "hr_bench_8k").iterdir()) == ["10.png", "20.jpg"]
+    assert {s.image_path for s in samples[:4]} == {str(cache / "hr_bench_8k" / "10.png")}
+    assert [s.meta["question"] for s in samples] == [10, 10, 10, 10, 20]
+    assert [s.meta["cycle_category"] for s in samples[:4]] == ["c0", "c1", "c2", "c3"]
+    assert [s.answer_text for s in samples[:4]] == ["red"] * 4 and [s.answer for s in samples[:4]] == list("BADC")
+
+
+def test_hrbench_box_file_gives_each_question_its_nested_boxes(tmp_path: Path):
+    tsv = write_tsv(tmp_path / "hr_bench_8k.tsv", cycled_rows())
+    assert all(s.boxes == () for s in load_hrbench(tsv, tmp_path / "c"))     # no box file: no boxes
+    # keyed by the index of any row of the question; listed largest first, stored smallest (B1) first
+    (tmp_path / "hr_bench_8k.boxes.json").write_text(json.dumps({"11": [[0, 0, 40, 30], [5, 5, 15, 12]]}))
+    samples = load_hrbench(tsv, tmp_path / "c")
+    assert [s.boxes for s in samples] == [((5.0, 5.0, 15.0, 12.0), (0.0, 0.0, 40.0, 30.0))] * 4 + [()]
+    other = tmp_path / "mine.json"
+    for content, message in (({"99": [[0, 0, 1, 1]]}, r"index\(es\) not in the benchmark: \['99'\]"),
+                             ({"10": [[0, 0, 41, 30]]}, "question 10, box 0: box .* lies outside the 40x30 image"),
+                             ({"10": []}, "question 10: expected a non-empty list")):
+        other.write_text(json.dumps(content))
+        with pytest.raises(DatasetError, match=message):
+            load_hrbench(tsv, tmp_path / "c", boxes_path=other)
+    with pytest.raises(DatasetError, match="missing.json: box file does not exist"):
+        load_hrbench(tsv, tmp_path / "c", boxes_path=tmp_path / "missing.json")
 
 
 def test_hrbench_source_from_name_or_argument(tmp_path: Path):
@@ -373,9 +415,9 @@ def break_vstar(root: Path, split: str, name: str, **changes) -> Path:
     ("direct_attributes", "sa_2", {"target_object": []}, "field 'target_object' must list at least 1"),
     ("direct_attributes", "sa_2", {"bbox": None}, "missing field 'bbox'"),
     ("direct_attributes", "sa_2", {"bbox": [[1, 2, 3]]}, r"field 'bbox\[0\]': a box needs 4 numbers"),
-    # 100 + 30 = 130 > the image width 120
-    ("direct_attributes", "sa_2", {"bbox": [[100, 10, 30, 10]]},
-     r"field 'bbox\[0\]': box \[100.0, 10.0, 130.0, 20.0\] lies outside the 120x90 image"),
+    # x 130 >= the image width 120: nothing left after clipping
+    ("direct_attributes", "sa_2", {"bbox": [[130, 10, 30, 10]]},
+     r"field 'bbox\[0\]': box \[130.0, 10.0, 160.0, 20.0\] lies outside the 120x90 image \(nothing left"),
     ("relative_position", "sa_3", {"bbox": [[5, 5, 10, 10], [50, 30, 0, 20]]},
      r"field 'bbox\[1\]': width and height must be positive"),
     ("relative_position", "sa_3", {"bbox": [[5, 5, 10, 10]]}, "field 'bbox' has 1 boxes for 2 target objects"),
@@ -385,6 +427,13 @@ def test_vstar_malformed_json(vstar_root: Path, split: str, name: str, changes: 
     with pytest.raises(DatasetError, match=message) as err:
         load_vstar(vstar_root)
     assert str(err.value).startswith(f"{path}: ")
+
+
+def test_vstar_box_across_the_border_is_clipped(vstar_root: Path):
+    # 100 + 30 = 130 > the image width 120: clipped to 120, as V*'s evaluation does (the old loader refused V*)
+    break_vstar(vstar_root, "direct_attributes", "sa_2", bbox=[[100, 10, 30, 10]])
+    sample = next(s for s in load_vstar(vstar_root, shuffle_options=False) if s.id.endswith("sa_2"))
+    assert sample.boxes == ((100.0, 10.0, 120.0, 20.0),) and sample.meta["object_boxes"] == [(100.0, 10.0, 120.0, 20.0)]
 
 
 def test_vstar_malformed_files(vstar_root: Path):

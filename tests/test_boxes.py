@@ -5,7 +5,7 @@ import math
 import pytest
 
 from lfpc.boxes import (area, as_box, box_problem, clip_box, contains, coverage, intersection, iou,
-                        normalized_l1, scale_box)
+                        mean_target_iou, normalized_l1, scale_box)
 
 
 def test_as_box_returns_float_tuple():
@@ -102,3 +102,13 @@ def test_normalized_l1_hand_computed():
     assert normalized_l1((0, 0, 100, 200), (50, 100, 100, 200), (100, 200)) == pytest.approx(0.25)
     assert normalized_l1((1, 2, 3, 4), (1, 2, 3, 4), (10, 10)) == 0.0
     assert math.isclose(normalized_l1((0, 0, 40, 40), (10, 20, 50, 60), (100, 200)), 0.1)  # symmetric
+
+
+def test_mean_target_iou_scores_each_target_box_by_its_best_crop():
+    # V* Spatial: two targets far apart; a crop exactly on each scores 1 per target, while the union box of the two
+    # (what B1 is) overlaps either crop little
+    dog, cat = (0.0, 0.0, 10.0, 10.0), (90.0, 90.0, 100.0, 100.0)
+    assert mean_target_iou([dog, cat], [dog, cat]) == 1.0
+    assert mean_target_iou([dog], [dog, cat]) == 0.5
+    assert iou(dog, (0.0, 0.0, 100.0, 100.0)) == pytest.approx(0.01)
+    assert mean_target_iou([], [dog]) is None and mean_target_iou([dog], []) is None

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from lfpc.agent.env import CropEnvironment
+from lfpc.agent.presets import DEEPEYES_INSTRUCTION, preset
 from lfpc.agent.prompt import (DIRECT_REMINDER, FINAL_REMINDER, REMINDER, TOOL_NAME, initial_messages,
                                observation_text, question_text, system_prompt, tool_response_content)
 from lfpc.data.records import Sample
@@ -83,13 +84,15 @@ def test_partly_outside_box_is_clipped(big):
 def test_tiny_box_is_enlarged_around_its_centre(big):
     env = env_for(big)
     result = env.step(zoom(100, 100, 102, 103))
-    # Original [400, 400, 408, 412]: centres 404 and 406 -> 28 px windows [390, 418] and [392, 420].
-    assert result.event["box"] == [390, 392, 418, 420]
+    # Original [400, 400, 408, 412]: centres 404 and 406 -> 28 px windows [390, 418] and [392, 420]; the box
+    # (what IoU, coverage and the grounding reward score) stays the prediction, the region is the cropped window
+    assert result.event["region"] == [390, 392, 418, 420] and result.event["box"] == [400, 400, 408, 412]
+    assert env.outcome().crop_boxes == ((400.0, 400.0, 408.0, 412.0),)
     # 28 x 28 = 1 token < crop_min_tokens 4, so it is upsampled to 56 x 56.
     assert result.image.size == (56, 56)
     corner = env.step(zoom(0, 0, 1, 1))
     # Original [0, 0, 4, 4]: the 28 px window around 2 would start at -12, so it is shifted to [0, 28].
-    assert corner.event["box"] == [0, 0, 28, 28]
+    assert corner.event["region"] == [0, 0, 28, 28] and corner.event["box"] == [0, 0, 4, 4]
 
 
 def test_crop_impossible_in_a_too_narrow_image(tmp_path):
@@ -280,3 +283,29 @@ def test_free_form_prompts_ask_for_a_short_answer(big):
     assert observation_text(None, 1, tools=False, free_form=True) == DIRECT_REMINDER.replace("LETTER", "ANSWER")
     multiple_choice = initial_messages(make_sample(big[0]), (1008, 756))[0]["content"][0]["text"]
     assert "letter of the correct option" in multiple_choice
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Prompt presets: a compared method prompted and read as its own evaluation does (paper Sec. 5.1)
+
+def test_deepeyes_preset_prompts_as_deepeyes_and_ends_at_its_answer(big):
+    deepeyes = preset("deepeyes")
+    path, _ = big
+    system, user = deepeyes.messages(make_sample(path), (512, 512), True)
+    assert system["content"][0]["text"].startswith("You are a helpful assistant.\n\n# Tools\n")
+    assert '"required":["bbox"]' in system["content"][0]["text"]           # DeepEyes' schema, verbatim
+    # DeepEyes' user turn: "Question:", the options after a line break, no image size, its instruction
+    assert user["content"][1]["text"] == (
+        "Question: What colour is the sign?\nOptions: \nA. red\nB. blue\nC. green\nD. white\n\n"
+        "\nThink first, call **image_zoom_in_tool** if needed, then answer. Format strictly as:  <think>...</think>  "
+        "<tool_call>...</tool_call> (if tools needed)  <answer>...</answer> ")
+    env = env_for(big, preset=deepeyes)
+    crop = env.step(zoom(100, 50, 128, 64))
+    assert crop.text == DEEPEYES_INSTRUCTION                                  # repeated in every tool response
+    # an answer beside a tool call ends DeepEyes' episode with that answer; our own rule makes the turn invalid
+    both = "<think>x</think><answer>B</answer>" + zoom(0, 0, 64, 64)[len("<think>zoom</think>"):]
+    assert env.step(both).done and env.outcome().answer == "B" and env.outcome().format_ok
+    ours = env_for(big)
+    assert not ours.step(both).done and ours.events[0]["kind"] == "invalid"
+    with pytest.raises(ValueError, match="unknown prompt preset 'cof'.*deepeyes"):
+        preset("cof")

@@ -17,9 +17,9 @@ from PIL import Image
 from lfpc.agent.prompt import TOOL_NAME
 from lfpc.data.records import DatasetError, Sample, write_jsonl
 from lfpc.evaluation.data import load_benchmark, subtask_of
-from lfpc.evaluation.metrics import substitution_subsets, summarize
+from lfpc.evaluation.metrics import cycle_accuracy, substitution_subsets, summarize
 from lfpc.evaluation.records import RecordLog, crop_scores
-from lfpc.evaluation.run import evaluate
+from lfpc.evaluation.run import eval_plan, evaluate, run_settings
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, rollout_batch
 from lfpc.jsonl_log import single_writer
 from lfpc.rollout.base import Completion
@@ -66,18 +66,28 @@ def test_summarize_matches_hand_computed_means():
     assert noise_attr["accuracy"] == 0.0 and noise_attr["first_iou"] is None  # no IoU defined -> None, not 0
 
 
-def test_substitution_subsets_restrict_the_tests_to_pred_right_and_wrong_questions():
-    records = [rec("q1", "Attr", True), rec("q1", "Attr", False, mode="noise"),
-               rec("q2", "Attr", True), rec("q2", "Attr", True, mode="noise"),
-               rec("q6", "Attr", True), rec("q6", "Attr", False, mode="noise"), rec("q6", "Attr", True, mode="gt"),
-               rec("q3", "Attr", False), rec("q3", "Attr", True, mode="gt"), rec("q3", "Attr", True, mode="noise"),
-               rec("q4", "Attr", False), rec("q4", "Attr", False, mode="gt"),
-               rec("q5", "Attr", False)]  # q5: no test record
-    [row] = substitution_subsets(records)
-    # noise test on pred-correct q1, q2, q6: noise correct F, T, F -> 1/3 (q6's GT record is not in the GT test)
-    assert row["noise_test_n"] == 3 and row["noise_test_accuracy"] == pytest.approx(1 / 3, abs=1e-12)  # float64
-    # GT test on pred-wrong q3, q4: GT correct T, F -> 1/2 (q3's noise record is not in the noise test)
-    assert row["gt_test_n"] == 2 and row["gt_test_accuracy"] == pytest.approx(0.5)
+def test_table7_gt_test_takes_poorly_covering_crops_and_noise_test_direct_wrong_pred_right():
+    records = [
+        # q1: crop covers B1 at 0.2 -> GT test (wrong with its crop, right with B1)
+        rec("q1", "Attr", False, last_coverage=0.2), rec("q1", "Attr", True, mode="gt"),
+        # q2: right with a poorly covering crop -> GT test too (the old "pred wrong" subset forced pred to 0)
+        rec("q2", "Attr", True, last_coverage=0.4), rec("q2", "Attr", True, mode="gt"),
+        # q3: covers B1 well -> not in the GT test; q4: no crop -> no predicted region, not in it
+        rec("q3", "Attr", False, last_coverage=0.95), rec("q3", "Attr", True, mode="gt"),
+        rec("q4", "Attr", False), rec("q4", "Attr", True, mode="gt"),
+        # noise test: wrong in direct, right in pred (q5, q6); q7 right in direct too -> out; q8 has no direct
+        rec("q5", "Attr", True), rec("q5", "Attr", False, mode="direct"), rec("q5", "Attr", True, mode="noise"),
+        rec("q6", "Attr", True), rec("q6", "Attr", False, mode="direct"), rec("q6", "Attr", False, mode="noise"),
+        rec("q7", "Attr", True), rec("q7", "Attr", True, mode="direct"), rec("q7", "Attr", False, mode="noise"),
+        rec("q8", "Attr", True), rec("q8", "Attr", False, mode="noise")]
+    [row] = substitution_subsets(records, gt_coverage=0.5)
+    assert row["gt_test_coverage"] == 0.5 and row["gt_test_n"] == 2                       # q1, q2
+    assert row["gt_test_pred_accuracy"] == pytest.approx(0.5) and row["gt_test_gt_accuracy"] == 1.0
+    assert row["noise_test_n"] == 2                                                        # q5, q6
+    assert row["noise_test_pred_accuracy"] == 1.0 and row["noise_test_noise_accuracy"] == pytest.approx(0.5)
+    # the threshold is the caller's: at 0.3 only q1's crop covers poorly
+    [strict] = substitution_subsets(records, gt_coverage=0.3)
+    assert strict["gt_test_n"] == 1 and strict["gt_test_pred_accuracy"] == 0.0
 
 
 def test_crop_scores_of_first_and_last_crop():
@@ -246,6 +256,37 @@ def test_option_shuffling_is_seeded_and_switchable(tmp_path):
     assert {subtask_of(s) for s in plain} <= {"single", "cross"}
     assert subtask_of(Sample(id="v", image_path="x", question="q", options=("a", "b"), answer="A",
                              category="spatial", meta={"subtask": "Spatial"})) == "Spatial"
+
+
+def test_hrbench_keeps_its_option_order_limits_by_question_and_scores_by_cycle(tmp_path):
+    from tests.test_benchmarks import cycled_rows, write_tsv
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        bench = compose("eval", overrides=["benchmark=hrbench_8k", f"cache_dir={tmp_path / 'cache'}",
+                                           f"benchmark.path={write_tsv(tmp_path / 'hr_8k.tsv', cycled_rows())}",
+                                           "output_dir=/tmp/out"]).benchmark
+    released = load_benchmark(bench, seed=3)                  # default: the released order, the cycles intact
+    assert [s.answer for s in released[:4]] == list("BADC")
+    assert [s.answer for s in load_benchmark(bench, seed=3, shuffle_options=True)[:4]] != list("BADC")
+    assert [s.meta["index"] for s in load_benchmark(bench, limit=1)] == [10, 11, 12, 13]  # all 4 cycles of one
+    # official score: accuracy per cycle, averaged; cycle c0 has 2 rows (1 right), c1 one row (right): 0.75
+    records = [rec("a", "FSP", True, cycle="c0"), rec("b", "FSP", False, cycle="c0"),
+               rec("a2", "FSP", True, cycle="c1")]
+    overall = summarize(records)[-1]
+    assert overall["accuracy"] == pytest.approx(2 / 3) and overall["cycle_accuracy"] == pytest.approx(0.75)
+    assert cycle_accuracy([("", True)]) is None and summarize([rec("v", "Attr", True)])[0]["cycle_accuracy"] is None
+
+
+def test_a_compared_method_is_evaluated_with_its_preset_and_recorded_as_such(tmp_path):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        ours, deepeyes = (compose("eval", overrides=[*model, "benchmark=synthetic", f"cache_dir={tmp_path}",
+                                                     "output_dir=/tmp/out"]) for model in ([], ["model=deepeyes"]))
+    assert (deepeyes.episode.prompt, deepeyes.episode.max_turns, deepeyes.model.path) == \
+        ("deepeyes", 10, "/models/DeepEyes-7B")
+    assert eval_plan(deepeyes).episode.prompt == "deepeyes"
+    assert run_settings(deepeyes, eval_plan(deepeyes), "m")["episode"]["prompt"] == "deepeyes"
+    # our prompt is recorded as before presets existed: results folders written then still resume
+    assert "prompt" not in run_settings(ours, eval_plan(ours), "m")["episode"]
 
 
 def eval_cfg(tmp_path: Path, model_dir: Path, *overrides: str):

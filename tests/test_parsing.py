@@ -95,3 +95,12 @@ def test_pathological_json_is_an_invalid_turn_not_an_exception(text, message):
 def test_errors_never_repeat_the_model_text(text):
     error = parse_turn(text).error
     assert "<|" not in error and "x" * 20 not in error and len(error) < 200
+
+
+def test_answer_wins_reads_a_turn_with_an_answer_as_that_answer():
+    # DeepEyes' rule (its evaluation stops at the first </answer>), ours: one of them per turn
+    text = "<think>t</think><answer> C </answer>" + call({"bbox_2d": [1, 2, 3, 4]}) + "<answer>D</answer>"
+    assert parse_turn(text).kind == "invalid"
+    assert parse_turn(text, answer_wins=True).answer == "C"
+    assert parse_turn("<answer> </answer>", answer_wins=True).kind == "invalid"    # empty: the strict rules apply
+    assert parse_turn(call({"bbox_2d": [1, 2, 3, 4]}), answer_wins=True).kind == "tool_call"

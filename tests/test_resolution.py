@@ -308,7 +308,8 @@ def test_display_sizer_and_cli_read_the_cached_selection(codec, tiny_model_dir, 
     samples = [_sample(case, image_path) for case in SCRIPT]
     write_jsonl(samples, tmp_path / "data.jsonl")
     cfg = _cfg(tmp_path, tiny_model_dir, "resolution.never_diverged=drop", "resolution.max_new_tokens=16",
-               "data=jsonl", f"data.path={tmp_path / 'data.jsonl'}")
+               "data=jsonl", f"data.path={tmp_path / 'data.jsonl'}", f"output_dir={tmp_path / 'job'}")
+    (tmp_path / "job").mkdir()
     assert cfg.resolution.strategy == "answer_divergence"
     assert cfg.resolution.manifest == f"{tmp_path}/resolution/answer_divergence.jsonl"
     # fill the manifest with the scripted answers, under the fingerprint the config gives the tiny model
@@ -320,6 +321,9 @@ def test_display_sizer_and_cli_read_the_cached_selection(codec, tiny_model_dir, 
     assert [sizer(s) for s in kept] == [(112, 112), (168, 168)]
     with pytest.raises(KeyError, match="never"):
         sizer(samples[3])
+    # the job folder keeps the selection's statistics (its time is paper Table 11's offline selection row)
+    job_stats = json.loads((tmp_path / "job" / C.SELECTION_STATS).read_text())
+    assert job_stats["cached"] == 4 and job_stats["seconds"] == 0.0       # all cached: no time spent here
     stats = select_main(cfg)
     assert stats["cached"] == 4 and stats["computed"] == 0 and stats["dropped"] == 2
     assert '"never_diverged_fraction": 0.5' in capsys.readouterr().out

@@ -33,60 +33,99 @@ def results_dir(root: Path, name: str, label: str, rows: list[dict], subsets: li
 
 @pytest.fixture()
 def dirs(tmp_path):
-    """stage2 on V* (all modes, 2 budgets) and HR-Bench 4K (pred); baseline on V* (pred, noise)."""
+    """stage2 on V* (all modes, 2 budgets) and HR-Bench 4K (pred); baseline on V* (pred, noise); deepeyes on V*
+    (pred, noise) with its Table 7 subsets."""
     stage2_vstar = results_dir(tmp_path, "s2v", "stage2", [
-        row("vstar", "pred", "Attr", 0.8), row("vstar", "pred", "Spatial", 0.6),
-        row("vstar", "pred", "overall", 0.72, last_iou=0.4567, tool_calls=1.25, visual_tokens=1500.4, time_s=2.345),
+        row("vstar", "pred", "Attr", 0.8, last_iou=0.4567), row("vstar", "pred", "Spatial", 0.6, last_iou=0.2),
+        row("vstar", "pred", "overall", 0.72, last_iou=0.3, tool_calls=1.25, visual_tokens=1500.4, time_s=2.345),
         row("vstar", "gt", "overall", 0.9), row("vstar", "noise", "overall", 0.5),
-        row("vstar", "direct", "overall", 0.4), row("vstar", "pred", "overall", 0.75, budget=16384)],
-        subsets=[{"benchmark": "vstar", "budget": 1024, "gt_test_accuracy": 0.25, "gt_test_n": 8,
-                  "noise_test_accuracy": None, "noise_test_n": 0}])
+        row("vstar", "direct", "overall", 0.4), row("vstar", "pred", "overall", 0.75, budget=16384)])
     stage2_hr = results_dir(tmp_path, "s2h", "stage2", [
         row("hrbench_4k", "pred", "FSP", 0.7), row("hrbench_4k", "pred", "FCP", 0.5),
         row("hrbench_4k", "pred", "overall", 0.6)])
     baseline = results_dir(tmp_path, "bv", "baseline", [
         row("vstar", "pred", "overall", 0.7), row("vstar", "noise", "overall", 0.68)])
-    return [baseline, stage2_vstar, stage2_hr]
+    deepeyes = results_dir(tmp_path, "dv", "deepeyes", [
+        row("vstar", "pred", "overall", 0.75), row("vstar", "noise", "overall", 0.7)],
+        subsets=[{"benchmark": "vstar", "budget": 1024, "gt_test_coverage": 0.5, "gt_test_n": 8,
+                  "gt_test_pred_accuracy": 0.25, "gt_test_gt_accuracy": 0.5, "noise_test_n": 0,
+                  "noise_test_pred_accuracy": None, "noise_test_noise_accuracy": None}])
+    return [baseline, stage2_vstar, stage2_hr, deepeyes]
 
 
-def body(table, label: str, budget: int = 1024) -> dict[str, str]:
-    [cells] = [r for r in table.rows if r[0] == label and r[1] == str(budget)]
+def body(table, label: str, budget: int = 1024, setting: str | None = None) -> dict[str, str]:
+    [cells] = [r for r in table.rows if r[0] == label and r[1] == str(budget)
+               and (setting is None or r[2] == setting)]
     return dict(zip(table.headers, cells))
 
 
-def test_table2_main_results_layout_and_values(dirs):
+def test_table2_main_results_paper_layout_with_paper_rows_and_differences(dirs):
     table = build_table(2, load_results(dirs))
-    assert table.headers == ["Model", "Budget", "V* Attr", "V* Spatial", "V* overall",
-                             "HR-4K FSP", "HR-4K FCP", "HR-4K overall"]
-    # rows in the order of the labels on the command line, budgets ascending, paper rows after theirs
-    assert [r[:2] for r in table.rows] == [["baseline", "1024"], ["stage2", "1024"], ["LFPC (paper)", "1024"],
-                                           ["stage2", "16384"], ["LFPC (paper)", "16384"]]
-    assert list(body(table, "stage2").values())[2:] == ["80.0", "60.0", "72.0", "70.0", "50.0", "60.0"]
-    assert body(table, "stage2", 16384)["V* overall"] == "75.0" and body(table, "stage2", 16384)["V* Attr"] == "–"
-    assert body(table, "baseline")["V* Attr"] == "–" and body(table, "baseline")["V* overall"] == "70.0"
-    assert set(body(table, "LFPC (paper)").values()) - {"LFPC (paper)", "1024"} == {"?"}  # empty paper slots
-    assert any(paper_numbers.PAPER in note and paper_numbers.STATUS in note for note in table.notes)
+    assert table.headers == ["Model", "Budget", "HR-8K FSP", "HR-8K FCP", "HR-8K Overall", "HR-4K FSP", "HR-4K FCP",
+                             "HR-4K Overall", "V* Attr", "V* Spatial", "V* Overall"]
+    # our rows in label order, each followed by the paper's row and the difference; the paper's other rows follow
+    assert [r[:2] for r in table.rows[:7]] == [
+        ["baseline", "1024"], ["stage2", "1024"], ["Ours (paper)", "1024"], ["Δ ours - paper", "1024"],
+        ["stage2", "16384"], ["Ours (paper)", "16384"], ["Δ ours - paper", "16384"]]
+    ours = body(table, "stage2")
+    assert [ours[h] for h in table.headers[5:]] == ["70.0", "50.0", "60.0", "80.0", "60.0", "72.0"]
+    assert ours["HR-8K FSP"] == "–"                                      # not measured
+    paper = table.rows[2]
+    assert paper[2:] == ["83.3", "60.8", "72.1", "86.8", "63.7", "75.3", "82.6", "77.6", "80.6"]  # Table 2(a) Ours
+    difference = dict(zip(table.headers, table.rows[3]))
+    assert difference["V* Overall"] == "-8.6" and difference["HR-4K FSP"] == "-16.8" and difference["HR-8K FSP"] == ""
+    # deepeyes (pred at 1,024) sits above its paper row; Mini-o3† (quoted, no run) follows the table, "-" as printed
+    assert [r[0] for r in table.rows].index("DeepEyes [54] (paper)") == [r[0] for r in table.rows].index("deepeyes") + 1
+    quoted = next(r for r in table.rows if r[0] == "Mini-o3† [13] (paper)")
+    assert quoted[1] == "16384" and quoted[2:5] == ["-", "-", "73.3"]
+    assert any(paper_numbers.PAPER in note for note in table.notes)
+    assert any(note.startswith("Mini-o3† [13]: Result from Mini-o3 paper") for note in table.notes)
 
 
-def test_table1_and_table5_crop_tests(dirs):
+def test_table1_rows_per_crop_mode_and_table5_drop(dirs):
     results = load_results(dirs)
-    t1 = body(build_table(1, results), "stage2")
-    assert [t1[f"V* {m}"] for m in ("pred", "GT", "noise", "direct")] == ["72.0", "90.0", "50.0", "40.0"]
+    t1 = build_table(1, results)
+    assert t1.headers[:3] == ["Model", "Budget", "Setting"]
+    settings = [r[2] for r in t1.rows if r[0] == "stage2" and r[1] == "1024"]
+    assert settings == ["prediction", "Random Noise", "Ground Truth", "direct"]
+    assert [body(t1, "stage2", setting=s)["V* Overall"] for s in settings] == ["72.0", "50.0", "90.0", "40.0"]
+    # DeepEyes' paper rows at 1,024 (Table 1(b)) sit under its rows of the same crop mode
+    names = [r[0] for r in t1.rows]
+    noise = names.index("DeepEyes Random Noise (paper)")
+    assert t1.rows[noise - 1][:3] == ["deepeyes", "1024", "Random Noise"] and t1.rows[noise][-1] == "74.8"
     t5 = build_table(5, results)
     assert body(t5, "stage2")["V* drop"] == "22.0"            # 72.0 - 50.0
     assert body(t5, "baseline")["V* drop"] == "2.0"           # 70.0 - 68.0
     assert body(t5, "stage2")["HR-4K drop"] == "–"            # no noise run on HR-Bench 4K
-    assert "Baseline (paper)" in [r[0] for r in t5.rows] and "Stage II (paper)" in [r[0] for r in t5.rows]
+    assert body(t5, "Δ ours - paper")["V* drop"] == "-1.2"    # baseline 2.0 vs the paper's 3.2
+    assert body(t5, "Baseline (paper)")["V* pred"] == "?"     # the paper prints the drop only
 
 
-def test_tables_3_6_7_cost_iou_and_subsets(dirs):
+def test_table3_iou_x100_per_subtask_table6_cost_table7_subsets(dirs):
     results = load_results(dirs)
-    t3 = body(build_table(3, results), "stage2")
-    assert t3["V* Acc"] == "72.0" and t3["V* IoU"] == "0.457" and t3["HR-4K IoU"] == "–"
-    t6 = body(build_table(6, results), "stage2")
-    assert (t6["V* s/q"], t6["V* calls/q"], t6["V* vis. tok/q"]) == ("2.35", "1.25", "1500")
-    t7 = body(build_table(7, results), "stage2")
-    assert (t7["V* GT test"], t7["V* GT n"], t7["V* noise test"], t7["V* noise n"]) == ("25.0", "8", "–", "0")
+    t3 = build_table(3, results)
+    assert t3.headers[2:7] == ["HR-8K FSP Acc", "HR-8K FSP IoU", "HR-8K FCP Acc", "HR-8K FCP IoU", "HR-8K Overall Acc"]
+    stage2 = body(t3, "stage2")
+    assert (stage2["V* Attr Acc"], stage2["V* Attr IoU"], stage2["V* Spatial IoU"]) == ("80.0", "45.7", "20.0")
+    assert stage2["HR-4K FSP IoU"] == "–" and body(t3, "Stage-II (paper)")["HR-8K FCP IoU"] == "44.4"
+    assert any("HR-Bench releases no GT boxes" in note and ".boxes.json" in note for note in t3.notes)
+    t6 = build_table(6, results)
+    assert [h for h in t6.headers if h.startswith("V*")] == []            # Table 6 is HR-Bench only
+    assert body(t6, "Ours 1,024 (paper)")["HR-8K Time (s)"] == "2.80"
+    t7 = build_table(7, results)
+    assert body(t7, "deepeyes", setting="(a) prediction")["V* Acc"] == "25.0"
+    assert body(t7, "deepeyes", setting="(a) GT")["V* Acc"] == "50.0"
+    assert body(t7, "deepeyes", setting="(a) GT")["V* n"] == "8"
+    assert body(t7, "DeepEyes GT (paper)", setting="(a) GT")["V* Acc"] == "60.3"
+    empty = body(t7, "deepeyes", setting="(b) RandNoise")                   # an empty subset: n = 0, no accuracy
+    assert (empty["V* Acc"], empty["V* n"]) == ("–", "0")
+
+
+def test_tables_9_and_10_keep_the_paper_columns_only(dirs):
+    results = load_results(dirs)
+    assert build_table(9, results).headers[2:] == ["HR-8K FCP", "HR-4K FCP", "V* Spatial"]
+    assert build_table(10, results).headers[2:] == ["HR-8K FSP Acc", "HR-8K FSP IoU", "HR-8K FCP Acc",
+                                                    "HR-8K FCP IoU", "HR-8K Overall Acc"]
 
 
 def test_render_writes_markdown_and_csv_and_cli(dirs, tmp_path, capsys):
@@ -95,10 +134,11 @@ def test_render_writes_markdown_and_csv_and_cli(dirs, tmp_path, capsys):
     assert (tmp_path / "tables" / "table2.md").read_text().startswith("### Table 2")
     with (tmp_path / "tables" / "table5.csv").open() as handle:
         rows = list(csv.reader(handle))
-    assert rows[0][:5] == ["Model", "Budget", "V* pred", "V* noise", "V* drop"]
-    assert rows[1][:5] == ["baseline", "1024", "70.0", "68.0", "2.0"]
-    paper = next(r for r in rows if r[0] == "Baseline (paper)")
-    assert paper[2:] == [""] * (len(rows[0]) - 2)             # empty paper slots stay empty, never invented
+    assert rows[0][:5] == ["Model", "Budget", "HR-8K pred", "HR-8K noise", "HR-8K drop"]
+    baseline = dict(zip(rows[0], next(r for r in rows if r[0] == "baseline")))
+    assert (baseline["V* pred"], baseline["V* noise"], baseline["V* drop"]) == ("70.0", "68.0", "2.0")
+    paper = dict(zip(rows[0], next(r for r in rows if r[0] == "Baseline (paper)")))
+    assert paper["V* pred"] == "" and paper["V* drop"] == "3.2"   # cells the paper lacks stay empty
     main([str(d) for d in dirs] + ["--out", str(tmp_path / "cli"), "--tables", "6"])
     assert "### Table 6" in capsys.readouterr().out and (tmp_path / "cli" / "table6.csv").is_file()
 

@@ -17,10 +17,11 @@ from PIL import Image
 
 from lfpc.agent import prompt
 from lfpc.agent.parsing import ParsedTurn, parse_turn
+from lfpc.agent.presets import PRESETS, Preset
 from lfpc.boxes import Box, Size, clip_box, intersection, scale_box
 from lfpc.data.records import Sample
 from lfpc.rewards import EpisodeOutcome
-from lfpc.vision.budget import MAX_ASPECT_RATIO, PATCH, resize_to_budget, visual_tokens
+from lfpc.vision.budget import ASPECT_RULE, MAX_ASPECT_RATIO, PATCH, resize_to_budget, visual_tokens
 from lfpc.vision.images import load_image
 
 MODES = ("pred", "gt", "noise", "direct")
@@ -65,7 +66,7 @@ def _enlarge_side(lo: int, hi: int, limit: int, axis: str) -> tuple[int, int]:
 
 def pixel_region(box: Box, size: Size) -> tuple[int, int, int, int]:
     """Integer crop region covering ``box`` (clipped to ``size``), each side enlarged to >= 28 px around its
-    centre; raises :class:`CropError` when that is impossible or the aspect ratio exceeds 100."""
+    centre; raises :class:`CropError` when that is impossible or the aspect ratio exceeds 100 (DeepEyes' rule)."""
     width, height = size
     x1, y1, x2, y2 = clip_box(box, size)
     # Round away float noise (e.g. 400.0000001) before taking the covering integer region.
@@ -76,7 +77,7 @@ def pixel_region(box: Box, size: Size) -> tuple[int, int, int, int]:
     ratio = max(right - left, bottom - top) / min(right - left, bottom - top)
     if ratio > MAX_ASPECT_RATIO:
         raise CropError(f"the crop {_fmt_box((left, top, right, bottom))} ({right - left} x {bottom - top} px "
-                        f"in the original image) has aspect ratio {ratio:.1f} > {MAX_ASPECT_RATIO:g}")
+                        f"in the original image) has aspect ratio {ratio:.1f} > {MAX_ASPECT_RATIO:g} ({ASPECT_RULE})")
     return left, top, right, bottom
 
 
@@ -103,7 +104,8 @@ class CropEnvironment:
     Up to ``max_turns`` assistant turns may call the tool; turn ``max_turns + 1`` must answer, else the
     episode ends without an answer. Unparseable turns and refused calls get an error observation,
     use up a turn and count in ``num_invalid_calls``. ``events`` logs every turn: ``turn``, ``kind``,
-    ``bbox`` (raw, displayed frame), ``label``, ``box`` (cropped region, original pixels), ``crop_size``
+    ``bbox`` (raw, displayed frame), ``label``, ``box`` (the box in original pixels: the prediction mapped from the
+    displayed frame, B1 in ``gt`` mode), ``region`` (the integer region cropped around it), ``crop_size``
     and ``visual_tokens`` of the returned crop, ``error``. ``original`` is the decoded original image when the
     caller already holds it (shared, read-only); otherwise it is loaded on first use and kept for the episode,
     so the original is never decoded once per turn.
@@ -111,7 +113,7 @@ class CropEnvironment:
 
     def __init__(self, sample: Sample, display_size: Size, crop_max_tokens: int, max_turns: int = 5,
                  mode: str = "pred", seed: int = 0, crop_min_tokens: int = 4,
-                 original: Image.Image | None = None) -> None:
+                 original: Image.Image | None = None, preset: Preset = PRESETS["lfpc"]) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
         if mode == "gt" and not sample.boxes:
@@ -137,6 +139,7 @@ class CropEnvironment:
         self._num_invalid = 0
         self._done = False
         self._original = original
+        self.preset = preset
 
     @property
     def original(self) -> Image.Image:
@@ -159,9 +162,9 @@ class CropEnvironment:
         if self._done:
             raise RuntimeError("the episode is over; no more assistant turns are accepted")
         turn = len(self.events) + 1
-        parsed = parse_turn(assistant_text)
+        parsed = parse_turn(assistant_text, self.preset.answer_wins)
         event = {"turn": turn, "kind": parsed.kind, "bbox": list(parsed.bbox) if parsed.bbox else None,
-                 "label": parsed.label, "box": None, "crop_size": None, "visual_tokens": None,
+                 "label": parsed.label, "box": None, "region": None, "crop_size": None, "visual_tokens": None,
                  "error": parsed.error}
         self.events.append(event)
         if parsed.kind == "answer":
@@ -182,8 +185,8 @@ class CropEnvironment:
         self._num_invalid += 1
         if (self.mode == "direct" and parsed.kind == "tool_call") or turn > self.max_turns:
             return self._finish(event)
-        text = prompt.observation_text(event["error"], self.max_turns - turn, tools=self.mode != "direct",
-                                       free_form=not self.sample.options)
+        text = self.preset.observation(event["error"], self.max_turns - turn, self.mode != "direct",
+                                       not self.sample.options)
         return StepResult(False, None, text, event)
 
     def _crop(self, parsed: ParsedTurn, event: dict, calls_left: int) -> StepResult:
@@ -197,17 +200,16 @@ class CropEnvironment:
         if self.mode == "noise":
             noise = self._rng.integers(0, 256, size=(crop.height, crop.width, 3), dtype=np.uint8)
             crop = Image.fromarray(noise)
-        cropped = tuple(float(v) for v in region)
-        self._crop_boxes.append(cropped)  # type: ignore[arg-type]
-        event.update(box=list(cropped), crop_size=list(crop.size), visual_tokens=visual_tokens(*crop.size))
-        text = prompt.observation_text(None, calls_left, free_form=not self.sample.options)
-        return StepResult(False, crop, text, event)
+        self._crop_boxes.append(box)
+        event.update(box=list(box), region=list(region), crop_size=list(crop.size),
+                     visual_tokens=visual_tokens(*crop.size))
+        return StepResult(False, crop, self.preset.observation(None, calls_left, True, not self.sample.options), event)
 
     def _finish(self, event: dict) -> StepResult:
         self._done = True
         return StepResult(True, None, event["error"] or "", event)
 
     def outcome(self) -> EpisodeOutcome:
-        """Summary for the reward: answer, format, cropped boxes (original pixels), invalid-call count."""
+        """Summary for the reward: answer, format, the boxes of the crops (original pixels), invalid-call count."""
         return EpisodeOutcome(answer=self._answer, format_ok=self._format_ok and self._answer is not None,
                               crop_boxes=tuple(self._crop_boxes), num_invalid_calls=self._num_invalid)

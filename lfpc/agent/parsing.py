@@ -102,14 +102,19 @@ def _parse_tool_call(body: str) -> ParsedTurn:
                       label=label if isinstance(label, str) else None)
 
 
-def parse_turn(text: str) -> ParsedTurn:
+def parse_turn(text: str, answer_wins: bool = False) -> ParsedTurn:
     """Parse an assistant turn: an optional leading ``<think>...</think>``, then exactly one
     ``<tool_call>{"name": ..., "arguments": {"bbox_2d": [...]}}</tool_call>`` or one ``<answer>...</answer>``.
 
     Text outside the tags is tolerated. Any text whatsoever yields a result (never an exception); every problem
     yields ``kind == "invalid"`` with a specific error that never repeats the model's text, so an error
-    observation cannot carry special tokens back into the context nor double a bad turn's length.
+    observation cannot carry special tokens back into the context nor double a bad turn's length. With
+    ``answer_wins`` (a compared method's rule, e.g. DeepEyes') a turn holding a non-empty ``<answer>...</answer>``
+    is that answer (the first), whatever else it holds.
     """
+    first = _ANSWER.search(text) if answer_wins else None
+    if first and first.group(1).strip():
+        return ParsedTurn(kind="answer", answer=first.group(1).strip())
     think = _THINK.match(text)
     rest = text[think.end():] if think else text
     if "<think>" in rest or "</think>" in rest:

@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 
 from PIL import Image
 
-from lfpc.boxes import Box, as_box, box_problem
+from lfpc.boxes import Box, area, as_box, box_problem, clip_box
 from lfpc.data.records import (LETTERS, DatasetError, Sample, _field, check_prompt_text, check_samples,
                                sample_from_row, utf8_lines)
 from lfpc.vision.images import ImageError, checked_size, decode_image
@@ -66,11 +66,23 @@ def shuffle_sample(sample: Sample, seed: int) -> Sample:
 # ----------------------------------------------------------------------------------------------------------------
 # HR-Bench
 
-def load_hrbench(path: str | Path, image_cache_dir: str | Path, source: str | None = None) -> list[Sample]:
-    """Load an HR-Bench TSV (or parquet) file; decode each base64 image once into ``image_cache_dir/<stem>/``.
+HRBENCH_BOXES_SUFFIX = ".boxes.json"
 
-    ``source`` ("hrbench_4k"/"hrbench_8k") defaults to the one named by the file name ("4k"/"8k").
-    An image already in the cache is reused without decoding its base64 again.
+
+def load_hrbench(path: str | Path, image_cache_dir: str | Path, source: str | None = None,
+                 boxes_path: str | Path | None = None) -> list[Sample]:
+    """Load an HR-Bench TSV (or parquet) file; decode each question's image once into ``image_cache_dir/<stem>/``.
+
+    HR-Bench lists each question several times (``cycle_category``), its options rotated, each row with a copy of
+    the image: the rows of one question (same category, question, option set and image size in base64) share the
+    image of its first row, and ``meta["question"]`` is that row's index. ``source`` ("hrbench_4k"/"hrbench_8k")
+    defaults to the one named by the file name ("4k"/"8k"). An image already in the cache is reused without
+    decoding its base64 again.
+
+    HR-Bench releases no GT boxes. Give them in a box file (``boxes_path``; default ``<file stem>.boxes.json``
+    beside the file, used when it exists): a JSON object mapping a question's ``index`` (of any of its rows) to its
+    nested GT boxes ``[[x1, y1, x2, y2], ...]`` in original pixels, e.g. ``{"17": [[10, 20, 60, 50], [0, 0, 200,
+    120]]}``. Boxes are ordered smallest first (B1 first); a question without an entry has no boxes.
     """
     path = Path(path)
     if not path.is_file():
@@ -82,16 +94,55 @@ def load_hrbench(path: str | Path, image_cache_dir: str | Path, source: str | No
     rows = _read_parquet(path) if path.suffix.lower() == ".parquet" else _read_tsv(path)
     samples: list[Sample] = []
     first_row_of: dict[int, int] = {}
+    questions: dict[tuple, Sample] = {}  # question key -> the question's first sample
     with _large_csv_fields(), closing(rows):  # closing: the file is closed even when a row is rejected
         for row_no, (row, line) in enumerate(rows, start=1):
             where = f"{path}: row {row_no} (index {row['index']!r}{f', line {line}' if line else ''})"
-            sample = _hrbench_sample(row, where, path.stem, source, cache_dir, cached)
+            key = (row["category"], row["question"], frozenset(row[letter] for letter in "ABCD"), len(row["image"]))
+            sample = _hrbench_sample(row, where, path.stem, source, cache_dir, cached, questions.get(key))
+            questions.setdefault(key, sample)
             index = sample.meta["index"]
             if index in first_row_of:
                 raise DatasetError(f"{where}: field 'index': duplicate of row {first_row_of[index]}")
             first_row_of[index] = row_no
             samples.append(sample)
-    return check_samples(samples, str(path))
+    return _with_boxes(check_samples(samples, str(path)), path.with_name(path.stem + HRBENCH_BOXES_SUFFIX) if boxes_path is None
+                       else Path(boxes_path), required=boxes_path is not None)
+
+
+def _with_boxes(samples: list[Sample], path: Path, required: bool) -> list[Sample]:
+    """``samples`` with the nested GT boxes of the box file ``path`` (see :func:`load_hrbench`), smallest first."""
+    if not path.is_file():
+        if required:
+            raise DatasetError(f"{path}: box file does not exist")
+        return samples
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}: invalid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: the file must hold a JSON object (question index -> nested boxes)")
+    by_row = {str(s.meta["index"]): s for s in samples}
+    unknown = sorted(set(data) - set(by_row))
+    if unknown:
+        raise DatasetError(f"{path}: question index(es) not in the benchmark: {unknown[:5]}")
+    boxed: dict[str, tuple[Box, ...]] = {}
+    for index, raw in data.items():
+        where = f"{path}: question {index}"
+        if not isinstance(raw, list) or not raw:
+            raise DatasetError(f"{where}: expected a non-empty list of [x1, y1, x2, y2] boxes")
+        boxes = []
+        for i, values in enumerate(raw):
+            try:
+                box = as_box(values)
+            except (ValueError, TypeError) as err:
+                raise DatasetError(f"{where}, box {i}: {err}") from None
+            problem = box_problem(box, by_row[index].image_size)
+            if problem:
+                raise DatasetError(f"{where}, box {i}: {problem}")
+            boxes.append(box)
+        boxed[str(by_row[index].meta["question"])] = tuple(sorted(boxes, key=area))
+    return [replace(s, boxes=boxed.get(str(s.meta["question"]), ())) for s in samples]
 
 
 def _hrbench_source(path: Path, source: str | None) -> str:
@@ -164,7 +215,8 @@ def _read_parquet(path: Path) -> Iterator[tuple[dict[str, str], int]]:
 
 
 def _hrbench_sample(row: dict[str, str], where: str, stem: str, source: str, cache_dir: Path,
-                    cached: dict[str, Path]) -> Sample:
+                    cached: dict[str, Path], first: Sample | None) -> Sample:
+    """One row as a :class:`Sample`; ``first``: the first row of the same question, whose image it shares."""
     for name in HRBENCH_COLUMNS[:-1]:  # cycle_category may be empty
         if not row[name].strip():
             raise DatasetError(f"{where}: field '{name}' is empty")
@@ -180,11 +232,14 @@ def _hrbench_sample(row: dict[str, str], where: str, stem: str, source: str, cac
     category = row["category"].strip()
     if category not in HRBENCH_SUBTASKS:
         raise DatasetError(f"{where}: field 'category' must be one of {list(HRBENCH_SUBTASKS)}, got {category!r}")
-    image_path, size = _cached_image(row["image"], str(index), cache_dir, cached, where)
+    if first is None:
+        image_path, size = _cached_image(row["image"], str(index), cache_dir, cached, where)
+    else:
+        image_path, size = Path(first.image_path), first.image_size
     return Sample(id=f"hrbench:{stem}:{index}", image_path=str(image_path), question=row["question"],
                   options=options, answer=answer, boxes=(), category=category, source=source, image_size=size,
                   meta={"subtask": HRBENCH_SUBTASKS[category], "cycle_category": row["cycle_category"],
-                        "index": index})
+                        "index": index, "question": index if first is None else first.meta["index"]})
 
 
 def _cached_image(encoded: str, name: str, cache_dir: Path, cached: dict[str, Path],
@@ -280,15 +335,16 @@ def _vstar_sample(json_path: Path, split: str, category: str, subtask: str) -> S
 
 
 def _xywh_box(raw: object, size: tuple[int, int], where: str) -> Box:
-    """Convert one V* ``[x, y, w, h]`` box to ``(x1, y1, x2, y2)``, checking it lies inside the image."""
+    """Convert one V* ``[x, y, w, h]`` box to ``(x1, y1, x2, y2)`` clipped to the image, as V*'s own evaluation
+    does (some released boxes cross the border); a box with nothing left inside the image is an error."""
     try:
         x, y, w, h = as_box(raw)  # type: ignore[arg-type]
     except (ValueError, TypeError) as err:
         raise DatasetError(f"{where}: {err} (expected [x, y, w, h])") from None
     if w <= 0 or h <= 0:
         raise DatasetError(f"{where}: width and height must be positive, got [x, y, w, h] = {raw}")
-    box = (x, y, x + w, y + h)
-    problem = box_problem(box, size)
-    if problem:
-        raise DatasetError(f"{where}: {problem}")
+    box = clip_box((x, y, x + w, y + h), size)
+    if box_problem(box):
+        raise DatasetError(f"{where}: box {[x, y, x + w, y + h]} lies outside the {size[0]}x{size[1]} image "
+                           "(nothing left after clipping it to the image)")
     return box

@@ -1,9 +1,10 @@
 """Aggregate per-question records into benchmark metrics with torchmetrics.
 
 Rows are per (benchmark, budget, mode, subtask), with ``subtask == "overall"`` for all questions of the group:
-accuracy; IoU and coverage of the first/last crop with the GT box (over questions with a crop and a GT box);
-tool calls, crops, visual tokens and wall time per question. :func:`substitution_subsets` gives the GT / noise
-tests restricted to the questions the model got wrong / right with its own crops (Table 7).
+accuracy (and HR-Bench's cycle-averaged accuracy); IoU and coverage of the first/last crop with the GT box (over
+questions with a crop and a GT box) and the mean per-target IoU (V*: each target box's best crop); tool calls,
+crops, visual tokens and wall time per question. :func:`substitution_subsets` gives the GT test and the noise test
+of Table 7 on their subsets of questions.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from torchmetrics.aggregation import MeanMetric
 
 from lfpc.agent.env import MODES
 
-QUESTION_METRICS = ("accuracy", "first_iou", "last_iou", "first_coverage", "last_coverage", "tool_calls", "crops",
-                    "visual_tokens", "time_s")
+QUESTION_METRICS = ("accuracy", "first_iou", "last_iou", "first_coverage", "last_coverage", "target_iou",
+                    "tool_calls", "crops", "visual_tokens", "time_s")
 SUBTASK_ORDER = ("FSP", "FCP", "Attr", "Spatial", "single", "cross")  # then any other, then "overall"
 
 
@@ -27,7 +28,7 @@ def _mean() -> MeanMetric:
 
 def question_values(record: dict) -> dict[str, float | None]:
     """The value each of :data:`QUESTION_METRICS` takes for one record (None: not defined for this question)."""
-    values = {name: record[name] for name in QUESTION_METRICS if name != "accuracy"}
+    values = {name: record.get(name) for name in QUESTION_METRICS if name != "accuracy"}
     values["accuracy"] = float(record["correct"])
     return {k: None if v is None else float(v) for k, v in values.items()}
 
@@ -65,43 +66,83 @@ def _group_rank(item: tuple) -> tuple:
     return (benchmark, budget, MODES.index(mode) if mode in MODES else len(MODES), mode)
 
 
+def cycle_accuracy(outcomes: Iterable[tuple[str, bool]]) -> float | None:
+    """HR-Bench's official score: the accuracy of each cycle (option rotation), averaged over the cycles; None
+    when no outcome (cycle, correct) names a cycle."""
+    by_cycle: dict[str, list[bool]] = defaultdict(list)
+    for cycle, correct in outcomes:
+        if cycle:
+            by_cycle[cycle].append(correct)
+    if not by_cycle:
+        return None
+    return sum(sum(c) / len(c) for c in by_cycle.values()) / len(by_cycle)
+
+
 def summarize(records: Iterable[dict]) -> list[dict]:
-    """One row per (benchmark, budget, mode, subtask) plus an ``overall`` row per (benchmark, budget, mode)."""
+    """One row per (benchmark, budget, mode, subtask) plus an ``overall`` row per (benchmark, budget, mode); rows of
+    a benchmark with cycles (HR-Bench) also hold ``cycle_accuracy`` (:func:`cycle_accuracy`), else None."""
     groups: dict[tuple, dict[str, QuestionMeans]] = defaultdict(lambda: defaultdict(QuestionMeans))
+    cycles: dict[tuple, list[tuple[str, bool]]] = defaultdict(list)
     for record in records:
-        group = groups[(record["benchmark"], record["budget"], record["mode"])]
-        group[record["subtask"]].update(record)
-        group["overall"].update(record)
+        key = (record["benchmark"], record["budget"], record["mode"])
+        for subtask in (record["subtask"], "overall"):
+            groups[key][subtask].update(record)
+            cycles[(*key, subtask)].append((record.get("cycle") or "", bool(record["correct"])))
     rows = []
     for (benchmark, budget, mode), by_subtask in sorted(groups.items(), key=_group_rank):
         for subtask in sorted(by_subtask, key=_subtask_rank):
             rows.append({"benchmark": benchmark, "budget": budget, "mode": mode, "subtask": subtask,
-                         **by_subtask[subtask].compute()})
+                         **by_subtask[subtask].compute(),
+                         "cycle_accuracy": cycle_accuracy(cycles[(benchmark, budget, mode, subtask)])})
     return rows
 
 
-def substitution_subsets(records: Sequence[dict]) -> list[dict]:
-    """Per (benchmark, budget): the GT test on the questions answered wrongly in ``pred`` mode (accuracy with the GT
-    crop) and the noise test on those answered correctly in ``pred`` mode (accuracy with a noise crop).
+SUBSET_TESTS = {"gt_test": ("pred", "gt"), "noise_test": ("pred", "noise")}  # test -> conditions compared
 
-    Only questions evaluated in ``pred`` and in the test's mode count; ``*_n`` is their number, and an accuracy
-    is None when that subset is empty.
+
+def _subset_tests(modes: dict[str, dict], gt_coverage: float) -> list[str]:
+    """The Table 7 tests a question belongs to, given its record per crop mode.
+
+    GT test: the last crop of ``pred`` mode covers B1 less than ``gt_coverage`` (a question without a crop has no
+    predicted region and is left out). Noise test: wrong in ``direct`` mode, right in ``pred`` mode. Only questions
+    evaluated in both conditions of a test count.
     """
-    by_key: dict[tuple, dict[str, bool]] = defaultdict(dict)
+    pred = modes.get("pred")
+    if pred is None:
+        return []
+    tests = []
+    if "gt" in modes and pred.get("last_coverage") is not None and pred["last_coverage"] < gt_coverage:
+        tests.append("gt_test")
+    if "noise" in modes and "direct" in modes and pred["correct"] and not modes["direct"]["correct"]:
+        tests.append("noise_test")
+    return tests
+
+
+def substitution_subsets(records: Sequence[dict], gt_coverage: float) -> list[dict]:
+    """Per (benchmark, budget), the GT test and the noise test of paper Table 7 (supplementary Sec. 9).
+
+    (a) GT test: the questions whose predicted crop poorly covers the GT box B1 (coverage of B1 by the last crop
+    of ``pred`` mode below ``gt_coverage``), answered with the model's crop (``pred``) and with B1 cropped (``gt``).
+    (b) Noise test: the questions answered wrongly without the tool (``direct``) but right with the model's crop
+    (``pred``), answered with it and with a noise crop (``noise``). A question can be in both subsets.
+    ``<test>_<condition>_accuracy`` is the accuracy on the subset (None when it is empty), ``<test>_n`` its size.
+    """
+    by_key: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for record in records:
-        by_key[(record["benchmark"], record["budget"], record["id"])][record["mode"]] = bool(record["correct"])
-    tests: dict[tuple, dict[str, MeanMetric]] = defaultdict(lambda: {"gt": _mean(), "noise": _mean()})
+        by_key[(record["benchmark"], record["budget"], record["id"])][record["mode"]] = record
+    tests: dict[tuple, dict[str, MeanMetric]] = defaultdict(
+        lambda: {f"{test}_{c}": _mean() for test, conditions in SUBSET_TESTS.items() for c in conditions})
     for (benchmark, budget, _), modes in by_key.items():
-        if "pred" not in modes:
-            continue
-        test = "noise" if modes["pred"] else "gt"
-        if test in modes:
-            tests[(benchmark, budget)][test].update(float(modes[test]))
+        for test in _subset_tests(modes, gt_coverage):
+            for condition in SUBSET_TESTS[test]:
+                tests[(benchmark, budget)][f"{test}_{condition}"].update(float(modes[condition]["correct"]))
     rows = []
     for (benchmark, budget), metrics in sorted(tests.items()):
-        row: dict = {"benchmark": benchmark, "budget": budget}
-        for test, metric in metrics.items():
-            row[f"{test}_test_accuracy"] = float(metric.compute()) if metric.update_count else None
-            row[f"{test}_test_n"] = metric.update_count
+        row: dict = {"benchmark": benchmark, "budget": budget, "gt_test_coverage": gt_coverage}
+        for test, conditions in SUBSET_TESTS.items():
+            row[f"{test}_n"] = metrics[f"{test}_{conditions[0]}"].update_count
+            for condition in conditions:
+                metric = metrics[f"{test}_{condition}"]
+                row[f"{test}_{condition}_accuracy"] = float(metric.compute()) if metric.update_count else None
         rows.append(row)
     return rows

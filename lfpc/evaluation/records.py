@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from lfpc.answers import answer_key, is_correct
-from lfpc.boxes import Box, coverage, iou
+from lfpc.boxes import Box, coverage, iou, mean_target_iou
 from lfpc.data.records import Sample
 from lfpc.evaluation.data import subtask_of
 from lfpc.jsonl_log import append_json_lines, complete_lines
@@ -97,10 +97,11 @@ def question_record(trajectory: Trajectory, codec: ChatCodec, benchmark: str, mo
                     seconds: float) -> dict:
     """The JSON record of one evaluated question.
 
-    Boxes are in ORIGINAL image pixels: ``crop_boxes`` are the regions the environment cropped, ``gt_box`` is the
-    smallest GT box B1 (None without boxes); the viewer's fields (boxes in the displayed frame too, per-turn text,
-    crop sizes) are those of :func:`lfpc.viewer.capture.view_fields`. ``visual_tokens`` counts the visual tokens of
-    every image the model saw (global view + crops); ``time_s`` is this question's share of its batch's wall time.
+    Boxes are in ORIGINAL image pixels: ``crop_boxes`` are the predicted boxes of the crops (the regions cropped
+    around them are in ``events``), ``gt_box`` is the smallest GT box B1 (None without boxes); the viewer's fields
+    (boxes in the displayed frame too, per-turn text, crop sizes) are those of :func:`lfpc.viewer.capture.view_fields`.
+    ``visual_tokens`` counts the visual tokens of every image the model saw (global view + crops); ``time_s`` is this
+    question's share of its batch's wall time.
     """
     sample, outcome = trajectory.sample, trajectory.outcome
     choice = answer_key(outcome.answer, sample)
@@ -108,10 +109,12 @@ def question_record(trajectory: Trajectory, codec: ChatCodec, benchmark: str, mo
     image_tokens = [codec.image_tokens(grid) for grid in trajectory.context.image_grid_thw]
     return {
         "key": record_key(sample.id, mode, budget), "id": sample.id, "benchmark": benchmark,
-        "subtask": subtask_of(sample), "mode": mode, "budget": budget, **question_fields(sample),
+        "subtask": subtask_of(sample), "mode": mode, "budget": budget, "cycle": sample.meta.get("cycle_category"),
+        **question_fields(sample),
         "prediction": outcome.answer, "choice": choice, "correct": is_correct(outcome.answer, sample),
         "format_ok": outcome.format_ok, "trajectory": response_text(codec, trajectory), **view_fields(trajectory),
         **crop_scores(outcome.crop_boxes, gt_box),
+        "target_iou": mean_target_iou(outcome.crop_boxes, [tuple(b) for b in sample.meta.get("object_boxes", ())]),
         "tool_calls": sum(e["kind"] == "tool_call" for e in trajectory.events), "crops": outcome.num_crops,
         "invalid_calls": outcome.num_invalid_calls, "visual_tokens": sum(image_tokens),
         "global_tokens": image_tokens[0], "response_tokens": trajectory.context.num_policy_tokens, "time_s": seconds,

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lfpc import config as C
-from lfpc.evaluation.data import load_benchmark
+from lfpc.evaluation.data import load_benchmark, shuffles
 from lfpc.evaluation.metrics import QUESTION_METRICS, substitution_subsets, summarize
 from lfpc.evaluation.records import RecordLog
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, pending
@@ -26,7 +26,7 @@ from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.factory import engine_from_run_config
 from lfpc.vision.images import set_max_image_pixels
 
-CSV_COLUMNS = ("benchmark", "budget", "mode", "subtask", "num_questions") + QUESTION_METRICS
+CSV_COLUMNS = ("benchmark", "budget", "mode", "subtask", "num_questions") + QUESTION_METRICS + ("cycle_accuracy",)
 
 
 def eval_plan(cfg: DictConfig) -> EvalPlan:
@@ -45,10 +45,12 @@ def run_settings(cfg: DictConfig, plan: EvalPlan, model: str) -> dict:
     (:meth:`lfpc.evaluation.records.RecordLog.check_questions`)."""
     episode = dataclasses.asdict(plan.episode)
     episode.pop("crop_mode")
+    if episode["prompt"] == "lfpc":  # our prompt: recorded as before prompt presets existed, so old folders resume
+        episode.pop("prompt")
     benchmark = OmegaConf.to_container(cfg.benchmark, resolve=True)
     benchmark.pop("budgets", None)
     return {"model": model, "model_fingerprint": model_fingerprint(model), "benchmark": benchmark, "seed": cfg.seed,
-            "shuffle_options": cfg.eval.shuffle_options, "episode": episode}
+            "shuffle_options": shuffles(cfg.benchmark, cfg.eval.shuffle_options), "episode": episode}
 
 
 def check_settings(out: Path, settings: dict) -> None:
@@ -99,6 +101,6 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict:
                          thumbnail_px=cfg.viewer.thumbnail_px)
     records = list(log.records.values())
     summary = {"label": cfg.label, "model": path, "output_dir": str(out), "rows": summarize(records),
-               "subsets": substitution_subsets(records)}
+               "subsets": substitution_subsets(records, cfg.eval.gt_test_coverage)}
     write_metrics(out, summary)
     return summary

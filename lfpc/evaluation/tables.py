@@ -1,12 +1,14 @@
-"""Render results folders into the layouts of the paper's Tables 1, 2, 3, 5, 6 and 7 (markdown and CSV).
+"""Render results folders into the layouts of the paper's Tables 1-10 (markdown and CSV).
 
     python -m lfpc.evaluation.tables RESULTS_DIR... [--out DIR] [--tables 1 2 3 5 6 7]
 
 Each results folder is one ``eval.py`` run (its ``metrics.json``); folders with the same label (e.g. one per
 benchmark) form one model's rows, in the order the label first appears on the command line, one row per token
-budget. Where a row corresponds to one the paper reports (see :mod:`lfpc.evaluation.paper_numbers`), the paper's
-row follows it. Units: accuracy in percent, IoU in [0, 1], time in seconds per question; "–" means not measured
-(or not defined, e.g. IoU without GT boxes) and "?" a paper value not filled in.
+budget (and row variant: Table 1's crop modes, Table 7's subset tests). Columns follow the paper: HR-Bench 8K,
+HR-Bench 4K and V* (then any other benchmark found), with their sub-tasks (FSP / FCP, Attr / Spatial). Under a row
+the paper reports (:mod:`lfpc.evaluation.paper_numbers`) come the paper's row and the difference ours - paper; the
+paper's other rows follow the table. Units are the paper's: accuracy in percent, IoU x100, time in seconds per
+question; "–" means not measured (or not defined, e.g. IoU without GT boxes).
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from lfpc.evaluation import paper_numbers
+from lfpc.evaluation.paper_numbers import MODE_ROWS
 
-BENCHMARKS = {  # name -> (short name, sub-tasks in paper order)
-    "vstar": ("V*", ("Attr", "Spatial")),
-    "hrbench_4k": ("HR-4K", ("FSP", "FCP")),
+BENCHMARKS = {  # name -> (short name, sub-tasks in paper order: single-target, multi-target), in the paper's order
     "hrbench_8k": ("HR-8K", ("FSP", "FCP")),
+    "hrbench_4k": ("HR-4K", ("FSP", "FCP")),
+    "vstar": ("V*", ("Attr", "Spatial")),
     "synthetic": ("Synthetic", ("single", "cross")),
     "patterns": ("Patterns", ("single",)),
 }
+PAPER_BENCHMARKS = ("hrbench_8k", "hrbench_4k", "vstar")
 DECIMALS = {"pct": 1, "iou": 3, "sec": 2, "num": 2, "count": 0}
 MODE_NAMES = {"pred": "pred", "gt": "GT", "noise": "noise", "direct": "direct"}
 
@@ -80,7 +84,8 @@ def load_results(dirs: Sequence[str | Path]) -> Results:
 # ----------------------------------------------------------------------------------------------------------------
 # Table layouts
 
-Getter = Callable[[Results, str, int], "float | None"]  # (results, label, budget) -> value in display units
+Getter = Callable[[Results, str, "int | None", "str | None"], "float | None"]
+"""(results, label, budget, row variant) -> the value in display units."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,18 @@ class Table:
     notes: list[str]
 
 
+@dataclass(frozen=True)
+class Layout:
+    """A paper table's layout: its columns per benchmark, the benchmarks the paper reports in it (others found in
+    the results follow them) and its row variants (key, name), e.g. the crop modes of Table 1."""
+
+    title: str
+    columns: Callable[[Results, str], list[Column]]
+    note: str
+    benchmarks: tuple[str, ...] = PAPER_BENCHMARKS
+    variants: tuple[tuple[str | None, str], ...] = ((None, ""),)
+
+
 def _pct(value: float | None) -> float | None:
     return None if value is None else 100.0 * value
 
@@ -112,77 +129,111 @@ def _short(benchmark: str) -> str:
     return BENCHMARKS.get(benchmark, (benchmark,))[0]
 
 
-def _acc(benchmark: str, mode: str = "pred", subtask: str = "overall") -> Getter:
-    return lambda r, label, budget: _pct(r.metric(label, benchmark, budget, mode, "accuracy", subtask))
+def _header(benchmark: str, subtask: str, what: str = "") -> str:
+    return " ".join(filter(None, (_short(benchmark), "Overall" if subtask == "overall" else subtask, what)))
+
+
+def _acc(benchmark: str, subtask: str = "overall", mode: str = "pred") -> Getter:
+    """Accuracy (%) in crop mode ``mode``, or in the row variant's mode when the table's rows are crop modes."""
+    return lambda r, label, budget, variant: _pct(
+        r.metric(label, benchmark, budget, variant or mode, "accuracy", subtask))
+
+
+def _iou(benchmark: str, subtask: str) -> Getter:
+    """Mean IoU x100 (as the paper prints it) of the last crop with the GT box B1, crop mode pred."""
+    return lambda r, label, budget, variant: _pct(r.metric(label, benchmark, budget, "pred", "last_iou", subtask))
 
 
 def _mean(benchmark: str, name: str) -> Getter:
-    return lambda r, label, budget: r.metric(label, benchmark, budget, "pred", name)
+    return lambda r, label, budget, variant: r.metric(label, benchmark, budget, "pred", name)
 
 
 def _drop(benchmark: str) -> Getter:
-    def get(r: Results, label: str, budget: int) -> float | None:
-        pred, noise = _acc(benchmark)(r, label, budget), _acc(benchmark, "noise")(r, label, budget)
+    def get(r: Results, label: str, budget: int | None, variant: str | None) -> float | None:
+        pred, noise = _acc(benchmark)(r, label, budget, None), _acc(benchmark, mode="noise")(r, label, budget, None)
         return None if pred is None or noise is None else pred - noise
     return get
 
 
-def _subset(benchmark: str, name: str, percent: bool) -> Getter:
-    def get(r: Results, label: str, budget: int) -> float | None:
-        value = r.subsets.get((label, benchmark, budget), {}).get(name)
-        return _pct(value) if percent else value
+def _subset(benchmark: str, what: str) -> Getter:
+    """Table 7: accuracy (%) of the row's subset test (``<test>/<condition>``) or its size ``n``."""
+    def get(r: Results, label: str, budget: int | None, variant: str | None) -> float | None:
+        test, condition = str(variant).split("/")
+        row = r.subsets.get((label, benchmark, budget), {})
+        return row.get(f"{test}_n") if what == "n" else _pct(row.get(f"{test}_{condition}_accuracy"))
     return get
 
 
-def _table1(r: Results, b: str) -> list[Column]:
-    return [Column(f"{b}/{m}", f"{_short(b)} {MODE_NAMES[m]}", "pct", _acc(b, m)) for m in MODE_NAMES]
+def _subtask_acc(r: Results, b: str) -> list[Column]:
+    return [Column(f"{b}/{s}", _header(b, s), "pct", _acc(b, s)) for s in (*r.subtasks(b), "overall")]
 
 
-def _table2(r: Results, b: str) -> list[Column]:
-    return [Column(f"{b}/{s}", f"{_short(b)} {s}", "pct", _acc(b, "pred", s)) for s in (*r.subtasks(b), "overall")]
+def _subtask_acc_iou(r: Results, b: str) -> list[Column]:
+    columns = [c for s in r.subtasks(b) for c in (Column(f"{b}/{s}", _header(b, s, "Acc"), "pct", _acc(b, s)),
+                                                   Column(f"{b}/{s}/iou", _header(b, s, "IoU"), "pct", _iou(b, s)))]
+    return [*columns, Column(f"{b}/overall", _header(b, "overall", "Acc"), "pct", _acc(b))]
 
 
-def _table3(r: Results, b: str) -> list[Column]:
-    return [Column(f"{b}/acc", f"{_short(b)} Acc", "pct", _acc(b)),
-            Column(f"{b}/iou", f"{_short(b)} IoU", "iou", _mean(b, "last_iou"))]
+def _multi_target(r: Results, b: str) -> list[Column]:
+    """The multi-target sub-task (FCP, Spatial: the second of the benchmark's), the whole benchmark without one."""
+    subtasks = r.subtasks(b)
+    subtask = subtasks[1] if len(subtasks) > 1 else "overall"
+    return [Column(f"{b}/{subtask}", _header(b, subtask), "pct", _acc(b, subtask))]
 
 
-def _table5(r: Results, b: str) -> list[Column]:
-    return [Column(f"{b}/pred", f"{_short(b)} pred", "pct", _acc(b)),
-            Column(f"{b}/noise", f"{_short(b)} noise", "pct", _acc(b, "noise")),
-            Column(f"{b}/drop", f"{_short(b)} drop", "pct", _drop(b))]
+def _noise_drop(r: Results, b: str) -> list[Column]:
+    return [Column(f"{b}/pred", _header(b, "", "pred"), "pct", _acc(b)),
+            Column(f"{b}/noise", _header(b, "", "noise"), "pct", _acc(b, mode="noise")),
+            Column(f"{b}/drop", _header(b, "", "drop"), "pct", _drop(b))]
 
 
-def _table6(r: Results, b: str) -> list[Column]:
-    return [Column(f"{b}/acc", f"{_short(b)} Acc", "pct", _acc(b)),
-            Column(f"{b}/time_s", f"{_short(b)} s/q", "sec", _mean(b, "time_s")),
-            Column(f"{b}/tool_calls", f"{_short(b)} calls/q", "num", _mean(b, "tool_calls")),
-            Column(f"{b}/visual_tokens", f"{_short(b)} vis. tok/q", "count", _mean(b, "visual_tokens"))]
+def _cost(r: Results, b: str) -> list[Column]:
+    return [Column(f"{b}/overall", _header(b, "", "Acc"), "pct", _acc(b)),
+            Column(f"{b}/time_s", _header(b, "", "Time (s)"), "sec", _mean(b, "time_s")),
+            Column(f"{b}/tool_calls", _header(b, "", "calls/q"), "num", _mean(b, "tool_calls")),
+            Column(f"{b}/visual_tokens", _header(b, "", "vis. tok/q"), "count", _mean(b, "visual_tokens"))]
 
 
-def _table7(r: Results, b: str) -> list[Column]:
-    return [Column(f"{b}/gt_test", f"{_short(b)} GT test", "pct", _subset(b, "gt_test_accuracy", True)),
-            Column(f"{b}/gt_n", f"{_short(b)} GT n", "count", _subset(b, "gt_test_n", False)),
-            Column(f"{b}/noise_test", f"{_short(b)} noise test", "pct", _subset(b, "noise_test_accuracy", True)),
-            Column(f"{b}/noise_n", f"{_short(b)} noise n", "count", _subset(b, "noise_test_n", False))]
+def _subset_test(r: Results, b: str) -> list[Column]:
+    return [Column(f"{b}/overall", _header(b, "", "Acc"), "pct", _subset(b, "accuracy")),
+            Column(f"{b}/n", _header(b, "", "n"), "count", _subset(b, "n"))]
 
 
-LAYOUTS: dict[int, tuple[str, Callable[[Results, str], list[Column]], str]] = {
-    1: ("Crop substitution tests", _table1,
-        "Accuracy (%) with the model's own crop (pred), the GT box B1 cropped instead (GT), the crop replaced by "
-        "uniform noise (noise), and answering without the tool (direct)."),
-    2: ("Main results", _table2, "Accuracy (%) per sub-task and overall, crop mode pred; Budget = global-image "
-                                 "visual tokens."),
-    3: ("Baseline / Stage I / Stage II", _table3,
-        "Accuracy (%) and mean IoU of the last crop with the GT box B1 (questions with a crop), crop mode pred."),
-    5: ("Noise-crop drop", _table5, "Accuracy (%) with the model's crop and with a noise crop; drop = pred - noise "
-                                    "(points). A model that reads its crops drops."),
-    6: ("Accuracy and cost per question", _table6,
-        "Accuracy (%), wall time per question (s; a batch's time shared by its questions), tool calls and visual "
-        "tokens (global view + crops) per question, crop mode pred."),
-    7: ("GT test / noise test on subsets", _table7,
-        "GT test: accuracy (%) with the GT crop on the questions answered wrongly with the model's crop; noise test: "
-        "accuracy (%) with a noise crop on those answered correctly with it; n = subset size."),
+_SUBTASKS_NOTE = ("Accuracy (%) per sub-task and overall, crop mode pred (HR-Bench: over all its rows, its official "
+                  "cycle-averaged score when every cycle is complete; both are in metrics.json).")
+_HR_BOXES = (" HR-Bench releases no GT boxes: its IoU, Ground Truth and GT-test cells need a box file "
+             "(<file stem>.boxes.json, see lfpc/data/benchmarks.py load_hrbench) and are – without one.")
+LAYOUTS: dict[int, Layout] = {
+    1: Layout("Crop substitution tests", _subtask_acc,
+              "Accuracy (%) with the model's own crop (prediction), the crop replaced by uniform noise (Random Noise), "
+              "the GT box B1 cropped instead (Ground Truth), and answering without the tool (direct)." + _HR_BOXES,
+              variants=(*MODE_ROWS, ("direct", "direct"))),
+    2: Layout("Main results", _subtask_acc, _SUBTASKS_NOTE + " Budget = global-image visual tokens."),
+    3: Layout("Baseline / Stage-I / Stage-II", _subtask_acc_iou,
+              "Accuracy (%) and mean IoU (x100) of the last crop with the GT box B1 (questions with a crop) per "
+              "sub-task, crop mode pred." + _HR_BOXES),
+    4: Layout("Stage-II data and L1 reward", _subtask_acc, _SUBTASKS_NOTE),
+    5: Layout("Noise-crop drop", _noise_drop, "Accuracy (%) with the model's crop and with a noise crop; drop = pred "
+                                              "- noise (points), the paper's column. A model that reads its crops "
+                                              "drops."),
+    6: Layout("Accuracy and time per question", _cost,
+              "Accuracy (%), wall time per question (s), tool calls and visual tokens (global view + crops) per "
+              "question, crop mode pred.", benchmarks=("hrbench_8k", "hrbench_4k")),
+    7: Layout("GT test / noise test on subsets", _subset_test,
+              "(a) GT test: the questions whose predicted crop covers the GT box B1 less than the coverage threshold "
+              "(eval.gt_test_coverage), answered with the model's crop (prediction) and with B1 cropped (GT); "
+              "(b) noise test: the questions answered wrongly without the tool (direct) but right with the model's "
+              "crop, answered with it and with a noise crop. Accuracy (%) on each subset; n = subset size."
+              + _HR_BOXES,
+              variants=(("gt_test/pred", "(a) prediction"), ("gt_test/gt", "(a) GT"),
+                        ("noise_test/pred", "(b) prediction"), ("noise_test/noise", "(b) RandNoise"))),
+    8: Layout("Mixed data vs two stages", _subtask_acc, _SUBTASKS_NOTE),
+    9: Layout("Resolution selection strategies", _multi_target,
+              "Accuracy (%) on the multi-target sub-task (HR-Bench FCP, V* Spatial), crop mode pred."),
+    10: Layout("Stage-II reward design", _subtask_acc_iou,
+               "HR-Bench 8K: accuracy (%) and mean IoU (x100) of the last crop with B1 per sub-task, crop mode pred."
+               + _HR_BOXES,
+               benchmarks=("hrbench_8k",)),
 }
 
 
@@ -191,28 +242,62 @@ def format_cell(value: float | None, kind: str, missing: str) -> str:
     return missing if value is None else f"{value:.{DECIMALS[kind]}f}"
 
 
-def build_table(number: int, results: Results) -> Table:
-    """Table ``number`` (1, 2, 3, 5, 6 or 7) from ``results``: one row per label and budget with any value, each
-    followed by the corresponding paper rows."""
+def paper_cell(row: paper_numbers.PaperRow, column: Column) -> str:
+    """A paper value as printed: "-" where the paper prints "-", "?" where the paper has no such cell."""
+    return format_cell(row.values[column.key], column.kind, "-") if column.key in row.values else "?"
+
+
+def difference_cell(ours: float | None, row: paper_numbers.PaperRow, column: Column) -> str:
+    """Ours - the paper's value, signed, where both exist."""
+    theirs = row.values.get(column.key)
+    return "" if ours is None or theirs is None else f"{ours - theirs:+.{DECIMALS[column.kind]}f}"
+
+
+def build_table(number: int, results: Results, paper: Sequence[paper_numbers.PaperRow] | None = None,
+                labels: Sequence[str] | None = None, extra: Sequence[Column] = ()) -> Table:
+    """Table ``number`` in the paper's layout (:data:`LAYOUTS`) from ``results``: one row per label (default: the
+    results' labels), budget and row variant with any value, each followed by the matching paper row and the
+    difference ours - paper; the paper rows without a result row follow. ``paper``: default the rows of
+    :mod:`lfpc.evaluation.paper_numbers`; ``extra``: columns after the layout's (e.g. training metrics)."""
     if number not in LAYOUTS:
         raise ValueError(f"no layout for table {number}; choose from {sorted(LAYOUTS)}")
-    title, columns_of, note = LAYOUTS[number]
-    columns = [c for b in results.benchmarks for c in columns_of(results, b)]
-    rows, paper_shown = [], False
-    for label in results.labels:
-        for budget in results.budgets(label):
-            values = [c.get(results, label, budget) for c in columns]
-            if all(v is None for v in values):
-                continue
-            rows.append([label, str(budget), *(format_cell(v, c.kind, "–") for v, c in zip(values, columns))])
-            for paper in paper_numbers.paper_rows(number, label, budget):
-                paper_shown = True
-                rows.append([f"{paper.name} (paper)", str(budget),
-                             *(format_cell(paper.values.get(c.key), c.kind, "?") for c in columns)])
-    notes = [note]
-    if paper_shown:
-        notes.append(f"(paper) rows: {paper_numbers.PAPER}. ? = not filled in [{paper_numbers.STATUS}].")
-    return Table(number, title, ["Model", "Budget", *(c.header for c in columns)], rows, notes)
+    layout = LAYOUTS[number]
+    paper = paper_numbers.rows_of(number) if paper is None else list(paper)
+    benchmarks = [*layout.benchmarks, *(b for b in results.benchmarks if b not in PAPER_BENCHMARKS)]
+    columns = [c for b in benchmarks for c in layout.columns(results, b)] + list(extra)
+    named = len(layout.variants) > 1
+    settings = dict(layout.variants)
+    rows, shown = [], []
+
+    def lead(name: str, budget: int | None, variant: str | None) -> list[str]:
+        return [name, "–" if budget is None else str(budget), *([settings.get(variant, "")] if named else [])]
+
+    for label in labels if labels is not None else results.labels:
+        for budget in results.budgets(label) or [None]:
+            for variant, _ in layout.variants:
+                values = [c.get(results, label, budget, variant) for c in columns]
+                if all(v is None for v in values):
+                    continue
+                rows.append([*lead(label, budget, variant), *(format_cell(v, c.kind, "–")
+                                                              for v, c in zip(values, columns))])
+                for row in paper:
+                    if row.label == label and row.budget in (None, budget) and row.variant == variant:
+                        shown.append(row)
+                        rows.append([*lead(f"{row.name} (paper)", row.budget, variant),
+                                     *(paper_cell(row, c) for c in columns)])
+                        rows.append([*lead("Δ ours - paper", budget, variant),
+                                     *(difference_cell(v, row, c) for v, c in zip(values, columns))])
+    rest = [row for row in paper if row not in shown]
+    rows += [[*lead(f"{row.name} (paper)", row.budget, row.variant), *(paper_cell(row, c) for c in columns)]
+             for row in rest]
+    notes = [layout.note]
+    if paper:
+        notes.append(f"(paper) rows: {paper_numbers.PAPER}, Table {number}, in its units (IoU x100); "
+                     "- = printed as - there, ? = no such cell there.")
+        notes += [paper_numbers.TABLE_NOTES[number]] if number in paper_numbers.TABLE_NOTES else []
+        notes += [f"{row.name}: {row.note}" for row in paper if row.note]
+    headers = ["Model", "Budget", *(["Setting"] if named else []), *(c.header for c in columns)]
+    return Table(number, layout.title, headers, rows, notes)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -240,12 +325,16 @@ def write_csv(table: Table, path: Path) -> None:
 
 
 def summary_markdown(rows: Sequence[dict]) -> str:
-    """The metric rows of one run (``metrics.json`` ``rows``) as a markdown table."""
-    headers = ["Benchmark", "Budget", "Mode", "Subtask", "N", "Acc (%)", "IoU first", "IoU last", "Calls/q",
-               "Vis. tok/q", "s/q"]
+    """The metric rows of one run (``metrics.json`` ``rows``) as a markdown table: accuracy as the plain mean over
+    rows and, for HR-Bench, as its official score (per cycle, averaged over cycles); IoU x100 (of the GT box B1,
+    and per target box: V* Spatial questions have two)."""
+    headers = ["Benchmark", "Budget", "Mode", "Subtask", "N", "Acc (%)", "Acc cycles (%)", "IoU first", "IoU last",
+               "IoU targets", "Calls/q", "Vis. tok/q", "s/q"]
     body = [[r["benchmark"], str(r["budget"]), r["mode"], r["subtask"], str(r["num_questions"]),
-             format_cell(_pct(r["accuracy"]), "pct", "–"), format_cell(r["first_iou"], "iou", "–"),
-             format_cell(r["last_iou"], "iou", "–"), format_cell(r["tool_calls"], "num", "–"),
+             format_cell(_pct(r["accuracy"]), "pct", "–"), format_cell(_pct(r.get("cycle_accuracy")), "pct", "–"),
+             format_cell(_pct(r["first_iou"]), "pct", "–"), format_cell(_pct(r["last_iou"]), "pct", "–"),
+             format_cell(_pct(r.get("target_iou")), "pct", "–"),
+             format_cell(r["tool_calls"], "num", "–"),
              format_cell(r["visual_tokens"], "count", "–"), format_cell(r["time_s"], "sec", "–")] for r in rows]
     return markdown_table(headers, body)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from lfpc.agent.env import CropEnvironment
-from lfpc.agent.prompt import initial_messages
+from lfpc.agent.presets import preset
 from lfpc.data.records import Sample
 from lfpc.rewards import EpisodeOutcome
 from lfpc.rollout.base import Context, RolloutEngine, SamplingConfig
@@ -25,6 +25,7 @@ class EpisodeConfig:
     max_context_tokens: int = 16384    # stop the episode when the sequence grows past this
     crop_max_tokens: int = 1024        # visual-token budget of each crop
     crop_mode: str = "pred"            # pred | gt | noise | direct
+    prompt: str = "lfpc"               # the prompt preset (lfpc.agent.presets): ours or a compared method's
 
 
 @dataclass
@@ -51,14 +52,15 @@ def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Samp
     """
     sampling = dataclasses.replace(sampling, max_new_tokens=config.max_new_tokens_per_turn,
                                    stop_token_ids=codec.stop_token_ids, suppress_token_ids=codec.vision_token_ids)
-    episodes = []
+    episodes, chosen = [], preset(config.prompt)
     for index, (sample, size) in enumerate(zip(samples, display_sizes)):
         original = load_image(sample.image_path)
         envs = [CropEnvironment(sample, display_size=size, crop_max_tokens=config.crop_max_tokens,
                                 max_turns=config.max_turns, mode=config.crop_mode,
-                                seed=seed * 1_000_003 + index * group_size + k, original=original)
+                                seed=seed * 1_000_003 + index * group_size + k, original=original,
+                                preset=chosen)
                 for k in range(group_size)]
-        context = codec.start(initial_messages(sample, size, tools=config.crop_mode != "direct"),
+        context = codec.start(chosen.messages(sample, size, config.crop_mode != "direct"),
                               [envs[0].global_image()])
         episodes.extend(_Episode(index, env, context.copy(), len(context.token_ids)) for env in envs)
     active = list(episodes)

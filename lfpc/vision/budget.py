@@ -14,7 +14,9 @@ from PIL import Image
 from lfpc.boxes import Size
 
 PATCH = 28  # pixels per side of one visual token (14 px ViT patch x 2x2 merge)
-MAX_ASPECT_RATIO = 100.0
+MAX_ASPECT_RATIO = 100.0  # DeepEyes' crop rule (its tool refuses thinner crops); Qwen2.5-VL's processor takes < 200
+ASPECT_RULE = (f"the limit of {MAX_ASPECT_RATIO:g} is DeepEyes' crop rule, kept for every image; Qwen2.5-VL's "
+               "processor itself accepts aspect ratios below 200")
 
 
 def _fit_long_side(width: int, height: int, max_pixels: int, factor: int) -> tuple[int, int]:
@@ -36,7 +38,8 @@ def smart_resize(width: float, height: float, min_pixels: int, max_pixels: int,
     brought inside by scaling both sides (aspect preserved up to rounding), as in transformers'
     ``smart_resize``. Unlike it, ``max_pixels`` is a hard cap: when the one-``factor`` floor of a very
     thin image (or ``min_pixels`` close to ``max_pixels``) would overshoot it, the longer side is cut.
-    Raises ``ValueError`` for non-positive sizes, an empty pixel range, or an aspect ratio above 100.
+    Raises ``ValueError`` for non-positive sizes, an empty pixel range, or an aspect ratio above
+    :data:`MAX_ASPECT_RATIO`.
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"image size {width}x{height} must be positive")
@@ -45,8 +48,8 @@ def smart_resize(width: float, height: float, min_pixels: int, max_pixels: int,
                          f"and max_pixels >= {factor * factor} (one {factor}x{factor} block)")
     ratio = max(width, height) / min(width, height)
     if ratio > MAX_ASPECT_RATIO:
-        raise ValueError(f"image size {width}x{height} has aspect ratio {ratio:.1f} > {MAX_ASPECT_RATIO:g}, "
-                         "which Qwen2.5-VL does not accept")
+        raise ValueError(f"image size {width}x{height} has aspect ratio {ratio:.1f} > {MAX_ASPECT_RATIO:g} "
+                         f"({ASPECT_RULE})")
     w_bar = round(width / factor) * factor
     h_bar = round(height / factor) * factor
     if w_bar * h_bar > max_pixels:

@@ -1,0 +1,87 @@
+"""Prompt presets: how a model is prompted and how its turns are read, ours or a compared method's own.
+
+The paper evaluates each compared method with its own prompt and answer format (Sec. 5.1, Tables 1, 2, 6), not
+ours. A preset gives the opening chat, the text of a tool response and whether a turn holding an ``<answer>`` ends
+the episode even beside a tool call. ``lfpc`` is this project's prompt (:mod:`lfpc.agent.prompt`) with its strict
+rule (such a turn is invalid). ``deepeyes`` is DeepEyes' evaluation prompt (its ``eval/eval_hrbench.py`` and
+``eval/eval_vstar.py``: system prompt, ``Question: ... Options: ...`` user turn, the same instruction inside every
+tool response) with its rule (the episode ends at the first ``<answer>``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from lfpc.agent import prompt
+from lfpc.boxes import Size
+from lfpc.data.records import LETTERS, Sample
+
+Messages = Callable[[Sample, Size, bool], list[dict]]  # (sample, display size, tools) -> opening chat
+Observation = Callable[["str | None", int, bool, bool], str]  # (error, calls left, tools, free form) -> text
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A prompt preset: the opening ``messages``, the tool-response ``observation`` text, and ``answer_wins``: a
+    turn holding an ``<answer>`` ends the episode with it even beside a tool call."""
+
+    name: str
+    messages: Messages
+    observation: Observation
+    answer_wins: bool = False
+
+
+DEEPEYES_SYSTEM = """You are a helpful assistant.
+
+# Tools
+You may call one or more functions to assist with the user query.
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>
+{"type":"function","function":{"name":"image_zoom_in_tool","description":"Zoom in on a specific region of an image by cropping it based on a bounding box (bbox) and an optional object label.","parameters":{"type":"object","properties":{"bbox_2d":{"type":"array","items":{"type":"number"},"minItems":4,"maxItems":4,"description":"The bounding box of the region to zoom in, as [x1, y1, x2, y2], where (x1, y1) is the top-left corner and (x2, y2) is the bottom-right corner."},"label":{"type":"string","description":"The name or label of the object in the specified bounding box (optional)."}},"required":["bbox"]}}}
+</tools>
+
+# How to call a tool
+Return a json object with function name and arguments within <tool_call></tool_call> XML tags:
+<tool_call>
+{"name": <function-name>, "arguments": <args-json-object>}
+</tool_call>
+
+**Example**:  
+<tool_call>  
+{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [10, 20, 100, 200], "label": "the apple on the desk"}}  
+</tool_call>"""  # noqa: E501 (DeepEyes' text, verbatim, trailing spaces included)
+DEEPEYES_INSTRUCTION = ("\nThink first, call **image_zoom_in_tool** if needed, then answer. Format strictly as:  "
+                        "<think>...</think>  <tool_call>...</tool_call> (if tools needed)  <answer>...</answer> ")
+# Without the tool (crop mode direct, which DeepEyes' evaluation lacks): its instruction with the tool left out
+DEEPEYES_DIRECT = "\nThink first, then answer. Format strictly as:  <think>...</think>  <answer>...</answer> "
+
+
+def deepeyes_messages(sample: Sample, display_size: Size, tools: bool = True) -> list[dict]:
+    """DeepEyes' opening chat: its system prompt, the image, then ``Question: ...`` with the lettered options."""
+    options = "\n" + "".join(f"{LETTERS[i]}. {option}\n" for i, option in enumerate(sample.options))
+    text = f"Question: {sample.question}\nOptions: {options}\n" + (DEEPEYES_INSTRUCTION if tools else DEEPEYES_DIRECT)
+    system = DEEPEYES_SYSTEM if tools else "You are a helpful assistant."
+    return [{"role": "system", "content": [{"type": "text", "text": system}]},
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
+def deepeyes_observation(error: str | None = None, calls_left: int = 1, tools: bool = True,
+                         free_form: bool = False) -> str:
+    """DeepEyes' tool-response text: its instruction again (after the error, when the call failed); it asks for
+    no particular answer form, so ``free_form`` changes nothing."""
+    instruction = DEEPEYES_INSTRUCTION if tools else DEEPEYES_DIRECT
+    return f"Error: {error}{instruction}" if error else instruction
+
+
+PRESETS: dict[str, Preset] = {
+    "lfpc": Preset("lfpc", prompt.initial_messages, prompt.observation_text),
+    "deepeyes": Preset("deepeyes", deepeyes_messages, deepeyes_observation, answer_wins=True),
+}
+
+
+def preset(name: str) -> Preset:
+    """The preset called ``name`` (a clear error naming the known ones otherwise)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown prompt preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name]
