@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
+from lfpc import PROJECT_ROOT
 from lfpc.agent.prompt import TOOL_NAME
 from lfpc.data.records import DatasetError, Sample, write_jsonl
 from lfpc.evaluation.data import load_benchmark, subtask_of
@@ -284,9 +285,10 @@ def test_a_compared_method_is_evaluated_with_its_preset_and_recorded_as_such(tmp
     assert (deepeyes.episode.prompt, deepeyes.episode.max_turns, deepeyes.model.path) == \
         ("deepeyes", 10, "/models/DeepEyes-7B")
     assert eval_plan(deepeyes).episode.prompt == "deepeyes"
-    assert run_settings(deepeyes, eval_plan(deepeyes), "m")["episode"]["prompt"] == "deepeyes"
+    model = str(PROJECT_ROOT / "models" / "mini")  # any real model folder: the settings carry its fingerprint
+    assert run_settings(deepeyes, eval_plan(deepeyes), model)["episode"]["prompt"] == "deepeyes"
     # our prompt is recorded as before presets existed: results folders written then still resume
-    assert "prompt" not in run_settings(ours, eval_plan(ours), "m")["episode"]
+    assert "prompt" not in run_settings(ours, eval_plan(ours), model)["episode"]
 
 
 def eval_cfg(tmp_path: Path, model_dir: Path, *overrides: str):
