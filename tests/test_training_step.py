@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from lfpc.data.records import Sample
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
+from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.model.loading import load_model
 from lfpc.rewards import RewardConfig
 from lfpc.rollout.base import Completion
@@ -72,11 +73,13 @@ class ScriptedEngine:
 
 @pytest.fixture(scope="module")
 def run(tiny_model_dir, codec, noise_sample):
-    """Two GRPO steps on the same 2 prompts; the engine, the trajectories and the advantages of each step."""
+    """Two GRPO steps on the same 2 prompts, with a KL term; the engine, the trajectories and advantages of each
+    step, the module and the trainer."""
     samples = [Sample(id=f"p{i}", image_path=noise_sample.image_path, question=q, options=("a", "b", "c", "d"),
                       answer="AC"[i], boxes=noise_sample.boxes, image_size=(1024, 768))
                for i, q in enumerate(QUESTIONS)]
-    grpo = GRPOConfig(group_size=2, mini_batch_size=4, micro_batch_size=2, lr=1e-3, max_grad_norm=1e9)
+    grpo = GRPOConfig(group_size=2, mini_batch_size=4, micro_batch_size=2, lr=1e-3, max_grad_norm=1e9,
+                      loss=PolicyLossConfig(kl_coef=0.1))  # no KL gradient at step 0: the policy is the reference
     module = GRPOModule(PolicyConfig(path=str(tiny_model_dir)), grpo,
                         EpisodeConfig(max_turns=0, max_new_tokens_per_turn=64, crop_max_tokens=16),
                         RewardConfig(), display_sizer=lambda sample: DISPLAY)
@@ -99,18 +102,18 @@ def run(tiny_model_dir, codec, noise_sample):
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, DataLoader(samples, batch_size=2, collate_fn=list))
-    return engine, steps
+    return engine, steps, module, trainer
 
 
 def test_engine_holds_the_trainers_current_weights_at_every_rollout(run):
-    engine, steps = run
+    engine, steps, _, _ = run
     assert len(steps) == 2 and len(engine.pushes) == 2       # one push per GRPO step
     assert engine.fresh == [True, True]                      # one generate call per step (single-turn episodes)
     assert any(not torch.equal(engine.pushes[0][k], v) for k, v in engine.pushes[1].items())  # step 1 saw the update
 
 
 def test_rollouts_are_grouped_by_prompt_and_scored(run):
-    _, steps = run
+    _, steps, _, _ = run
     for step in steps:
         trajectories = step["trajectories"]
         assert [t.group for t in trajectories] == [0, 0, 1, 1]
@@ -120,14 +123,14 @@ def test_rollouts_are_grouped_by_prompt_and_scored(run):
 
 
 def test_advantages_are_per_prompt_z_scores_of_the_rewards(run):
-    _, steps = run
+    _, steps, _, _ = run
     expected = torch.tensor(z_scores(tuple(REWARDS[:2])) + z_scores(tuple(REWARDS[2:])))
     for step in steps:
         torch.testing.assert_close(step["advantages"], expected, atol=1e-5, rtol=0)
 
 
 def test_update_raises_positive_and_lowers_negative_advantage_trajectories(run, tiny_model_dir, codec):
-    engine, steps = run
+    engine, steps, _, _ = run
     contexts = [t.context for t in steps[0]["trajectories"]]
     before, after = load_model(tiny_model_dir), load_model(tiny_model_dir)
     after.load_state_dict(engine.pushes[1])  # the weights after the first update
@@ -141,3 +144,13 @@ def test_update_raises_positive_and_lowers_negative_advantage_trajectories(run, 
     signs = [1 if a > 0 else -1 for a in steps[0]["advantages"].tolist()]
     assert signs == [1, -1, 1, -1]
     assert all(s * c > 0.1 for s, c in zip(signs, change.tolist())), change  # measured: about +-1 to 2
+
+
+def test_kl_is_measured_against_the_frozen_initial_policy(run, tiny_model_dir):
+    _, _, module, trainer = run
+    initial = load_model(tiny_model_dir).state_dict()
+    reference = module.reference.state_dict()
+    assert reference.keys() == initial.keys() and all(torch.equal(reference[k], v) for k, v in initial.items())
+    assert not any(p.requires_grad for p in module.reference.parameters())
+    # step 1 updates a policy that step 0 moved away from the reference
+    assert float(trainer.callback_metrics["train/kl"]) > 1e-4
