@@ -100,7 +100,8 @@ def test_trainer_logprobs_match_a_forward_on_the_processors_own_inputs(codec, ti
     """An independent reference for the trainer's inputs: the processor builds ids, images and M-RoPE token types
     from the text itself; a 2-image context batched behind a shorter one must get the same log-probs."""
     images = [_image(noise_sample, (112, 84)), _image(noise_sample, (56, 140))]
-    content = [{"type": "image"}, {"type": "text", "text": "left"}, {"type": "image"}, {"type": "text", "text": "which?"}]
+    content = [{"type": "image"}, {"type": "text", "text": "left"},
+               {"type": "image"}, {"type": "text", "text": "which?"}]
     context = codec.start([{"role": "user", "content": content}], images)
     context.extend(codec.completion_ids("<answer>A</answer>"), from_policy=True)
     ids = context.token_ids

@@ -71,13 +71,14 @@ class ScriptedEngine:
         pass
 
 
-@pytest.fixture(scope="module")
-def run(tiny_model_dir, codec, noise_sample):
-    """Two GRPO steps on the same 2 prompts, with a KL term; the engine, the trajectories and advantages of each
-    step, the module and the trainer."""
-    samples = [Sample(id=f"p{i}", image_path=noise_sample.image_path, question=q, options=("a", "b", "c", "d"),
-                      answer="AC"[i], boxes=noise_sample.boxes, image_size=(1024, 768))
-               for i, q in enumerate(QUESTIONS)]
+def samples(noise_sample) -> list[Sample]:
+    """The two prompts, on one image with nested GT boxes."""
+    return [Sample(id=f"p{i}", image_path=noise_sample.image_path, question=q, options=("a", "b", "c", "d"),
+                   answer="AC"[i], boxes=noise_sample.boxes, image_size=(1024, 768)) for i, q in enumerate(QUESTIONS)]
+
+
+def module_and_trainer(tiny_model_dir, codec) -> tuple[GRPOModule, ScriptedEngine, L.Trainer]:
+    """A GRPO module (with a KL term) on the tiny model with the scripted engine, and a 2-step CPU trainer."""
     grpo = GRPOConfig(group_size=2, mini_batch_size=4, micro_batch_size=2, lr=1e-3, max_grad_norm=1e9,
                       loss=PolicyLossConfig(kl_coef=0.1))  # no KL gradient at step 0: the policy is the reference
     module = GRPOModule(PolicyConfig(path=str(tiny_model_dir)), grpo,
@@ -85,6 +86,16 @@ def run(tiny_model_dir, codec, noise_sample):
                         RewardConfig(), display_sizer=lambda sample: DISPLAY)
     engine = ScriptedEngine(codec, module)
     module.set_engine(engine)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    return module, engine, trainer
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir, codec, noise_sample):
+    """Two GRPO steps on the same 2 prompts; the engine, the trajectories and advantages of each step, the module
+    and the trainer."""
+    module, engine, trainer = module_and_trainer(tiny_model_dir, codec)
     steps: list[dict] = []
     rollout, update = module.rollout, module.update
 
@@ -98,10 +109,7 @@ def run(tiny_model_dir, codec, noise_sample):
         return update(contexts, advantages)
 
     module.rollout, module.update = spy_rollout, spy_update
-
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(module, DataLoader(samples, batch_size=2, collate_fn=list))
+    trainer.fit(module, DataLoader(samples(noise_sample), batch_size=2, collate_fn=list))
     return engine, steps, module, trainer
 
 
@@ -154,3 +162,21 @@ def test_kl_is_measured_against_the_frozen_initial_policy(run, tiny_model_dir):
     assert not any(p.requires_grad for p in module.reference.parameters())
     # step 1 updates a policy that step 0 moved away from the reference
     assert float(trainer.callback_metrics["train/kl"]) > 1e-4
+
+
+def test_resume_restores_the_weights_and_the_optimizer_state(run, tiny_model_dir, codec, noise_sample, tmp_path):
+    _, _, module, trainer = run
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    resumed, engine, again = module_and_trainer(tiny_model_dir, codec)
+    # the checkpoint is at max_steps already: fit restores it and stops before any rollout
+    again.fit(resumed, DataLoader(samples(noise_sample), batch_size=2, collate_fn=list),
+              ckpt_path=tmp_path / "last.ckpt")
+    assert again.global_step == 2 and engine.pushes == []
+    weights, restored = module.policy.state_dict(), resumed.policy.state_dict()
+    assert restored.keys() == weights.keys() and all(torch.equal(restored[k], v) for k, v in weights.items())
+    state, restored_state = trainer.optimizers[0].state_dict(), again.optimizers[0].state_dict()
+    assert restored_state["param_groups"] == state["param_groups"]
+    assert len(state["state"]) == len(list(module.policy.parameters()))  # Adam moments of every parameter
+    for index, moments in state["state"].items():
+        assert moments.keys() == restored_state["state"][index].keys()
+        assert all(torch.equal(v, restored_state["state"][index][k]) for k, v in moments.items())
