@@ -24,9 +24,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
-PRELOAD = ("pytest", "torch", "numpy", "PIL.Image", "hydra", "lightning.pytorch",
+PRELOAD = ("pytest", "torch", "numpy", "PIL.Image", "lightning.pytorch",
            "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl", "transformers.models.qwen2_5_vl.processing_qwen2_5_vl")
 
 
@@ -112,6 +113,7 @@ def run_tests(copy: Path, tests: tuple[str, ...], log: Path) -> int:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             os.chdir(copy)
+            sys.dont_write_bytecode = True  # a same-size mutation written within a second would reuse stale .pyc
             sys.path.insert(0, str(copy))
             os.environ.update(PYTHONPATH=str(copy), WANDB_MODE="offline")
             import pytest
@@ -127,8 +129,8 @@ def first_failure(log: Path) -> str:
     return found.group(1) if found else "a test (see the pytest log)"
 
 
-def check(mutations: tuple[Mutation, ...]) -> list[tuple[Mutation, str, float]]:
-    """Apply each mutation alone in one temporary copy; returns (mutation, first failing test or "", seconds)."""
+def check(mutations: tuple[Mutation, ...]) -> Iterator[tuple[Mutation, str, float]]:
+    """Apply each mutation alone in one temporary copy; yields (mutation, first failing test or "", seconds)."""
     for module in PRELOAD:
         importlib.import_module(module)
     with tempfile.TemporaryDirectory(prefix="lfpc-mutations-") as tmp:
@@ -138,7 +140,6 @@ def check(mutations: tuple[Mutation, ...]) -> list[tuple[Mutation, str, float]]:
         if run_tests(copy, baseline, log) != 0:
             raise SystemExit(f"the unmutated code fails {' '.join(baseline)}; fix that first:\n"
                              + log.read_text(errors="replace")[-3000:])
-        rows = []
         for mutation in mutations:
             path = copy / mutation.path
             original = path.read_text()
@@ -150,8 +151,7 @@ def check(mutations: tuple[Mutation, ...]) -> list[tuple[Mutation, str, float]]:
                 caught = run_tests(copy, mutation.tests, log) == 1
             finally:
                 path.write_text(original)
-            rows.append((mutation, first_failure(log) if caught else "", time.perf_counter() - start))
-        return rows
+            yield mutation, first_failure(log) if caught else "", time.perf_counter() - start
 
 
 def main(names: list[str]) -> int:
@@ -160,13 +160,13 @@ def main(names: list[str]) -> int:
     if unknown:
         raise SystemExit(f"unknown mutations {sorted(unknown)}; the names are those of MUTATIONS")
     chosen = tuple(m for m in MUTATIONS if not names or m.name in names)
-    rows = check(chosen)
-    for mutation, failed, seconds in rows:
+    caught: list[bool] = []
+    for mutation, failed, seconds in check(chosen):
         print(f"{'caught' if failed else 'MISSED':7} {seconds:4.0f} s  {mutation.path}: {mutation.name}"
-              + (f"\n{'':15}by {failed}" if failed else ""))
-    killed = sum(bool(failed) for _, failed, _ in rows)
-    print(f"kill rate: {killed}/{len(rows)} ({100 * killed / len(rows):.0f}%)")
-    return 0 if killed == len(rows) else 1
+              + (f"\n{'':15}by {failed}" if failed else ""), flush=True)
+        caught.append(bool(failed))
+    print(f"kill rate: {sum(caught)}/{len(caught)} ({100 * sum(caught) / len(caught):.0f}%)")
+    return 0 if all(caught) else 1
 
 
 if __name__ == "__main__":
