@@ -2,7 +2,8 @@
 
 Checked against values worked out by hand, not against the code under test: the engine holds the trainer's
 current weights at every rollout; trajectories are grouped by prompt; the advantages are the per-group z-scores
-of the rewards; after one update the positive-advantage trajectories are more likely and the negative ones less.
+of the rewards; after one update the positive-advantage trajectories are more likely and the negative ones less;
+the KL term's reference is the frozen initial policy; a resumed run restores the weights and the Adam moments.
 """
 
 from __future__ import annotations

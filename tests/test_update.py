@@ -119,9 +119,10 @@ def test_tis_weights_scale_the_update_by_the_capped_trainer_to_rollout_ratio(tin
 def test_kl_term_pulls_the_policy_back_to_the_reference(tiny_model, tiny_model_dir, codec, batch):
     from lfpc.model.loading import load_model
     reference = load_model(tiny_model_dir).requires_grad_(False)
+    noise = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in tiny_model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+            p.add_(torch.randn(p.shape, generator=noise) * 0.02)
     mask = shifted_policy_tensors(batch)["mask"].bool()
 
     def kl_to_reference():  # k3 estimate of KL(policy || reference) over the policy tokens, written out
@@ -131,11 +132,11 @@ def test_kl_term_pulls_the_policy_back_to_the_reference(tiny_model, tiny_model_d
         return float((torch.exp(ref - lp) - (ref - lp) - 1).mean())
 
     before = kl_to_reference()
-    update = PolicyUpdate(tiny_model, torch.optim.AdamW(tiny_model.parameters(), lr=1e-3),
+    update = PolicyUpdate(tiny_model, torch.optim.SGD(tiny_model.parameters(), lr=0.05),
                           PolicyLossConfig(kl_coef=1.0), codec.pad_id, codec.image_pad_id, mini_batch_size=2,
                           micro_batch_size=1, max_grad_norm=1e9, reference=reference)
     stats = update(batch, torch.zeros(2))  # no reward signal: only the KL term moves the policy
     assert before > 1e-3 and stats["train/kl"] == pytest.approx(before, rel=1e-4)
-    assert kl_to_reference() < 0.95 * before  # measured: -9% in one step
+    assert kl_to_reference() < 0.7 * before  # measured: -59% in one small gradient step
     with pytest.raises(ValueError, match="reference"):
         PolicyUpdate(tiny_model, None, PolicyLossConfig(kl_coef=0.1), codec.pad_id, codec.image_pad_id, 2, 2)
