@@ -33,7 +33,7 @@ PRELOAD = ("pytest", "torch", "numpy", "PIL.Image", "lightning.pytorch",
 
 @dataclass(frozen=True)
 class Mutation:
-    """Replace ``old`` (found exactly once in ``path``) by ``new``; ``tests`` should then fail."""
+    """Replace ``old`` (found exactly once in ``path``) by ``new``; ``tests`` (files or test ids) should then fail."""
 
     name: str
     path: str
@@ -68,6 +68,9 @@ MUTATIONS = (
              "fully_shard(block, mesh=mesh, mp_policy=policy)",
              "fully_shard(block, mesh=mesh, mp_policy=policy).set_gradient_divide_factor(1.0)",
              ("tests/test_fsdp2_update.py",)),
+    Mutation("resume ignores the checkpoint", "lfpc/training/run.py",
+             'ckpt_path=cfg.get("ckpt_path")', "ckpt_path=None",
+             ("tests/test_train_e2e.py::test_fsdp2_two_gloo_ranks_update_and_resume_from_the_distributed_checkpoint",)),
     Mutation("eval IoU against the largest GT box", "lfpc/evaluation/records.py",
              "gt_box = sample.boxes[0]", "gt_box = sample.boxes[-1]", ("tests/test_evaluation.py",)),
     Mutation("gt mode crops the largest GT box", "lfpc/agent/env.py",

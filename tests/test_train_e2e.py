@@ -91,13 +91,21 @@ def test_multirun_sweeps_rewards_sequentially_into_separate_folders(cache, tmp_p
     assert modes == ["none", "nothresh", "thresh"]
 
 
-def test_fsdp2_two_gloo_ranks_end_with_identical_updated_weights(cache, tmp_path):
-    # the launch path only (Lightning's FSDP2 strategy, export from shards): each rank's digest is of all-gathered
+def test_fsdp2_two_gloo_ranks_update_and_resume_from_the_distributed_checkpoint(cache, tmp_path):
+    # the launch path (Lightning's FSDP2 strategy, export from shards): each rank's digest is of all-gathered
     # tensors, so equal digests are expected by construction; test_fsdp2_update checks the update's values.
     # The entropy bonus guarantees a non-zero gradient even when every reward of the tiny policy is 0.
-    train("trainer=cpu_fsdp2", "grpo.loss.entropy_coef=0.01", cache=cache, run_dir=tmp_path)
-    result = summary(tmp_path)
+    train("trainer=cpu_fsdp2", "grpo.loss.entropy_coef=0.01", cache=cache, run_dir=tmp_path / "run")
+    result = summary(tmp_path / "run")
     digests = result["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     initial = weights_digest(load_model(result["model"]).state_dict().items())
     assert digests[0] != initial
+    # resuming at max_steps restores the sharded checkpoint (a folder of per-rank shards) and exports it without
+    # a rollout; ignoring the checkpoint would redo the (seeded) step and export the same weights, but roll out
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_dir()
+    train("trainer=cpu_fsdp2", "grpo.loss.entropy_coef=0.01", f"ckpt_path={checkpoint}", cache=cache,
+          run_dir=tmp_path / "resumed")
+    assert summary(tmp_path / "resumed")["rank_weight_digests"] == digests
+    assert not (tmp_path / "resumed" / "rollouts").exists()
