@@ -16,6 +16,7 @@ from lfpc.data.records import Sample
 from lfpc.vision.images import ImageCache
 
 B1 = (1000.0, 1000.0, 1112.0, 1056.0)  # 112 x 56 px: on the 28 px grid, so crops keep exact pixels
+NESTED = (B1, (900.0, 900.0, 1300.0, 1200.0), (500.0, 500.0, 1800.0, 1700.0))  # B1 inside B2 inside B3
 
 
 def coded_image(width: int, height: int) -> np.ndarray:
@@ -24,7 +25,7 @@ def coded_image(width: int, height: int) -> np.ndarray:
     return np.stack([xs % 256, ys % 256, 8 * (xs // 256) + ys // 256], axis=-1).astype(np.uint8)
 
 
-def make_sample(path, boxes=(B1,)) -> Sample:
+def make_sample(path, boxes=NESTED) -> Sample:
     with Image.open(path) as image:
         size = image.size
     return Sample(id="s1", image_path=str(path), question="What colour is the sign?",
@@ -60,6 +61,19 @@ def test_box_maps_4x_to_the_original_and_crop_keeps_its_pixels(big):
     assert result.event["crop_size"] == [112, 56] and result.event["visual_tokens"] == 8
     assert np.array_equal(np.asarray(result.image), big[1][200:256, 400:512])
     assert result.text == REMINDER
+
+
+def test_box_maps_with_separate_x_and_y_scales(tmp_path):
+    pixels = coded_image(1024, 768)
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels).save(path)
+    env = CropEnvironment(make_sample(path, boxes=()), display_size=(512, 192), crop_max_tokens=256)
+    result = env.step(zoom(50, 25, 106, 39))
+    # 1024 x 768 shown at 512 x 192: x2 horizontally, x4 vertically -> [100, 100, 212, 156] (112 x 56 px).
+    # Swapping width and height in either frame gives other scales (5.33/1.5, 1.5/5.33 or 4/2).
+    assert result.event["box"] == [100, 100, 212, 156]
+    assert np.array_equal(np.asarray(result.image), pixels[100:156, 100:212])
+    assert env.global_image().size == (512, 192)
 
 
 def test_crop_is_resized_under_the_crop_budget(big):
@@ -187,7 +201,7 @@ def test_gt_mode_crops_b1_whatever_the_prediction(big):
     for bbox in [(0, 0, 50, 50), (10, 10, 10, 50), (600, 600, 700, 700)]:
         env = env_for(big, mode="gt")
         result = env.step(zoom(*bbox))
-        assert result.event["box"] == list(B1) and result.event["bbox"] == list(bbox)
+        assert result.event["box"] == list(B1) and result.event["bbox"] == list(bbox)  # B1, not B2 or B3
         # B1 = [1000, 1000, 1112, 1056] is on the 28 px grid: the crop is exactly the original region.
         assert np.array_equal(np.asarray(result.image), big[1][1000:1056, 1000:1112])
 

@@ -105,6 +105,7 @@ def test_crop_scores_of_first_and_last_crop():
 # Crop modes through the evaluation path (a scripted policy on the real tokenizer and processor)
 
 B1 = (168.0, 112.0, 252.0, 168.0)             # 84 x 56 px, on the 28 px grid
+B2 = (84.0, 56.0, 420.0, 336.0)               # a larger GT box around B1 (the hierarchy's next level)
 ZOOM = [50, 50, 106, 78]                       # display frame (half size) -> original [100, 100, 212, 156]
 
 
@@ -131,12 +132,12 @@ class ZoomThenAnswer:
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    """An 840 x 560 noise image (30 x 20 tokens) with B1, and its pixels."""
+    """An 840 x 560 noise image (30 x 20 tokens) with nested GT boxes B1 and B2, and its pixels."""
     pixels = np.random.default_rng(0).integers(0, 256, size=(560, 840, 3), dtype=np.uint8)
     path = tmp_path_factory.mktemp("eval") / "toy.png"
     Image.fromarray(pixels).save(path)
     sample = Sample(id="toy", image_path=str(path), question="What is it?", options=("a", "b", "c", "d"),
-                    answer="B", boxes=(B1,), image_size=(840, 560))
+                    answer="B", boxes=(B1, B2), image_size=(840, 560))
     return sample, pixels
 
 
@@ -173,7 +174,8 @@ def test_records_per_mode_and_resume_without_recomputing(codec, toy, tmp_path):
     by_mode = {r["mode"]: r for r in records}
     assert [r["mode"] for r in records] == ["pred", "gt", "noise", "direct"]
     assert by_mode["pred"]["crop_boxes"] == [[100.0, 100.0, 212.0, 156.0]] and by_mode["pred"]["correct"]
-    # pred crop vs B1: intersection 44 x 44 = 1936; union 6272 + 4704 - 1936 = 9040
+    # scores are against B1, not B2: pred crop vs B1: intersection 44 x 44 = 1936; union 6272 + 4704 - 1936 = 9040
+    assert by_mode["pred"]["gt_box"] == list(B1)
     assert by_mode["pred"]["first_iou"] == pytest.approx(1936 / 9040)
     assert by_mode["pred"]["last_coverage"] == pytest.approx(1936 / 4704)
     assert by_mode["gt"]["crop_boxes"] == [list(B1)] and by_mode["gt"]["last_iou"] == pytest.approx(1.0)
@@ -209,7 +211,7 @@ def test_record_log_drops_a_torn_last_line(tmp_path):
 def test_record_log_refuses_a_line_that_is_not_a_record(tmp_path, line):
     path = tmp_path / "records.jsonl"
     path.write_text('{"key": "a|pred|64", "id": "a"}\n' + line + "\n")
-    with pytest.raises(ValueError, match=rf"records.jsonl:2: not an evaluation record \(no string 'key'\)"):
+    with pytest.raises(ValueError, match=r"records.jsonl:2: not an evaluation record \(no string 'key'\)"):
         RecordLog(path)
 
 

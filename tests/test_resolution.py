@@ -50,14 +50,16 @@ class Interrupted(RuntimeError):
 
 
 class ScriptedAnswers:
-    """RolloutEngine replying ``<answer>X</answer>`` with X = script[case][shown width]; logs (case, width)."""
+    """RolloutEngine replying ``<answer>X</answer>`` with X = script[case][shown width]; logs (case, width), the
+    sampling settings and the prompts it was given."""
 
     def __init__(self, codec, script, fail_on_call: int | None = None):
         self.codec, self.script, self.fail_on_call = codec, script, fail_on_call
-        self.calls, self.queries = 0, []
+        self.calls, self.queries, self.samplings, self.prompts = 0, [], [], []
 
     def generate(self, contexts, sampling):
         self.calls += 1
+        self.samplings.append(sampling)
         if self.calls == self.fail_on_call:
             raise Interrupted(f"simulated interruption in generate call {self.calls}")
         completions = []
@@ -65,6 +67,7 @@ class ScriptedAnswers:
             _, _, grid_w = context.image_grid_thw[0].tolist()
             width = grid_w * 14  # 14 px patches
             prompt = self.codec.tokenizer.decode(context.token_ids)
+            self.prompts.append(prompt)
             case = next(name for name in self.script if f"case {name}:" in prompt)
             letter = self.script[case][width]
             text = "I cannot tell." if letter == "?" else f"<answer>{letter}</answer>"
@@ -146,6 +149,14 @@ def test_a_reply_without_answer_is_asked_again_and_never_a_divergence(codec, ima
     assert late["retried"] == 1 and late["skipped_levels"] == 0
     assert noref["reference_answer"] == "none" and noref["divergence_level"] is None and noref["retried"] == 1
     assert result.stats.no_reference_answer == 1
+
+
+def test_probe_asks_for_one_greedy_answer_without_tools(codec, image_path, tmp_path):
+    _, engine = _run(codec, [_sample("early", image_path)], tmp_path / "m.jsonl")
+    # the divergence must measure the model, not a random draw: every probe is greedy
+    assert [s.temperature for s in engine.samplings] == [0.0] * engine.calls
+    assert all(s.max_new_tokens <= CONFIG.max_new_tokens for s in engine.samplings)
+    assert engine.prompts and all("<tools>" not in prompt for prompt in engine.prompts)  # a direct answer
 
 
 def test_stop_all_queries_every_level_and_keeps_the_choice(codec, image_path, tmp_path):

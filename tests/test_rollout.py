@@ -99,6 +99,26 @@ def test_rollout_logprobs_match_trainer_logprobs(codec, tiny_model, noise_sample
     torch.testing.assert_close(trainer[mask], aligned["rollout_logprobs"][mask], atol=2e-4, rtol=0)
 
 
+def test_trainer_logprobs_match_a_forward_on_the_processors_own_inputs(codec, tiny_model, noise_sample):
+    """An independent reference for the trainer's inputs: the processor builds ids, images and M-RoPE token types
+    from the text itself; a 2-image context batched behind a shorter one must get the same log-probs."""
+    images = [_image(noise_sample, (112, 84)), _image(noise_sample, (56, 140))]
+    content = [{"type": "image"}, {"type": "text", "text": "left"},
+               {"type": "image"}, {"type": "text", "text": "which?"}]
+    context = codec.start([{"role": "user", "content": content}], images)
+    context.extend(codec.completion_ids("<answer>A</answer>"), from_policy=True)
+    ids = context.token_ids
+    one_pad_each = [t for i, t in enumerate(ids) if t != codec.image_pad_id or ids[i - 1] != codec.image_pad_id]
+    reference = codec.processor(text=[codec.tokenizer.decode(one_pad_each)], images=images, return_tensors="pt")
+    assert reference["input_ids"][0].tolist() == ids
+    with torch.no_grad():
+        logits = tiny_model(**reference, use_cache=False).logits[0, :-1].float()
+    expected = torch.log_softmax(logits, dim=-1).gather(-1, reference["input_ids"][0, 1:, None]).squeeze(-1)
+    short = codec.start(_messages("zoom"), [_image(noise_sample, (56, 56))])
+    actual = sequence_logprobs(tiny_model, [short, context], codec.pad_id, codec.image_pad_id)["logprobs"][1]
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
+
+
 def test_weight_push_covers_every_parameter_and_changes_generation(codec, tiny_model_dir, noise_sample):
     from lfpc.model.loading import load_model
     from lfpc.training.sharding import full_named_tensors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -87,3 +88,55 @@ def test_several_updates_per_step_use_the_pre_update_policy_as_old(tiny_model, c
     after = completion_logprob(tiny_model, codec, batch)
     assert stats["train/ratio_mean"] != 1.0 and stats["train/approx_kl"] > 0  # later updates saw a moved policy
     assert after[0] > before[0] and after[1] < before[1]
+
+
+def sgd_step_delta(model, codec, batch, advantages, **kwargs) -> dict[str, torch.Tensor]:
+    """Parameter change of one plain-SGD update (lr 0.1, no clipping), so changes are linear in the gradient."""
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    PolicyUpdate(model, torch.optim.SGD(model.parameters(), lr=0.1), kwargs.pop("loss", PolicyLossConfig()),
+                 codec.pad_id, codec.image_pad_id, mini_batch_size=2, micro_batch_size=2, max_grad_norm=1e9,
+                 **kwargs)(batch, advantages)
+    return {name: p.detach() - before[name] for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("weight, cap, factor", [(0.5, 3.0, 0.5), (10.0, 3.0, 3.0)])
+def test_tis_weights_scale_the_update_by_the_capped_trainer_to_rollout_ratio(tiny_model, codec, batch, weight, cap,
+                                                                           factor):
+    # the rollout engine saw each policy token with probability 1/weight times the trainer's: exp(old - rollout)
+    # = weight, capped at cap; at ratio 1 the surrogate's gradient is then factor times the gradient without TIS
+    trainer = sequence_logprobs(tiny_model, batch, codec.pad_id, codec.image_pad_id)["logprobs"].detach()
+    for row, context in enumerate(batch):
+        context.logprobs = [0.0] + [lp - math.log(weight) for lp in trainer[row, :len(context.token_ids) - 1].tolist()]
+    advantages = torch.tensor([1.0, -1.0])
+    twin = copy.deepcopy(tiny_model)
+    plain = sgd_step_delta(tiny_model, codec, batch, advantages)
+    weighted = sgd_step_delta(twin, codec, batch, advantages, tis_cap=cap)
+    assert any(delta.abs().max() > 1e-4 for delta in plain.values())
+    for name, delta in plain.items():
+        torch.testing.assert_close(weighted[name], factor * delta, atol=1e-6, rtol=1e-3, msg=name)
+
+
+def test_kl_term_pulls_the_policy_back_to_the_reference(tiny_model, tiny_model_dir, codec, batch):
+    from lfpc.model.loading import load_model
+    reference = load_model(tiny_model_dir).requires_grad_(False)
+    noise = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            p.add_(torch.randn(p.shape, generator=noise) * 0.02)
+    mask = shifted_policy_tensors(batch)["mask"].bool()
+
+    def kl_to_reference():  # k3 estimate of KL(policy || reference) over the policy tokens, written out
+        with torch.no_grad():
+            lp, ref = (sequence_logprobs(m, batch, codec.pad_id, codec.image_pad_id)["logprobs"][mask]
+                       for m in (tiny_model, reference))
+        return float((torch.exp(ref - lp) - (ref - lp) - 1).mean())
+
+    before = kl_to_reference()
+    update = PolicyUpdate(tiny_model, torch.optim.SGD(tiny_model.parameters(), lr=0.05),
+                          PolicyLossConfig(kl_coef=1.0), codec.pad_id, codec.image_pad_id, mini_batch_size=2,
+                          micro_batch_size=1, max_grad_norm=1e9, reference=reference)
+    stats = update(batch, torch.zeros(2))  # no reward signal: only the KL term moves the policy
+    assert before > 1e-3 and stats["train/kl"] == pytest.approx(before, rel=1e-4)
+    assert kl_to_reference() < 0.7 * before  # measured: -59% in one small gradient step
+    with pytest.raises(ValueError, match="reference"):
+        PolicyUpdate(tiny_model, None, PolicyLossConfig(kl_coef=0.1), codec.pad_id, codec.image_pad_id, 2, 2)

@@ -88,7 +88,7 @@ def test_eval_records_carry_boxes_in_both_frames_turns_and_thumbnails(runs):
         assert {"turns", "events", "image_size", "display_size", "gt_boxes", "gt_boxes_display", "crop_boxes",
                 "pred_boxes"} <= set(r)
         width, height = r["image_size"]
-        (x1, y1, x2, y2), (dx1, dy1, dx2, dy2) = r["gt_boxes"][0], r["gt_boxes_display"][0]
+        (x1, _, _, y2), (dx1, _, _, dy2) = r["gt_boxes"][0], r["gt_boxes_display"][0]
         assert dx1 == pytest.approx(x1 * r["display_size"][0] / width)
         assert dy2 == pytest.approx(y2 * r["display_size"][1] / height)
         assert all(e["crop_size"] for e in r["events"] if e["box"] is not None)

@@ -18,13 +18,18 @@ def optimizer_steps(num_trajectories: int, mini_batch_size: int, ppo_epochs: int
 
 
 class PolicyUpdate:
-    """Runs the update of one GRPO step on ``policy`` (any device layout; ``backward`` may be Lightning's)."""
+    """Runs the update of one GRPO step on ``policy`` (any device layout; ``backward`` may be Lightning's).
+
+    ``reference`` is the frozen policy the KL term is measured against; it is needed when ``loss.kl_coef > 0``.
+    """
 
     def __init__(self, policy: torch.nn.Module, optimizer, loss: PolicyLossConfig, pad_id: int, image_pad_id: int,
                  mini_batch_size: int, micro_batch_size: int, ppo_epochs: int = 1, max_grad_norm: float = 1.0,
-                 temperature: float = 1.0, tis_cap: float | None = None,
+                 temperature: float = 1.0, tis_cap: float | None = None, reference: torch.nn.Module | None = None,
                  backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> None:
-        self.policy, self.optimizer, self.loss = policy, optimizer, loss
+        if loss.kl_coef > 0 and reference is None:
+            raise ValueError("kl_coef > 0 needs the reference policy to measure the KL against")
+        self.policy, self.optimizer, self.loss, self.reference = policy, optimizer, loss, reference
         self.pad_id, self.image_pad_id = pad_id, image_pad_id
         self.mini, self.micro, self.epochs = mini_batch_size, micro_batch_size, ppo_epochs
         self.max_grad_norm, self.temperature, self.tis_cap = max_grad_norm, temperature, tis_cap
@@ -59,8 +64,10 @@ class PolicyUpdate:
             old_lp = current["logprobs"].detach() if old is None else torch.stack([old[j][:width] for j in micro])
             is_weights = (truncated_is_weights(old_lp, aligned["rollout_logprobs"], aligned["mask"], self.tis_cap)
                           if self.tis_cap else None)
+            ref_lp = self._reference_logprobs(batch) if self.loss.kl_coef > 0 else None
             loss, metrics = policy_loss(current["logprobs"], old_lp, advantages[micro].to(device), aligned["mask"],
-                                        self.loss, entropy=current.get("entropy"), is_weights=is_weights)
+                                        self.loss, ref_logprobs=ref_lp, entropy=current.get("entropy"),
+                                        is_weights=is_weights)
             # weight micro-batches so the accumulated gradient equals the mini-batch aggregate
             share = count / max(sum(tokens), 1) if self.loss.aggregation == "token_mean" else len(micro) / len(mini)
             self.backward(loss * share)
@@ -72,6 +79,10 @@ class PolicyUpdate:
         self.optimizer.step()
         sums["train/grad_norm"] = float(grad_norm)
         return sums
+
+    @torch.no_grad()
+    def _reference_logprobs(self, batch: Sequence[Context]) -> torch.Tensor:
+        return sequence_logprobs(self.reference, batch, self.pad_id, self.image_pad_id, self.temperature)["logprobs"]
 
     @torch.no_grad()
     def logprobs(self, contexts: Sequence[Context]) -> list[torch.Tensor]:

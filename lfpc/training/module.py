@@ -75,6 +75,7 @@ class GRPOModule(L.LightningModule):
         self.display_sizer = display_sizer
         self.seed = seed
         self.policy: torch.nn.Module | None = None
+        self.reference: torch.nn.Module | None = None  # the frozen initial policy, for the KL term
         self.rollout_metrics = RolloutMetrics()
         self._engine = None
         self.judge_cfg = judge or {}
@@ -91,8 +92,13 @@ class GRPOModule(L.LightningModule):
                                  attn_implementation=self.policy_cfg.attn_implementation).train()
         if self.policy_cfg.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.grpo.loss.kl_coef > 0:
+            self.reference = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype,
+                                        attn_implementation=self.policy_cfg.attn_implementation)
+            self.reference.eval().requires_grad_(False)
         if self.device_mesh is not None:
-            shard_policy(self.policy, self.device_mesh["data_parallel"], self.policy_cfg.fsdp_param_dtype)
+            for model in [m for m in (self.policy, self.reference) if m is not None]:
+                shard_policy(model, self.device_mesh["data_parallel"], self.policy_cfg.fsdp_param_dtype)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.policy.parameters(), lr=self.grpo.lr, weight_decay=self.grpo.weight_decay,
@@ -182,7 +188,7 @@ class GRPOModule(L.LightningModule):
         g = self.grpo
         step = PolicyUpdate(self.policy, self.optimizers(), g.loss, self.codec.pad_id, self.codec.image_pad_id,
                             g.mini_batch_size, g.micro_batch_size, g.ppo_epochs, g.max_grad_norm, g.temperature,
-                            g.tis_cap, backward=self.manual_backward)
+                            g.tis_cap, reference=self.reference, backward=self.manual_backward)
         return step(contexts, advantages, seed=self.seed + self.global_step)
 
     # ----- export -----

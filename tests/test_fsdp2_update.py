@@ -1,0 +1,78 @@
+"""FSDP2 on 2 gloo ranks gives the same update as one process on the union of the ranks' data.
+
+Each rank shards the tiny Qwen2.5-VL with :func:`shard_policy` and updates on its own half of 4 fixed contexts; one
+process updates an unsharded copy on all 4. Plain SGD keeps the update linear in the gradient, so a wrong gradient
+reduction (a sum instead of the mean over ranks) or a wrong split (both ranks on the same contexts) changes the
+result. Every completion has the same number of tokens, so the per-rank token means average to the global one.
+The ranks meet through a file store: no network port to pick.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from PIL import Image
+from torch.distributed.device_mesh import init_device_mesh
+
+from lfpc.grpo.objective import PolicyLossConfig
+from lfpc.grpo.update import PolicyUpdate
+from lfpc.model.loading import load_model
+from lfpc.rollout.codec import ChatCodec
+from lfpc.training.sharding import full_named_tensors, shard_policy
+
+pytestmark = pytest.mark.slow
+
+ADVANTAGES = torch.tensor([1.0, -0.5, 0.25, -1.5])
+
+
+def fixed_contexts(codec: ChatCodec) -> list:
+    """Four completions of one image prompt, one letter each (same token counts)."""
+    image = Image.fromarray(np.random.RandomState(0).randint(0, 255, (84, 112, 3), dtype=np.uint8))
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which letter?"}]}]
+    contexts = []
+    for letter in "ABCD":
+        context = codec.start(messages, [image])
+        context.extend(codec.completion_ids(f"<answer>{letter}</answer>"), from_policy=True)
+        contexts.append(context)
+    assert len({c.num_policy_tokens for c in contexts}) == 1
+    return contexts
+
+
+def sgd_update(model, codec: ChatCodec, contexts: list, advantages: torch.Tensor) -> None:
+    """One PolicyUpdate step with plain SGD (lr 0.1, no clipping), micro-batches of one context."""
+    PolicyUpdate(model, torch.optim.SGD(model.parameters(), lr=0.1), PolicyLossConfig(), codec.pad_id,
+                 codec.image_pad_id, mini_batch_size=len(contexts), micro_batch_size=1, max_grad_norm=1e9
+                 )(contexts, advantages)
+
+
+def update_on_rank(rank: int, world: int, store: str, model_dir: str, out: str) -> None:
+    """Rank ``rank`` of ``world``: shard, update on its share of the contexts, rank 0 saves the full weights."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        codec = ChatCodec.for_model(model_dir, 256)
+        model = load_model(model_dir)
+        shard_policy(model, init_device_mesh("cpu", (world,), mesh_dim_names=("data_parallel",))["data_parallel"])
+        share = slice(rank * 4 // world, (rank + 1) * 4 // world)
+        sgd_update(model, codec, fixed_contexts(codec)[share], ADVANTAGES[share])
+        full = dict(full_named_tensors(model))
+        if rank == 0:
+            torch.save(full, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_update_like_one_process_on_all_the_data(tiny_model_dir, codec, tmp_path):
+    out = tmp_path / "sharded.pt"
+    mp.spawn(update_on_rank, args=(2, str(tmp_path / "store"), str(tiny_model_dir), str(out)), nprocs=2)
+    sharded = torch.load(out)
+    initial = load_model(tiny_model_dir)
+    single = load_model(tiny_model_dir)
+    sgd_update(single, codec, fixed_contexts(codec), ADVANTAGES)
+    before = initial.state_dict()
+    assert max(float((v - before[k]).abs().max()) for k, v in single.state_dict().items()) > 1e-3
+    for name, tensor in single.state_dict().items():
+        torch.testing.assert_close(sharded[name], tensor, atol=1e-6, rtol=1e-4, msg=name)
