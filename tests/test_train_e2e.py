@@ -98,3 +98,15 @@ def test_fsdp2_two_gloo_ranks_end_with_identical_updated_weights(cache, tmp_path
     assert len(digests) == 2 and digests[0] == digests[1]
     initial = weights_digest(load_model(result["model"]).state_dict().items())
     assert digests[0] != initial
+
+
+def test_bf16_true_trains_and_logs_rollout_metrics_in_float32(cache, tmp_path):
+    # bf16-true casts every batch (a frozen Sample used to crash it) and sets the default dtype to bf16
+    train("trainer.precision=bf16-true", "grpo.prompts_per_step=2", cache=cache, run_dir=tmp_path)
+    result = summary(tmp_path)
+    rollouts = [json.loads(line) for line in (tmp_path / "rollouts" / "rank0.jsonl").read_text().splitlines()]
+    assert len(rollouts) == 4 and result["grpo_steps"] == 1
+    for key, values in (("reward/total", [r["scores"]["total"] for r in rollouts]),
+                        ("reward/fmt", [r["scores"]["fmt"] for r in rollouts]),
+                        ("rollout/response_tokens", [r["response_tokens"] for r in rollouts])):
+        assert result[key] == pytest.approx(sum(values) / len(values), rel=1e-6), key

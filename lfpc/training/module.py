@@ -21,7 +21,8 @@ from lfpc.rollout.base import SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.factory import build_engine
 from lfpc.rollout.episodes import EpisodeConfig, Trajectory, run_episodes
-from lfpc.training.metrics import RolloutMetrics
+from lfpc.training.batches import PromptBatch
+from lfpc.training.metrics import rollout_means
 from lfpc.training.rollout_log import RolloutLog
 from lfpc.training.sharding import full_named_tensors, shard_policy, weights_digest
 
@@ -71,7 +72,6 @@ class GRPOModule(L.LightningModule):
         self.display_sizer = display_sizer
         self.seed = seed
         self.policy: torch.nn.Module | None = None
-        self.rollout_metrics = RolloutMetrics()
         self._engine = None
         self.rollout_log_dir = rollout_log_dir
         self.rollout_log: RolloutLog | None = None
@@ -116,11 +116,8 @@ class GRPOModule(L.LightningModule):
         """Push the trainer's full weights into the rollout engine in place."""
         self.engine.load_weights(full_named_tensors(self.policy))
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch  # a batch is a list of Sample records (file paths and text), nothing to move
-
     # ----- one GRPO step -----
-    def training_step(self, batch: list[Sample], batch_idx: int) -> None:
+    def training_step(self, batch: PromptBatch, batch_idx: int) -> None:
         step = self.global_step  # optimizer steps before this GRPO step's update
         timings = {}
         start = time.perf_counter()
@@ -128,11 +125,12 @@ class GRPOModule(L.LightningModule):
         timings["time/sync"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        trajectories = self.rollout(batch, seed=self.seed + 7919 * step + self.global_rank)
+        trajectories = self.rollout(batch.samples, seed=self.seed + 7919 * step + self.global_rank)
         self.engine.sleep()  # vLLM on CUDA frees its KV cache and weights for the update
         timings["time/rollout"] = time.perf_counter() - start
 
-        rewards = torch.tensor([t.scores["total"] for t in trajectories])
+        # float32 explicitly: under bf16-true the default dtype is bf16 (a 2.5% error on the advantages)
+        rewards = torch.tensor([t.scores["total"] for t in trajectories], dtype=torch.float32)
         groups = torch.tensor([t.group for t in trajectories])
         advantages = group_advantages(rewards, groups, self.grpo.adv_eps, self.grpo.scale_advantages)
 
@@ -140,7 +138,7 @@ class GRPOModule(L.LightningModule):
         update_stats = self.update([t.context for t in trajectories], advantages)
         timings["time/update"] = time.perf_counter() - start
 
-        stats = {**self.rollout_metrics.compute(trajectories), **update_stats, **timings}
+        stats = {**rollout_means(trajectories, self.device), **update_stats, **timings}
         self.log_dict(stats, on_step=True, prog_bar=False, batch_size=len(trajectories))
         self.log("reward", stats["reward/total"], prog_bar=True, batch_size=len(trajectories))
         self.log("acc", stats["reward/acc"], prog_bar=True, batch_size=len(trajectories))

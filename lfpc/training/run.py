@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from lfpc import config as C
+from lfpc.training.batches import PromptBatch
 from lfpc.training.curve import LearningCurve
 from lfpc.training.module import GRPOModule
 from lfpc.training.sharding import gather_from_ranks
@@ -71,7 +72,7 @@ def train(cfg: DictConfig) -> dict:
     module = GRPOModule(C.policy_config(cfg, path), C.grpo_config(cfg), C.episode_config(cfg), C.reward_config(cfg),
                         sizer, rollout=OmegaConf.to_container(cfg.rollout, resolve=True), seed=cfg.seed,
                         rollout_log_dir=str(out / "rollouts"))
-    loader = DataLoader(samples, batch_size=cfg.grpo.prompts_per_step, shuffle=True, collate_fn=list,
+    loader = DataLoader(samples, batch_size=cfg.grpo.prompts_per_step, shuffle=True, collate_fn=PromptBatch,
                         drop_last=True)
     per_step = C.updates_per_step(cfg)
     checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), every_n_train_steps=cfg.checkpoint.every_n_steps
