@@ -167,10 +167,11 @@ class GRPOModule(L.LightningModule):
     # ----- export -----
     def export_hf(self, out_dir: str) -> str:
         """Save the current full policy (gathered from shards on every rank) as a transformers folder with its
-        processor, written by rank 0; returns the digest of the saved weights as seen by this rank."""
+        processor, written by rank 0 in the compute dtype (bf16 for the float32-master 7B); returns the digest of
+        the full weights as seen by this rank."""
         full = dict(full_named_tensors(self.policy))
         if self.global_rank == 0:
-            model = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype)
+            model = load_model(self.policy_cfg.path, dtype=self.policy_cfg.fsdp_param_dtype)
             model.load_state_dict(full)
             model.save_pretrained(out_dir)
             self.codec.processor.save_pretrained(out_dir)
