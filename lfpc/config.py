@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lfpc.data.records import Sample, load_jsonl
 from lfpc.grpo.objective import PolicyLossConfig
@@ -73,14 +73,21 @@ def reward_config(cfg: DictConfig) -> RewardConfig:
 
 def display_sizer(cfg: DictConfig, path: str, samples: list[Sample]) -> DisplaySizer:
     """The resolution strategy of ``cfg``; ``answer_divergence`` loads the offline selection of ``samples`` with
-    the model at ``path`` (computing what the manifest lacks)."""
+    the model at ``path`` (a single-process run computes what the manifest lacks, a multi-process one fails)."""
     r = cfg.resolution
     selected = None
     if r.strategy == "answer_divergence":
         from lfpc.resolution.select import run_selection
-        selected = run_selection(cfg, path, samples).sizes
+        selected = run_selection(cfg, path, samples, compute_missing=world_size(cfg) == 1).sizes
     return DisplaySizer(r.strategy, cfg.vision.global_max_tokens, r.scale, r.min_tokens, seed=cfg.seed,
                         selected=selected)
+
+
+def world_size(cfg: DictConfig) -> int:
+    """Processes of the configured launch: ``trainer.devices`` (a count or a list of ids) x ``trainer.num_nodes``."""
+    devices = cfg.trainer.devices
+    per_node = len(devices) if isinstance(devices, ListConfig) else int(devices)
+    return per_node * cfg.trainer.get("num_nodes", 1)
 
 
 def trainable_samples(samples: list[Sample], sizer: DisplaySizer, cfg: DictConfig) -> list[Sample]:
