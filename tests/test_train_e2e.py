@@ -79,6 +79,27 @@ def test_stage1_checkpoints_resume_and_stage2_starts_from_stage1(cache, tmp_path
     assert config["reward"]["iou_mode"] == "thresh" and config["reward"]["use_l1"] is True
 
 
+def rollout_steps(run_dir: Path) -> list[tuple[int, str]]:
+    lines = (run_dir / "rollouts" / "rank0.jsonl").read_text().splitlines()
+    return [(record["step"], record["sample_id"]) for record in map(json.loads, lines)]
+
+
+def test_interrupted_and_resumed_run_ends_identical_to_an_uninterrupted_one(cache, tmp_path):
+    # the entropy bonus makes every step's gradient depend on its prompts even when all rewards are 0
+    common = ["grpo.loss.entropy_coef=0.01", "data.num_samples=4"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(*common, "trainer.max_steps=3", "checkpoint.keep_every_n_steps=2", cache=cache, run_dir=straight)
+    train(*common, "trainer.max_steps=1", cache=cache, run_dir=resumed)
+    train(*common, "trainer.max_steps=3", cache=cache, run_dir=resumed)  # resumes from its last.ckpt by itself
+    assert rollout_steps(resumed) == rollout_steps(straight)  # step 1 trains on the next prompts, not step 0's
+    assert len({sample for _, sample in rollout_steps(straight)}) == 3
+    assert summary(resumed)["rank_weight_digests"] == summary(straight)["rank_weight_digests"]
+    # bounded checkpoints: the latest one (last.ckpt links it), plus those kept every keep_every_n_steps
+    assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["kept", "last.ckpt", "step=3.ckpt"]
+    assert (straight / "checkpoints" / "last.ckpt").resolve().name == "step=3.ckpt"
+    assert sorted(p.name for p in (straight / "checkpoints" / "kept").iterdir()) == ["step=2.ckpt"]
+
+
 def test_multirun_sweeps_rewards_sequentially_into_separate_folders(cache, tmp_path):
     train("reward=iou,iou_nothresh,none", cache=cache, run_dir=tmp_path, multirun=True)
     runs = sorted(p for p in tmp_path.iterdir() if (p / "summary.json").is_file())

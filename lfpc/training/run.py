@@ -12,10 +12,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.strategies import ModelParallelStrategy
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from lfpc import config as C
-from lfpc.training.batches import PromptBatch
+from lfpc.training.batches import PromptData
 from lfpc.training.curve import LearningCurve
 from lfpc.training.module import GRPOModule
 from lfpc.training.sharding import gather_from_ranks
@@ -58,6 +57,25 @@ def build_loggers(cfg: DictConfig, out: Path) -> list:
     return loggers
 
 
+def build_checkpoints(cfg: DictConfig, folder: Path, updates_per_step: int) -> list[ModelCheckpoint]:
+    """Checkpoints in bounded space: the latest one every ``every_n_steps`` GRPO steps (linked as ``last.ckpt``, the
+    previous one deleted), plus a permanent one every ``keep_every_n_steps`` in ``kept/`` when set."""
+    callbacks = [ModelCheckpoint(dirpath=str(folder), every_n_train_steps=cfg.every_n_steps * updates_per_step,
+                                 save_last="link", save_top_k=1, filename="{step}")]
+    if cfg.get("keep_every_n_steps"):
+        callbacks.append(ModelCheckpoint(dirpath=str(folder / "kept"), save_top_k=-1, filename="{step}",
+                                         every_n_train_steps=cfg.keep_every_n_steps * updates_per_step))
+    return callbacks
+
+
+def resume_path(cfg: DictConfig, folder: Path) -> str | None:
+    """``ckpt_path`` if set, else the run folder's ``last.ckpt`` when it has one (a requeued SLURM job resumes)."""
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path)
+    last = folder / "last.ckpt"
+    return str(last) if last.exists() else None
+
+
 def train(cfg: DictConfig) -> dict:
     """Run GRPO as configured; returns (and writes to ``<output_dir>/summary.json``) the final metrics."""
     # checkpoints are meant to hold the post-update state of each GRPO step
@@ -72,19 +90,18 @@ def train(cfg: DictConfig) -> dict:
     module = GRPOModule(C.policy_config(cfg, path), C.grpo_config(cfg), C.episode_config(cfg), C.reward_config(cfg),
                         sizer, rollout=OmegaConf.to_container(cfg.rollout, resolve=True), seed=cfg.seed,
                         rollout_log_dir=str(out / "rollouts"))
-    loader = DataLoader(samples, batch_size=cfg.grpo.prompts_per_step, shuffle=True, collate_fn=PromptBatch,
-                        drop_last=True)
     per_step = C.updates_per_step(cfg)
-    checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), every_n_train_steps=cfg.checkpoint.every_n_steps
-                                 * per_step, save_last=True, save_top_k=-1, filename="{step}")
-    curve = LearningCurve()
     t = cfg.trainer
+    data = PromptData(samples, cfg.grpo.prompts_per_step, t.max_steps, per_step, seed=cfg.seed)
+    curve = LearningCurve()
     trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
                         precision=t.precision, max_steps=t.max_steps * per_step, log_every_n_steps=t.log_every_n_steps,
-                        logger=build_loggers(cfg, out), callbacks=[checkpoint, GRPOProgressBar(per_step), curve],
-                        default_root_dir=str(out),
+                        logger=build_loggers(cfg, out),
+                        callbacks=[*build_checkpoints(cfg.checkpoint, out / "checkpoints", per_step),
+                                   GRPOProgressBar(per_step), curve],
+                        default_root_dir=str(out), use_distributed_sampler=False,  # PromptData splits prompts by rank
                         enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=data, ckpt_path=resume_path(cfg, out / "checkpoints"))
     digest = module.export_hf(str(out / "hf_model"))
     summary = {k: float(v) for k, v in trainer.callback_metrics.items()}
     summary.update(grpo_steps=trainer.global_step // per_step, output_dir=str(out), model=path,
