@@ -55,9 +55,19 @@ def policy_config(cfg: DictConfig, path: str) -> PolicyConfig:
                         global_max_tokens=cfg.vision.global_max_tokens, rollout_batch_size=m.rollout_batch_size)
 
 
+def per_rank(cfg: DictConfig, key: str) -> int:
+    """``grpo.<key>``, a global batch size (over every rank, as the paper states them), divided over the ranks."""
+    total, world = cfg.grpo[key], world_size(cfg)
+    if total % world:
+        raise ValueError(f"grpo.{key}={total} is global (summed over ranks) and must divide by the {world} ranks")
+    return total // world
+
+
 def grpo_config(cfg: DictConfig) -> GRPOConfig:
+    """The per-rank :class:`GRPOConfig` of ``cfg`` (``grpo.mini_batch_size`` is global in the config)."""
     g = OmegaConf.to_container(cfg.grpo, resolve=True)
     g.pop("prompts_per_step")
+    g["mini_batch_size"] = per_rank(cfg, "mini_batch_size")
     g["loss"] = PolicyLossConfig(**g["loss"])
     g["lr"] = g["lr"] * cfg.get("lr_scale", 1.0)
     return GRPOConfig(**g)
@@ -102,7 +112,7 @@ def trainable_samples(samples: list[Sample], sizer: DisplaySizer, cfg: DictConfi
 
 
 def updates_per_step(cfg: DictConfig) -> int:
-    """Optimizer steps in one GRPO step (Lightning counts these as its global steps)."""
+    """Optimizer steps in one GRPO step (Lightning counts these as its global steps); the same on every rank."""
     trajectories = cfg.grpo.prompts_per_step * cfg.grpo.group_size
     return cfg.grpo.ppo_epochs * math.ceil(trajectories / cfg.grpo.mini_batch_size)
 

@@ -113,7 +113,9 @@ def test_fsdp2_two_gloo_ranks_end_with_identical_updated_weights(cache, tmp_path
         probe.bind(("127.0.0.1", 0))
         monkeypatch.setenv("MASTER_PORT", str(probe.getsockname()[1]))
     # the entropy bonus guarantees a non-zero gradient even when every reward of the tiny policy is 0
-    train("trainer=cpu_fsdp2", "grpo.loss.entropy_coef=0.01", cache=cache, run_dir=tmp_path)
+    # global batch sizes: 2 prompts (one per rank) and mini-batches of 4 trajectories (2 per rank)
+    train("trainer=cpu_fsdp2", "grpo.loss.entropy_coef=0.01", "grpo.prompts_per_step=2", "grpo.mini_batch_size=4",
+          cache=cache, run_dir=tmp_path)
     result = summary(tmp_path)
     digests = result["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]

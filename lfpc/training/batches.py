@@ -61,7 +61,8 @@ class StepSampler(Sampler[int]):
 
 
 class PromptData(L.LightningDataModule):
-    """The training prompts of a run: ``prompts_per_step`` per rank and GRPO step, for ``num_steps`` steps.
+    """The training prompts of a run: ``prompts_per_step`` per rank and GRPO step (the global number divided by the
+    ranks), for ``num_steps`` steps.
 
     The loader is built when Lightning asks for it, after a checkpoint is restored, so it starts at the step after
     the restored one (``updates_per_step`` optimizer steps, Lightning's global steps, make one GRPO step).

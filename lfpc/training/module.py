@@ -29,7 +29,7 @@ from lfpc.training.sharding import full_named_tensors, shard_policy, weights_dig
 
 @dataclass
 class GRPOConfig:
-    """Optimization settings of one GRPO step (per data-parallel rank)."""
+    """Optimization settings of one GRPO step, per data-parallel rank (the config's batch sizes are global)."""
 
     group_size: int = 4
     mini_batch_size: int = 4      # trajectories per optimizer step

@@ -92,7 +92,7 @@ def train(cfg: DictConfig) -> dict:
                         rollout_log_dir=str(out / "rollouts"))
     per_step = C.updates_per_step(cfg)
     t = cfg.trainer
-    data = PromptData(samples, cfg.grpo.prompts_per_step, t.max_steps, per_step, seed=cfg.seed)
+    data = PromptData(samples, C.per_rank(cfg, "prompts_per_step"), t.max_steps, per_step, seed=cfg.seed)
     curve = LearningCurve()
     trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
                         precision=t.precision, max_steps=t.max_steps * per_step, log_every_n_steps=t.log_every_n_steps,
