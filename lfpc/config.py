@@ -97,7 +97,7 @@ def world_size(cfg: DictConfig) -> int:
     """Processes of the configured launch: ``trainer.devices`` (a count or a list of ids) x ``trainer.num_nodes``."""
     devices = cfg.trainer.devices
     per_node = len(devices) if isinstance(devices, ListConfig) else int(devices)
-    return per_node * cfg.trainer.get("num_nodes", 1)
+    return per_node * cfg.trainer.num_nodes
 
 
 def trainable_samples(samples: list[Sample], sizer: DisplaySizer, cfg: DictConfig) -> list[Sample]:

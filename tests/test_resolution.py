@@ -277,7 +277,7 @@ def test_display_sizer_needs_the_selection_for_answer_divergence():
         DisplaySizer("easy", 64)
 
 
-@pytest.mark.parametrize("launch", [["trainer=cpu_fsdp2"], ["trainer.devices=1", "+trainer.num_nodes=2"]])
+@pytest.mark.parametrize("launch", [["trainer=cpu_fsdp2"], ["trainer.devices=1", "trainer.num_nodes=2"]])
 def test_multi_process_launch_without_the_selection_fails_fast_with_the_command(tiny_model_dir, image_path, tmp_path,
                                                                                launch):
     samples = [_sample("early", image_path), _sample("never", image_path)]

@@ -38,9 +38,11 @@ class GRPOProgressBar(TQDMProgressBar):
 
 
 def build_strategy(trainer_cfg: DictConfig):
-    """``fsdp2`` -> Lightning's ModelParallelStrategy (FSDP2 via ``fully_shard``); anything else as given."""
+    """``fsdp2`` -> Lightning's ModelParallelStrategy (FSDP2 via ``fully_shard`` over every rank of every node);
+    anything else as given."""
     if trainer_cfg.strategy == "fsdp2":
-        return ModelParallelStrategy(data_parallel_size=trainer_cfg.devices, tensor_parallel_size=1,
+        return ModelParallelStrategy(data_parallel_size=trainer_cfg.devices * trainer_cfg.num_nodes,
+                                     tensor_parallel_size=1,
                                      process_group_backend=trainer_cfg.get("process_group_backend"),
                                      save_distributed_checkpoint=True)
     return trainer_cfg.strategy
@@ -94,8 +96,8 @@ def train(cfg: DictConfig) -> dict:
     t = cfg.trainer
     data = PromptData(samples, C.per_rank(cfg, "prompts_per_step"), t.max_steps, per_step, seed=cfg.seed)
     curve = LearningCurve()
-    trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
-                        precision=t.precision, max_steps=t.max_steps * per_step, log_every_n_steps=t.log_every_n_steps,
+    trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+                        strategy=build_strategy(t), precision=t.precision, max_steps=t.max_steps * per_step, log_every_n_steps=t.log_every_n_steps,
                         logger=build_loggers(cfg, out),
                         callbacks=[*build_checkpoints(cfg.checkpoint, out / "checkpoints", per_step),
                                    GRPOProgressBar(per_step), curve],

@@ -1,11 +1,12 @@
-"""Paper-scale precision (paper Sec. 4 trains with lr 1e-6): float32 master weights and Adam states, bf16 FSDP2
-compute, bf16 vLLM rollouts. In bf16, AdamW at lr 1e-6 leaves most weights unchanged (a step is below bf16's
-resolution), so the policy would barely train."""
+"""The paper-scale preset (paper Sec. 4): global batch sizes divided over 8 or 16 ranks, and its precision: float32
+master weights and Adam states, bf16 FSDP2 compute, bf16 vLLM rollouts. In bf16, AdamW at lr 1e-6 (the paper's)
+leaves most weights unchanged (a step is below bf16's resolution), so the policy would barely train."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 from PIL import Image
@@ -16,6 +17,7 @@ import lfpc
 from lfpc import config as C
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.training.module import GRPOModule
+from lfpc.training.run import build_strategy
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +25,19 @@ def paper_cfg():
     with initialize_config_dir(config_dir=str(lfpc.PROJECT_ROOT / "conf"), version_base="1.3"):
         return compose("config", overrides=["size=paper", "+stage=infogap", "output_dir=/tmp/out",
                                             "cache_dir=/tmp/cache"])
+
+
+def test_global_batch_sizes_are_divided_over_the_ranks_of_every_node(paper_cfg):
+    one_node = paper_cfg  # 256 prompts and mini-batches of 32 prompts x 16 rollouts, over 8 ranks
+    assert C.per_rank(one_node, "prompts_per_step") == 32 and C.grpo_config(one_node).mini_batch_size == 64
+    two_nodes = OmegaConf.merge(paper_cfg, {"trainer": {"num_nodes": 2}})
+    assert C.world_size(two_nodes) == 16 and build_strategy(two_nodes.trainer)._data_parallel_size == 16
+    assert C.per_rank(two_nodes, "prompts_per_step") == 16 and C.grpo_config(two_nodes).mini_batch_size == 32
+    assert C.updates_per_step(one_node) == C.updates_per_step(two_nodes) == 8  # the same optimizer steps
+    small = OmegaConf.merge(paper_cfg, {"trainer": {"devices": 2, "num_nodes": 2}})  # world 4 = 2 nodes x 2
+    assert build_strategy(small.trainer)._data_parallel_size == 4 and C.per_rank(small, "prompts_per_step") == 64
+    with pytest.raises(ValueError, match="must divide by the 3 ranks"):
+        C.per_rank(OmegaConf.merge(paper_cfg, {"trainer": {"devices": 3}}), "prompts_per_step")
 
 
 def test_paper_preset_keeps_float32_master_weights_and_rolls_out_in_bf16(paper_cfg):
