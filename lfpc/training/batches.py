@@ -21,12 +21,6 @@ class PromptBatch:
     def __init__(self, samples: Sequence[Sample]) -> None:
         self.samples = list(samples)
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __iter__(self) -> Iterator[Sample]:
-        return iter(self.samples)
-
 
 class StepSampler(Sampler[int]):
     """This rank's prompt indices for GRPO steps ``0 .. num_steps - 1``, a pure function of the step.
