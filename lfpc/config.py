@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lfpc.data.records import Sample, check_samples, load_jsonl
 from lfpc.grpo.objective import PolicyLossConfig
@@ -103,9 +103,19 @@ def policy_config(cfg: DictConfig, path: str) -> PolicyConfig:
                         global_max_tokens=cfg.vision.global_max_tokens, rollout_batch_size=m.rollout_batch_size)
 
 
+def per_rank(cfg: DictConfig, key: str) -> int:
+    """``grpo.<key>``, a global batch size (over every rank, as the paper states them), divided over the ranks."""
+    total, world = cfg.grpo[key], world_size(cfg)
+    if total % world:
+        raise ValueError(f"grpo.{key}={total} is global (summed over ranks) and must divide by the {world} ranks")
+    return total // world
+
+
 def grpo_config(cfg: DictConfig) -> GRPOConfig:
+    """The per-rank :class:`GRPOConfig` of ``cfg`` (``grpo.mini_batch_size`` is global in the config)."""
     g = OmegaConf.to_container(cfg.grpo, resolve=True)
     g.pop("prompts_per_step")
+    g["mini_batch_size"] = per_rank(cfg, "mini_batch_size")
     g["loss"] = PolicyLossConfig(**g["loss"])
     g["lr"] = g["lr"] * cfg.get("lr_scale", 1.0)
     return GRPOConfig(**g)
@@ -132,17 +142,25 @@ SELECTION_STATS = "resolution_stats.json"  # in the job folder: the statistics o
 
 def display_sizer(cfg: DictConfig, path: str, samples: list[Sample]) -> DisplaySizer:
     """The resolution strategy of ``cfg``; ``answer_divergence`` loads the offline selection of ``samples`` with
-    the model at ``path`` (computing what the manifest lacks) and writes its statistics, time included (paper
-    Table 11), to ``<output_dir>/resolution_stats.json``."""
+    the model at ``path`` (a single-process run computes what the manifest lacks, a multi-process one fails) and
+    writes its statistics, time included (paper Table 11), to ``<output_dir>/resolution_stats.json``."""
     r = cfg.resolution
     selected = None
     if r.strategy == "answer_divergence":
         from lfpc.resolution.select import run_selection
-        result = run_selection(cfg, path, list(dict.fromkeys(samples)))  # a mix may repeat samples
+        result = run_selection(cfg, path, list(dict.fromkeys(samples)),  # a mix may repeat samples
+                               compute_missing=world_size(cfg) == 1)
         Path(cfg.output_dir, SELECTION_STATS).write_text(json.dumps(result.stats.as_dict(), indent=1))
         selected = result.sizes
     return DisplaySizer(r.strategy, cfg.vision.global_max_tokens, r.scale, r.min_tokens, seed=cfg.seed,
                         selected=selected)
+
+
+def world_size(cfg: DictConfig) -> int:
+    """Processes of the configured launch: ``trainer.devices`` (a count or a list of ids) x ``trainer.num_nodes``."""
+    devices = cfg.trainer.devices
+    per_node = len(devices) if isinstance(devices, ListConfig) else int(devices)
+    return per_node * cfg.trainer.num_nodes
 
 
 def trainable_samples(samples: list[Sample], sizer: DisplaySizer, cfg: DictConfig) -> list[Sample]:
@@ -157,7 +175,7 @@ def trainable_samples(samples: list[Sample], sizer: DisplaySizer, cfg: DictConfi
 
 
 def updates_per_step(cfg: DictConfig) -> int:
-    """Optimizer steps in one GRPO step (Lightning counts these as its global steps)."""
+    """Optimizer steps in one GRPO step (Lightning counts these as its global steps); the same on every rank."""
     g = cfg.grpo
     return optimizer_steps(g.prompts_per_step * g.group_size, g.mini_batch_size, g.ppo_epochs)
 

@@ -60,7 +60,7 @@ def test_definition_composes_at_smoke_and_paper_size(name, tmp_path):
                     assert cfg["grpo"]["group_size"] == 2 and not cfg["logger"]["wandb"]
                 elif command.kind == "train":  # paper Sec. 4: 8 GPUs, 16 rollouts x 256 prompts (32 per rank)
                     assert cfg["trainer"]["devices"] == 8 and cfg["grpo"]["group_size"] == 16
-                    assert cfg["grpo"]["prompts_per_step"] * cfg["trainer"]["devices"] == 256
+                    assert cfg["grpo"]["prompts_per_step"] == 256 and cfg["grpo"]["mini_batch_size"] == 32 * 16
                     assert cfg["data"]["path"].endswith(".jsonl") or cfg["data"]["kind"] == "mix"
                 elif size == "smoke":
                     assert cfg["benchmark"]["name"] == "synthetic" and cfg["eval"]["limit"] == 2

@@ -345,3 +345,15 @@ def test_display_sizer_needs_the_selection_for_answer_divergence():
         DisplaySizer("answer_divergence", 64)
     with pytest.raises(ValueError, match="unknown resolution strategy"):
         DisplaySizer("easy", 64)
+
+
+@pytest.mark.parametrize("launch", [["trainer=cpu_fsdp2"], ["trainer.devices=1", "trainer.num_nodes=2"]])
+def test_multi_process_launch_without_the_selection_fails_fast_with_the_command(tiny_model_dir, image_path, tmp_path,
+                                                                               launch):
+    samples = [_sample("early", image_path), _sample("never", image_path)]
+    settings = ["resolution.max_new_tokens=4"]
+    with pytest.raises(RuntimeError, match="lacks samples.*\n    python -m lfpc.resolution.select"):
+        C.display_sizer(_cfg(tmp_path, tiny_model_dir, *settings, *launch), str(tiny_model_dir), samples)
+    single = C.display_sizer(_cfg(tmp_path, tiny_model_dir, *settings), str(tiny_model_dir), samples)  # computes it
+    multi = C.display_sizer(_cfg(tmp_path, tiny_model_dir, *settings, *launch), str(tiny_model_dir), samples)
+    assert multi.selected == single.selected and len(multi.selected) == 2

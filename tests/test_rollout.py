@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import json
+import shutil
+
 import torch
 
 from lfpc.agent.prompt import initial_messages, tool_call_text
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.model.inputs import batch_inputs
 from lfpc.rollout.base import Completion, SamplingConfig
+from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import EpisodeConfig, run_episodes
 from lfpc.rollout.hf import HFRolloutEngine
 
@@ -173,3 +177,25 @@ def test_codec_refuses_special_tokens_in_text_the_policy_did_not_write(codec, no
     with pytest.raises(ValueError, match="contains the special token '<\\|image_pad\\|>', which only the chat"):
         context = codec.start(initial_messages(sample, (112, 84)), [image])
         codec.append_user_turn(context, [{"type": "text", "text": "<tool_response>Error: <|image_pad|>"}], [])
+# A text-only Qwen2.5 chat template, as a released checkpoint's tokenizer_config.json may carry: it concatenates
+# each message's content as a string, so list content (text and image items) cannot be rendered with it.
+TEXT_ONLY_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+                      "+ '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
+                      "{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def test_prompt_uses_the_processor_template_when_the_tokenizer_has_another(tiny_model_dir, noise_sample, tmp_path):
+    folder = tmp_path / "released-layout"  # processor template in chat_template.json, tokenizer's in its config
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEXT_ONLY_TEMPLATE}))
+    codec = ChatCodec.for_model(str(folder), 256)
+    assert codec.tokenizer.chat_template == TEXT_ONLY_TEMPLATE != codec.processor.chat_template
+    messages = [{"role": "system", "content": "Use the tool."},
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which color?"}]}]
+    image = _image(noise_sample, (112, 84))
+    context = codec.start(messages, [image])
+    text = codec.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    expected = codec.processor(text=[text], images=[image], return_tensors="pt")["input_ids"][0].tolist()
+    assert context.token_ids == expected

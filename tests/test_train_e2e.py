@@ -106,6 +106,25 @@ def test_sigterm_saves_a_checkpoint_and_exits_non_zero_saying_how_to_resume(cach
     assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "hf_model").exists()
     steps = [json.loads(line)["step"] for line in rollouts.read_text().splitlines()]
     assert steps == [i // 2 for i in range(len(steps))]  # numbered by GRPO step (as metrics.csv), not optimizer step
+def rollout_steps(run_dir: Path) -> list[tuple[int, str]]:
+    lines = (run_dir / "rollouts" / "rank0.jsonl").read_text().splitlines()
+    return [(record["step"], record["sample_id"]) for record in map(json.loads, lines)]
+
+
+def test_interrupted_and_resumed_run_ends_identical_to_an_uninterrupted_one(cache, tmp_path):
+    # the entropy bonus makes every step's gradient depend on its prompts even when all rewards are 0
+    common = ["grpo.loss.entropy_coef=0.01", "data.num_samples=4"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(*common, "trainer.max_steps=3", "checkpoint.keep_every_n_steps=2", cache=cache, run_dir=straight)
+    train(*common, "trainer.max_steps=1", cache=cache, run_dir=resumed)
+    train(*common, "trainer.max_steps=3", cache=cache, run_dir=resumed)  # resumes from its last.ckpt by itself
+    assert rollout_steps(resumed) == rollout_steps(straight)  # step 1 trains on the next prompts, not step 0's
+    assert len({sample for _, sample in rollout_steps(straight)}) == 3
+    assert summary(resumed)["rank_weight_digests"] == summary(straight)["rank_weight_digests"]
+    # bounded checkpoints: the latest one (last.ckpt links it), plus those kept every keep_every_n_steps
+    assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["kept", "last.ckpt", "step=3.ckpt"]
+    assert (straight / "checkpoints" / "last.ckpt").resolve().name == "step=3.ckpt"
+    assert sorted(p.name for p in (straight / "checkpoints" / "kept").iterdir()) == ["step=2.ckpt"]
 
 
 def test_multirun_sweeps_rewards_sequentially_into_separate_folders(cache, tmp_path):
@@ -120,17 +139,31 @@ def test_fsdp2_two_gloo_ranks_update_and_resume_from_the_distributed_checkpoint(
     # the launch path (Lightning's FSDP2 strategy, export from shards): each rank's digest is of all-gathered
     # tensors, so equal digests are expected by construction; test_fsdp2_update checks the update's values.
     # The entropy bonus guarantees a non-zero gradient even when every reward of the tiny policy is 0.
-    train("trainer=cpu_fsdp2", "grpo.loss.entropy_coef=0.01", cache=cache, run_dir=tmp_path / "run")
+    # Global batch sizes: 2 prompts (one per rank) and mini-batches of 4 trajectories (2 per rank).
+    sizes = ["trainer=cpu_fsdp2", "grpo.loss.entropy_coef=0.01", "grpo.prompts_per_step=2", "grpo.mini_batch_size=4"]
+    train(*sizes, cache=cache, run_dir=tmp_path / "run")
     result = summary(tmp_path / "run")
     digests = result["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     initial = weights_digest(load_model(result["model"]).state_dict().items())
     assert digests[0] != initial
-    # resuming at max_steps restores the sharded checkpoint (a folder of per-rank shards) and exports it without
-    # a rollout; ignoring the checkpoint would redo the (seeded) step and export the same weights, but roll out
-    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    assert checkpoint.is_dir()
-    train("trainer=cpu_fsdp2", "grpo.loss.entropy_coef=0.01", f"ckpt_path={checkpoint}", cache=cache,
-          run_dir=tmp_path / "resumed")
-    assert summary(tmp_path / "resumed")["rank_weight_digests"] == digests
-    assert not (tmp_path / "resumed" / "rollouts").exists()
+    # rerun in the same folder at max_steps: it resumes from the sharded checkpoint (a folder of per-rank shards)
+    # and exports it without a rollout; ignoring the checkpoint would redo the (seeded) step and export the same
+    # weights, but roll out (the rollout log would grow)
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_dir()
+    logged = [(tmp_path / "run" / "rollouts" / f"rank{r}.jsonl").read_text() for r in range(2)]
+    train(*sizes, cache=cache, run_dir=tmp_path / "run")
+    assert summary(tmp_path / "run")["rank_weight_digests"] == digests
+    assert [(tmp_path / "run" / "rollouts" / f"rank{r}.jsonl").read_text() for r in range(2)] == logged
+
+
+def test_bf16_true_trains_and_logs_rollout_metrics_in_float32(cache, tmp_path):
+    # bf16-true casts every batch (a frozen Sample used to crash it) and sets the default dtype to bf16
+    train("trainer.precision=bf16-true", "grpo.prompts_per_step=2", cache=cache, run_dir=tmp_path)
+    result = summary(tmp_path)
+    rollouts = [json.loads(line) for line in (tmp_path / "rollouts" / "rank0.jsonl").read_text().splitlines()]
+    assert len(rollouts) == 4 and result["grpo_steps"] == 1
+    for key, values in (("reward/total", [r["scores"]["total"] for r in rollouts]),
+                        ("reward/fmt", [r["scores"]["fmt"] for r in rollouts]),
+                        ("rollout/response_tokens", [r["response_tokens"] for r in rollouts])):
+        assert result[key] == pytest.approx(sum(values) / len(values), rel=1e-6), key

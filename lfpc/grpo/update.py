@@ -10,6 +10,7 @@ import torch
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.grpo.objective import PolicyLossConfig, policy_loss, truncated_is_weights
 from lfpc.rollout.base import Context
+from lfpc.training.sharding import rank_share
 
 
 def optimizer_steps(num_trajectories: int, mini_batch_size: int, ppo_epochs: int) -> int:
@@ -54,6 +55,8 @@ class PolicyUpdate:
         self.optimizer.zero_grad()
         micros = [mini[i:i + self.micro] for i in range(0, len(mini), self.micro)]
         tokens = [sum(contexts[j].num_policy_tokens for j in micro) for micro in micros]
+        # token_mean is the mean over every rank's tokens (DAPO), not the mean of per-rank means
+        ranks = rank_share(sum(tokens), device) if self.loss.aggregation == "token_mean" else 1.0
         sums: dict[str, float] = {}
         for micro, count in zip(micros, tokens):
             batch = [contexts[j] for j in micro]
@@ -70,7 +73,7 @@ class PolicyUpdate:
                                         is_weights=is_weights)
             # weight micro-batches so the accumulated gradient equals the mini-batch aggregate
             share = count / max(sum(tokens), 1) if self.loss.aggregation == "token_mean" else len(micro) / len(mini)
-            self.backward(loss * share)
+            self.backward(loss * share * ranks)
             for key, value in {"loss": loss, **metrics}.items():
                 sums[f"train/{key}"] = sums.get(f"train/{key}", 0.0) + float(value.detach()) * share
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)

@@ -3,16 +3,20 @@
     python -m lfpc.resolution.select +stage=infogap                 # what Stage I trains with
     python -m lfpc.resolution.select resolution=answer_divergence resolution.stop=all model=qwen2_5_vl_7b
 
-Prints the statistics (also logged and written to ``<manifest>.stats.json``); train.py runs the same
-selection itself when ``resolution=answer_divergence`` finds no cached result.
+Prints the statistics (also logged and written to ``<manifest>.stats.json``). A single-process train.py runs the
+same selection itself when ``resolution=answer_divergence`` finds no cached result; a multi-process launch must not
+(every rank would build a model before the process group exists, and a vLLM engine would open a 1-rank group that
+Lightning then takes for its own), so it fails and prints this command with the run's overrides.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Callable, Sequence
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lfpc.data.records import Sample
@@ -43,11 +47,35 @@ def rollout_answerer_factory(cfg: DictConfig, path: str, config: SelectionConfig
     return make
 
 
-def run_selection(cfg: DictConfig, path: str, samples: Sequence[Sample], progress: bool = True) -> SelectionResult:
-    """Select (or load from ``resolution.manifest``) the display size of every sample with the model at ``path``."""
+def selection_command() -> str:
+    """The command that runs this run's selection as a single process (the same overrides)."""
+    try:
+        overrides = [shlex.quote(o) for o in HydraConfig.get().overrides.task]
+    except ValueError:  # not under @hydra.main
+        overrides = ["<the training run's overrides>"]
+    return " ".join(["python -m lfpc.resolution.select", *overrides])
+
+
+def missing_selection(manifest: str) -> Callable[[], AnswerFn]:
+    """An answerer factory that refuses: the manifest lacks samples and this process must not compute them."""
+
+    def refuse() -> AnswerFn:
+        raise RuntimeError(f"the resolution manifest {manifest} lacks samples of this run, and a multi-process launch "
+                           f"cannot compute them; run the selection once as a single process, then relaunch:\n"
+                           f"    {selection_command()}")
+
+    return refuse
+
+
+def run_selection(cfg: DictConfig, path: str, samples: Sequence[Sample], progress: bool = True,
+                  compute_missing: bool = True) -> SelectionResult:
+    """Select (or load from ``resolution.manifest``) the display size of every sample with the model at ``path``;
+    with ``compute_missing`` False, samples missing from the manifest raise (with the command to compute them)."""
     config = selection_config(cfg)
-    return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path),
-                              rollout_answerer_factory(cfg, path, config), progress=progress)
+    make_answerer = (rollout_answerer_factory(cfg, path, config) if compute_missing
+                     else missing_selection(cfg.resolution.manifest))
+    return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path), make_answerer,
+                              progress=progress)
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")

@@ -104,10 +104,14 @@ class ChatCodec:
                                  f"the chat template may place: {item['text'][:200]!r}")
 
     def start(self, messages: list[dict], images: list[Image.Image]) -> Context:
-        """Template the opening messages (ending with the assistant generation prompt) into a new context."""
+        """Template the opening messages (ending with the assistant generation prompt) into a new context.
+
+        The processor's template renders them, as in standard Qwen2.5-VL inference: a released folder may give its
+        tokenizer a different, text-only template (``tokenizer_config.json``) that cannot render image items.
+        """
         for message in messages:
             self.check_text(message["content"])
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         context = Context(token_ids=[], policy_mask=[], logprobs=[])
         grids = self.add_images(context, images)
         context.extend(self.encode_text(text, grids), from_policy=False)

@@ -1,18 +1,20 @@
-"""Per-step rollout statistics, aggregated across ranks with torchmetrics."""
+"""Per-step rollout statistics, aggregated across ranks in float64."""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
-from torchmetrics.aggregation import MeanMetric
+import torch.distributed as dist
 
 from lfpc.boxes import area
 from lfpc.rollout.episodes import Trajectory
 
 ROLLOUT_METRICS = (
     "reward/total", "reward/acc", "reward/fmt", "reward/tool", "reward/iou", "reward/l1",
-    "rollout/tool_calls", "rollout/tool_call_rate", "rollout/invalid_calls", "rollout/invalid_call_rate", "rollout/iou", "rollout/overlap", "rollout/bbox_ratio",
+    "rollout/tool_calls", "rollout/tool_call_rate", "rollout/invalid_calls", "rollout/invalid_call_rate",
+    "rollout/iou", "rollout/overlap", "rollout/bbox_ratio",
     "rollout/crop_tokens", "rollout/response_tokens", "rollout/sequence_tokens", "rollout/turns",
 )
 
@@ -45,26 +47,23 @@ def trajectory_stats(trajectory: Trajectory) -> dict[str, float | None]:
     return stats
 
 
-class RolloutMetrics(torch.nn.Module):
-    """Means of :data:`ROLLOUT_METRICS` over a step's trajectories, synced across processes on compute."""
+def rollout_means(trajectories: Sequence[Trajectory], device: torch.device | str = "cpu") -> dict[str, float]:
+    """Means of :data:`ROLLOUT_METRICS` over a step's trajectories of every rank; NaN for a metric no trajectory has a
+    value of (e.g. crop IoU in a step without crops): Lightning would otherwise log that key's value of an earlier
+    step again. Sums and counts are float64 whatever the default dtype (bf16 under ``bf16-true`` stops counting at
+    256); torchmetrics' states would be cast by the precision plugin with the module.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.means = torch.nn.ModuleDict({name.replace("/", "__"): MeanMetric() for name in ROLLOUT_METRICS})
-
-    def compute(self, trajectories: Sequence[Trajectory]) -> dict[str, float]:
-        """Update with every trajectory, compute cross-rank means, reset; metrics without any value are left out.
-
-        Every rank computes every metric (each compute is a collective); a missing value counts with weight 0.
-        """
-        for trajectory in trajectories:
-            for name, value in trajectory_stats(trajectory).items():
-                self.means[name.replace("/", "__")].update(0.0 if value is None else value,
-                                                           weight=0.0 if value is None else 1.0)
-        result = {}
-        for key, metric in self.means.items():
-            value = float(metric.compute()) if metric.update_count else float("nan")
-            metric.reset()
-            if value == value:  # not NaN
-                result[key.replace("__", "/")] = value
-        return result
+    Under torch.distributed this is a collective (one all-reduce on ``device``): every rank must call it.
+    """
+    totals = [[0.0, 0.0] for _ in ROLLOUT_METRICS]
+    for trajectory in trajectories:
+        stats = trajectory_stats(trajectory)
+        for total, name in zip(totals, ROLLOUT_METRICS):
+            if stats[name] is not None:
+                total[0] += stats[name]
+                total[1] += 1.0
+    summed = torch.tensor(totals, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(summed)
+    return {name: value / count if count > 0 else math.nan
+            for name, (value, count) in zip(ROLLOUT_METRICS, summed.tolist())}

@@ -22,7 +22,8 @@ from lfpc.rollout.base import SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.factory import build_engine
 from lfpc.rollout.episodes import EpisodeConfig, Trajectory, run_episodes
-from lfpc.training.metrics import RolloutMetrics
+from lfpc.training.batches import PromptBatch
+from lfpc.training.metrics import rollout_means
 from lfpc.training.rollout_log import RolloutLog, ViewerConfig
 from lfpc.training.sharding import full_named_tensors, shard_policy, weights_digest
 from lfpc.viewer.wandb_table import log_trajectory_table
@@ -30,7 +31,7 @@ from lfpc.viewer.wandb_table import log_trajectory_table
 
 @dataclass
 class GRPOConfig:
-    """Optimization settings of one GRPO step (per data-parallel rank)."""
+    """Optimization settings of one GRPO step, per data-parallel rank (the config's batch sizes are global)."""
 
     group_size: int = 4
     mini_batch_size: int = 4      # trajectories per optimizer step
@@ -76,7 +77,6 @@ class GRPOModule(L.LightningModule):
         self.seed = seed
         self.policy: torch.nn.Module | None = None
         self.reference: torch.nn.Module | None = None  # the frozen initial policy, for the KL term
-        self.rollout_metrics = RolloutMetrics()
         self._engine = None
         self.judge_cfg = judge or {}
         self._judge: Judge | None = None
@@ -137,11 +137,8 @@ class GRPOModule(L.LightningModule):
         """Push the trainer's full weights into the rollout engine in place."""
         self.engine.load_weights(full_named_tensors(self.policy))
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch  # a batch is a list of Sample records (file paths and text), nothing to move
-
     # ----- one GRPO step -----
-    def training_step(self, batch: list[Sample], batch_idx: int) -> None:
+    def training_step(self, batch: PromptBatch, batch_idx: int) -> None:
         step = self.global_step  # optimizer steps before this GRPO step's update
         timings = {}
         start = time.perf_counter()
@@ -149,11 +146,12 @@ class GRPOModule(L.LightningModule):
         timings["time/sync"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        trajectories = self.rollout(batch, seed=self.seed + 7919 * step + self.global_rank)
+        trajectories = self.rollout(batch.samples, seed=self.seed + 7919 * step + self.global_rank)
         self.engine.sleep()  # vLLM on CUDA frees its KV cache and weights for the update
         timings["time/rollout"] = time.perf_counter() - start
 
-        rewards = torch.tensor([t.scores["total"] for t in trajectories])
+        # float32 explicitly: under bf16-true the default dtype is bf16 (a 2.5% error on the advantages)
+        rewards = torch.tensor([t.scores["total"] for t in trajectories], dtype=torch.float32)
         groups = torch.tensor([t.group for t in trajectories])
         advantages = group_advantages(rewards, groups, self.grpo.adv_eps, self.grpo.scale_advantages)
 
@@ -161,7 +159,7 @@ class GRPOModule(L.LightningModule):
         update_stats = self.update([t.context for t in trajectories], advantages)
         timings["time/update"] = time.perf_counter() - start
 
-        stats = {**self.rollout_metrics.compute(trajectories), **update_stats, **timings}
+        stats = {**rollout_means(trajectories, self.device), **update_stats, **timings}
         self.log_dict(stats, on_step=True, prog_bar=False, batch_size=len(trajectories))
         self.log_dict(group_diagnostics(rewards, groups), on_step=True, sync_dist=True, batch_size=len(trajectories))
         self.log("reward", stats["reward/total"], prog_bar=True, batch_size=len(trajectories))
@@ -194,10 +192,11 @@ class GRPOModule(L.LightningModule):
     # ----- export -----
     def export_hf(self, out_dir: str) -> str:
         """Save the current full policy (gathered from shards on every rank) as a transformers folder with its
-        processor, written by rank 0; returns the digest of the saved weights as seen by this rank."""
+        processor, written by rank 0 in the compute dtype (bf16 for the float32-master 7B); returns the digest of
+        the full weights as seen by this rank."""
         full = dict(full_named_tensors(self.policy))
         if self.global_rank == 0:
-            model = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype)
+            model = load_model(self.policy_cfg.path, dtype=self.policy_cfg.fsdp_param_dtype)
             model.load_state_dict(full)
             model.save_pretrained(out_dir)
             self.codec.processor.save_pretrained(out_dir)

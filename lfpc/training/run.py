@@ -13,10 +13,10 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from lfpc import config as C
 from lfpc.training.alarms import CollapseAlarms
+from lfpc.training.batches import PromptData
 from lfpc.training.curve import LearningCurve
 from lfpc.training.module import GRPOModule
 from lfpc.training.resume import CheckpointOnSigterm, check_resume, stopped_by_sigterm
@@ -49,9 +49,11 @@ class GRPOProgressBar(TQDMProgressBar):
 
 
 def build_strategy(trainer_cfg: DictConfig):
-    """``fsdp2`` -> Lightning's ModelParallelStrategy (FSDP2 via ``fully_shard``); anything else as given."""
+    """``fsdp2`` -> Lightning's ModelParallelStrategy (FSDP2 via ``fully_shard`` over every rank of every node);
+    anything else as given."""
     if trainer_cfg.strategy == "fsdp2":
-        return ModelParallelStrategy(data_parallel_size=trainer_cfg.devices, tensor_parallel_size=1,
+        return ModelParallelStrategy(data_parallel_size=trainer_cfg.devices * trainer_cfg.num_nodes,
+                                     tensor_parallel_size=1,
                                      process_group_backend=trainer_cfg.get("process_group_backend"),
                                      save_distributed_checkpoint=True)
     return trainer_cfg.strategy
@@ -66,6 +68,25 @@ def build_loggers(cfg: DictConfig, out: Path) -> list:
         loggers.append(WandbLogger(project=cfg.logger.wandb_project, save_dir=str(out), mode=cfg.logger.wandb_mode,
                                    config=OmegaConf.to_container(cfg, resolve=True)))
     return loggers
+
+
+def build_checkpoints(cfg: DictConfig, folder: Path, updates_per_step: int) -> list[ModelCheckpoint]:
+    """Checkpoints in bounded space: the latest one every ``every_n_steps`` GRPO steps (linked as ``last.ckpt``, the
+    previous one deleted), plus a permanent one every ``keep_every_n_steps`` in ``kept/`` when set."""
+    callbacks = [ModelCheckpoint(dirpath=str(folder), every_n_train_steps=cfg.every_n_steps * updates_per_step,
+                                 save_last="link", save_top_k=1, filename="{step}")]
+    if cfg.get("keep_every_n_steps"):
+        callbacks.append(ModelCheckpoint(dirpath=str(folder / "kept"), save_top_k=-1, filename="{step}",
+                                         every_n_train_steps=cfg.keep_every_n_steps * updates_per_step))
+    return callbacks
+
+
+def resume_path(cfg: DictConfig, folder: Path) -> str | None:
+    """``ckpt_path`` if set, else the run folder's ``last.ckpt`` when it has one (a requeued SLURM job resumes)."""
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path)
+    last = folder / "last.ckpt"
+    return str(last) if last.exists() else None
 
 
 def train(cfg: DictConfig) -> dict:
@@ -89,23 +110,21 @@ def train(cfg: DictConfig) -> dict:
                         sizer, rollout=OmegaConf.to_container(cfg.rollout, resolve=True), seed=cfg.seed,
                         rollout_log_dir=str(out / "rollouts"), judge=OmegaConf.to_container(cfg.judge, resolve=True),
                         viewer=C.viewer_config(cfg))
-    loader = DataLoader(samples, batch_size=cfg.grpo.prompts_per_step, shuffle=True, collate_fn=list,
-                        drop_last=True)
     per_step = C.updates_per_step(cfg)
-    checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), every_n_train_steps=cfg.checkpoint.every_n_steps
-                                 * per_step, save_last=True, save_top_k=-1, filename="{step}")
+    t = cfg.trainer
+    data = PromptData(samples, C.per_rank(cfg, "prompts_per_step"), t.max_steps, per_step, seed=cfg.seed)
     curve = LearningCurve()
     alarms = CollapseAlarms(C.alarm_config(cfg), out / "checkpoints")
-    t = cfg.trainer
-    trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
-                        precision=t.precision, max_steps=t.max_steps * per_step, log_every_n_steps=t.log_every_n_steps,
-                        logger=build_loggers(cfg, out),
-                        callbacks=[checkpoint, GRPOProgressBar(per_step, alarms), curve, alarms,
-                                   CheckpointOnSigterm(checkpoint.dirpath)],
-                        default_root_dir=str(out),
+    trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+                        strategy=build_strategy(t), precision=t.precision, max_steps=t.max_steps * per_step,
+                        log_every_n_steps=t.log_every_n_steps, logger=build_loggers(cfg, out),
+                        callbacks=[*build_checkpoints(cfg.checkpoint, out / "checkpoints", per_step),
+                                   GRPOProgressBar(per_step, alarms), curve, alarms,
+                                   CheckpointOnSigterm(str(out / "checkpoints"))],
+                        default_root_dir=str(out), use_distributed_sampler=False,  # PromptData splits prompts by rank
                         enable_model_summary=False, num_sanity_val_steps=0)
     try:
-        trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=data, ckpt_path=resume_path(cfg, out / "checkpoints"))
     except SIGTERMException:
         raise stopped_by_sigterm(out.resolve(), trainer.global_step // per_step) from None
     digest = module.export_hf(str(out / "hf_model"))

@@ -36,6 +36,17 @@ def weights_digest(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
     return digest.hexdigest()
 
 
+def rank_share(local: float, device: torch.device | str = "cpu") -> float:
+    """``world_size x local / (local summed over ranks)``: turns a mean over this rank's ``local`` items into its part
+    of the mean over every rank's items, once data parallelism averages gradients over ranks (1 without
+    torch.distributed). A collective: every rank must call it."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1.0
+    total = torch.tensor(float(local), dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return dist.get_world_size() * float(local) / max(float(total), 1.0)
+
+
 def gather_from_ranks(value):
     """Every rank's ``value`` as a list (just ``[value]`` outside a distributed run)."""
     if not (dist.is_available() and dist.is_initialized()):
