@@ -61,6 +61,7 @@ def update_on_rank(rank: int, world: int, store: str, model_dir: str, out: str) 
         full = dict(full_named_tensors(model))
         if rank == 0:
             torch.save(full, out)
+        dist.barrier()  # leave together: a rank tearing gloo down while the other still works aborts it
     finally:
         dist.destroy_process_group()
 

@@ -120,7 +120,9 @@ def test_trainer_logprobs_match_a_forward_on_the_processors_own_inputs(codec, ti
     expected = torch.log_softmax(logits, dim=-1).gather(-1, reference["input_ids"][0, 1:, None]).squeeze(-1)
     short = codec.start(_messages("zoom"), [_image(noise_sample, (56, 56))])
     actual = sequence_logprobs(tiny_model, [short, context], codec.pad_id, codec.image_pad_id)["logprobs"][1]
-    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
+    policy = torch.tensor(context.policy_mask[1:], dtype=torch.bool)  # log-probs are computed where they predict a policy token
+    assert policy.sum() == len(codec.completion_ids("<answer>A</answer>"))
+    torch.testing.assert_close(actual[:len(policy)][policy], expected[policy], atol=1e-4, rtol=0)
 
 
 def test_weight_push_covers_every_parameter_and_changes_generation(codec, tiny_model_dir, noise_sample):

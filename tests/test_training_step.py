@@ -22,6 +22,7 @@ from lfpc.model.loading import load_model
 from lfpc.rewards import RewardConfig
 from lfpc.rollout.base import Completion
 from lfpc.rollout.episodes import EpisodeConfig
+from lfpc.training.batches import PromptBatch
 from lfpc.training.module import GRPOConfig, GRPOModule, PolicyConfig
 
 pytestmark = pytest.mark.slow
@@ -110,7 +111,7 @@ def run(tiny_model_dir, codec, noise_sample):
         return update(contexts, advantages)
 
     module.rollout, module.update = spy_rollout, spy_update
-    trainer.fit(module, DataLoader(samples(noise_sample), batch_size=2, collate_fn=list))
+    trainer.fit(module, DataLoader(samples(noise_sample), batch_size=2, collate_fn=PromptBatch))
     return engine, steps, module, trainer
 
 
@@ -170,7 +171,7 @@ def test_resume_restores_the_weights_and_the_optimizer_state(run, tiny_model_dir
     trainer.save_checkpoint(tmp_path / "last.ckpt")
     resumed, engine, again = module_and_trainer(tiny_model_dir, codec)
     # the checkpoint is at max_steps already: fit restores it and stops before any rollout
-    again.fit(resumed, DataLoader(samples(noise_sample), batch_size=2, collate_fn=list),
+    again.fit(resumed, DataLoader(samples(noise_sample), batch_size=2, collate_fn=PromptBatch),
               ckpt_path=tmp_path / "last.ckpt")
     assert again.global_step == 2 and engine.pushes == []
     weights, restored = module.policy.state_dict(), resumed.policy.state_dict()

@@ -94,14 +94,16 @@ class ChatCodec:
         return grids
 
     @staticmethod
-    def check_text(content: list[dict]) -> None:
-        """Refuse text items holding a special token: text that is not the policy's own output (a question, an
-        observation) must not open turns or image slots (see :mod:`lfpc.special_tokens`)."""
-        for item in content:
-            token = find_special_token(item["text"]) if item["type"] == "text" else None
+    def check_text(content: str | list[dict]) -> None:
+        """Refuse text holding a special token (a message's content: a string or a list of items): text that is not
+        the policy's own output (a question, an observation) must not open turns or image slots (see
+        :mod:`lfpc.special_tokens`)."""
+        texts = [content] if isinstance(content, str) else [i["text"] for i in content if i["type"] == "text"]
+        for text in texts:
+            token = find_special_token(text)
             if token:
                 raise ValueError(f"a prompt or observation text contains the special token {token!r}, which only "
-                                 f"the chat template may place: {item['text'][:200]!r}")
+                                 f"the chat template may place: {text[:200]!r}")
 
     def start(self, messages: list[dict], images: list[Image.Image]) -> Context:
         """Template the opening messages (ending with the assistant generation prompt) into a new context.
