@@ -69,7 +69,7 @@ MUTATIONS = (
              "fully_shard(block, mesh=mesh, mp_policy=policy).set_gradient_divide_factor(1.0)",
              ("tests/test_fsdp2_update.py",)),
     Mutation("resume ignores the checkpoint", "lfpc/training/run.py",
-             'ckpt_path=cfg.get("ckpt_path")', "ckpt_path=None",
+             'ckpt_path=resume_path(cfg, out / "checkpoints")', "ckpt_path=None",
              ("tests/test_train_e2e.py::test_fsdp2_two_gloo_ranks_update_and_resume_from_the_distributed_checkpoint",)),
     Mutation("eval IoU against the largest GT box", "lfpc/evaluation/records.py",
              "gt_box = sample.boxes[0]", "gt_box = sample.boxes[-1]", ("tests/test_evaluation.py",)),

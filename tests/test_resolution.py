@@ -351,7 +351,7 @@ def test_display_sizer_needs_the_selection_for_answer_divergence():
 def test_multi_process_launch_without_the_selection_fails_fast_with_the_command(tiny_model_dir, image_path, tmp_path,
                                                                                launch):
     samples = [_sample("early", image_path), _sample("never", image_path)]
-    settings = ["resolution.max_new_tokens=4"]
+    settings = ["resolution.max_new_tokens=4", f"output_dir={tmp_path}"]
     with pytest.raises(RuntimeError, match="lacks samples.*\n    python -m lfpc.resolution.select"):
         C.display_sizer(_cfg(tmp_path, tiny_model_dir, *settings, *launch), str(tiny_model_dir), samples)
     single = C.display_sizer(_cfg(tmp_path, tiny_model_dir, *settings), str(tiny_model_dir), samples)  # computes it
