@@ -112,7 +112,8 @@ def test_moving_average_overlay_matches_a_hand_computed_mean():
     figure = plot_dynamics({"run": frame}, metrics, smooth=3)
     raw, smoothed = figure.axes[0].get_lines()
     assert list(raw.get_xdata()) == [1, 2, 4, 5, 6] and list(raw.get_ydata()) == [1.0, 3.0, 2.0, 6.0, 4.0]
-    assert list(smoothed.get_xdata()) == list(expected) and smoothed.get_ydata() == pytest.approx(list(expected.values()))
+    assert list(smoothed.get_xdata()) == list(expected)
+    assert smoothed.get_ydata() == pytest.approx(list(expected.values()))
     assert smoothed.get_label() == "run (mean of 3)" and smoothed.get_color() == raw.get_color()
     assert len(plot_dynamics({"run": frame}, metrics).axes[0].get_lines()) == 1  # off by default
     with pytest.raises(ValueError, match="window"):
