@@ -98,10 +98,19 @@ def long_table(runs: Mapping[str, pd.DataFrame], metrics: Sequence[str] = tuple(
     return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 
 
+def moving_average(series: pd.Series, window: int) -> pd.Series:
+    """Trailing mean over the last ``window`` logged values (fewer at the start), the usual smoothing of noisy
+    per-step training curves; NaN entries (steps where the metric was not logged) are left out first."""
+    if window < 1:
+        raise ValueError(f"the moving-average window must be >= 1 step, got {window}")
+    return series.dropna().rolling(window, min_periods=1).mean()
+
+
 def plot_dynamics(runs: Mapping[str, pd.DataFrame], metrics: Mapping[str, str] = DYNAMICS_METRICS,
-                  title: str | None = None, columns: int = 3) -> Figure:
+                  title: str | None = None, columns: int = 3, smooth: int = 0) -> Figure:
     """One panel per metric, one curve per run (x: GRPO step); a metric no run logged gets an empty panel that
-    says so (e.g. IoU when no trajectory cropped)."""
+    says so (e.g. IoU when no trajectory cropped). ``smooth`` > 1 overlays each curve's moving average over that
+    many logged steps (:func:`moving_average`) on the raw curve, drawn faint."""
     rows = -(-len(metrics) // columns)
     figure = Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
@@ -110,7 +119,13 @@ def plot_dynamics(runs: Mapping[str, pd.DataFrame], metrics: Mapping[str, str] =
         for name, frame in runs.items():
             if metric in frame and frame[metric].notna().any():
                 series = frame[metric].dropna()
-                ax.plot(series.index, series.to_numpy(), marker="o" if len(series) < 20 else None, label=name)
+                if smooth > 1:
+                    (raw,) = ax.plot(series.index, series.to_numpy(), alpha=0.3)
+                    average = moving_average(series, smooth)
+                    ax.plot(average.index, average.to_numpy(), color=raw.get_color(),
+                            label=f"{name} (mean of {smooth})")
+                else:
+                    ax.plot(series.index, series.to_numpy(), marker="o" if len(series) < 20 else None, label=name)
                 plotted = True
         ax.set_title(label)
         ax.set_xlabel("GRPO step")
@@ -132,12 +147,12 @@ def load_runs(runs: Mapping[str, str | Path], source: str = "auto") -> dict[str,
 
 
 def write_figure(runs: Mapping[str, pd.DataFrame], out_png: str | Path, title: str | None = None,
-                 metrics: Mapping[str, str] = DYNAMICS_METRICS) -> Figure:
-    """Plot ``metrics`` (default :data:`DYNAMICS_METRICS`) of the loaded runs into ``out_png``, the plotted values
-    beside it (same name, ``.csv``); returns the figure."""
+                 metrics: Mapping[str, str] = DYNAMICS_METRICS, smooth: int = 0) -> Figure:
+    """Plot ``metrics`` (default :data:`DYNAMICS_METRICS`) of the loaded runs into ``out_png`` (``smooth``: see
+    :func:`plot_dynamics`), the plotted raw values beside it (same name, ``.csv``); returns the figure."""
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure = plot_dynamics(runs, metrics, title=title)
+    figure = plot_dynamics(runs, metrics, title=title, smooth=smooth)
     figure.savefig(out_png, dpi=120)
     long_table(runs, tuple(metrics)).to_csv(out_png.with_suffix(".csv"), index=False)
     return figure

@@ -16,6 +16,7 @@ from lfpc.rollout.episodes import EpisodeConfig
 from lfpc.training.alarms import AlarmConfig
 from lfpc.training.display import DisplaySizer
 from lfpc.training.module import GRPOConfig, PolicyConfig
+from lfpc.training.noise_probe import NoiseProbeConfig
 from lfpc.training.rollout_log import ViewerConfig
 
 
@@ -135,6 +136,10 @@ def viewer_config(cfg: DictConfig) -> ViewerConfig:
 
 def alarm_config(cfg: DictConfig) -> AlarmConfig:
     return AlarmConfig(**OmegaConf.to_container(cfg.alarms, resolve=True))
+
+
+def noise_probe_config(cfg: DictConfig) -> NoiseProbeConfig:
+    return NoiseProbeConfig(**OmegaConf.to_container(cfg.noise_probe, resolve=True))
 
 
 SELECTION_STATS = "resolution_stats.json"  # in the job folder: the statistics of its offline resolution selection

@@ -18,7 +18,8 @@ import pytest
 from nbclient import NotebookClient
 from wandb.proto import wandb_internal_pb2
 
-from analysis.dynamics import final_values, load_metrics, parse_runs, read_csv_metrics, read_wandb_metrics
+from analysis.dynamics import (final_values, load_metrics, moving_average, parse_runs, plot_dynamics,
+                               read_csv_metrics, read_wandb_metrics)
 from analysis.substitution import answer_flips, mode_accuracy, result_folders
 from analysis.wandb_log import BLOCK, HEADER, read_history
 
@@ -102,6 +103,23 @@ def test_wandb_reader_reassembles_records_across_blocks(tmp_path):
         read_history(path)
 
 
+def test_moving_average_overlay_matches_a_hand_computed_mean():
+    frame = pd.DataFrame({"reward/total": [1.0, 3.0, None, 2.0, 6.0, 4.0]}, index=pd.RangeIndex(1, 7, name="grpo_step"))
+    # window 3 over the logged values 1, 3, 2, 6, 4 (step 3 not logged): 1, (1+3)/2, (1+3+2)/3, (3+2+6)/3, (2+6+4)/3
+    expected = {1: 1.0, 2: 2.0, 4: 2.0, 5: 11 / 3, 6: 4.0}
+    assert moving_average(frame["reward/total"], 3).to_dict() == pytest.approx(expected)
+    metrics = {"reward/total": "Reward"}
+    figure = plot_dynamics({"run": frame}, metrics, smooth=3)
+    raw, smoothed = figure.axes[0].get_lines()
+    assert list(raw.get_xdata()) == [1, 2, 4, 5, 6] and list(raw.get_ydata()) == [1.0, 3.0, 2.0, 6.0, 4.0]
+    assert list(smoothed.get_xdata()) == list(expected)
+    assert smoothed.get_ydata() == pytest.approx(list(expected.values()))
+    assert smoothed.get_label() == "run (mean of 3)" and smoothed.get_color() == raw.get_color()
+    assert len(plot_dynamics({"run": frame}, metrics).axes[0].get_lines()) == 1  # off by default
+    with pytest.raises(ValueError, match="window"):
+        moving_average(frame["reward/total"], 0)
+
+
 def test_parse_runs():
     assert parse_runs("Baseline=a/b; Stage I = c ;") == {"Baseline": Path("a/b"), "Stage I": Path("c")}
     assert parse_runs("") == {}
@@ -166,14 +184,12 @@ def test_csv_and_wandb_logs_of_a_real_run_agree(tiny_run):
 
 
 def execute(notebook: str, env: dict[str, str]) -> nbformat.NotebookNode:
+    """Run a notebook as Jupyter does: the kernel starts in the notebook's folder (``analysis/``), with the
+    environment of the test process plus ``env`` (the notebook's parameters) and without PYTHONPATH."""
     nb = nbformat.read(ROOT / "analysis" / notebook, as_version=4)
-    previous = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel inherits the environment: the notebooks' parameters
-    try:
-        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        for key, value in previous.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    kernel_env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **env}
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "analysis")}}).execute(env=kernel_env)
     return nb
 
 

@@ -37,6 +37,17 @@ class Context:
                        logprobs=list(self.logprobs), images=list(self.images),
                        pixel_values=list(self.pixel_values), image_grid_thw=list(self.image_grid_thw))
 
+    def policy_turns(self) -> list[list[int]]:
+        """The token ids of each assistant turn, in order: the maximal runs of policy tokens (a turn is always
+        followed by environment tokens or the end of the sequence)."""
+        turns: list[list[int]] = []
+        for index, (token, from_policy) in enumerate(zip(self.token_ids, self.policy_mask)):
+            if from_policy:
+                if index == 0 or not self.policy_mask[index - 1]:
+                    turns.append([])
+                turns[-1].append(token)
+        return turns
+
     @property
     def num_policy_tokens(self) -> int:
         """Number of tokens sampled from the policy so far."""

@@ -45,11 +45,17 @@ class Trajectory:
 
 def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Sample],
                  display_sizes: Sequence[tuple[int, int]], group_size: int, config: EpisodeConfig,
-                 sampling: SamplingConfig, seed: int = 0) -> list[Trajectory]:
+                 sampling: SamplingConfig, seed: int = 0,
+                 replay: Sequence[Sequence[list[int]]] = ()) -> list[Trajectory]:
     """Roll out ``group_size`` episodes per sample, all turns batched across episodes.
 
     Each original image is decoded once per call and shared by its sample's episodes (crops never decode it again).
+    ``replay``, when given, holds per episode (in the order of the result) the token ids of its first assistant
+    turns: they go to the environment as they are (log-probs 0) and only the later turns are generated, so that an
+    episode can be re-run from a point of an earlier one (:mod:`lfpc.training.noise_probe`).
     """
+    if replay and len(replay) != len(samples) * group_size:
+        raise ValueError(f"replay needs one entry per episode ({len(samples) * group_size}), got {len(replay)}")
     sampling = dataclasses.replace(sampling, max_new_tokens=config.max_new_tokens_per_turn,
                                    stop_token_ids=codec.stop_token_ids, suppress_token_ids=codec.vision_token_ids)
     episodes, chosen = [], preset(config.prompt)
@@ -63,13 +69,22 @@ def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Samp
         context = codec.start(chosen.messages(sample, size, config.crop_mode != "direct"),
                               [envs[0].global_image()])
         episodes.extend(_Episode(index, env, context.copy(), len(context.token_ids)) for env in envs)
+    for episode, turns in zip(episodes, replay):
+        episode.replay = list(turns)
     active = list(episodes)
     while active:
-        completions = engine.generate([e.context for e in active], _budgeted(sampling, active, config))
+        generating = [e for e in active if len(e.turns) >= len(e.replay)]
+        generated = iter(engine.generate([e.context for e in generating], _budgeted(sampling, generating, config))
+                         if generating else [])
         still_active = []
-        for episode, completion in zip(active, completions):
-            episode.context.extend(completion.token_ids, from_policy=True, logprobs=completion.logprobs)
-            text = codec.decode(completion.token_ids)
+        for episode in active:
+            if len(episode.turns) < len(episode.replay):
+                token_ids, logprobs = episode.replay[len(episode.turns)], None
+            else:
+                completion = next(generated)
+                token_ids, logprobs = completion.token_ids, completion.logprobs
+            episode.context.extend(token_ids, from_policy=True, logprobs=logprobs)
+            text = codec.decode(token_ids)
             episode.turns.append(text)
             result = episode.env.step(text)
             if result.done or _over_budget(episode, config):
@@ -91,6 +106,7 @@ class _Episode:
     context: Context
     prompt_length: int
     turns: list[str] = field(default_factory=list)
+    replay: list[list[int]] = field(default_factory=list)  # token ids of the first turns, not generated
 
 
 def _over_budget(episode: _Episode, config: EpisodeConfig) -> bool:

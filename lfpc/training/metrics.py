@@ -62,8 +62,14 @@ def rollout_means(trajectories: Sequence[Trajectory], device: torch.device | str
             if stats[name] is not None:
                 total[0] += stats[name]
                 total[1] += 1.0
-    summed = torch.tensor(totals, dtype=torch.float64, device=device)
+    return {name: value / count if count > 0 else math.nan
+            for name, (value, count) in zip(ROLLOUT_METRICS, sum_over_ranks(totals, device))}
+
+
+def sum_over_ranks(values: list, device: torch.device | str = "cpu") -> list:
+    """``values`` (numbers or nested lists of numbers) summed element-wise over the ranks in float64, as lists; a
+    collective under torch.distributed (one all-reduce on ``device``): every rank must call it."""
+    summed = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(summed)
-    return {name: value / count if count > 0 else math.nan
-            for name, (value, count) in zip(ROLLOUT_METRICS, summed.tolist())}
+    return summed.tolist()

@@ -23,7 +23,8 @@ from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.factory import build_engine
 from lfpc.rollout.episodes import EpisodeConfig, Trajectory, run_episodes
 from lfpc.training.batches import PromptBatch
-from lfpc.training.metrics import rollout_means
+from lfpc.training.metrics import rollout_means, sum_over_ranks
+from lfpc.training.noise_probe import NoiseProbeConfig, noise_probe, share
 from lfpc.training.rollout_log import RolloutLog, ViewerConfig
 from lfpc.training.sharding import full_named_tensors, shard_policy, weights_digest
 from lfpc.viewer.wandb_table import log_trajectory_table
@@ -67,8 +68,8 @@ class GRPOModule(L.LightningModule):
 
     def __init__(self, policy: PolicyConfig, grpo: GRPOConfig, episode: EpisodeConfig, reward: RewardConfig,
                  display_sizer, rollout: dict | None = None, seed: int = 0, rollout_log_dir: str | None = None,
-                 judge: dict | None = None,
-                 viewer: ViewerConfig = ViewerConfig()) -> None:
+                 judge: dict | None = None, viewer: ViewerConfig = ViewerConfig(),
+                 probe: NoiseProbeConfig = NoiseProbeConfig()) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.rollout_cfg = rollout or {"backend": "hf"}
@@ -83,6 +84,7 @@ class GRPOModule(L.LightningModule):
         self.rollout_log_dir = rollout_log_dir
         self.viewer = viewer
         self.rollout_log: RolloutLog | None = None
+        self.probe = probe
 
     # ----- model, engine, optimizer -----
     def configure_model(self) -> None:
@@ -146,9 +148,17 @@ class GRPOModule(L.LightningModule):
         timings["time/sync"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        trajectories = self.rollout(batch.samples, seed=self.seed + 7919 * step + self.global_rank)
-        self.engine.sleep()  # vLLM on CUDA frees its KV cache and weights for the update
+        seed = self.seed + 7919 * step + self.global_rank
+        trajectories = self.rollout(batch.samples, seed=seed)
         timings["time/rollout"] = time.perf_counter() - start
+        g = self.grpo
+        grpo_step = step // optimizer_steps(len(trajectories), g.mini_batch_size, g.ppo_epochs)
+        probe_stats = {}
+        if self.probe.due(grpo_step):  # on the rollout weights, before the update
+            start = time.perf_counter()
+            probe_stats = self.run_probe(trajectories, seed)
+            timings["time/probe"] = time.perf_counter() - start
+        self.engine.sleep()  # vLLM on CUDA frees its KV cache and weights for the update
 
         # float32 explicitly: under bf16-true the default dtype is bf16 (a 2.5% error on the advantages)
         rewards = torch.tensor([t.scores["total"] for t in trajectories], dtype=torch.float32)
@@ -159,15 +169,13 @@ class GRPOModule(L.LightningModule):
         update_stats = self.update([t.context for t in trajectories], advantages)
         timings["time/update"] = time.perf_counter() - start
 
-        stats = {**rollout_means(trajectories, self.device), **update_stats, **timings}
+        stats = {**rollout_means(trajectories, self.device), **probe_stats, **update_stats, **timings}
         self.log_dict(stats, on_step=True, prog_bar=False, batch_size=len(trajectories))
         self.log_dict(group_diagnostics(rewards, groups), on_step=True, sync_dist=True, batch_size=len(trajectories))
         self.log("reward", stats["reward/total"], prog_bar=True, batch_size=len(trajectories))
         self.log("acc", stats["reward/acc"], prog_bar=True, batch_size=len(trajectories))
         self.log("tool_calls", stats["rollout/tool_calls"], prog_bar=True, batch_size=len(trajectories))
         if self.rollout_log is not None:  # numbered by GRPO step, like the logged metrics
-            g = self.grpo
-            grpo_step = step // optimizer_steps(len(trajectories), g.mini_batch_size, g.ppo_epochs)
             kept = self.rollout_log.append(grpo_step, trajectories, advantages.tolist())
             log_trajectory_table(self.loggers, self.rollout_log.folder, kept)
 
@@ -180,6 +188,13 @@ class GRPOModule(L.LightningModule):
         for trajectory in trajectories:
             trajectory.scores = score_episode(trajectory.outcome, trajectory.sample, self.reward, self.judge)
         return trajectories
+
+    def run_probe(self, trajectories: list[Trajectory], seed: int) -> dict[str, float]:
+        """The noise probe on this step's trajectories (:mod:`lfpc.training.noise_probe`), counts summed over the
+        ranks (every rank must call it): ``probe/noise_unchanged`` and ``probe/trajectories`` (how many probed)."""
+        counts = noise_probe(self.engine, self.codec, trajectories, self.episode, self.probe.size, seed=seed)
+        unchanged, probed = sum_over_ranks(list(counts), self.device)
+        return {"probe/noise_unchanged": share(unchanged, probed), "probe/trajectories": probed}
 
     def update(self, contexts: list, advantages: torch.Tensor) -> dict[str, float]:
         """The PPO-style update of this step (see :class:`lfpc.grpo.update.PolicyUpdate`)."""

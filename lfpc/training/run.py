@@ -109,7 +109,7 @@ def train(cfg: DictConfig) -> dict:
     module = GRPOModule(C.policy_config(cfg, path), C.grpo_config(cfg), C.episode_config(cfg), C.reward_config(cfg),
                         sizer, rollout=OmegaConf.to_container(cfg.rollout, resolve=True), seed=cfg.seed,
                         rollout_log_dir=str(out / "rollouts"), judge=OmegaConf.to_container(cfg.judge, resolve=True),
-                        viewer=C.viewer_config(cfg))
+                        viewer=C.viewer_config(cfg), probe=C.noise_probe_config(cfg))
     per_step = C.updates_per_step(cfg)
     t = cfg.trainer
     data = PromptData(samples, C.per_rank(cfg, "prompts_per_step"), t.max_steps, per_step, seed=cfg.seed)
