@@ -96,6 +96,35 @@ def test_rollout_logprobs_match_trainer_logprobs(codec, tiny_model, noise_sample
     torch.testing.assert_close(trainer[mask], aligned["rollout_logprobs"][mask], atol=2e-4, rtol=0)
 
 
+def test_multi_turn_multi_image_logprobs_match_trainer_and_each_image_is_encoded_once(codec, tiny_model,
+                                                                                     noise_sample, monkeypatch):
+    engine = HFRolloutEngine(tiny_model, codec.pad_id, codec.image_pad_id, batch_size=2)
+    encoded = []
+    encode = tiny_model.model.get_image_features
+    monkeypatch.setattr(tiny_model.model, "get_image_features",
+                        lambda pixels, grid, **kw: encoded.extend(grid.tolist()) or encode(pixels, grid, **kw))
+    prompt = codec.start(_messages("zoom"), [_image(noise_sample, (224, 168))])
+    contexts = [prompt.copy() for _ in range(3)]  # a group of 3: one prompt image shared, batches of 2
+    sampling = SamplingConfig(max_new_tokens=6, temperature=1.0, stop_token_ids=codec.stop_token_ids)
+    crops = [(56, 56), (84, 56), (56, 112)]
+    torch.manual_seed(0)
+    for size in crops:
+        for context, completion in zip(contexts, engine.generate(contexts, sampling)):
+            context.extend(completion.token_ids, from_policy=True, logprobs=completion.logprobs)
+            codec.append_user_turn(context, [{"type": "image"}, {"type": "text", "text": "crop"}],
+                                   [_image(noise_sample, size)])
+    for context, completion in zip(contexts, engine.generate(contexts, sampling)):
+        context.extend(completion.token_ids, from_policy=True, logprobs=completion.logprobs)
+    assert all(len(c.images) == 4 for c in contexts)
+    # the shared prompt image once, then each context's crop once in the turn that added it
+    assert len(encoded) == 1 + 3 * len(crops)
+    trainer = sequence_logprobs(tiny_model, contexts, codec.pad_id, codec.image_pad_id)["logprobs"]
+    aligned = shifted_policy_tensors(contexts)
+    mask = aligned["mask"].bool()
+    assert int(mask.sum()) >= 4 * 3
+    torch.testing.assert_close(trainer[mask], aligned["rollout_logprobs"][mask], atol=2e-4, rtol=0)
+
+
 def test_weight_push_covers_every_parameter_and_changes_generation(codec, tiny_model_dir, noise_sample):
     from lfpc.model.loading import load_model
     from lfpc.training.sharding import full_named_tensors
