@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from PIL import Image
 
 from lfpc.agent.prompt import tool_call_text
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
@@ -67,6 +68,26 @@ def test_two_crop_episode_with_real_processor_and_model(codec, tiny_model, noise
     text_positions = torch.arange(len(context.token_ids)).view(1, 1, -1).expand(3, 1, -1)
     wrong = sequence_logprobs(tiny_model, [context], codec.pad_id, codec.image_pad_id, position_ids=text_positions)
     assert (wrong["logprobs"] - auto).abs().max() > 1e-4
+
+
+def test_host_threads_change_no_token_and_no_pixel(codec, noise_sample):
+    turns = [tool_call_text([25, 25, 89, 89]), tool_call_text([0, 0, 140, 140]), "<answer>B</answer>"]
+    runs = [run_episodes(ScriptedEngine(codec, turns), codec, [noise_sample, noise_sample], [(512, 384), (224, 168)],
+                         3, EpisodeConfig(crop_max_tokens=16, host_threads=threads, crop_mode=mode),
+                         SamplingConfig(), seed=1)
+            for threads, mode in ((1, "pred"), (4, "pred"), (1, "noise"), (4, "noise"))]
+    for serial, threaded in (runs[:2], runs[2:]):
+        for a, b in zip(serial, threaded):
+            assert a.context.token_ids == b.context.token_ids and a.events == b.events
+            assert len(a.context.images) == 3
+            assert [i.tobytes() for i in a.context.images] == [i.tobytes() for i in b.context.images]
+            assert all(torch.equal(p, q) for p, q in zip(a.context.pixel_values, b.context.pixel_values))
+    # the global view is the one function's output, encoded by the processor as before
+    original = Image.open(noise_sample.image_path).convert("RGB")
+    view = original.resize((224, 168), Image.Resampling.BICUBIC)
+    trajectory = runs[1][3]
+    assert trajectory.context.images[0].tobytes() == view.tobytes()
+    assert torch.equal(trajectory.context.pixel_values[0], codec.encode_image(view)[0])
 
 
 def test_batched_left_padded_generation_matches_single(codec, tiny_model, noise_sample):
@@ -149,7 +170,6 @@ def _messages(text):
 
 
 def _image(sample, size):
-    from PIL import Image
     return Image.open(sample.image_path).convert("RGB").resize(size)
 
 
