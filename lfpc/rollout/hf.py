@@ -16,8 +16,9 @@ class HFRolloutEngine:
     """Generates with ``model.generate`` on its own model instance (synced from the trainer by ``load_weights``).
 
     Each image is encoded by the vision tower once: its embeddings are kept, keyed by the identity of its pixel
-    tensor, for as long as a context holds that tensor and the vision weights are unchanged. A later turn encodes
-    only its new images, and the rollouts of a group (copies of one prompt context) share their prompt's encoding.
+    tensor, while a context holds that tensor, the vision weights are unchanged and :meth:`sleep` is not called. A
+    later turn encodes only its new images, and the rollouts of a group (copies of one prompt context) share their
+    prompt's encoding.
     """
 
     def __init__(self, model, pad_id: int, image_pad_id: int, batch_size: int = 16) -> None:
@@ -99,4 +100,6 @@ class HFRolloutEngine:
             raise KeyError(f"weight push did not cover {len(missing)} parameters, e.g. {sorted(missing)[:3]}")
 
     def sleep(self) -> None:
-        """Nothing to release: the replica stays resident (it is small next to the trainer's state)."""
+        """Drop the kept image embeddings (they would otherwise live as long as the rollout's contexts); the replica
+        stays resident (it is small next to the trainer's state)."""
+        self._embeds.clear()
