@@ -27,7 +27,7 @@ IMAGE_PATH_HOOKS: dict[str, tuple[tuple[object, str], ...]] = {
     "crop": ((Image.Image, "crop"),),
     "resize": ((Image.Image, "resize"),),
     "processor": ((ChatCodec, "encode_image"),),          # pixel values + grid of one image
-    "batching": ((lfpc.rollout.hf, "batch_inputs"),),      # HF engine: pad ids, concatenate every image's patches
+    "batching": ((lfpc.rollout.hf, "batch_inputs"),),      # HF engine: pad ids and stack image grids
     "codec": ((ChatCodec, "start"), (ChatCodec, "append_user_turn"), (ChatCodec, "decode")),
     "env": ((CropEnvironment, "step"),),                  # parsing and box checks (crop/resize counted apart)
     "reward": ((lfpc.training.module, "score_episode"),),

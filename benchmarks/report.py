@@ -70,7 +70,8 @@ def _rollout_section(results: dict, steps: list[dict]) -> list[str]:
     vllm = results["backends"].get("vllm", "not requested")
     lines.append("vLLM / transformers trajectories/s: " + (", ".join(ratios) if ratios else f"n/a (vLLM: {vllm})"))
     lines += ["", f"Share of rollout wall time outside the model, by category (target < {OUTSIDE_MODEL_TARGET} at "
-                  "paper image sizes):"]
+                  "paper image sizes; categories add up the time of every host thread, so with image work on "
+                  "several threads they can sum past the total):"]
     table = []
     for r in steps:
         named = sum(r["host_s"].values())

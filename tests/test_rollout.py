@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-
-import pytest
 import json
 import shutil
 
+import pytest
 import torch
+from PIL import Image
 
 from lfpc.agent.prompt import initial_messages, tool_call_text
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
@@ -76,6 +76,26 @@ def test_two_crop_episode_with_real_processor_and_model(codec, tiny_model, noise
     assert (wrong["logprobs"] - auto).abs().max() > 1e-4
 
 
+def test_host_threads_change_no_token_and_no_pixel(codec, noise_sample):
+    turns = [tool_call_text([25, 25, 89, 89]), tool_call_text([0, 0, 140, 140]), "<answer>B</answer>"]
+    runs = [run_episodes(ScriptedEngine(codec, turns), codec, [noise_sample, noise_sample], [(512, 384), (224, 168)],
+                         3, EpisodeConfig(crop_max_tokens=16, host_threads=threads, crop_mode=mode),
+                         SamplingConfig(), seed=1)
+            for threads, mode in ((1, "pred"), (4, "pred"), (1, "noise"), (4, "noise"))]
+    for serial, threaded in (runs[:2], runs[2:]):
+        for a, b in zip(serial, threaded):
+            assert a.context.token_ids == b.context.token_ids and a.events == b.events
+            assert len(a.context.images) == 3
+            assert [i.tobytes() for i in a.context.images] == [i.tobytes() for i in b.context.images]
+            assert all(torch.equal(p, q) for p, q in zip(a.context.pixel_values, b.context.pixel_values))
+    # the global view is the one function's output, encoded by the processor as before
+    original = Image.open(noise_sample.image_path).convert("RGB")
+    view = original.resize((224, 168), Image.Resampling.BICUBIC)
+    trajectory = runs[1][3]
+    assert trajectory.context.images[0].tobytes() == view.tobytes()
+    assert torch.equal(trajectory.context.pixel_values[0], codec.encode_image(view)[0])
+
+
 def test_batched_left_padded_generation_matches_single(codec, tiny_model, noise_sample):
     engine = HFRolloutEngine(tiny_model, codec.pad_id, codec.image_pad_id, batch_size=8)
     short = codec.start(_messages("zoom"), [_image(noise_sample, (112, 84))])
@@ -120,9 +140,38 @@ def test_trainer_logprobs_match_a_forward_on_the_processors_own_inputs(codec, ti
     expected = torch.log_softmax(logits, dim=-1).gather(-1, reference["input_ids"][0, 1:, None]).squeeze(-1)
     short = codec.start(_messages("zoom"), [_image(noise_sample, (56, 56))])
     actual = sequence_logprobs(tiny_model, [short, context], codec.pad_id, codec.image_pad_id)["logprobs"][1]
-    policy = torch.tensor(context.policy_mask[1:], dtype=torch.bool)  # log-probs are computed where they predict a policy token
+    policy = torch.tensor(context.policy_mask[1:], dtype=torch.bool)  # where log-probs predict a policy token
     assert policy.sum() == len(codec.completion_ids("<answer>A</answer>"))
     torch.testing.assert_close(actual[:len(policy)][policy], expected[policy], atol=1e-4, rtol=0)
+
+
+def test_multi_turn_multi_image_logprobs_match_trainer_and_each_image_is_encoded_once(codec, tiny_model,
+                                                                                     noise_sample, monkeypatch):
+    engine = HFRolloutEngine(tiny_model, codec.pad_id, codec.image_pad_id, batch_size=2)
+    encoded = []
+    encode = tiny_model.model.get_image_features
+    monkeypatch.setattr(tiny_model.model, "get_image_features",
+                        lambda pixels, grid, **kw: encoded.extend(grid.tolist()) or encode(pixels, grid, **kw))
+    prompt = codec.start(_messages("zoom"), [_image(noise_sample, (224, 168))])
+    contexts = [prompt.copy() for _ in range(3)]  # a group of 3: one prompt image shared, batches of 2
+    sampling = SamplingConfig(max_new_tokens=6, temperature=1.0, stop_token_ids=codec.stop_token_ids)
+    crops = [(56, 56), (84, 56), (56, 112)]
+    torch.manual_seed(0)
+    for size in crops:
+        for context, completion in zip(contexts, engine.generate(contexts, sampling)):
+            context.extend(completion.token_ids, from_policy=True, logprobs=completion.logprobs)
+            codec.append_user_turn(context, [{"type": "image"}, {"type": "text", "text": "crop"}],
+                                   [_image(noise_sample, size)])
+    for context, completion in zip(contexts, engine.generate(contexts, sampling)):
+        context.extend(completion.token_ids, from_policy=True, logprobs=completion.logprobs)
+    assert all(len(c.images) == 4 for c in contexts)
+    # the shared prompt image once, then each context's crop once in the turn that added it
+    assert len(encoded) == 1 + 3 * len(crops)
+    trainer = sequence_logprobs(tiny_model, contexts, codec.pad_id, codec.image_pad_id)["logprobs"]
+    aligned = shifted_policy_tensors(contexts)
+    mask = aligned["mask"].bool()
+    assert int(mask.sum()) >= 4 * 3
+    torch.testing.assert_close(trainer[mask], aligned["rollout_logprobs"][mask], atol=2e-4, rtol=0)
 
 
 def test_weight_push_covers_every_parameter_and_changes_generation(codec, tiny_model_dir, noise_sample):
@@ -149,7 +198,6 @@ def _messages(text):
 
 
 def _image(sample, size):
-    from PIL import Image
     return Image.open(sample.image_path).convert("RGB").resize(size)
 
 

@@ -21,7 +21,14 @@ from lfpc.agent.presets import PRESETS, Preset
 from lfpc.boxes import Box, Size, clip_box, intersection, scale_box
 from lfpc.data.records import Sample
 from lfpc.rewards import EpisodeOutcome
-from lfpc.vision.budget import ASPECT_RULE, MAX_ASPECT_RATIO, PATCH, resize_to_budget, visual_tokens
+from lfpc.vision.budget import (
+    ASPECT_RULE,
+    MAX_ASPECT_RATIO,
+    PATCH,
+    global_view,
+    resize_to_budget,
+    visual_tokens,
+)
 from lfpc.vision.images import load_image
 
 MODES = ("pred", "gt", "noise", "direct")
@@ -154,8 +161,8 @@ class CropEnvironment:
         return self._done
 
     def global_image(self) -> Image.Image:
-        """The global view: the original image resized (bicubic) to ``display_size``."""
-        return self.original.resize(self.display_size, Image.Resampling.BICUBIC)
+        """The global view of the original at ``display_size`` (:func:`lfpc.vision.budget.global_view`)."""
+        return global_view(self.original, self.display_size)
 
     def step(self, assistant_text: str) -> StepResult:
         """Consume one assistant turn and return the observation (or the end of the episode)."""

@@ -10,11 +10,12 @@ from lfpc.rollout.base import Context
 
 
 def batch_inputs(contexts: Sequence[Context], pad_id: int, image_pad_id: int, padding_side: str = "right",
-                 device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+                 device: torch.device | str = "cpu", pixels: bool = True) -> dict[str, torch.Tensor]:
     """Pad contexts to one length and concatenate their images in order.
 
     Returns ``input_ids``, ``attention_mask``, ``mm_token_type_ids`` (1 on image tokens, used by the model to
-    compute M-RoPE positions) and, when any context has images, ``pixel_values`` and ``image_grid_thw``.
+    compute M-RoPE positions) and, when any context has images, ``image_grid_thw`` and (with ``pixels``)
+    ``pixel_values``.
     """
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -30,6 +31,7 @@ def batch_inputs(contexts: Sequence[Context], pad_id: int, image_pad_id: int, pa
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "mm_token_type_ids": mm_token_type_ids}
     grids = [g for c in contexts for g in c.image_grid_thw]
     if grids:
-        batch["pixel_values"] = torch.cat([p for c in contexts for p in c.pixel_values])
         batch["image_grid_thw"] = torch.stack(grids)
+    if grids and pixels:
+        batch["pixel_values"] = torch.cat([p for c in contexts for p in c.pixel_values])
     return {k: v.to(device) for k, v in batch.items()}

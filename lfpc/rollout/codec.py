@@ -82,11 +82,12 @@ class ChatCodec:
                 ids.extend([self.image_pad_id] * self.image_tokens(grids[i]))
         return ids
 
-    def add_images(self, context: Context, images: list[Image.Image]) -> list[torch.Tensor]:
-        """Encode ``images`` once and record them on ``context``; return their grids."""
+    def add_images(self, context: Context, images: list[Image.Image],
+                   encodings: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[torch.Tensor]:
+        """Record ``images`` on ``context`` with their :meth:`encode_image` outputs (computed here unless given);
+        return their grids."""
         grids = []
-        for image in images:
-            pixels, grid = self.encode_image(image)
+        for image, (pixels, grid) in zip(images, encodings or map(self.encode_image, images)):
             context.images.append(image)
             context.pixel_values.append(pixels)
             context.image_grid_thw.append(grid)
@@ -105,7 +106,8 @@ class ChatCodec:
                 raise ValueError(f"a prompt or observation text contains the special token {token!r}, which only "
                                  f"the chat template may place: {text[:200]!r}")
 
-    def start(self, messages: list[dict], images: list[Image.Image]) -> Context:
+    def start(self, messages: list[dict], images: list[Image.Image],
+              encodings: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Context:
         """Template the opening messages (ending with the assistant generation prompt) into a new context.
 
         The processor's template renders them, as in standard Qwen2.5-VL inference: a released folder may give its
@@ -115,17 +117,20 @@ class ChatCodec:
             self.check_text(message["content"])
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         context = Context(token_ids=[], policy_mask=[], logprobs=[])
-        grids = self.add_images(context, images)
+        grids = self.add_images(context, images, encodings)
         context.extend(self.encode_text(text, grids), from_policy=False)
         return context
 
-    def append_user_turn(self, context: Context, content: list[dict], images: list[Image.Image]) -> None:
-        """Close the assistant turn and append a user turn (text and image items), then reopen the assistant."""
+    def append_user_turn(self, context: Context, content: list[dict], images: list[Image.Image],
+                         encodings: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """Close the assistant turn and append a user turn (text and image items), then reopen the assistant.
+
+        ``encodings``: the images' :meth:`encode_image` outputs when the caller computed them already."""
         self.check_text(content)
         closing = "\n" if context.token_ids and context.token_ids[-1] == self.im_end_id else f"{IM_END}\n"
         body = "".join(IMAGE_SLOT if item["type"] == "image" else item["text"] for item in content)
         text = f"{closing}{IM_START}user\n{body}{IM_END}\n{IM_START}assistant\n"
-        grids = self.add_images(context, images)
+        grids = self.add_images(context, images, encodings)
         context.extend(self.encode_text(text, grids), from_policy=False)
 
     def decode(self, token_ids: list[int]) -> str:

@@ -154,7 +154,10 @@ def _reload_in_place(worker, named_tensors: Iterable[tuple[str, torch.Tensor]]) 
     Returns the names of vLLM parameters that received no value.
     """
     from vllm.config import set_current_vllm_config
-    from vllm.model_executor.model_loader.reload import finalize_layerwise_reload, initialize_layerwise_reload
+    from vllm.model_executor.model_loader.reload import (
+        finalize_layerwise_reload,
+        initialize_layerwise_reload,
+    )
 
     model = worker.model_runner.get_model()
     expected = {name for name, _ in model.named_parameters()}

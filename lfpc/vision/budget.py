@@ -93,6 +93,14 @@ def resize_to_budget(image: Image.Image, max_tokens: int, min_tokens: int = 4) -
     return image.copy() if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
 
 
+def global_view(original: Image.Image, size: Size) -> Image.Image:
+    """The global view the model is shown: ``original`` resized (bicubic) to the display ``size``.
+
+    The one function that makes it, for training, resolution selection and evaluation alike.
+    """
+    return original.resize(tuple(size), Image.Resampling.BICUBIC)
+
+
 def downsample_pyramid(size: Size, max_tokens: int, scale: float = 0.5 ** 0.5,
                        min_tokens: int = 16) -> list[Size]:
     """Display sizes from the budget size down to about ``min_tokens``, strictly decreasing.
