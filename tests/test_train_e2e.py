@@ -155,6 +155,13 @@ def test_fsdp2_two_gloo_ranks_update_and_resume_from_the_distributed_checkpoint(
     train(*sizes, cache=cache, run_dir=tmp_path / "run")
     assert summary(tmp_path / "run")["rank_weight_digests"] == digests
     assert [(tmp_path / "run" / "rollouts" / f"rank{r}.jsonl").read_text() for r in range(2)] == logged
+    # one more step from the sharded checkpoint ends where an uninterrupted 2-step run ends: weights AND Adam
+    # moments were restored (fresh moments would make the second update differ), on the next prompts
+    train(*sizes, "trainer.max_steps=2", cache=cache, run_dir=tmp_path / "run")
+    train(*sizes, "trainer.max_steps=2", cache=cache, run_dir=tmp_path / "straight")
+    assert summary(tmp_path / "run")["rank_weight_digests"] == summary(tmp_path / "straight")["rank_weight_digests"]
+    assert summary(tmp_path / "run")["rank_weight_digests"] != digests
+    assert rollout_steps(tmp_path / "run") == rollout_steps(tmp_path / "straight")
 
 
 def test_bf16_true_trains_and_logs_rollout_metrics_in_float32(cache, tmp_path):
