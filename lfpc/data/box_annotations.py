@@ -17,13 +17,12 @@ the row id and what is wrong (not nested, outside the image, listed largest firs
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
 from lfpc.boxes import as_box, contains
-from lfpc.data.records import DatasetError, Sample, load_jsonl, validate_boxes, write_jsonl
+from lfpc.data.records import DatasetError, Sample, json_lines, load_jsonl, validate_boxes, write_jsonl
 
 
 @dataclass(frozen=True)
@@ -37,31 +36,20 @@ class Annotation:
 
 def read_box_file(path: str | Path) -> dict[str, Annotation]:
     """Annotations by row id; raise :class:`DatasetError` on a malformed line or a repeated id."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: box file does not exist")
     annotations: dict[str, Annotation] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetError(f"{where}: invalid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)):
-                raise DatasetError(f"{where}: a line must be a JSON object with an 'id'")
-            row_id = str(row["id"])
-            where = f"{where} (id {row_id})"
-            if row_id in annotations:
-                raise DatasetError(f"{where}: id already annotated at {annotations[row_id].where}")
-            boxes, size = row.get("boxes"), row.get("image_size")
-            if not isinstance(boxes, list) or not boxes:
-                raise DatasetError(f"{where}: field 'boxes' must be a non-empty list of [x1, y1, x2, y2]")
-            if size is not None and not (isinstance(size, list) and len(size) == 2):
-                raise DatasetError(f"{where}: field 'image_size' must be [width, height]")
-            annotations[row_id] = Annotation(boxes, size, where)
+    for where, row in json_lines(path, "box file"):
+        if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)):
+            raise DatasetError(f"{where}: a line must be a JSON object with an 'id'")
+        row_id = str(row["id"])
+        where = f"{where} (id {row_id})"
+        if row_id in annotations:
+            raise DatasetError(f"{where}: id already annotated at {annotations[row_id].where}")
+        boxes, size = row.get("boxes"), row.get("image_size")
+        if not isinstance(boxes, list) or not boxes:
+            raise DatasetError(f"{where}: field 'boxes' must be a non-empty list of [x1, y1, x2, y2]")
+        if size is not None and not (isinstance(size, list) and len(size) == 2):
+            raise DatasetError(f"{where}: field 'image_size' must be [width, height]")
+        annotations[row_id] = Annotation(boxes, size, where)
     return annotations
 
 

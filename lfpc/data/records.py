@@ -139,20 +139,28 @@ def utf8_lines(path: Path) -> Iterator[str]:
                                    f"{err.start + 1} of the line); save the file as UTF-8") from None
 
 
-def iter_jsonl(path: str | Path) -> Iterator[Sample]:
-    """Yield samples from a JSONL file; image paths are relative to the file's folder and come back absolute."""
+def json_lines(path: str | Path, what: str) -> Iterator[tuple[str, object]]:
+    """``(where, value)`` of every non-blank line of a JSONL file (``where`` is ``file:line``); a missing file (named
+    ``what``), bytes that are not UTF-8 and invalid JSON are errors naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: dataset file does not exist")
+        raise DatasetError(f"{path}: {what} does not exist")
     for line_no, line in enumerate(utf8_lines(path), start=1):
         if not line.strip():
             continue
         where = f"{path}:{line_no}"
         try:
-            row = json.loads(line)
+            value = json.loads(line)
         except json.JSONDecodeError as err:
             raise DatasetError(f"{where}: invalid JSON ({err.msg})") from None
-        yield sample_from_row(row, path.parent.absolute(), where)
+        yield where, value
+
+
+def iter_jsonl(path: str | Path) -> Iterator[Sample]:
+    """Yield samples from a JSONL file; image paths are relative to the file's folder and come back absolute."""
+    root = Path(path).parent.absolute()
+    for where, row in json_lines(path, "dataset file"):
+        yield sample_from_row(row, root, where)
 
 
 def check_samples(samples: list[Sample], where: str, repeats: bool = False) -> list[Sample]:
