@@ -8,6 +8,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import Qwen2_5_VLForConditionalGeneration
@@ -57,6 +58,19 @@ def test_pretraining_is_deterministic(tmp_path):
     assert first.keys() == second.keys() and all(first[k].equal(second[k]) for k in first)
     record = json.loads((tmp_path / "a" / mini.RECIPE_FILE).read_text())
     assert record["steps_run"] == [2] * len(mini.RECIPE["curriculum"])  # a shortened run says so
+
+
+def test_pretraining_goes_on_from_a_folder_that_ran_the_first_phases(tmp_path):
+    """``init`` continues the curriculum where a shorter recipe stopped and ends where a run from scratch ends; a
+    folder whose recipe is not a prefix of the curriculum is refused."""
+    prefix = dict(mini.RECIPE, curriculum=mini.RECIPE["curriculum"][:-1])
+    first_phases = mini.pretrain_mini(tmp_path / "first", prefix, steps=1)
+    continued = load_file(mini.pretrain_mini(tmp_path / "continued", steps=1, init=first_phases) / mini.WEIGHTS_FILE)
+    scratch = load_file(mini.pretrain_mini(tmp_path / "scratch", steps=1) / mini.WEIGHTS_FILE)
+    assert continued.keys() == scratch.keys() and all(continued[k].equal(scratch[k]) for k in scratch)
+    other = dict(prefix, seed=1)
+    with pytest.raises(ValueError, match="not a completed prefix"):
+        mini.pretrain_mini(tmp_path / "refused", other, steps=1, init=first_phases)
 
 
 def test_teacher_boxes_are_loose_but_mostly_on_target():
@@ -132,3 +146,25 @@ def test_before_rl_the_mini_model_follows_the_tool_format(tmp_path):
     trajectories = run_episodes(engine, codec, samples, sizes, 1, config, SamplingConfig(temperature=0.0))
     scores = [score_episode(t.outcome, t.sample, RewardConfig()) for t in trajectories]
     assert np.mean([s["fmt"] for s in scores]) >= 0.9, [t.turns for t in trajectories]
+
+
+def test_before_rl_the_mini_model_answers_under_the_no_tool_prompt():
+    """Under the no-tool prompt (the resolution selection's probe and the ``direct`` evaluation mode) the greedy
+    reply is a well-formed answer naming one of the options, right mostly where the view is legible (256 tokens)
+    and much less often at 16 tokens, so answers diverge across the pyramid as the selection expects."""
+    codec = ChatCodec.for_model(str(SHIPPED), 256)
+    accuracy, well_formed = {}, {}
+    for budget in (256, 16):
+        contexts, samples = [], []
+        for image, sample in _held_out(32):
+            size = fit_to_budget(sample.image_size, budget)
+            view = CropEnvironment(sample, size, 36, max_turns=0, original=image).global_image()
+            contexts.append(codec.start(initial_messages(sample, size, tools=False), [view]))
+            samples.append(sample)
+        replies = _greedy(codec, contexts, 16)
+        named = [next((o for o in s.options if reply.startswith(f"<answer>{o}</answer>")), None)
+                 for reply, s in zip(replies, samples)]
+        well_formed[budget] = np.mean([n is not None for n in named])
+        accuracy[budget] = np.mean([n == s.answer_text for n, s in zip(named, samples)])
+    assert min(well_formed.values()) >= 0.9, (well_formed, replies[:4])
+    assert accuracy[256] >= 0.7 and accuracy[16] <= accuracy[256] - 0.25, accuracy

@@ -11,6 +11,10 @@ tile task (:mod:`lfpc.data.patterns`), with the images shown at every level of t
 * otherwise it zooms in once with a loose, jittered box around the tile (and 15% of the time a box that misses
   it), so RL has precision to gain (Stage II); then it names the colour pair (the option's text).
 
+A last phase, ``direct``, interleaves those episodes with answers under the no-tool prompt (the probe of the offline
+resolution selection and the ``direct`` evaluation mode, paper Sec. 3), so the selection measures the model's answers
+rather than its malformed replies.
+
 The model is the real ``Qwen2_5_VLForConditionalGeneration`` at ~2M parameters (tokenizer trained locally on the
 project's prompts). ``python -m lfpc.model.mini --out models/mini`` regenerates the shipped weights from scratch
 (seeded, deterministic on one machine); the folder records the recipe and its fingerprint, and the weights' hash.
@@ -71,7 +75,8 @@ RECIPE: dict = {
     "curriculum": [{"phase": "read", "steps": 300, "batch_size": 32, "lr": 1e-3},
                    {"phase": "perceive", "steps": 300, "batch_size": 32, "lr": 1e-3},
                    {"phase": "act", "steps": 150, "batch_size": 16, "lr": 5e-4},
-                   {"phase": "act", "steps": 300, "batch_size": 16, "lr": 5e-4}],
+                   {"phase": "act", "steps": 300, "batch_size": 16, "lr": 5e-4},
+                   {"phase": "direct", "steps": 150, "batch_size": 16, "lr": 3e-4}],
 }
 
 
@@ -195,8 +200,25 @@ def episode_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict, sta
     return contexts
 
 
+def direct_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict, start: int,
+                 count: int) -> list[Context]:
+    """Curriculum phase ``direct``: teacher episodes (odd indices) interleaved with answers under the no-tool
+    prompt (even indices): the global view at a pyramid level -> the option's text (a guess where illegible)."""
+    contexts = []
+    for index in range(start, start + count):
+        if index % 2:
+            contexts.extend(episode_batch(codec, teacher, recipe, index, 1))
+            continue
+        image, sample, _, size = _pattern_example(recipe, index)
+        env = CropEnvironment(sample, size, recipe["views"]["crop_max_tokens"], max_turns=0, original=image)
+        context = codec.start(initial_messages(sample, size, tools=False), [env.global_image()])
+        context.extend(codec.completion_ids(f"<answer>{sample.answer_text}</answer>"), from_policy=True)
+        contexts.append(context)
+    return contexts
+
+
 PHASES = {"read": functools.partial(perception_batch, kinds=("crop",)), "perceive": perception_batch,
-          "act": episode_batch}
+          "act": episode_batch, "direct": direct_batch}
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -226,22 +248,46 @@ def _train_phase(model, codec: ChatCodec, teacher: ImperfectTeacher, recipe: dic
     return losses
 
 
-def pretrain_mini(out_dir: str | Path, recipe: dict = RECIPE, steps: int | None = None) -> Path:
+def _resume_point(init: Path, recipe: dict, curriculum: list[dict]) -> tuple[int, list]:
+    """How many of ``curriculum``'s phases the mini folder ``init`` already ran (its recorded curriculum must be a
+    prefix of this one, run in full) and their final losses."""
+    record = json.loads((init / RECIPE_FILE).read_text())
+    done = [dict(phase, steps=steps) for phase, steps in zip(record["recipe"]["curriculum"], record["steps_run"])]
+    same = {k: v for k, v in record["recipe"].items() if k != "curriculum"} == \
+        {k: v for k, v in recipe.items() if k != "curriculum"}
+    if not same or len(done) >= len(curriculum) or done != curriculum[:len(done)]:
+        raise ValueError(f"{init}: its recipe is not a completed prefix of this recipe's curriculum; "
+                         "regenerate from scratch (without --init)")
+    if record["weights_sha256"] != weights_sha256(init):
+        raise ValueError(f"{init}: {WEIGHTS_FILE} does not match the hash its {RECIPE_FILE} records")
+    return len(done), record["final_losses"]
+
+
+def pretrain_mini(out_dir: str | Path, recipe: dict = RECIPE, steps: int | None = None,
+                  init: str | Path | None = None) -> Path:
     """Build the mini base and train it through the recipe's curriculum (each phase on new samples); write it, with
-    its recipe record, to ``out_dir``. ``steps`` caps every phase's step count (a shorter run, recorded as such)."""
+    its recipe record, to ``out_dir``. ``steps`` caps every phase's step count (a shorter run, recorded as such).
+    ``init``: a mini folder that ran the first phases of this curriculum; training goes on from its weights with
+    the next phase. Phases share no optimizer or RNG state and draw samples by index, so this ends where a run from
+    scratch ends (up to floating-point nondeterminism across machines)."""
     out = Path(out_dir)
     curriculum = [dict(phase, steps=min(phase["steps"], steps) if steps is not None else phase["steps"])
                   for phase in recipe["curriculum"]]
     torch.manual_seed(recipe["seed"])
+    skip, final_losses = _resume_point(Path(init), recipe, curriculum) if init is not None else (0, [])
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
     staging.chmod(0o755)  # mkdtemp makes it private; a model folder should be readable like any other
     try:
-        build_mini_base(staging, recipe)
+        if init is not None:
+            shutil.copytree(init, staging, dirs_exist_ok=True)
+        else:
+            build_mini_base(staging, recipe)
         codec = ChatCodec.for_model(str(staging), recipe["views"]["max_tokens"])
         model = load_model(staging).train()
         teacher = ImperfectTeacher(**recipe["teacher"])
-        start, first_index, final_losses = time.time(), 0, []
-        for phase in curriculum:
+        start = time.time()
+        first_index = sum(phase["steps"] * phase["batch_size"] for phase in curriculum[:skip])
+        for phase in curriculum[skip:]:
             losses = _train_phase(model, codec, teacher, recipe, phase, first_index)
             first_index += phase["steps"] * phase["batch_size"]
             final_losses.append([phase["phase"], float(np.mean(losses[-50:]))])
@@ -249,6 +295,8 @@ def pretrain_mini(out_dir: str | Path, recipe: dict = RECIPE, steps: int | None 
         record = {"recipe": recipe, "recipe_fingerprint": recipe_fingerprint(recipe),
                   "steps_run": [phase["steps"] for phase in curriculum], "final_losses": final_losses,
                   "train_seconds": round(time.time() - start, 1), "weights_sha256": weights_sha256(staging)}
+        if init is not None:
+            record["continued_from_phase"] = skip
         (staging / RECIPE_FILE).write_text(json.dumps(record, indent=1) + "\n")
         for path in staging.iterdir():
             path.chmod(0o644)
@@ -264,8 +312,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Pre-train the miniature Qwen2.5-VL on the pattern task.")
     parser.add_argument("--out", type=Path, default=Path("models/mini"), help="output folder")
     parser.add_argument("--steps", type=int, default=None, help="cap every phase's step count (testing)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="a mini folder that ran the first phases of the recipe: go on from its weights")
     args = parser.parse_args(argv)
-    print(pretrain_mini(args.out, steps=args.steps))
+    print(pretrain_mini(args.out, steps=args.steps, init=args.init))
 
 
 if __name__ == "__main__":
