@@ -18,9 +18,9 @@ import os
 import platform
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 from PIL import Image
@@ -36,7 +36,7 @@ from lfpc.grpo.update import PolicyUpdate
 from lfpc.model.loading import DTYPES
 from lfpc.rewards import RewardConfig
 from lfpc.rollout.codec import ChatCodec
-from lfpc.rollout.episodes import EpisodeConfig
+from lfpc.rollout.episodes import EpisodeConfig, Trajectory
 from lfpc.rollout.factory import build_engine
 from lfpc.training.display import DisplaySizer
 from lfpc.training.module import GRPOConfig, GRPOModule, PolicyConfig
@@ -53,7 +53,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arch", choices=ARCH_CHOICES, default="tiny",
                         help="tiny test model, or random-init Qwen2.5-VL at the real 3B/7B dimensions")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on GPU, else float32")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                        help="policy weights; default: float32 with --bf16-mixed, else bfloat16 on GPU, float32 on CPU")
+    parser.add_argument("--bf16-mixed", action="store_true",
+                        help="bf16 autocast compute over --dtype weights (float32 master weights and Adam states), "
+                             "as Lightning's precision bf16-mixed (conf/trainer/gpu.yaml); vLLM then runs in bf16")
     parser.add_argument("--backends", nargs="+", choices=("hf", "vllm"), default=["hf", "vllm"])
     parser.add_argument("--groups", nargs="+", type=int, default=[2, 4, 8, 16], help="group sizes at the first budget")
     parser.add_argument("--budgets", nargs="+", type=int, default=[1024, 16384], help="global-image token budgets")
@@ -68,6 +72,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--micro-batch", type=int, default=2, help="trajectories per forward/backward")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: see archs.py)")
     parser.add_argument("--vllm-memory", type=float, default=0.35, help="vLLM gpu_memory_utilization (GPU only)")
+    parser.add_argument("--vllm-eager", action="store_true",
+                        help="vLLM without CUDA graphs / compilation (starts faster; training uses graphs)")
     parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "lfpc-bench")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--threads", type=int, default=None,
@@ -80,26 +86,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
-    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    if args.dtype is None:
+        args.dtype = "bfloat16" if args.device.startswith("cuda") and not args.bf16_mixed else "float32"
     if min(args.crops, args.samples, args.repeats, *args.groups, *args.large_groups) < 1:
         parser.error("--crops, --samples, --repeats and every group size must be >= 1")
     return args
 
 
 class Clock:
-    """Phase stopwatch that waits for the GPU before reading the time."""
+    """Phase stopwatch that waits for the GPU before reading the time; on CUDA it also records each phase's peak
+    of allocated memory (``torch.cuda.max_memory_allocated``, reset when the phase starts) in ``peak_bytes``."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.seconds: dict[str, float] = {}
+        self.peak_bytes: dict[str, int] = {}
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
         self._sync()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
         yield
         self._sync()
         self.seconds[name] = time.perf_counter() - start
+        if self.device.type == "cuda":
+            self.peak_bytes[name] = torch.cuda.max_memory_allocated(self.device)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -127,7 +140,10 @@ class Bench:
         self.module.policy.train()  # as under Lightning (gradient checkpointing only acts in training mode)
         self.optimizer = self.module.configure_optimizers()
         self.flops = FlopModel.of(self.module.policy)
+        self.compute = compute_context(args)
         self.policy: ScriptedCropPolicy | None = None
+        self.backend: str | None = None
+        self.trajectories: list[Trajectory] = []  # the last step's
         self._blank = _blank_image(args.work_dir)
 
     @property
@@ -136,24 +152,33 @@ class Bench:
 
     def use_backend(self, backend: str) -> None:
         """Build the rollout engine of ``backend`` (replacing the previous one) behind the scripted policy."""
-        self.policy = None
+        if self.policy is not None:
+            self.policy.sleep()  # a vLLM engine gives its KV cache and weights back before it is dropped
+        self.policy, self.backend = None, None
         self.module.set_engine(None)  # frees the previous engine before the next one takes memory
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         a = self.args
         cfg = {"backend": "hf"}
-        if backend == "vllm":
-            cfg = {"backend": "vllm", "dtype": a.dtype, "max_model_len": self.context_limit,
-                   "max_images_per_prompt": a.crops + 1, "gpu_memory_utilization": a.vllm_memory}
+        if backend == "vllm":  # in the compute dtype, as conf/rollout/vllm.yaml
+            cfg = {"backend": "vllm", "dtype": "bfloat16" if a.bf16_mixed else a.dtype,
+                   "max_model_len": self.context_limit, "max_images_per_prompt": a.crops + 1,
+                   "gpu_memory_utilization": a.vllm_memory, "enforce_eager": True if a.vllm_eager else None}
         engine = build_engine(cfg, self.codec, str(self.model_dir), self.device, dtype=a.dtype, seed=a.seed)
         self.policy = ScriptedCropPolicy(engine, self.codec, a.crops, self.timer)
         self.module.set_engine(self.policy)
+        self.backend = backend
 
     def step(self, backend: str, budget: int, group: int, samples: list[Sample], crops: int | None = None,
              train: bool = True, cache_items: int = DEFAULT_CACHE_ITEMS) -> dict:
         """One timed GRPO step (sync, rollout, log-probs, update) starting from a cold image cache of
-        ``cache_items`` images."""
+        ``cache_items`` images; the trajectories are kept in ``self.trajectories``."""
+        with self.compute():
+            return self._step(backend, budget, group, samples, crops, train, cache_items)
+
+    def _step(self, backend: str, budget: int, group: int, samples: list[Sample], crops: int | None, train: bool,
+              cache_items: int) -> dict:
         module, clock = self.module, Clock(self.device)
         module.grpo = dataclasses.replace(module.grpo, group_size=group)
         module.display_sizer = DisplaySizer("original", budget)
@@ -165,6 +190,8 @@ class Bench:
         self.policy.generated_tokens = 0
         with clock("rollout"):
             trajectories = module.rollout(samples, seed=self.args.seed)
+        module.engine.sleep()  # as GRPOModule.training_step: vLLM on CUDA frees its KV cache and weights
+        self.trajectories = trajectories
         host, calls = self.timer.snapshot()
         contexts = [t.context for t in trajectories]
         result = {"backend": backend, "budget": budget, "group": group, "samples": len(samples),
@@ -179,24 +206,48 @@ class Bench:
                   "forward_flops": self.flops.forward([len(c.token_ids) for c in contexts],
                                                       [int(p.shape[0]) for c in contexts for p in c.pixel_values])}
         if train:
-            update = PolicyUpdate(module.policy, self.optimizer, module.grpo.loss, self.codec.pad_id,
-                                  self.codec.image_pad_id, mini_batch_size=len(contexts),
-                                  micro_batch_size=self.args.micro_batch, max_grad_norm=module.grpo.max_grad_norm,
-                                  temperature=module.grpo.temperature)
+            result["update_stats"] = self.train(trajectories, clock)
+        result.update({f"{name}_s": seconds for name, seconds in clock.seconds.items()})
+        if clock.peak_bytes:
+            result["peak_gib"] = {name: value / 2 ** 30 for name, value in clock.peak_bytes.items()}
+        return _derived(result)
+
+    def policy_update(self, trajectories: int, policy: torch.nn.Module | None = None) -> PolicyUpdate:
+        """The update of one GRPO step over ``trajectories`` trajectories as one mini-batch (one optimizer step),
+        on ``policy`` (default: the module's)."""
+        grpo = self.module.grpo
+        return PolicyUpdate(policy or self.module.policy, self.optimizer, grpo.loss, self.codec.pad_id,
+                            self.codec.image_pad_id, mini_batch_size=trajectories,
+                            micro_batch_size=self.args.micro_batch, max_grad_norm=grpo.max_grad_norm,
+                            temperature=grpo.temperature)
+
+    def train(self, trajectories: list[Trajectory], clock: Clock, policy: torch.nn.Module | None = None,
+              advantages: torch.Tensor | None = None) -> dict[str, float]:
+        """The "old" log-prob pass (timed as ``logprob``) and one optimizer step (``update``) on ``trajectories``
+        with ``advantages`` (default: the group advantages of their rewards); returns the update's statistics."""
+        contexts = [t.context for t in trajectories]
+        update = self.policy_update(len(contexts), policy)
+        if advantages is None:
             rewards = torch.tensor([t.scores["total"] for t in trajectories])
             advantages = group_advantages(rewards, torch.tensor([t.group for t in trajectories]))
-            with clock("logprob"):
-                update.logprobs(contexts)
-            with clock("update"):
-                update(contexts, advantages)
-        result.update({f"{name}_s": seconds for name, seconds in clock.seconds.items()})
-        return _derived(result)
+        with clock("logprob"):
+            update.logprobs(contexts)
+        with clock("update"):
+            return update(contexts, advantages)
 
     def _cold_image_cache(self, cache_items: int) -> None:
         """Evict every decoded image (a step's prompts are new images in training), using the public cache API."""
         set_cache_size(1)
         load_image(self._blank)  # the one image left is a 28x28 blank
         set_cache_size(cache_items)
+
+
+def compute_context(args: argparse.Namespace) -> Callable[[], ContextManager]:
+    """What the trainer's passes run in: Lightning's bf16 autocast under ``--bf16-mixed``, else nothing."""
+    if not args.bf16_mixed:
+        return nullcontext
+    from lightning.pytorch.plugins.precision import MixedPrecision
+    return MixedPrecision("bf16-mixed", torch.device(args.device).type).forward_context
 
 
 def _blank_image(work_dir: Path) -> Path:

@@ -18,6 +18,7 @@ from lfpc.agent.prompt import tool_call_text
 from lfpc.rollout.base import Completion, Context, RolloutEngine, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 
+
 class ScriptedCropPolicy:
     """Implements :class:`lfpc.rollout.base.RolloutEngine` around ``engine``; counts model time and tokens."""
 
@@ -36,14 +37,23 @@ class ScriptedCropPolicy:
         """Forward the weight push to the wrapped engine."""
         self.engine.load_weights(named_tensors)
 
+    def sleep(self) -> None:
+        """Forward to the wrapped engine (vLLM on CUDA frees its KV cache and weights)."""
+        self.engine.sleep()
+
     def _scripted(self, context: Context) -> Completion:
         turn = _assistant_turns(context.policy_mask)
-        if turn < self.crops:
-            text = tool_call_text(_centred_box(self.codec.image_size(context.image_grid_thw[0]), 0.5 ** (turn + 1)))
-        else:
-            text = "<answer>A</answer>"
+        text = scripted_turn_text(self.codec.image_size(context.image_grid_thw[0]), turn, self.crops)
         ids = self.codec.completion_ids(text)
         return Completion(token_ids=ids, logprobs=[0.0] * len(ids), finish_reason="stop")
+
+
+def scripted_turn_text(display_size: tuple[int, int], turn: int, crops: int) -> str:
+    """Assistant turn ``turn`` (0-based) of the script on an image displayed at ``display_size``: a zoom-in on the
+    centred box of ``0.5 ** (turn + 1)`` of each side while ``turn < crops``, then ``<answer>A</answer>``."""
+    if turn < crops:
+        return tool_call_text(_centred_box(display_size, 0.5 ** (turn + 1)))
+    return "<answer>A</answer>"
 
 
 def _assistant_turns(policy_mask: list[int]) -> int:
