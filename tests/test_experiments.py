@@ -324,7 +324,8 @@ def write_records(folder: Path, label: str, by_budget: dict[int, dict[str, list]
             for i, correct in enumerate(modes[mode]):
                 iou = modes["iou"][i] if mode == "pred" else None
                 lines.append({"key": f"q{i}|{mode}|{budget}", "id": f"q{i}", "benchmark": "patterns", "mode": mode,
-                              "budget": budget, "correct": bool(correct), "last_iou": iou})
+                              "budget": budget, "correct": bool(correct), "last_iou": iou,
+                              "options": ["red", "green", "blue", "grey"]})
     (folder / "records.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
@@ -357,8 +358,11 @@ def test_miniature_collector_tables_targets_and_figures_from_fabricated_runs(tmp
     assert stage1_low["budget"] == 16 and stage1_low["drop"]["value"] == pytest.approx(50.0)  # 75 - 25, paired
     assert stage1_low["drop"]["low"] <= 50.0 <= stage1_low["drop"]["high"]
     assert budget_rows((out / "table5.md").read_text())[("Stage II", "16")][2] == "0.0 [0.0, 0.0]"
-    # targets at 16 tokens: +50 points (>= 10) MET; drop 50 >= max(10, 2 x 0) MET; IoU 22 - 20 = +2 < 5 NOT MET
-    assert [t.status for t in check_targets(summary)] == ["MET", "MET", "NOT MET"]
+    # targets at 16 tokens: +50 points (>= 10) MET; drop 50 >= max(10, 2 x 0) MET; IoU 22 - 20 = +2 < 5 NOT MET;
+    # Stage I right on 3 of 4: a resample is <= 1/4 right with probability 4 (3/4)(1/4)^3 + (1/4)^4 = 5.1% > 2.5%,
+    # so its interval starts at 25.0, not above chance (1/4 with four options) -> NOT MET
+    assert stage1_low["chance"] == pytest.approx(25.0) and stage1_low["acc"]["pred"]["low"] == pytest.approx(25.0)
+    assert [t.status for t in check_targets(summary)] == ["MET", "MET", "NOT MET", "NOT MET"]
     assert "NOT MET      Stage II IoU at 16 tokens >= Stage I + 5 points" in text
     for name in ("figure5", "figure6"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
