@@ -11,10 +11,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lfpc.data.records import Sample, check_samples, load_jsonl
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import optimizer_steps
+from lfpc.model.lora import LoraSettings
 from lfpc.rewards import RewardConfig
 from lfpc.rollout.episodes import EpisodeConfig
 from lfpc.training.alarms import AlarmConfig
 from lfpc.training.display import DisplaySizer
+from lfpc.training.dynamic_sampling import DynamicSamplingConfig
 from lfpc.training.module import GRPOConfig, PolicyConfig
 from lfpc.training.noise_probe import NoiseProbeConfig
 from lfpc.training.rollout_log import ViewerConfig
@@ -98,10 +100,23 @@ def load_samples(data: DictConfig) -> list[Sample]:
 
 
 def policy_config(cfg: DictConfig, path: str) -> PolicyConfig:
+    """The :class:`PolicyConfig` of ``cfg`` (``model.lora``: null for full fine-tuning, else LoRA settings)."""
     m = cfg.model
     return PolicyConfig(path=path, dtype=m.dtype, attn_implementation=m.attn_implementation,
                         gradient_checkpointing=m.gradient_checkpointing, fsdp_param_dtype=m.fsdp_param_dtype,
-                        global_max_tokens=cfg.vision.global_max_tokens, rollout_batch_size=m.rollout_batch_size)
+                        global_max_tokens=cfg.vision.global_max_tokens, rollout_batch_size=m.rollout_batch_size,
+                        lora=lora_settings(cfg))
+
+
+def lora_settings(cfg: DictConfig) -> LoraSettings | None:
+    """``model.lora`` as :class:`LoraSettings`, or None (full fine-tuning) when it is null or absent."""
+    lora = cfg.model.get("lora")
+    if lora is None:
+        return None
+    settings = OmegaConf.to_container(lora, resolve=True)
+    if "target_modules" in settings:
+        settings["target_modules"] = tuple(settings["target_modules"])
+    return LoraSettings(**settings)
 
 
 def per_rank(cfg: DictConfig, key: str) -> int:
@@ -118,6 +133,7 @@ def grpo_config(cfg: DictConfig) -> GRPOConfig:
     g.pop("prompts_per_step")
     g["mini_batch_size"] = per_rank(cfg, "mini_batch_size")
     g["loss"] = PolicyLossConfig(**g["loss"])
+    g["dynamic_sampling"] = DynamicSamplingConfig(**g.get("dynamic_sampling", {}))
     g["lr"] = g["lr"] * cfg.get("lr_scale", 1.0)
     return GRPOConfig(**g)
 

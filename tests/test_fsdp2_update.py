@@ -4,7 +4,8 @@ Each rank shards the tiny Qwen2.5-VL with :func:`shard_policy` and updates on it
 process updates an unsharded copy on all 4. Plain SGD keeps the update linear in the gradient, so a wrong gradient
 reduction (a sum instead of the mean over ranks) or a wrong split (both ranks on the same contexts) changes the
 result. Every completion has the same number of tokens, so the per-rank token means average to the global one.
-The ranks meet through a file store: no network port to pick.
+The ranks meet through a file store: no network port to pick. A LoRA policy (PEFT adapters, base frozen) is sharded
+and updated the same way, and its merged weights gathered from the shards match the single process's.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from torch.distributed.device_mesh import init_device_mesh
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate
 from lfpc.model.loading import load_model
+from lfpc.model.lora import LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rollout.codec import ChatCodec
 from lfpc.training.sharding import full_named_tensors, shard_policy
 
 pytestmark = pytest.mark.slow
 
 ADVANTAGES = torch.tensor([1.0, -0.5, 0.25, -1.5])
+LORA = LoraSettings(r=4, alpha=8.0)
 
 
 def fixed_contexts(codec: ChatCodec) -> list:
@@ -48,17 +51,24 @@ def sgd_update(model, codec: ChatCodec, contexts: list, advantages: torch.Tensor
                  )(contexts, advantages)
 
 
-def update_on_rank(rank: int, world: int, store: str, model_dir: str, out: str) -> None:
-    """Rank ``rank`` of ``world``: shard, update on its share of the contexts, rank 0 saves the full weights."""
+def policy(model_dir: str, lora: bool) -> torch.nn.Module:
+    """The tiny model, with LoRA adapters (seeded) when ``lora``."""
+    model = load_model(model_dir)
+    return apply_lora(model, LORA, seed=0) if lora else model
+
+
+def update_on_rank(rank: int, world: int, store: str, model_dir: str, out: str, lora: bool = False) -> None:
+    """Rank ``rank`` of ``world``: shard, update on its share of the contexts, rank 0 saves the full weights (merged
+    ones for a LoRA policy)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         codec = ChatCodec.for_model(model_dir, 256)
-        model = load_model(model_dir)
+        model = policy(model_dir, lora)
         shard_policy(model, init_device_mesh("cpu", (world,), mesh_dim_names=("data_parallel",))["data_parallel"])
         share = slice(rank * 4 // world, (rank + 1) * 4 // world)
         sgd_update(model, codec, fixed_contexts(codec)[share], ADVANTAGES[share])
-        full = dict(full_named_tensors(model))
+        full = dict((policy_named_tensors if lora else full_named_tensors)(model))
         if rank == 0:
             torch.save(full, out)
         dist.barrier()  # leave together: a rank tearing gloo down while the other still works aborts it
@@ -76,4 +86,18 @@ def test_two_ranks_update_like_one_process_on_all_the_data(tiny_model_dir, codec
     before = initial.state_dict()
     assert max(float((v - before[k]).abs().max()) for k, v in single.state_dict().items()) > 1e-3
     for name, tensor in single.state_dict().items():
+        torch.testing.assert_close(sharded[name], tensor, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_two_ranks_update_a_lora_policy_like_one_process(tiny_model_dir, codec, tmp_path):
+    out = tmp_path / "sharded.pt"
+    mp.spawn(update_on_rank, args=(2, str(tmp_path / "store"), str(tiny_model_dir), str(out), True), nprocs=2)
+    sharded = torch.load(out)
+    single = policy(str(tiny_model_dir), lora=True)
+    sgd_update(single, codec, fixed_contexts(codec), ADVANTAGES)
+    merged, before = dict(policy_named_tensors(single)), load_model(tiny_model_dir).state_dict()
+    changed = {k for k, v in merged.items() if not torch.equal(v, before[k])}
+    assert len(changed) == 14 and max(float((merged[k] - before[k]).abs().max()) for k in changed) > 1e-4
+    assert sharded.keys() == merged.keys()
+    for name, tensor in merged.items():
         torch.testing.assert_close(sharded[name], tensor, atol=1e-6, rtol=1e-4, msg=name)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lfpc.model.loading import load_model
@@ -174,3 +175,32 @@ def test_bf16_true_trains_and_logs_rollout_metrics_in_float32(cache, tmp_path):
                         ("reward/fmt", [r["scores"]["fmt"] for r in rollouts]),
                         ("rollout/response_tokens", [r["response_tokens"] for r in rollouts])):
         assert result[key] == pytest.approx(sum(values) / len(values), rel=1e-6), key
+
+
+def test_lora_and_dynamic_sampling_on_fsdp2_export_merged_weights_stage2_reads(cache, tmp_path):
+    # the 1-4 GPU options on the launch path: a LoRA policy sharded over 2 gloo ranks with dynamic sampling, its
+    # sharded checkpoint resumed, its export a plain transformers model that Stage II starts from (LoRA again)
+    sizes = ["trainer=cpu_fsdp2", "grpo.loss.entropy_coef=0.01", "grpo.prompts_per_step=2", "grpo.mini_batch_size=4",
+             "+lora=default", "model.lora.r=4", "grpo.dynamic_sampling.enabled=true",
+             "grpo.dynamic_sampling.max_rounds=2"]
+    run = tmp_path / "run"
+    train(*sizes, "trainer.max_steps=2", cache=cache, run_dir=run)
+    result = summary(run)
+    digests = result["rank_weight_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    exported = load_model(run / "hf_model").state_dict()
+    initial = load_model(result["model"]).state_dict()
+    assert exported.keys() == initial.keys() and weights_digest(exported.items()) == digests[0]
+    changed = {k for k, v in exported.items() if not torch.equal(v, initial[k])}
+    assert changed and all(re.search(r"language_model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$", k)
+                           for k in changed)  # only the adapted weights moved (entropy bonus: a gradient)
+    generated = result["sampling/groups_generated"]  # summed over the ranks: 1 prompt each, 1 or 2 rounds
+    assert 2 <= generated <= 4 and result["sampling/groups_dropped"] == generated - 2
+    # one more step from the sharded checkpoint (adapters and their Adam moments) ends like a straight 3-step run
+    train(*sizes, "trainer.max_steps=3", cache=cache, run_dir=run)
+    train(*sizes, "trainer.max_steps=3", cache=cache, run_dir=tmp_path / "straight")
+    assert summary(run)["rank_weight_digests"] == summary(tmp_path / "straight")["rank_weight_digests"]
+    assert rollout_steps(run) == rollout_steps(tmp_path / "straight")
+    train("+stage=grounding", f"init_from={run / 'hf_model'}", "+lora=default", "model.lora.r=4", cache=cache,
+          run_dir=tmp_path / "stage2")
+    assert summary(tmp_path / "stage2")["model"] == str(run / "hf_model")

@@ -44,11 +44,11 @@ def z_scores(pair: tuple[float, float], eps: float = 1e-6) -> list[float]:
 
 
 class ScriptedEngine:
-    """Replies from REPLIES by question and rollout index (order within the question); keeps every weight push
-    and, at every generate call, whether its weights are the trainer's current ones."""
+    """Replies from ``replies`` (REPLIES) by question and rollout index (order within the question); keeps every
+    weight push and, at every generate call, whether its weights are the trainer's current ones."""
 
-    def __init__(self, codec, module):
-        self.codec, self.module = codec, module
+    def __init__(self, codec, module, replies: dict[str, tuple[str, ...]] = REPLIES):
+        self.codec, self.module, self.replies = codec, module, replies
         self.pushes: list[dict[str, torch.Tensor]] = []
         self.fresh: list[bool] = []
 
@@ -62,9 +62,9 @@ class ScriptedEngine:
         seen: dict[str, int] = {}
         completions = []
         for context in contexts:
-            question = next(q for q in QUESTIONS if q in self.codec.tokenizer.decode(context.token_ids))
+            question = next(q for q in self.replies if q in self.codec.tokenizer.decode(context.token_ids))
             seen[question] = seen.get(question, -1) + 1
-            text = REPLIES[question][seen[question]]
+            text = self.replies[question][seen[question]]
             ids = self.codec.completion_ids(text)
             completions.append(Completion(ids, [0.0] * len(ids), "stop"))
         return completions
@@ -73,22 +73,26 @@ class ScriptedEngine:
         pass
 
 
-def samples(noise_sample) -> list[Sample]:
-    """The two prompts, on one image with nested GT boxes."""
+def samples(noise_sample, questions=QUESTIONS, answers="AC") -> list[Sample]:
+    """One prompt per question (the two QUESTIONS, answers A and C), on one image with nested GT boxes."""
     return [Sample(id=f"p{i}", image_path=noise_sample.image_path, question=q, options=("a", "b", "c", "d"),
-                   answer="AC"[i], boxes=noise_sample.boxes, image_size=(1024, 768)) for i, q in enumerate(QUESTIONS)]
+                   answer=answers[i], boxes=noise_sample.boxes, image_size=(1024, 768))
+            for i, q in enumerate(questions)]
 
 
-def module_and_trainer(tiny_model_dir, codec) -> tuple[GRPOModule, ScriptedEngine, L.Trainer]:
-    """A GRPO module (with a KL term) on the tiny model with the scripted engine, and a 2-step CPU trainer."""
-    grpo = GRPOConfig(group_size=2, mini_batch_size=4, micro_batch_size=2, lr=1e-3, max_grad_norm=1e9,
-                      loss=PolicyLossConfig(kl_coef=0.1))  # no KL gradient at step 0: the policy is the reference
-    module = GRPOModule(PolicyConfig(path=str(tiny_model_dir)), grpo,
-                        EpisodeConfig(max_turns=0, max_new_tokens_per_turn=64, crop_max_tokens=16),
+def module_and_trainer(tiny_model_dir, codec, max_steps: int = 2, replies=REPLIES, **options
+                       ) -> tuple[GRPOModule, ScriptedEngine, L.Trainer]:
+    """A GRPO module (with a KL term) on the tiny model with the scripted engine, and a ``max_steps`` CPU trainer;
+    ``options`` replace fields of the module's GRPOConfig, or set the PolicyConfig's ``lora``."""
+    policy = PolicyConfig(path=str(tiny_model_dir), lora=options.pop("lora", None))
+    defaults = {"group_size": 2, "mini_batch_size": 4, "micro_batch_size": 2, "lr": 1e-3, "max_grad_norm": 1e9,
+                "loss": PolicyLossConfig(kl_coef=0.1)}  # no KL gradient at step 0: the policy is the reference
+    grpo = GRPOConfig(**{**defaults, **options})
+    module = GRPOModule(policy, grpo, EpisodeConfig(max_turns=0, max_new_tokens_per_turn=64, crop_max_tokens=16),
                         RewardConfig(), display_sizer=lambda sample: DISPLAY)
-    engine = ScriptedEngine(codec, module)
+    engine = ScriptedEngine(codec, module, replies)
     module.set_engine(engine)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     return module, engine, trainer
 

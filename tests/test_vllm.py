@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.model.loading import load_model
+from lfpc.model.lora import LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rollout.base import SamplingConfig
 from lfpc.rollout.factory import build_engine
 from lfpc.rollout.hf import HFRolloutEngine
@@ -109,6 +110,26 @@ def test_rollouts_change_after_an_update(engine, codec, contexts, trainer):
     assert [c.token_ids for c in after] != [c.token_ids for c in before]
 
 
+def test_lora_policy_push_serves_the_adapted_policy(engine, codec, contexts, trainer):
+    """A LoRA policy reaches vLLM as merged weights through the same in-place push (no LoRA support in vLLM)."""
+    policy = apply_lora(trainer, LoraSettings(r=4, alpha=8.0), seed=0)
+    _perturb(policy, seed=2, only="lora_B")  # B starts at 0: make the adapters change the outputs
+    engine.load_weights(policy_named_tensors(policy))
+    sampling = SamplingConfig(max_new_tokens=12, temperature=0.7)
+    completions = engine.generate(contexts, sampling)
+    for context, completion in zip(contexts, completions):
+        context.extend(completion.token_ids, from_policy=True, logprobs=completion.logprobs)
+    with torch.no_grad():
+        adapted = sequence_logprobs(policy, contexts, codec.pad_id, codec.image_pad_id, temperature=0.7)["logprobs"]
+        with policy.disable_adapter():
+            base = sequence_logprobs(policy, contexts, codec.pad_id, codec.image_pad_id, temperature=0.7)["logprobs"]
+    for row, (context, completion) in enumerate(zip(contexts, completions)):
+        end = len(context.token_ids) - 1
+        sampled = torch.tensor(completion.logprobs)
+        torch.testing.assert_close(sampled, adapted[row, end - 12:end], atol=1e-4, rtol=0)
+        assert float((sampled - base[row, end - 12:end]).abs().max()) > 1e-2  # the adapters matter
+
+
 def test_push_must_cover_every_parameter(engine, trainer):
     partial = [(name, tensor) for name, tensor in full_named_tensors(trainer) if name != "lm_head.weight"]
     with pytest.raises(KeyError, match="did not cover 1 vLLM parameters"):
@@ -129,11 +150,13 @@ def test_vllm_config_keys_are_engine_arguments():
     assert OmegaConf.load(CONF / "hf.yaml") == {"backend": "hf"}
 
 
-def _perturb(model, seed):
+def _perturb(model, seed, only: str = ""):
+    """Add N(0, 0.05^2) noise to every parameter whose name contains ``only``."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
+        for name, parameter in model.named_parameters():
+            if only in name:
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
 
 
 

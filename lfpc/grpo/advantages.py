@@ -34,6 +34,12 @@ def group_advantages(rewards: Tensor, group_ids: Tensor, eps: float = 1e-6, scal
     return torch.where(flat, torch.zeros_like(centered), centered)
 
 
+def constant_groups(rewards: Tensor, group_ids: Tensor) -> Tensor:
+    """Whether each group's rewards are all equal (its advantages are all 0: no learning signal), one bool per
+    group in the order of the sorted group ids; what dynamic sampling drops (DAPO)."""
+    return _Groups(rewards.double(), group_ids).flat
+
+
 class _Groups:
     """Per-group sums, counts, means and constancy of ``values`` (scatter ops, no Python loop over groups)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Iterator, Sequence
 
 import lightning as L
@@ -48,10 +49,30 @@ class StepSampler(Sampler[int]):
 
     def step_indices(self, step: int) -> list[int]:
         """The sample indices this rank trains on at GRPO step ``step``."""
+        return self._rank_slice(step, self.rank)
+
+    def _rank_slice(self, step: int, rank: int) -> list[int]:
+        """The sample indices rank ``rank`` trains on at GRPO step ``step``."""
         data_pass, position = divmod(step, self.steps_per_pass)
         order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + data_pass))
-        begin = (position * self.world_size + self.rank) * self.per_rank
+        begin = (position * self.world_size + rank) * self.per_rank
         return order[begin:begin + self.per_rank].tolist()
+
+    def refill_indices(self, step: int, round_index: int) -> list[int]:
+        """This rank's extra prompts for refill round ``round_index`` (1, 2, ...) of GRPO step ``step`` (dynamic
+        sampling, :mod:`lfpc.training.dynamic_sampling`), a pure function of (seed, step, round) like
+        :meth:`step_indices`.
+
+        Rounds take consecutive global batches of one permutation, seeded by (seed, step), of the samples not in the
+        step's global batch (of all of them if the step uses them all; cyclically when rounds outrun them); rank
+        ``r`` takes the ``r``-th slice, so ranks never share a refill prompt.
+        """
+        used = {i for rank in range(self.world_size) for i in self._rank_slice(step, rank)}
+        pool = [i for i in range(self.num_samples) if i not in used] or list(range(self.num_samples))
+        key = hashlib.sha256(f"refill:{self.seed}:{step}".encode()).digest()
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(int.from_bytes(key[:7], "big")))
+        begin = ((round_index - 1) * self.world_size + self.rank) * self.per_rank
+        return [pool[int(order[k % len(pool)])] for k in range(begin, begin + self.per_rank)]
 
 
 class PromptData(L.LightningDataModule):
@@ -69,7 +90,15 @@ class PromptData(L.LightningDataModule):
         self.updates_per_step, self.seed = updates_per_step, seed
 
     def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.samples, batch_size=self.prompts_per_step, sampler=self.sampler(),
+                          collate_fn=PromptBatch)
+
+    def sampler(self) -> StepSampler:
+        """This rank's :class:`StepSampler`, starting at the GRPO step after the trainer's (restored) global step."""
         t = self.trainer
-        sampler = StepSampler(len(self.samples), self.prompts_per_step, self.num_steps, t.global_rank, t.world_size,
-                              self.seed, start_step=t.global_step // self.updates_per_step)
-        return DataLoader(self.samples, batch_size=self.prompts_per_step, sampler=sampler, collate_fn=PromptBatch)
+        return StepSampler(len(self.samples), self.prompts_per_step, self.num_steps, t.global_rank, t.world_size,
+                           self.seed, start_step=t.global_step // self.updates_per_step)
+
+    def refill(self, step: int, round_index: int) -> list[Sample]:
+        """This rank's extra prompts for refill round ``round_index`` of GRPO step ``step`` (dynamic sampling)."""
+        return [self.samples[i] for i in self.sampler().refill_indices(step, round_index)]

@@ -17,17 +17,21 @@ from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate, optimizer_steps
 from lfpc.judge import Judge, load_judge
 from lfpc.model.loading import load_model
+from lfpc.model.lora import AdapterOff, LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rewards import RewardConfig, score_episode
 from lfpc.rollout.base import SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.factory import build_engine
 from lfpc.rollout.episodes import EpisodeConfig, Trajectory, run_episodes
-from lfpc.training.batches import PromptBatch
+from lfpc.training.batches import PromptBatch, PromptData
+from lfpc.training.dynamic_sampling import DynamicSamplingConfig, dynamic_sample
 from lfpc.training.metrics import rollout_means, sum_over_ranks
 from lfpc.training.noise_probe import NoiseProbeConfig, noise_probe, share
 from lfpc.training.rollout_log import RolloutLog, ViewerConfig
-from lfpc.training.sharding import full_named_tensors, shard_policy, weights_digest
+from lfpc.training.sharding import shard_policy, weights_digest
 from lfpc.viewer.wandb_table import log_trajectory_table
+
+ROUND_SEED = 104_729  # the rollout seed's offset per dynamic-sampling round (the step's is 7919)
 
 
 @dataclass
@@ -48,6 +52,11 @@ class GRPOConfig:
     scale_advantages: bool = True
     tis_cap: float | None = None  # truncated importance sampling between rollout and trainer log-probs
     loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+    dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
+
+    def __post_init__(self) -> None:
+        if self.dynamic_sampling.enabled and self.group_size < 2:
+            raise ValueError("grpo.dynamic_sampling needs group_size >= 2: a group of one rollout never has signal")
 
 
 @dataclass
@@ -61,6 +70,7 @@ class PolicyConfig:
     fsdp_param_dtype: str = "float32"
     global_max_tokens: int = 1024   # processor max: the largest image any turn can show
     rollout_batch_size: int = 16
+    lora: LoraSettings | None = None  # None: full fine-tuning
 
 
 class GRPOModule(L.LightningModule):
@@ -77,7 +87,7 @@ class GRPOModule(L.LightningModule):
         self.display_sizer = display_sizer
         self.seed = seed
         self.policy: torch.nn.Module | None = None
-        self.reference: torch.nn.Module | None = None  # the frozen initial policy, for the KL term
+        self.reference: torch.nn.Module | AdapterOff | None = None  # the frozen initial policy, for the KL term
         self._engine = None
         self.judge_cfg = judge or {}
         self._judge: Judge | None = None
@@ -94,16 +104,26 @@ class GRPOModule(L.LightningModule):
                                  attn_implementation=self.policy_cfg.attn_implementation).train()
         if self.policy_cfg.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.policy_cfg.lora is not None:
+            self.policy = apply_lora(self.policy, self.policy_cfg.lora, seed=self.seed)
         if self.grpo.loss.kl_coef > 0:
-            self.reference = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype,
-                                        attn_implementation=self.policy_cfg.attn_implementation)
-            self.reference.eval().requires_grad_(False)
+            self.reference = self._reference()
         if self.device_mesh is not None:
-            for model in [m for m in (self.policy, self.reference) if m is not None]:
+            for model in [m for m in (self.policy, self.reference) if isinstance(m, torch.nn.Module)]:
                 shard_policy(model, self.device_mesh["data_parallel"], self.policy_cfg.fsdp_param_dtype)
 
+    def _reference(self) -> torch.nn.Module | AdapterOff:
+        """The KL reference: the policy with its LoRA adapters off, or a frozen copy of the initial weights."""
+        if self.policy_cfg.lora is not None:
+            return AdapterOff(self.policy)
+        reference = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype,
+                               attn_implementation=self.policy_cfg.attn_implementation)
+        return reference.eval().requires_grad_(False)
+
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.policy.parameters(), lr=self.grpo.lr, weight_decay=self.grpo.weight_decay,
+        """AdamW over the trainable parameters (with LoRA: the adapters only)."""
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable, lr=self.grpo.lr, weight_decay=self.grpo.weight_decay,
                                  betas=tuple(self.grpo.betas))
 
     def setup(self, stage: str) -> None:
@@ -136,8 +156,9 @@ class GRPOModule(L.LightningModule):
         self._engine = engine
 
     def sync_rollout_weights(self) -> None:
-        """Push the trainer's full weights into the rollout engine in place."""
-        self.engine.load_weights(full_named_tensors(self.policy))
+        """Push the trainer's full weights into the rollout engine in place (a LoRA policy's merged into its base
+        weights: the engines serve a plain transformers model either way)."""
+        self.engine.load_weights(policy_named_tensors(self.policy))
 
     # ----- one GRPO step -----
     def training_step(self, batch: PromptBatch, batch_idx: int) -> None:
@@ -147,12 +168,12 @@ class GRPOModule(L.LightningModule):
         self.sync_rollout_weights()
         timings["time/sync"] = time.perf_counter() - start
 
+        g = self.grpo
+        grpo_step = step // optimizer_steps(len(batch.samples) * g.group_size, g.mini_batch_size, g.ppo_epochs)
         start = time.perf_counter()
         seed = self.seed + 7919 * step + self.global_rank
-        trajectories = self.rollout(batch.samples, seed=seed)
+        trajectories, sampling_stats = self.rollout_batch(batch.samples, seed, grpo_step)
         timings["time/rollout"] = time.perf_counter() - start
-        g = self.grpo
-        grpo_step = step // optimizer_steps(len(trajectories), g.mini_batch_size, g.ppo_epochs)
         probe_stats = {}
         if self.probe.due(grpo_step):  # on the rollout weights, before the update
             start = time.perf_counter()
@@ -169,7 +190,8 @@ class GRPOModule(L.LightningModule):
         update_stats = self.update([t.context for t in trajectories], advantages)
         timings["time/update"] = time.perf_counter() - start
 
-        stats = {**rollout_means(trajectories, self.device), **probe_stats, **update_stats, **timings}
+        stats = {**rollout_means(trajectories, self.device), **sampling_stats, **probe_stats, **update_stats,
+                 **timings}
         self.log_dict(stats, on_step=True, prog_bar=False, batch_size=len(trajectories))
         self.log_dict(group_diagnostics(rewards, groups), on_step=True, sync_dist=True, batch_size=len(trajectories))
         self.log("reward", stats["reward/total"], prog_bar=True, batch_size=len(trajectories))
@@ -178,6 +200,24 @@ class GRPOModule(L.LightningModule):
         if self.rollout_log is not None:  # numbered by GRPO step, like the logged metrics
             kept = self.rollout_log.append(grpo_step, trajectories, advantages.tolist())
             log_trajectory_table(self.loggers, self.rollout_log.folder, kept)
+
+    def rollout_batch(self, samples: list[Sample], seed: int, grpo_step: int) -> tuple[list[Trajectory], dict]:
+        """This step's scored trajectories: the rollouts of ``samples``, or with ``grpo.dynamic_sampling`` the
+        batch :func:`lfpc.training.dynamic_sampling.dynamic_sample` fills (round ``k`` sampled with seed ``seed +
+        ROUND_SEED * k``, its extra prompts from :meth:`PromptData.refill`) and its counts summed over the ranks
+        (every rank must call this then)."""
+        if not self.grpo.dynamic_sampling.enabled:
+            return self.rollout(samples, seed=seed), {}
+        data = self.trainer.datamodule
+        if not isinstance(data, PromptData):
+            raise TypeError("grpo.dynamic_sampling draws its extra prompts from a PromptData datamodule; "
+                            f"this trainer has {type(data).__name__}")
+        trajectories, counts = dynamic_sample(
+            samples, rollout=lambda prompts, k: self.rollout(prompts, seed=seed + ROUND_SEED * k),
+            refill=lambda k: data.refill(grpo_step, k), max_rounds=self.grpo.dynamic_sampling.max_rounds)
+        totals = dict(zip(counts, sum_over_ranks(list(counts.values()), self.device)))
+        totals["sampling/rounds"] /= self.trainer.world_size  # the mean over ranks; the others are sums
+        return trajectories, totals
 
     def rollout(self, samples: list[Sample], seed: int) -> list[Trajectory]:
         """Generate ``group_size`` scored trajectories per sample with the rollout engine."""
@@ -209,7 +249,7 @@ class GRPOModule(L.LightningModule):
         """Save the current full policy (gathered from shards on every rank) as a transformers folder with its
         processor, written by rank 0 in the compute dtype (bf16 for the float32-master 7B); returns the digest of
         the full weights as seen by this rank."""
-        full = dict(full_named_tensors(self.policy))
+        full = dict(policy_named_tensors(self.policy))
         if self.global_rank == 0:
             model = load_model(self.policy_cfg.path, dtype=self.policy_cfg.fsdp_param_dtype)
             model.load_state_dict(full)

@@ -14,9 +14,13 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def shard_policy(model: torch.nn.Module, mesh, param_dtype: str = "float32", reduce_dtype: str = "float32") -> None:
-    """``fully_shard`` each vision block and decoder layer, then the whole model (FSDP2)."""
+    """``fully_shard`` each vision block and decoder layer, then the whole model (FSDP2); a LoRA (PEFT) policy is
+    sharded the same way, its frozen base weights and trainable adapters in the same groups."""
+    from lfpc.model.lora import base_model  # here: lfpc.model.lora reads full weights through this module
+
     policy = MixedPrecisionPolicy(param_dtype=DTYPES[param_dtype], reduce_dtype=DTYPES[reduce_dtype])
-    for block in [*model.model.visual.blocks, *model.model.language_model.layers]:
+    inner = base_model(model).model
+    for block in [*inner.visual.blocks, *inner.language_model.layers]:
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
 
