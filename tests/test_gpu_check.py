@@ -15,7 +15,7 @@ from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.model.inputs import batch_inputs
 
 SMALL = ["--device", "cpu", "--dims", "tiny", "--quick", "--backends", "hf", "vllm", "--image-size", "1024", "576",
-         "--budget", "64", "--crop-tokens", "64", "--new-tokens", "8"]
+         "--budget", "64", "--crop-tokens", "64", "--new-tokens", "8", "--train-backend", "hf"]
 PHASES = ("sync", "rollout", "logprob", "update")
 
 
@@ -34,7 +34,8 @@ def test_cpu_run_writes_every_figure_and_passes(tmp_path, work_dir, precision):
     code, results, markdown = _run(tmp_path, work_dir, "--precision", precision)
     sections = results["sections"]
     assert code == 0 and results["passed"], [c for c in results["checks"] if not c["passed"]]
-    assert list(sections) == ["environment", "checkpoint", "train", "lm_head", "sync_hf", "sync_vllm"]
+    # the sync sections run in the order that restarts the fewest engines (vLLM first when it is installed)
+    assert set(sections) == {"environment", "checkpoint", "train", "lm_head", "sync_hf", "sync_vllm"}
     for name in ("environment", "checkpoint", "train", "lm_head", "sync_hf"):
         assert sections[name]["status"] == "ok" and sections[name]["seconds"] >= 0
     if importlib.util.find_spec("vllm") is None:
