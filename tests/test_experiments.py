@@ -29,7 +29,12 @@ CONF = ROOT / "conf"
 
 # evaluations at one budget (the others at 1,024 and 16,384): Table 6 compares the others at 16,384 with ours at
 # 1,024 (paper Sec. 6), Table 7 is at 1,024 (paper Sec. 9)
-PAPER_BUDGETS = {("table6", "deepeyes"): [16384], ("table6", "stage2"): [1024], ("table7", "deepeyes"): [1024]}
+PAPER_BUDGETS = {**{("table6", method): [16384] for method in ("deepeyes", "cof_sft", "pixel_reasoner", "mini_o3")},
+                 ("table6", "stage2"): [1024], ("table7", "deepeyes"): [1024]}
+# a compared method's checkpoint, prompt preset and turn cap at paper size (conf/model/<label>.yaml)
+COMPARED = {"deepeyes": ("/models/DeepEyes-7B", "deepeyes", 10), "cof_sft": ("/models/CoF-sft-model-7b", "cof_sft", 5),
+            "pixel_reasoner": ("/models/PixelReasoner-RL-v1", "pixel_reasoner", 4),
+            "mini_o3": ("/models/Mini-o3-7B-v1", "mini_o3", 11)}
 
 
 def composed(config_name: str, overrides: list[str]):
@@ -69,9 +74,9 @@ def test_definition_composes_at_smoke_and_paper_size(name, tmp_path):
                     assert cfg["eval"]["budgets"] == PAPER_BUDGETS.get((name, job.label), [1024, 16384])
                 if command.kind == "eval" and name == "table6":  # time per question: one question at a time
                     assert cfg["eval"]["batch_size"] == 1
-                if command.kind == "eval" and size == "paper" and job.label == "deepeyes":  # its own prompt
+                if command.kind == "eval" and size == "paper" and job.label in COMPARED:  # its own prompt
                     assert (cfg["model"]["path"], cfg["episode"]["prompt"], cfg["episode"]["max_turns"]) == \
-                        ("/models/DeepEyes-7B", "deepeyes", 10)
+                        COMPARED[job.label]
                 elif command.kind == "eval":
                     assert cfg["episode"]["prompt"] == "lfpc"
                 if command.kind == "eval":
@@ -146,11 +151,11 @@ def test_table10_plan(tmp_path):
 
 def test_paper_size_goes_to_slurm_and_the_paper_benchmarks(tmp_path):
     commands = plan(load("table1"), "paper", tmp_path)
-    assert [c.argv[c.argv.index("-m") + 2] for c in commands] == ["benchmark=vstar",
-                                                                   "benchmark=hrbench_4k,hrbench_8k"]
+    benchmarks = ["benchmark=vstar", "benchmark=hrbench_4k,hrbench_8k"]
+    assert [c.argv[c.argv.index("-m") + 2] for c in commands] == benchmarks * 2  # DeepEyes, then CoF-sft
     assert all("hydra/launcher=slurm_1gpu" in c.argv for c in commands)
     assert "hydra/launcher=slurm_8gpu" in plan(load("table9"), "paper", tmp_path)[0].argv
-    assert len(plan(load("table1"), "smoke", tmp_path)) == 1  # smoke has no benchmark without GT boxes
+    assert len(plan(load("table1"), "smoke", tmp_path)) == 2  # smoke has no benchmark without GT boxes
     assert not any("launcher" in a for a in plan(load("table9"), "paper", tmp_path, launcher="local")[0].argv)
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from lfpc.agent.env import CropEnvironment
 from lfpc.agent.parsing import parse_turn
+from lfpc.agent.presets import preset
 from lfpc.agent.prompt import TOOL_NAME, initial_messages
 from lfpc.data.records import Sample
 
@@ -41,6 +42,22 @@ turns = st.one_of(st.text(), tool_turns, st.lists(pieces, max_size=8).map("".joi
                   st.text(max_size=10).map(lambda a: f"<answer>{a}</answer>"))
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
+# The compared methods' formats: Pixel Reasoner's crop_image_normalized call, Mini-o3's <grounding>, \boxed{} answers
+COMPARED = ("cof_sft", "pixel_reasoner", "mini_o3")
+targets = st.one_of(st.integers(-4, 4), json_values)
+pr_arguments = st.fixed_dictionaries({"bbox_2d": bboxes}, optional={"target_image": targets})
+pr_names = st.sampled_from(["crop_image_normalized", "select_frames", TOOL_NAME])
+pr_calls = st.fixed_dictionaries({"name": pr_names, "arguments": pr_arguments}).map(
+    lambda c: f"<tool_call>\n{json.dumps(c)}\n</tool_call>")
+sources = st.one_of(st.sampled_from(["original_image", "observation_0", "observation_1", "observation_99"]),
+                    st.text(max_size=12))
+groundings = st.tuples(st.one_of(bboxes.map(json.dumps), st.text(max_size=30)), sources).map(
+    lambda t: '<grounding>{"bbox_2d": %s, "source": "%s"}</grounding>' % t)
+method_pieces = st.one_of(pieces, pr_calls, groundings, st.sampled_from(
+    ["<grounding>", "</grounding>", "\\boxed{", "}", "{", "<answer>", "</answer>", "\n"]))
+method_turns = st.one_of(turns, pr_calls, groundings, st.lists(method_pieces, max_size=8).map("".join))
+frame_sizes = st.lists(st.tuples(st.integers(1, 600), st.integers(1, 600)), min_size=1, max_size=3)
+
 
 @FUZZ
 @given(turns)
@@ -53,6 +70,20 @@ def test_parser_never_raises_and_returns_one_of_three_kinds(text):
     else:
         assert turn.kind == "invalid" and turn.error and turn.bbox is None
         assert "<|" not in turn.error  # the error never carries the model's special tokens back
+
+
+@FUZZ
+@given(method_turns, st.sampled_from(COMPARED), frame_sizes)
+def test_compared_readers_never_raise_and_name_an_image_shown(text, name, frames):
+    turn = preset(name).read(text, frames)
+    if turn.kind == "tool_call":
+        assert 0 <= turn.source < len(frames)
+        assert len(turn.bbox) == 4 and all(isinstance(v, float) and math.isfinite(v) for v in turn.bbox)
+    elif turn.kind == "answer":
+        assert turn.answer and turn.answer == turn.answer.strip() and turn.error is None
+    else:
+        assert turn.kind in ("invalid", "unanswered") and turn.error and turn.bbox is None
+        assert "<|" not in turn.error
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +111,24 @@ def test_environment_and_codec_accept_any_turns(codec, sample, texts, mode):
         assert context.token_ids.count(codec.image_pad_id) == pads + expected
     outcome = env.outcome()
     assert outcome.num_invalid_calls == sum(e["error"] is not None for e in env.events)
+
+
+@settings(FUZZ, max_examples=60)
+@given(st.lists(method_turns, min_size=1, max_size=4), st.sampled_from(COMPARED), st.sampled_from(["pred", "direct"]))
+def test_environment_and_codec_accept_any_turns_with_a_compared_preset(codec, sample, texts, name, mode):
+    chosen = preset(name)
+    env = CropEnvironment(sample, DISPLAY, crop_max_tokens=16, max_turns=2, mode=mode, preset=chosen)
+    context = codec.start(chosen.messages(sample, DISPLAY, mode != "direct"), [env.global_image()])
+    shown = 1
+    for text in texts:
+        result = env.step(text)
+        if result.done:
+            break
+        if chosen.failed_call_shows_view and mode != "direct":
+            assert result.image is not None  # CoF answers every call with an image: the crop or the whole view
+        images = [result.image] if result.image is not None else []
+        codec.append_user_turn(context, result.content(), images)
+        shown += len(images)
+    assert len(context.images) == shown
+    unanswered = sum(e["kind"] == "unanswered" for e in env.events)
+    assert env.outcome().num_invalid_calls == sum(e["error"] is not None for e in env.events) - unanswered

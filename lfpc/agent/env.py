@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from lfpc.agent import prompt
-from lfpc.agent.parsing import ParsedTurn, parse_turn
-from lfpc.agent.presets import PRESETS, Preset
+from lfpc.agent.parsing import ParsedTurn
+from lfpc.agent.presets import PRESETS, Layout, Preset, tool_response_layout
 from lfpc.boxes import Box, Size, clip_box, intersection, scale_box
 from lfpc.data.records import Sample
 from lfpc.rewards import EpisodeOutcome
@@ -32,24 +31,27 @@ from lfpc.vision.budget import (
 from lfpc.vision.images import load_image
 
 MODES = ("pred", "gt", "noise", "direct")
+Region = tuple[int, int, int, int]  # an integer pixel region of the original image
 
 
 @dataclass(frozen=True)
 class StepResult:
     """What the environment returns for one assistant turn.
 
-    ``image`` is the crop to show (None for an error or when done); ``text`` the tool-response text
-    (see :func:`lfpc.agent.prompt.tool_response_content`); ``event`` this turn's log record.
+    ``image`` is the crop to show (None for an error or when done); ``text`` the tool-response text; ``event`` this
+    turn's log record; ``layout`` the preset's layout of the answering user turn (ours:
+    :func:`lfpc.agent.prompt.tool_response_content`).
     """
 
     done: bool
     image: Image.Image | None
     text: str
     event: dict
+    layout: Layout = tool_response_layout
 
     def content(self) -> list[dict]:
-        """Chat content of the user turn answering this step (``<tool_response>`` ... ``</tool_response>``)."""
-        return prompt.tool_response_content(self.image is not None, self.text)
+        """Chat content of the user turn answering this step (ours: ``<tool_response>`` ... ``</tool_response>``)."""
+        return self.layout(self.text, self.image.size if self.image is not None else None, self.event["turn"])
 
 
 class CropError(ValueError):
@@ -71,7 +73,7 @@ def _enlarge_side(lo: int, hi: int, limit: int, axis: str) -> tuple[int, int]:
     return start, start + PATCH
 
 
-def pixel_region(box: Box, size: Size) -> tuple[int, int, int, int]:
+def pixel_region(box: Box, size: Size) -> Region:
     """Integer crop region covering ``box`` (clipped to ``size``), each side enlarged to >= 28 px around its
     centre; raises :class:`CropError` when that is impossible or the aspect ratio exceeds 100 (DeepEyes' rule)."""
     width, height = size
@@ -88,21 +90,35 @@ def pixel_region(box: Box, size: Size) -> tuple[int, int, int, int]:
     return left, top, right, bottom
 
 
-def display_to_original(bbox: Box, display_size: Size, original_size: Size) -> Box:
-    """Check a predicted ``bbox`` in the displayed frame and map it to ORIGINAL pixels (clipped to the image).
-
-    Raises :class:`CropError` for zero or negative extent and for a box entirely outside the displayed image.
-    """
+def _checked(bbox: Box, size: Size) -> Box:
+    """``bbox`` clipped to an image of ``size``; raises :class:`CropError` for zero or negative extent and for a box
+    entirely outside the image."""
     x1, y1, x2, y2 = bbox
     if x1 == x2 or y1 == y2:
         raise CropError(f"bbox_2d {_fmt_box(bbox)} has zero area")
     if x2 < x1 or y2 < y1:
         raise CropError(f"bbox_2d {_fmt_box(bbox)} has x2 < x1 or y2 < y1; give [x1, y1, x2, y2] with the "
                         "top-left corner first")
-    width, height = display_size
+    width, height = size
     if intersection(bbox, (0.0, 0.0, float(width), float(height))) == 0.0:
         raise CropError(f"bbox_2d {_fmt_box(bbox)} lies entirely outside the {width} x {height} image")
-    return scale_box(clip_box(bbox, display_size), display_size, original_size)
+    return clip_box(bbox, size)
+
+
+def display_to_original(bbox: Box, display_size: Size, original_size: Size) -> Box:
+    """Check a predicted ``bbox`` in the displayed frame and map it to ORIGINAL pixels (clipped to the image).
+
+    Raises :class:`CropError` for zero or negative extent and for a box entirely outside the displayed image.
+    """
+    return scale_box(_checked(bbox, display_size), display_size, original_size)
+
+
+def crop_to_original(bbox: Box, crop_size: Size, region: Region) -> Box:
+    """Check a ``bbox`` given in pixels of a crop shown at ``crop_size`` and map it to ORIGINAL pixels: the crop
+    shows ``region`` of the original. Raises :class:`CropError` like :func:`display_to_original`."""
+    left, top, right, bottom = region
+    x1, y1, x2, y2 = scale_box(_checked(bbox, crop_size), crop_size, (right - left, bottom - top))
+    return (left + x1, top + y1, left + x2, top + y2)
 
 
 class CropEnvironment:
@@ -110,12 +126,16 @@ class CropEnvironment:
 
     Up to ``max_turns`` assistant turns may call the tool; turn ``max_turns + 1`` must answer, else the
     episode ends without an answer. Unparseable turns and refused calls get an error observation,
-    use up a turn and count in ``num_invalid_calls``. ``events`` logs every turn: ``turn``, ``kind``,
-    ``bbox`` (raw, displayed frame), ``label``, ``box`` (the box in original pixels: the prediction mapped from the
-    displayed frame, B1 in ``gt`` mode), ``region`` (the integer region cropped around it), ``crop_size``
-    and ``visual_tokens`` of the returned crop, ``error``. ``original`` is the decoded original image when the
-    caller already holds it (shared, read-only); otherwise it is loaded on first use and kept for the episode,
-    so the original is never decoded once per turn.
+    use up a turn and count in ``num_invalid_calls``. The ``preset`` decides how a turn is read, what a tool
+    response says, the margin the tool adds around a box and whether a turn without a tool call or an answer ends
+    the episode (``unanswered``). A box names the image it is drawn on (``source``): 0 the displayed image, k the
+    k-th crop returned (a compared method may zoom into a crop; the crop is still taken from the original).
+    ``events`` logs every turn: ``turn``, ``kind``, ``bbox`` (raw, in pixels of its ``source``), ``source``,
+    ``label``, ``box`` (the box in original pixels: the prediction mapped from its frame after the preset's margin,
+    B1 in ``gt`` mode), ``region`` (the integer region cropped around it), ``crop_size`` and ``visual_tokens`` of the
+    returned crop, ``error``. ``original`` is the decoded original image when the caller already holds it (shared,
+    read-only); otherwise it is loaded on first use and kept for the episode, so the original is never decoded once
+    per turn.
     """
 
     def __init__(self, sample: Sample, display_size: Size, crop_max_tokens: int, max_turns: int = 5,
@@ -146,6 +166,7 @@ class CropEnvironment:
         self._num_invalid = 0
         self._done = False
         self._original = original
+        self._crops: list[tuple[Size, Region]] = []  # each returned crop: its shown size, the region it shows
         self.preset = preset
 
     @property
@@ -169,12 +190,12 @@ class CropEnvironment:
         if self._done:
             raise RuntimeError("the episode is over; no more assistant turns are accepted")
         turn = len(self.events) + 1
-        parsed = parse_turn(assistant_text, self.preset.answer_wins)
+        parsed = self.preset.read(assistant_text, [self.display_size, *(size for size, _ in self._crops)])
         event = {"turn": turn, "kind": parsed.kind, "bbox": list(parsed.bbox) if parsed.bbox else None,
-                 "label": parsed.label, "box": None, "region": None, "crop_size": None, "visual_tokens": None,
-                 "error": parsed.error}
+                 "source": parsed.source, "label": parsed.label, "box": None, "region": None, "crop_size": None,
+                 "visual_tokens": None, "error": parsed.error}
         self.events.append(event)
-        if parsed.kind == "answer":
+        if parsed.kind in ("answer", "unanswered"):
             self._answer = parsed.answer
             return self._finish(event)
         if parsed.kind == "invalid":
@@ -192,29 +213,41 @@ class CropEnvironment:
         self._num_invalid += 1
         if (self.mode == "direct" and parsed.kind == "tool_call") or turn > self.max_turns:
             return self._finish(event)
-        text = self.preset.observation(event["error"], self.max_turns - turn, self.mode != "direct",
-                                       not self.sample.options)
-        return StepResult(False, None, text, event)
+        tools = self.mode != "direct"
+        text = self.preset.observation(event["error"], self.max_turns - turn, tools, not self.sample.options)
+        view = self.global_image() if tools and self.preset.failed_call_shows_view else None
+        return self._result(False, view, text, event)
+
+    def _result(self, done: bool, image: Image.Image | None, text: str, event: dict) -> StepResult:
+        """A step result laid out by the preset."""
+        return StepResult(done, image, text, event, self.preset.layout)
+
+    def _predicted_box(self, parsed: ParsedTurn) -> Box:
+        """The parsed box, widened by the preset's margin in its own frame, in ORIGINAL pixels."""
+        if parsed.source == 0:
+            return display_to_original(self.preset.widen(parsed.bbox, self.display_size),  # type: ignore[arg-type]
+                                       self.display_size, self.original.size)
+        size, region = self._crops[parsed.source - 1]
+        return crop_to_original(self.preset.widen(parsed.bbox, size), size, region)  # type: ignore[arg-type]
 
     def _crop(self, parsed: ParsedTurn, event: dict, calls_left: int) -> StepResult:
         original = self.original
-        if self.mode == "gt":
-            box = self.sample.boxes[0]
-        else:
-            box = display_to_original(parsed.bbox, self.display_size, original.size)  # type: ignore[arg-type]
+        box = self.sample.boxes[0] if self.mode == "gt" else self._predicted_box(parsed)
         region = pixel_region(box, original.size)
         crop = resize_to_budget(original.crop(region), self.crop_max_tokens, self.crop_min_tokens)
         if self.mode == "noise":
             noise = self._rng.integers(0, 256, size=(crop.height, crop.width, 3), dtype=np.uint8)
             crop = Image.fromarray(noise)
         self._crop_boxes.append(box)
+        self._crops.append((crop.size, region))
         event.update(box=list(box), region=list(region), crop_size=list(crop.size),
                      visual_tokens=visual_tokens(*crop.size))
-        return StepResult(False, crop, self.preset.observation(None, calls_left, True, not self.sample.options), event)
+        return self._result(False, crop, self.preset.observation(None, calls_left, True, not self.sample.options),
+                            event)
 
     def _finish(self, event: dict) -> StepResult:
         self._done = True
-        return StepResult(True, None, event["error"] or "", event)
+        return self._result(True, None, event["error"] or "", event)
 
     def outcome(self) -> EpisodeOutcome:
         """Summary for the reward: answer, format, the boxes of the crops (original pixels), invalid-call count."""

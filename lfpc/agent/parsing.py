@@ -17,17 +17,21 @@ _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 @dataclass(frozen=True)
 class ParsedTurn:
-    """One assistant turn: ``kind`` is ``tool_call`` (with ``bbox``), ``answer`` (with ``answer``) or
-    ``invalid`` (with ``error`` saying what was wrong). ``bbox`` is in the frame of the displayed image."""
+    """One assistant turn: ``kind`` is ``tool_call`` (with ``bbox``), ``answer`` (with ``answer``), ``invalid``
+    (with ``error`` saying what was wrong) or ``unanswered`` (a final turn without a readable answer: a compared
+    method's loop ends at any turn without a tool call; ``error`` says why). ``bbox`` is in pixels of the image the
+    call names: ``source`` 0 is the displayed image, ``k`` the k-th crop returned so far."""
 
     kind: str
     bbox: Box | None = None
     label: str | None = None
     answer: str | None = None
     error: str | None = None
+    source: int = 0
 
 
-def _invalid(error: str) -> ParsedTurn:
+def invalid(error: str) -> ParsedTurn:
+    """An invalid turn with ``error``."""
     return ParsedTurn(kind="invalid", error=error)
 
 
@@ -35,12 +39,12 @@ _JSON_TYPES = ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "stri
                (float, "number"), (type(None), "null"))
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
     """JSON name of a decoded value's type, so an error can describe the value without repeating it."""
     return next(name for kind, name in _JSON_TYPES if isinstance(value, kind))
 
 
-def _loads(text: str, what: str) -> tuple[object, str | None]:
+def load_json(text: str, what: str) -> tuple[object, str | None]:
     """Decode JSON ``text``; return ``(value, None)``, or ``(None, error)`` for any input whatsoever."""
     try:
         return json.loads(text), None
@@ -52,7 +56,7 @@ def _loads(text: str, what: str) -> tuple[object, str | None]:
         return None, f"{what} is not valid JSON (nested too deeply)"
 
 
-def _finite(value: object) -> float | None:
+def finite_number(value: object) -> float | None:
     """``value`` as a finite float; None for a non-number (booleans included), NaN, infinity or an int too large
     for a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -64,42 +68,57 @@ def _finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _parse_tool_call(body: str) -> ParsedTurn:
-    """Validate the JSON inside ``<tool_call>``: name, arguments (object or JSON string), bbox_2d.
-
-    Errors describe what is wrong without repeating the model's text (see :func:`parse_turn`).
-    """
-    call, error = _loads(body, "the <tool_call> body")
+def call_arguments(body: str, tool: str | None = TOOL_NAME,
+                   string_arguments: bool = True) -> tuple[dict | None, str | None]:
+    """The ``arguments`` object of the JSON tool call ``body`` (``{"name": ..., "arguments": {...}}``), or the
+    error. ``tool``: the only name accepted (None: any name, unchecked); ``string_arguments``: ``arguments`` may
+    also be a JSON string holding the object. Errors never repeat the model's text (see :func:`parse_turn`)."""
+    call, error = load_json(body, "the <tool_call> body")
     if error:
-        return _invalid(error)
+        return None, error
     if not isinstance(call, dict):
-        return _invalid(f"the <tool_call> body must be a JSON object with 'name' and 'arguments', "
-                        f"got a JSON {_json_type(call)}")
-    if call.get("name") != TOOL_NAME:
+        return None, ("the <tool_call> body must be a JSON object with 'name' and 'arguments', "
+                      f"got a JSON {json_type(call)}")
+    if tool is not None and call.get("name") != tool:
         found = "has no 'name'" if "name" not in call else "names another tool"
-        return _invalid(f"the tool call {found}; the only tool is {TOOL_NAME!r}")
+        return None, f"the tool call {found}; the only tool is {tool!r}"
     arguments = call.get("arguments")
-    if isinstance(arguments, str):
-        arguments, error = _loads(arguments, "the tool call 'arguments' string")
+    if isinstance(arguments, str) and string_arguments:
+        arguments, error = load_json(arguments, "the tool call 'arguments' string")
         if error:
-            return _invalid(error)
+            return None, error
     if not isinstance(arguments, dict):
-        return _invalid(f"the tool call needs 'arguments' as a JSON object, got a JSON {_json_type(arguments)}")
-    if "bbox_2d" not in arguments:
-        return _invalid("the tool call 'arguments' has no 'bbox_2d' (expected [x1, y1, x2, y2])")
-    bbox = arguments["bbox_2d"]
+        return None, f"the tool call needs 'arguments' as a JSON object, got a JSON {json_type(arguments)}"
+    return arguments, None
+
+
+def box_values(arguments: dict, key: str = "bbox_2d") -> tuple[Box | None, str | None]:
+    """``arguments[key]`` as 4 finite floats ``(x1, y1, x2, y2)``, or the error."""
+    if key not in arguments:
+        return None, f"the tool call 'arguments' has no {key!r} (expected [x1, y1, x2, y2])"
+    bbox = arguments[key]
     if not isinstance(bbox, list) or len(bbox) != 4:
-        count = f"{len(bbox)} values" if isinstance(bbox, list) else f"a JSON {_json_type(bbox)}"
-        return _invalid(f"bbox_2d must be a list of 4 numbers [x1, y1, x2, y2], got {count}")
-    numbers = [_finite(v) for v in bbox]
+        count = f"{len(bbox)} values" if isinstance(bbox, list) else f"a JSON {json_type(bbox)}"
+        return None, f"{key} must be a list of 4 numbers [x1, y1, x2, y2], got {count}"
+    numbers = [finite_number(v) for v in bbox]
     if None in numbers:
         bad = numbers.index(None)
-        kind = _json_type(bbox[bad])
+        kind = json_type(bbox[bad])
         found = "NaN, infinite or too large" if kind == "number" else f"a JSON {kind}"
-        return _invalid(f"bbox_2d must hold 4 finite numbers; value {bad + 1} is {found}")
+        return None, f"{key} must hold 4 finite numbers; value {bad + 1} is {found}"
+    return tuple(numbers), None  # type: ignore[return-value]
+
+
+def _parse_tool_call(body: str) -> ParsedTurn:
+    """Validate the JSON inside ``<tool_call>``: name, arguments (object or JSON string), bbox_2d."""
+    arguments, error = call_arguments(body)
+    if arguments is None:
+        return invalid(error)  # type: ignore[arg-type]
+    bbox, error = box_values(arguments)
+    if bbox is None:
+        return invalid(error)  # type: ignore[arg-type]
     label = arguments.get("label")
-    return ParsedTurn(kind="tool_call", bbox=tuple(numbers),  # type: ignore[arg-type]
-                      label=label if isinstance(label, str) else None)
+    return ParsedTurn(kind="tool_call", bbox=bbox, label=label if isinstance(label, str) else None)
 
 
 def parse_turn(text: str, answer_wins: bool = False) -> ParsedTurn:
@@ -118,24 +137,24 @@ def parse_turn(text: str, answer_wins: bool = False) -> ParsedTurn:
     think = _THINK.match(text)
     rest = text[think.end():] if think else text
     if "<think>" in rest or "</think>" in rest:
-        return _invalid("<think> must appear once, closed by </think>, before the tool call or answer")
+        return invalid("<think> must appear once, closed by </think>, before the tool call or answer")
     calls = _TOOL_CALL.findall(rest)
     answers = _ANSWER.findall(rest)
     if rest.count("<tool_call>") != len(calls) or rest.count("</tool_call>") != len(calls):
-        return _invalid("unbalanced <tool_call> tags: each <tool_call> must be closed by </tool_call>")
+        return invalid("unbalanced <tool_call> tags: each <tool_call> must be closed by </tool_call>")
     if rest.count("<answer>") != len(answers) or rest.count("</answer>") != len(answers):
-        return _invalid("unbalanced <answer> tags: each <answer> must be closed by </answer>")
+        return invalid("unbalanced <answer> tags: each <answer> must be closed by </answer>")
     if calls and answers:
-        return _invalid("the turn has both a <tool_call> and an <answer>; give one of them per turn")
+        return invalid("the turn has both a <tool_call> and an <answer>; give one of them per turn")
     if len(calls) > 1:
-        return _invalid(f"the turn has {len(calls)} tool calls; make one <tool_call> per turn")
+        return invalid(f"the turn has {len(calls)} tool calls; make one <tool_call> per turn")
     if len(answers) > 1:
-        return _invalid(f"the turn has {len(answers)} <answer> blocks; give exactly one")
+        return invalid(f"the turn has {len(answers)} <answer> blocks; give exactly one")
     if calls:
         return _parse_tool_call(calls[0])
     if answers:
         answer = answers[0].strip()
         if not answer:
-            return _invalid("the <answer></answer> block is empty")
+            return invalid("the <answer></answer> block is empty")
         return ParsedTurn(kind="answer", answer=answer)
-    return _invalid("the turn has neither a <tool_call> nor an <answer>")
+    return invalid("the turn has neither a <tool_call> nor an <answer>")

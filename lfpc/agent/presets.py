@@ -1,35 +1,68 @@
 """Prompt presets: how a model is prompted and how its turns are read, ours or a compared method's own.
 
 The paper evaluates each compared method with its own prompt and answer format (Sec. 5.1, Tables 1, 2, 6), not
-ours. A preset gives the opening chat, the text of a tool response and whether a turn holding an ``<answer>`` ends
-the episode even beside a tool call. ``lfpc`` is this project's prompt (:mod:`lfpc.agent.prompt`) with its strict
-rule (such a turn is invalid). ``deepeyes`` is DeepEyes' evaluation prompt (its ``eval/eval_hrbench.py`` and
+ours. A preset gives the opening chat, the text and layout of a tool response, how a turn is read (tool-call format,
+coordinate convention, answer format, which turn ends the episode) and the margin its tool adds around a box.
+``lfpc`` is this project's prompt (:mod:`lfpc.agent.prompt`) with its strict rule (a turn holding both a tool call
+and an ``<answer>`` is invalid). ``deepeyes`` is DeepEyes' evaluation prompt (its ``eval/eval_hrbench.py`` and
 ``eval/eval_vstar.py``: system prompt, ``Question: ... Options: ...`` user turn, the same instruction inside every
-tool response) with its rule (the episode ends at the first ``<answer>``).
+tool response) with its rule (the episode ends at the first ``<answer>``). ``cof_sft``, ``pixel_reasoner`` and
+``mini_o3``: :mod:`lfpc.agent.compared` (sources cited there). A model preset (``conf/model/<name>.yaml``) picks
+one with ``prompt:`` and sets the method's turn cap.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from lfpc.agent import prompt
-from lfpc.boxes import Size
+from lfpc.agent.compared import cof, mini_o3, pixel_reasoner
+from lfpc.agent.parsing import ParsedTurn, parse_turn
+from lfpc.boxes import Box, Size
 from lfpc.data.records import LETTERS, Sample
 
 Messages = Callable[[Sample, Size, bool], list[dict]]  # (sample, display size, tools) -> opening chat
 Observation = Callable[["str | None", int, bool, bool], str]  # (error, calls left, tools, free form) -> text
+Reader = Callable[[str, Sequence[Size]], ParsedTurn]  # (turn text, sizes of the images shown so far) -> parsed turn
+Layout = Callable[[str, "Size | None", int], list[dict]]  # (observation text, shown image size, turn) -> content
+Widen = Callable[[Box, Size], Box]  # (box, size of its image) -> the region the tool crops
+
+
+def read_strict(text: str, frames: Sequence[Size]) -> ParsedTurn:
+    """Our rule (:func:`lfpc.agent.parsing.parse_turn`): one tool call or one answer per turn, pixel boxes."""
+    return parse_turn(text)
+
+
+def read_answer_wins(text: str, frames: Sequence[Size]) -> ParsedTurn:
+    """DeepEyes' rule: a turn holding a non-empty ``<answer>`` is that answer, whatever else it holds."""
+    return parse_turn(text, answer_wins=True)
+
+
+def tool_response_layout(text: str, image_size: Size | None, turn: int) -> list[dict]:
+    """``<tool_response>`` [the crop] ``text</tool_response>`` (:func:`lfpc.agent.prompt.tool_response_content`)."""
+    return prompt.tool_response_content(image_size is not None, text)
+
+
+def exact_box(box: Box, size: Size) -> Box:
+    """The tool crops the box as given."""
+    return box
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A prompt preset: the opening ``messages``, the tool-response ``observation`` text, and ``answer_wins``: a
-    turn holding an ``<answer>`` ends the episode with it even beside a tool call."""
+    """A prompt preset: the opening ``messages``; the tool-response ``observation`` text and its ``layout`` (the
+    user turn's content); ``read``, how a turn is read; ``widen``, the region the tool crops around a box (in the
+    frame of the image the box names); ``failed_call_shows_view``: a failed tool call is answered with the whole
+    displayed image again (CoF's rule) instead of an error alone."""
 
     name: str
     messages: Messages
     observation: Observation
-    answer_wins: bool = False
+    read: Reader = read_strict
+    layout: Layout = tool_response_layout
+    widen: Widen = exact_box
+    failed_call_shows_view: bool = False
 
 
 DEEPEYES_SYSTEM = """You are a helpful assistant.
@@ -76,7 +109,12 @@ def deepeyes_observation(error: str | None = None, calls_left: int = 1, tools: b
 
 PRESETS: dict[str, Preset] = {
     "lfpc": Preset("lfpc", prompt.initial_messages, prompt.observation_text),
-    "deepeyes": Preset("deepeyes", deepeyes_messages, deepeyes_observation, answer_wins=True),
+    "deepeyes": Preset("deepeyes", deepeyes_messages, deepeyes_observation, read=read_answer_wins),
+    "cof_sft": Preset("cof_sft", cof.messages, cof.observation, read=cof.read, layout=cof.layout, widen=cof.widen,
+                      failed_call_shows_view=True),
+    "pixel_reasoner": Preset("pixel_reasoner", pixel_reasoner.messages, pixel_reasoner.observation,
+                             read=pixel_reasoner.read, layout=pixel_reasoner.layout, widen=pixel_reasoner.widen),
+    "mini_o3": Preset("mini_o3", mini_o3.messages, mini_o3.observation, read=mini_o3.read, layout=mini_o3.layout),
 }
 
 
