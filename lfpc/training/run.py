@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.strategies import ModelParallelStrategy
@@ -134,4 +135,8 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(curve.report())
+    if torch.distributed.is_initialized():
+        # a gloo group left to interpreter shutdown can abort the process ("terminate called without an active
+        # exception") after every result is written; a multirun's next job sets up its own group
+        torch.distributed.destroy_process_group()
     return summary
