@@ -42,6 +42,7 @@ from lfpc.agent.prompt import (DIRECT_REMINDER, FINAL_REMINDER, REMINDER, initia
                                tool_call_text)
 from lfpc.boxes import Box, Size, scale_box
 from lfpc.data import patterns
+from lfpc.data.records import Sample
 from lfpc.grpo.logprobs import imitation_loss
 from lfpc.model.loading import load_model
 from lfpc.model.tiny import build_tiny_tokenizer, tiny_config, write_random_checkpoint
@@ -108,6 +109,11 @@ def build_mini_base(folder: Path, recipe: dict = RECIPE) -> None:
     write_random_checkpoint(folder, tokenizer, config, recipe["seed"])
 
 
+def answer_reply(sample: Sample) -> str:
+    """The teacher's answer turn: the correct option's text in answer tags."""
+    return f"<answer>{sample.answer_text}</answer>"
+
+
 class ImperfectTeacher:
     """The scripted policy the mini model imitates (see the module doc): direct answers half the time, loose or
     missing boxes otherwise, always the option text as the answer."""
@@ -135,7 +141,7 @@ class ImperfectTeacher:
         """One teacher episode in ``env`` as a token context (policy mask on the teacher's turns)."""
         sample = env.sample
         context = codec.start(initial_messages(sample, env.display_size), [env.global_image()])
-        answer = f"<answer>{sample.answer_text}</answer>"
+        answer = answer_reply(sample)
         if rng.random() >= self.p_direct:
             target = scale_box(sample.boxes[0], sample.image_size, env.display_size)
             call = tool_call_text(self.box(target, env.display_size, rng))
@@ -212,7 +218,7 @@ def direct_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict, star
         image, sample, _, size = _pattern_example(recipe, index)
         env = CropEnvironment(sample, size, recipe["views"]["crop_max_tokens"], max_turns=0, original=image)
         context = codec.start(initial_messages(sample, size, tools=False), [env.global_image()])
-        context.extend(codec.completion_ids(f"<answer>{sample.answer_text}</answer>"), from_policy=True)
+        context.extend(codec.completion_ids(answer_reply(sample)), from_policy=True)
         contexts.append(context)
     return contexts
 
