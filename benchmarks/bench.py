@@ -28,7 +28,7 @@ from PIL import Image
 from benchmarks.archs import ARCH_CHOICES, FlopModel, build_model_dir, peak_flops
 from benchmarks.instrument import HOST_CATEGORIES, SectionTimer
 from benchmarks.report import format_report
-from benchmarks.scripted import ScriptedCropPolicy
+from benchmarks.scripted import ScriptedCropPolicy, scripted_policy
 from lfpc.data.records import Sample, load_jsonl
 from lfpc.data.synthetic import generate_synthetic
 from lfpc.grpo.advantages import group_advantages
@@ -166,7 +166,7 @@ class Bench:
                    "max_model_len": self.context_limit, "max_images_per_prompt": a.crops + 1,
                    "gpu_memory_utilization": a.vllm_memory, "enforce_eager": True if a.vllm_eager else None}
         engine = build_engine(cfg, self.codec, str(self.model_dir), self.device, dtype=a.dtype, seed=a.seed)
-        self.policy = ScriptedCropPolicy(engine, self.codec, a.crops, self.timer)
+        self.policy = scripted_policy(engine, self.codec, a.crops, self.timer)
         self.module.set_engine(self.policy)
         self.backend = backend
 

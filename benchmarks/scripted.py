@@ -1,7 +1,7 @@
 """A rollout engine for benchmarks: the real model generates every turn in full, a script decides what it said.
 
 A random-weight policy never emits a valid tool call, so its episodes would skip the crop path this benchmark
-measures. :class:`ScriptedCropPolicy` runs the wrapped engine's generation (all model work happens and is timed),
+measures. :func:`scripted_policy` runs the wrapped engine's generation (all model work happens and is timed),
 then replaces each completion with a scripted turn: ``crops`` zoom-ins on boxes shrinking around the image centre
 (half, then a quarter, ... of each side of the displayed image), then ``<answer>A</answer>``. The environment,
 crops, processor and reward then run exactly as in training.
@@ -15,7 +15,7 @@ import torch
 
 from benchmarks.instrument import SectionTimer
 from lfpc.agent.prompt import tool_call_text
-from lfpc.rollout.base import Completion, Context, RolloutEngine, SamplingConfig
+from lfpc.rollout.base import Completion, Context, RolloutEngine, SamplingConfig, StreamingEngine
 from lfpc.rollout.codec import ChatCodec
 
 
@@ -46,6 +46,40 @@ class ScriptedCropPolicy:
         text = scripted_turn_text(self.codec.image_size(context.image_grid_thw[0]), turn, self.crops)
         ids = self.codec.completion_ids(text)
         return Completion(token_ids=ids, logprobs=[0.0] * len(ids), finish_reason="stop")
+
+
+class ScriptedStreamingPolicy(ScriptedCropPolicy):
+    """The same around a streaming engine (vLLM, :class:`lfpc.rollout.base.StreamingEngine`): its submits and polls
+    are the model time, and each finished ticket's completions are replaced by the scripted turns."""
+
+    def __init__(self, engine: StreamingEngine, codec: ChatCodec, crops: int, timer: SectionTimer) -> None:
+        super().__init__(engine, codec, crops, timer)
+        self._contexts: dict[int, list[Context]] = {}
+
+    def submit(self, contexts: list[Context], sampling: SamplingConfig) -> int:
+        """Submit to the wrapped engine (timed as ``model``)."""
+        with self.timer.section("model"):
+            ticket = self.engine.submit(contexts, sampling)
+        self._contexts[ticket] = contexts
+        return ticket
+
+    def poll(self) -> list[tuple[int, list[Completion]]]:
+        """One step of the wrapped engine (timed as ``model``); finished tickets get the scripted turns."""
+        with self.timer.section("model"):
+            finished = self.engine.poll()
+        self.generated_tokens += sum(len(c.token_ids) for _, completions in finished for c in completions)
+        return [(ticket, [self._scripted(c) for c in self._contexts.pop(ticket)]) for ticket, _ in finished]
+
+    @property
+    def pending(self) -> int:
+        """The wrapped engine's open tickets."""
+        return self.engine.pending
+
+
+def scripted_policy(engine: RolloutEngine, codec: ChatCodec, crops: int, timer: SectionTimer) -> ScriptedCropPolicy:
+    """The scripted policy around ``engine``: streaming when the engine streams, so episodes run as in training."""
+    kind = ScriptedStreamingPolicy if isinstance(engine, StreamingEngine) else ScriptedCropPolicy
+    return kind(engine, codec, crops, timer)
 
 
 def scripted_turn_text(display_size: tuple[int, int], turn: int, crops: int) -> str:

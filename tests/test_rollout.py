@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import random
 import shutil
 
 import pytest
@@ -94,6 +96,59 @@ def test_host_threads_change_no_token_and_no_pixel(codec, noise_sample):
     trajectory = runs[1][3]
     assert trajectory.context.images[0].tobytes() == view.tobytes()
     assert torch.equal(trajectory.context.pixel_values[0], codec.encode_image(view)[0])
+
+
+class OutOfOrderStreamingEngine(ScriptedEngine):
+    """A streaming engine (submit / poll) over the same script, keyed by each context's number of assistant turns:
+    every poll finishes a random subset of the open tickets, so episodes run out of step with each other."""
+
+    def __init__(self, codec, turns, seed):
+        super().__init__(codec, turns)
+        self.rng, self.open, self.tickets, self.submitted = random.Random(seed), {}, itertools.count(), []
+
+    def submit(self, contexts, sampling):
+        ticket = next(self.tickets)
+        self.open[ticket] = contexts
+        self.submitted.append((len(contexts), sampling.seed))
+        return ticket
+
+    def poll(self):
+        finishing = [t for t in self.open if self.rng.random() < 0.4]
+        return [(t, [self._scripted(c) for c in self.open.pop(t)]) for t in finishing]
+
+    @property
+    def pending(self):
+        return len(self.open)
+
+    def sleep(self):
+        pass
+
+    def _scripted(self, context):
+        turn = sum(1 for i, m in enumerate(context.policy_mask) if m and (i == 0 or not context.policy_mask[i - 1]))
+        ids = self.codec.tokenizer.encode(self.turns[turn], add_special_tokens=False) + [self.codec.im_end_id]
+        return Completion(ids, [-1.0] * len(ids), "stop")
+
+
+@pytest.mark.parametrize("mode", ["pred", "noise"])
+def test_streamed_episodes_equal_turn_by_turn_episodes(codec, noise_sample, mode):
+    turns = [tool_call_text([25, 25, 89, 89]), tool_call_text([0, 0, 140, 140]), "<answer>B</answer>"]
+    config = EpisodeConfig(crop_max_tokens=16, crop_mode=mode, host_threads=2)
+    args = (codec, [noise_sample, noise_sample], [(512, 384), (224, 168)], 3, config, SamplingConfig())
+    by_turns = run_episodes(ScriptedEngine(codec, turns), *args, seed=1)
+    streamed = [OutOfOrderStreamingEngine(codec, turns, seed) for seed in (0, 1)]
+    runs = [run_episodes(engine, *args, seed=1) for engine in streamed]
+    for run in runs:
+        assert len(run) == 6
+        for a, b in zip(by_turns, run):
+            assert a.context.token_ids == b.context.token_ids and a.events == b.events and len(a.context.images) == 3
+            assert [i.tobytes() for i in a.context.images] == [i.tobytes() for i in b.context.images]
+            assert all(torch.equal(p, q) for p, q in zip(a.context.pixel_values, b.context.pixel_values))
+    # each prompt's first turn is one request for its 3 rollouts, then one request per episode and turn, each
+    # with its own seed, the same whatever order the requests finished in
+    first, second = (engine.submitted for engine in streamed)
+    assert sorted(first) == sorted(second) and first != second
+    assert sorted(n for n, _ in first) == [1] * 12 + [3] * 2
+    assert len({seed for _, seed in first}) == 14
 
 
 def test_batched_left_padded_generation_matches_single(codec, tiny_model, noise_sample):

@@ -5,6 +5,7 @@ The engine tests skip where vLLM is not installed; the factory/config tests run 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.model.loading import load_model
 from lfpc.model.lora import LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rollout.base import SamplingConfig
+from lfpc.rollout.episodes import EpisodeConfig, run_episodes
 from lfpc.rollout.factory import build_engine
 from lfpc.rollout.hf import HFRolloutEngine
 from lfpc.training.sharding import full_named_tensors
@@ -128,6 +130,29 @@ def test_lora_policy_push_serves_the_adapted_policy(engine, codec, contexts, tra
         sampled = torch.tensor(completion.logprobs)
         torch.testing.assert_close(sampled, adapted[row, end - 12:end], atol=1e-4, rtol=0)
         assert float((sampled - base[row, end - 12:end]).abs().max()) > 1e-2  # the adapters matter
+
+
+def test_streamed_episodes_are_reproducible_and_match_the_batched_engine(engine, codec, noise_sample, trainer):
+    engine.load_weights(full_named_tensors(trainer))
+    config = EpisodeConfig(max_turns=2, max_new_tokens_per_turn=6, max_response_tokens=24, crop_max_tokens=16)
+
+    def run(threads, sampling, seed, rollout_engine=engine):
+        return run_episodes(rollout_engine, codec, [noise_sample, noise_sample], [(224, 168), (112, 84)], 3,
+                            dataclasses.replace(config, host_threads=threads), sampling, seed=seed)
+
+    sampled = SamplingConfig(temperature=1.0)
+    one, four, other = run(1, sampled, 5), run(4, sampled, 5), run(1, sampled, 6)
+    assert all(len(t.turns) == 3 for t in one)  # the random policy's calls fail; every episode uses all its turns
+    assert [t.context.token_ids for t in one] == [t.context.token_ids for t in four]  # a seed per request
+    for a, b in zip(one, four):
+        torch.testing.assert_close(torch.tensor(a.context.logprobs), torch.tensor(b.context.logprobs), atol=1e-6,
+                                   rtol=0)
+    assert len({tuple(t.context.token_ids) for t in one[:3]}) == 3  # the rollouts of a prompt are distinct draws
+    assert [t.context.token_ids for t in one] != [t.context.token_ids for t in other]
+    greedy = SamplingConfig(temperature=0.0)
+    streamed = run(2, greedy, 0)
+    by_turns = run(2, greedy, 0, HFRolloutEngine(trainer, codec.pad_id, codec.image_pad_id))
+    assert [t.context.token_ids for t in streamed] == [t.context.token_ids for t in by_turns]
 
 
 def test_push_must_cover_every_parameter(engine, trainer):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Iterable, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -63,6 +63,7 @@ class SamplingConfig:
     top_p: float = 1.0
     stop_token_ids: tuple[int, ...] = ()
     suppress_token_ids: tuple[int, ...] = ()  # never sampled (e.g. vision placeholders)
+    seed: int | None = None  # a streaming engine's per-request seed (request k of a group draws with seed + k)
 
 
 @dataclass
@@ -87,4 +88,24 @@ class RolloutEngine(Protocol):
 
     def sleep(self) -> None:
         """Release accelerator memory until the next call (during the policy update); may do nothing."""
+        ...
+
+
+@runtime_checkable
+class StreamingEngine(RolloutEngine, Protocol):
+    """A backend that takes requests while it generates and hands back each one as it finishes (vLLM), so that the
+    episode runner can prepare an episode's next turn while the others are still generating."""
+
+    def submit(self, contexts: list[Context], sampling: SamplingConfig) -> int:
+        """Queue one continuation per context (identical contexts may share their prompt's work); returns a ticket."""
+        ...
+
+    def poll(self) -> list[tuple[int, list[Completion]]]:
+        """Advance generation by one engine step; returns the tickets whose every completion is finished, each with
+        its completions in the order of the submitted contexts."""
+        ...
+
+    @property
+    def pending(self) -> int:
+        """How many submitted tickets are not finished yet."""
         ...

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -15,7 +16,7 @@ from lfpc.agent.env import CropEnvironment, StepResult
 from lfpc.agent.presets import preset
 from lfpc.data.records import Sample
 from lfpc.rewards import EpisodeOutcome
-from lfpc.rollout.base import Context, RolloutEngine, SamplingConfig
+from lfpc.rollout.base import Completion, Context, RolloutEngine, SamplingConfig, StreamingEngine
 from lfpc.rollout.codec import ChatCodec
 from lfpc.vision.budget import global_view
 from lfpc.vision.images import load_image
@@ -56,13 +57,15 @@ def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Samp
                  display_sizes: Sequence[tuple[int, int]], group_size: int, config: EpisodeConfig,
                  sampling: SamplingConfig, seed: int = 0,
                  replay: Sequence[Sequence[list[int]]] = ()) -> list[Trajectory]:
-    """Roll out ``group_size`` episodes per sample, all turns batched across episodes.
+    """Roll out ``group_size`` episodes per sample.
 
     Each original image is decoded once per call and shared by its sample's episodes (crops never decode it again);
     its global view is made and encoded once and shared by the group. The image work of a call (decodes, global
     views, crops, resizes, processor calls) runs on a pool of ``config.host_threads`` threads, one task per prompt
-    or episode, while tokens and contexts are built on this thread in episode order: the results do not depend on
-    the number of threads. ``replay``, when given, holds per episode (in the order of the result) the token ids of
+    or episode, while tokens and contexts are built on this thread: the results do not depend on the number of
+    threads. A :class:`~lfpc.rollout.base.StreamingEngine` (vLLM) gets each episode's next turn as soon as that
+    episode's step is done, so image work overlaps generation, with a seed per request; any other engine generates
+    turn by turn, all active episodes in one batch. ``replay``, when given, holds per episode (in the order of the result) the token ids of
     its first assistant turns: they go to the environment as they are (log-probs 0) and only the later turns are
     generated, so that an episode can be re-run from a point of an earlier one (:mod:`lfpc.training.noise_probe`).
     """
@@ -80,35 +83,15 @@ def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Samp
                                     preset=chosen)
                     for k in range(group_size)]
             context = codec.start(chosen.messages(sample, size, config.crop_mode != "direct"), [view], [encoding])
-            episodes.extend(_Episode(index, env, context.copy(), len(context.token_ids)) for env in envs)
+            episodes.extend(_Episode(index, index * group_size + k, env, context.copy(), len(context.token_ids))
+                            for k, env in enumerate(envs))
         for episode, turns in zip(episodes, replay):
             episode.replay = list(turns)
-        active = list(episodes)
-        while active:
-            generating = [e for e in active if len(e.turns) >= len(e.replay)]
-            generated = iter(engine.generate([e.context for e in generating], _budgeted(sampling, generating, config))
-                             if generating else [])
-            texts = []
-            for episode in active:
-                if len(episode.turns) < len(episode.replay):
-                    token_ids, logprobs = episode.replay[len(episode.turns)], None
-                else:
-                    completion = next(generated)
-                    token_ids, logprobs = completion.token_ids, completion.logprobs
-                episode.context.extend(token_ids, from_policy=True, logprobs=logprobs)
-                texts.append(codec.decode(token_ids))
-                episode.turns.append(texts[-1])
-            steps = pool.map(lambda episode, text: _step(codec, episode.env, text), active, texts)
-            still_active = []
-            for episode, (result, encoding) in zip(active, steps):
-                if result.done or _over_budget(episode, config):
-                    continue
-                images = [result.image] if result.image is not None else []
-                codec.append_user_turn(episode.context, result.content(), images, [encoding] if images else None)
-                if len(episode.context.token_ids) >= config.max_context_tokens:
-                    continue
-                still_active.append(episode)
-            active = still_active
+        turns = _Turns(codec, pool, config)
+        if isinstance(engine, StreamingEngine):
+            _run_streaming(engine, turns, episodes, sampling, seed)
+        else:
+            _run_by_turns(engine, turns, episodes, sampling)
     return [Trajectory(sample=samples[e.index], group=e.index, context=e.context, prompt_length=e.prompt_length,
                        display_size=e.env.display_size, outcome=e.env.outcome(), events=list(e.env.events),
                        turns=e.turns) for e in episodes]
@@ -116,12 +99,97 @@ def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Samp
 
 @dataclass
 class _Episode:
-    index: int
+    index: int                    # the sample's
+    number: int                   # the episode's, in the order of the result
     env: CropEnvironment
     context: Context
     prompt_length: int
     turns: list[str] = field(default_factory=list)
     replay: list[list[int]] = field(default_factory=list)  # token ids of the first turns, not generated
+
+    @property
+    def replaying(self) -> bool:
+        """Whether the next turn comes from ``replay`` rather than from the engine."""
+        return len(self.turns) < len(self.replay)
+
+
+class _Turns:
+    """What happens between two generations of an episode: its turn is appended and decoded, the environment step
+    (parse, crop, resize, processor) runs on the thread pool, and the tool's reply is appended once it is back."""
+
+    def __init__(self, codec: ChatCodec, pool: ThreadPoolExecutor, config: EpisodeConfig) -> None:
+        self.codec, self.pool, self.config = codec, pool, config
+
+    def take(self, episode: _Episode, completion: Completion | None) -> Future:
+        """Append a generated turn (``None``: the episode's next replayed turn) and start its environment step."""
+        if completion is None:
+            token_ids, logprobs = episode.replay[len(episode.turns)], None
+        else:
+            token_ids, logprobs = completion.token_ids, completion.logprobs
+        episode.context.extend(token_ids, from_policy=True, logprobs=logprobs)
+        episode.turns.append(self.codec.decode(token_ids))
+        return self.pool.submit(_step, self.codec, episode.env, episode.turns[-1])
+
+    def settle(self, episode: _Episode, step: Future) -> bool:
+        """Append the finished step's tool reply to the episode; whether the episode goes on."""
+        result, encoding = step.result()
+        if result.done or _over_budget(episode, self.config):
+            return False
+        images = [result.image] if result.image is not None else []
+        self.codec.append_user_turn(episode.context, result.content(), images, [encoding] if images else None)
+        return len(episode.context.token_ids) < self.config.max_context_tokens
+
+
+def _run_by_turns(engine: RolloutEngine, turns: _Turns, episodes: list[_Episode], sampling: SamplingConfig) -> None:
+    """All active episodes generate a turn in one batch, then all take their steps: the batch of every turn is the
+    same whatever the timing, so a batched engine draws the same samples from its random stream."""
+    active = list(episodes)
+    while active:
+        generating = [e for e in active if not e.replaying]
+        generated = iter(engine.generate([e.context for e in generating], _budgeted(sampling, generating, turns.config))
+                         if generating else [])
+        steps = [turns.take(e, None if e.replaying else next(generated)) for e in active]
+        active = [e for e, step in zip(active, steps) if turns.settle(e, step)]
+
+
+def _run_streaming(engine: StreamingEngine, turns: _Turns, episodes: list[_Episode], sampling: SamplingConfig,
+                   seed: int) -> None:
+    """Each episode goes on as soon as its own step is done: finished turns' environment steps run on the pool while
+    the engine generates the others, and every request carries its own seed (from ``seed``, the episode and the
+    turn), so the samples do not depend on which requests happened to share an engine step."""
+    tickets: dict[int, list[_Episode]] = {}
+    stepping: dict[Future, _Episode] = {}
+    ready = list(episodes)
+    while ready or tickets or stepping:
+        for group in _shared_requests(ready):
+            if group[0].replaying:
+                stepping.update((turns.take(e, None), e) for e in group)
+                continue
+            request = dataclasses.replace(_budgeted(sampling, group, turns.config),
+                                          seed=_request_seed(seed, group[0].number, len(group[0].turns)))
+            tickets[engine.submit([e.context for e in group], request)] = group
+        if tickets:
+            for ticket, completions in engine.poll():
+                stepping.update((turns.take(e, c), e) for e, c in zip(tickets.pop(ticket), completions))
+            done = [step for step in stepping if step.done()]
+        else:
+            done = wait(stepping, return_when=FIRST_COMPLETED).done
+        finished = sorted(((stepping.pop(step), step) for step in done), key=lambda pair: pair[0].number)
+        ready = [e for e, step in finished if turns.settle(e, step)]
+
+
+def _shared_requests(ready: list[_Episode]) -> list[list[_Episode]]:
+    """``ready`` grouped into requests: the rollouts of a prompt at their first generated turn share one (identical
+    contexts: the engine encodes the prompt once and draws ``n`` samples); any other episode is a request alone."""
+    groups: dict[tuple[int, ...], list[_Episode]] = {}
+    for e in ready:
+        groups.setdefault((e.index,) if not e.turns and not e.replaying else (e.index, e.number), []).append(e)
+    return list(groups.values())
+
+
+def _request_seed(seed: int, episode: int, turn: int) -> int:
+    """The sampling seed of an episode's turn (56 bits, so that the ``+ k`` of a group's samples stays in range)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{episode}:{turn}".encode()).digest()[:7], "big")
 
 
 def _host_threads(config: EpisodeConfig) -> int:

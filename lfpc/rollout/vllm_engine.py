@@ -14,7 +14,9 @@ truncated importance sampling (``grpo.tis_cap``) corrects for.
 
 from __future__ import annotations
 
+import itertools
 import os
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
@@ -57,10 +59,24 @@ class VLLMRolloutEngine:
             limit_mm_per_prompt={"image": max_images_per_prompt, "video": 0},
             mm_processor_kwargs={"size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}},
         )
+        self._tickets = itertools.count()
+        self._open: dict[int, _Ticket] = {}  # submitted, not finished
+        self._requests: dict[str, tuple[int, list[int]]] = {}  # vLLM request id -> (ticket, context indices)
 
     # ----- generation -----
     def generate(self, contexts: list[Context], sampling: SamplingConfig) -> list[Completion]:
         """Continue each context until a stop token or ``max_new_tokens``; returns sampled tokens and log-probs."""
+        if self._open:
+            raise RuntimeError("generate() while submitted requests are open: it would take their outputs")
+        ticket = self.submit(contexts, sampling)
+        while True:
+            for finished, completions in self.poll():
+                if finished == ticket:
+                    return completions
+
+    def submit(self, contexts: list[Context], sampling: SamplingConfig) -> int:
+        """Queue one continuation per context without waiting; :meth:`poll` returns them. Contexts with the same
+        tokens and images become one request with ``n`` samples (drawn with seeds ``sampling.seed + k``)."""
         from vllm.inputs import TokensPrompt
 
         self.wake_up()
@@ -74,13 +90,33 @@ class VLLMRolloutEngine:
                 prompt["multi_modal_data"] = {"image": list(context.images)}
             prompts.append(prompt)
             params.append(self._sampling_params(sampling, n=1 if greedy else len(members)))
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        completions: list[Completion | None] = [None] * len(contexts)
-        for members, output in zip(groups, outputs):
-            _check_expansion(contexts[members[0]], output.prompt_token_ids)
+        ticket = next(self._tickets)
+        self._open[ticket] = _Ticket(contexts, [None] * len(contexts), len(groups), greedy)
+        for request_id, members in zip(self.llm.enqueue(prompts, params, use_tqdm=False), groups):
+            # enqueue returns vLLM's internal id ("<id>-<8 random characters>"); outputs carry the id before the dash
+            self._requests[request_id.partition("-")[0]] = (ticket, members)
+        return ticket
+
+    def poll(self) -> list[tuple[int, list[Completion]]]:
+        """One engine step; returns the tickets whose requests have all finished."""
+        finished = []
+        for output in self.llm.llm_engine.step():
+            if not output.finished:
+                continue
+            ticket, members = self._requests.pop(output.request_id)
+            state = self._open[ticket]
+            _check_expansion(state.contexts[members[0]], output.prompt_token_ids)
             for k, index in enumerate(members):
-                completions[index] = _completion(output.outputs[0 if greedy else k])
-        return completions
+                state.completions[index] = _completion(output.outputs[0 if state.greedy else k])
+            state.requests_left -= 1
+            if not state.requests_left:
+                finished.append((ticket, self._open.pop(ticket).completions))
+        return finished
+
+    @property
+    def pending(self) -> int:
+        """How many submitted tickets are not finished yet."""
+        return len(self._open)
 
     def _sampling_params(self, sampling: SamplingConfig, n: int):
         from vllm import SamplingParams
@@ -90,7 +126,7 @@ class VLLMRolloutEngine:
             n=n, temperature=0.0 if greedy else sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
             max_tokens=sampling.max_new_tokens, stop_token_ids=list(sampling.stop_token_ids), ignore_eos=True,
             logit_bias={t: float("-inf") for t in sampling.suppress_token_ids} or None,
-            logprobs=0, detokenize=False,
+            logprobs=0, detokenize=False, seed=sampling.seed,
         )
 
     # ----- weight sync -----
@@ -122,6 +158,16 @@ class VLLMRolloutEngine:
         if self.sleep_enabled and self.asleep:
             self.llm.wake_up()
             self.asleep = False
+
+
+@dataclass
+class _Ticket:
+    """The contexts of one :meth:`VLLMRolloutEngine.submit` and their completions as they finish."""
+
+    contexts: list[Context]
+    completions: list[Completion | None]
+    requests_left: int
+    greedy: bool
 
 
 def _configure_environment(device: torch.device, cpu_kvcache_space_gib: int) -> None:
