@@ -1,6 +1,6 @@
 """Train a crop-and-zoom policy with GRPO.  Examples:
 
-    python train.py                                   # embedded default (tiny model, synthetic data, CPU)
+    python train.py                                   # embedded default (mini model, pattern task, CPU)
     python train.py +stage=infogap                    # Stage I: information gap
     python train.py +stage=grounding init_from=outputs/<stage I run>/hf_model
     python train.py -m reward=iou,iou_nothresh,none   # one run per reward, sequentially

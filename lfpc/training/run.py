@@ -137,6 +137,8 @@ def train(cfg: DictConfig) -> dict:
         print(curve.report())
     if torch.distributed.is_initialized():
         # a gloo group left to interpreter shutdown can abort the process ("terminate called without an active
-        # exception") after every result is written; a multirun's next job sets up its own group
+        # exception") after every result is written; a multirun's next job sets up its own group. The barrier keeps
+        # a rank from tearing its connections down while rank 0 is still writing (the abort recurred once without it)
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return summary
