@@ -70,11 +70,6 @@ class ScriptedStreamingPolicy(ScriptedCropPolicy):
         self.generated_tokens += sum(len(c.token_ids) for _, completions in finished for c in completions)
         return [(ticket, [self._scripted(c) for c in self._contexts.pop(ticket)]) for ticket, _ in finished]
 
-    @property
-    def pending(self) -> int:
-        """The wrapped engine's open tickets."""
-        return self.engine.pending
-
 
 def scripted_policy(engine: RolloutEngine, codec: ChatCodec, crops: int, timer: SectionTimer) -> ScriptedCropPolicy:
     """The scripted policy around ``engine``: streaming when the engine streams, so episodes run as in training."""

@@ -116,10 +116,6 @@ class OutOfOrderStreamingEngine(ScriptedEngine):
         finishing = [t for t in self.open if self.rng.random() < 0.4]
         return [(t, [self._scripted(c) for c in self.open.pop(t)]) for t in finishing]
 
-    @property
-    def pending(self):
-        return len(self.open)
-
     def sleep(self):
         pass
 

@@ -104,8 +104,3 @@ class StreamingEngine(RolloutEngine, Protocol):
         """Advance generation by one engine step; returns the tickets whose every completion is finished, each with
         its completions in the order of the submitted contexts."""
         ...
-
-    @property
-    def pending(self) -> int:
-        """How many submitted tickets are not finished yet."""
-        ...

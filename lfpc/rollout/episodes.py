@@ -65,9 +65,10 @@ def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Samp
     or episode, while tokens and contexts are built on this thread: the results do not depend on the number of
     threads. A :class:`~lfpc.rollout.base.StreamingEngine` (vLLM) gets each episode's next turn as soon as that
     episode's step is done, so image work overlaps generation, with a seed per request; any other engine generates
-    turn by turn, all active episodes in one batch. ``replay``, when given, holds per episode (in the order of the result) the token ids of
-    its first assistant turns: they go to the environment as they are (log-probs 0) and only the later turns are
-    generated, so that an episode can be re-run from a point of an earlier one (:mod:`lfpc.training.noise_probe`).
+    turn by turn, all active episodes in one batch. ``replay``, when given, holds per episode (in the order of the
+    result) the token ids of its first assistant turns: they go to the environment as they are (log-probs 0) and only
+    the later turns are generated, so that an episode can be re-run from a point of an earlier one
+    (:mod:`lfpc.training.noise_probe`).
     """
     if replay and len(replay) != len(samples) * group_size:
         raise ValueError(f"replay needs one entry per episode ({len(samples) * group_size}), got {len(replay)}")

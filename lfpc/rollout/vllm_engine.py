@@ -113,11 +113,6 @@ class VLLMRolloutEngine:
                 finished.append((ticket, self._open.pop(ticket).completions))
         return finished
 
-    @property
-    def pending(self) -> int:
-        """How many submitted tickets are not finished yet."""
-        return len(self._open)
-
     def _sampling_params(self, sampling: SamplingConfig, n: int):
         from vllm import SamplingParams
 
