@@ -196,28 +196,45 @@ def test_trainer_logprobs_match_a_forward_on_the_processors_own_inputs(codec, ti
     torch.testing.assert_close(actual[:len(policy)][policy], expected[policy], atol=1e-4, rtol=0)
 
 
-def test_multi_turn_multi_image_logprobs_match_trainer_and_each_image_is_encoded_once(codec, tiny_model,
-                                                                                     noise_sample, monkeypatch):
+def test_multi_turn_multi_image_logprobs_match_trainer_and_nothing_is_computed_twice(codec, tiny_model,
+                                                                                    noise_sample, monkeypatch):
+    """Each image is encoded once, each turn prefills only what was appended since the context's previous turn (the
+    group's identical prompts once), and the log-probs still equal the trainer's forward over whole sequences; the
+    batches are regrouped every turn, so kept keys and values of different lengths are aligned side by side."""
     engine = HFRolloutEngine(tiny_model, codec.pad_id, codec.image_pad_id, batch_size=2)
-    encoded = []
+    encoded, prefills = [], []
     encode = tiny_model.model.get_image_features
     monkeypatch.setattr(tiny_model.model, "get_image_features",
                         lambda pixels, grid, **kw: encoded.extend(grid.tolist()) or encode(pixels, grid, **kw))
+    tiny_model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: prefills.append(kwargs["inputs_embeds"].shape[:2])
+        if kwargs["inputs_embeds"].shape[1] > 1 else None, with_kwargs=True)
     prompt = codec.start(_messages("zoom"), [_image(noise_sample, (224, 168))])
     contexts = [prompt.copy() for _ in range(3)]  # a group of 3: one prompt image shared, batches of 2
     sampling = SamplingConfig(max_new_tokens=6, temperature=1.0, stop_token_ids=codec.stop_token_ids)
     crops = [(56, 56), (84, 56), (56, 112)]
     torch.manual_seed(0)
-    for size in crops:
+    appended = []  # per turn after the first: the most tokens any context gained since its previous turn
+    for turn, size in enumerate(crops + [None]):
+        before = [len(c.token_ids) for c in contexts]
         for context, completion in zip(contexts, engine.generate(contexts, sampling)):
             context.extend(completion.token_ids, from_policy=True, logprobs=completion.logprobs)
-            codec.append_user_turn(context, [{"type": "image"}, {"type": "text", "text": "crop"}],
-                                   [_image(noise_sample, size)])
-    for context, completion in zip(contexts, engine.generate(contexts, sampling)):
-        context.extend(completion.token_ids, from_policy=True, logprobs=completion.logprobs)
+            if size:
+                codec.append_user_turn(context, [{"type": "image"}, {"type": "text", "text": "crop"}],
+                                       [_image(noise_sample, size)])
+        if turn:
+            appended.append(max(len(c.token_ids) - n for c, n in zip(contexts, before_previous)))
+        before_previous = before
+        contexts = contexts[1:] + contexts[:1]
     assert all(len(c.images) == 4 for c in contexts)
     # the shared prompt image once, then each context's crop once in the turn that added it
     assert len(encoded) == 1 + 3 * len(crops)
+    # turn 1: each batch prefills the prompt once (all but its last token, which generate feeds); then each batch
+    # prefills at most what its contexts gained, never a whole sequence again
+    assert prefills[:2] == [(1, len(prompt.token_ids) - 1)] * 2
+    later = [width for _, width in prefills[2:]]
+    assert len(later) == 2 * len(crops) and max(later) < len(prompt.token_ids) // 2
+    assert all(width < bound for width, bound in zip(later, [b for b in appended for _ in range(2)]))
     trainer = sequence_logprobs(tiny_model, contexts, codec.pad_id, codec.image_pad_id)["logprobs"]
     aligned = shifted_policy_tensors(contexts)
     mask = aligned["mask"].bool()
@@ -242,6 +259,53 @@ def test_weight_push_covers_every_parameter_and_changes_generation(codec, tiny_m
     assert after.token_ids == reference.token_ids and after.logprobs != before.logprobs
     for (name, a), b in zip(replica.state_dict().items(), trainer_model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("kept_cache_gib", [4.0, 0.0])
+def test_a_turn_replaced_after_generation_reuses_the_kept_context(codec, tiny_model, noise_sample, kept_cache_gib):
+    """A context whose last turn is not what the engine generated (a scripted or replayed turn) continues from the
+    kept keys and values of the context before that turn and gives what a fresh engine gives; with no room to keep
+    them (``kept_cache_gib=0``) the whole context is prefilled again, with the same result."""
+    engine = HFRolloutEngine(tiny_model, codec.pad_id, codec.image_pad_id, kept_cache_gib=kept_cache_gib)
+    widths = []
+    tiny_model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+    context = codec.start(_messages("zoom"), [_image(noise_sample, (112, 84))])
+    greedy = SamplingConfig(max_new_tokens=8, temperature=0.0, stop_token_ids=codec.stop_token_ids)
+    engine.generate([context], greedy)
+    scripted = codec.completion_ids(tool_call_text([10, 10, 60, 60]))
+    context.extend(scripted, from_policy=True)
+    codec.append_user_turn(context, [{"type": "image"}, {"type": "text", "text": "crop"}],
+                           [_image(noise_sample, (56, 56))])
+    appended = len(context.token_ids) - len(codec.start(_messages("zoom"), [_image(noise_sample, (112, 84))]).token_ids)
+    widths.clear()
+    second = engine.generate([context], greedy)[0]
+    # kept: the scripted turn, the tool reply and its crop, but the last token; else the whole context but that token
+    assert widths[0] == (appended if kept_cache_gib else len(context.token_ids)) - 1
+    reference = HFRolloutEngine(tiny_model, codec.pad_id, codec.image_pad_id).generate([context], greedy)[0]
+    assert second.token_ids == reference.token_ids
+    torch.testing.assert_close(torch.tensor(second.logprobs), torch.tensor(reference.logprobs), atol=1e-5, rtol=0)
+
+
+def test_kept_keys_and_values_are_dropped_when_the_weights_change(codec, tiny_model_dir, noise_sample):
+    from lfpc.model.loading import load_model
+    from lfpc.training.sharding import full_named_tensors
+    trainer_model, replica = load_model(tiny_model_dir), load_model(tiny_model_dir)
+    with torch.no_grad():
+        for p in trainer_model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    engine = HFRolloutEngine(replica, codec.pad_id, codec.image_pad_id)
+    context = codec.start(_messages("zoom"), [_image(noise_sample, (112, 84))])
+    greedy = SamplingConfig(max_new_tokens=8, temperature=0.0, stop_token_ids=codec.stop_token_ids)
+    first = engine.generate([context], greedy)[0]
+    context.extend(first.token_ids, from_policy=True, logprobs=first.logprobs)
+    codec.append_user_turn(context, [{"type": "image"}, {"type": "text", "text": "crop"}],
+                           [_image(noise_sample, (56, 56))])
+    engine.load_weights(full_named_tensors(trainer_model))
+    second = engine.generate([context], greedy)[0]
+    reference = HFRolloutEngine(trainer_model, codec.pad_id, codec.image_pad_id).generate([context], greedy)[0]
+    assert second.token_ids == reference.token_ids
+    torch.testing.assert_close(torch.tensor(second.logprobs), torch.tensor(reference.logprobs), atol=1e-5, rtol=0)
 
 
 def _messages(text):

@@ -168,11 +168,12 @@ def test_factory_selects_backend(codec, tiny_model_dir):
         build_engine({"backend": "sglang"}, codec, str(tiny_model_dir), "cpu")
 
 
-def test_vllm_config_keys_are_engine_arguments():
+def test_rollout_config_keys_are_engine_arguments():
     from lfpc.rollout.vllm_engine import VLLMRolloutEngine  # imports vLLM lazily: works without it
     keys = set(OmegaConf.load(CONF / "vllm.yaml")) - {"backend"}
     assert keys <= set(inspect.signature(VLLMRolloutEngine).parameters)
-    assert OmegaConf.load(CONF / "hf.yaml") == {"backend": "hf"}
+    assert set(OmegaConf.load(CONF / "hf.yaml")) - {"backend"} == {"kept_cache_gib"}
+    assert "kept_cache_gib" in inspect.signature(HFRolloutEngine).parameters
 
 
 def _perturb(model, seed, only: str = ""):

@@ -17,7 +17,8 @@ def build_engine(cfg: Mapping[str, Any], codec: ChatCodec, model_path: str, devi
                  seed: int = 0) -> RolloutEngine:
     """The rollout engine of ``cfg`` (the ``rollout`` config group) serving the checkpoint at ``model_path``.
 
-    ``hf``: a transformers replica on ``device`` (``dtype``, ``attn_implementation``, ``batch_size`` apply).
+    ``hf``: a transformers replica on ``device`` (``dtype``, ``attn_implementation``, ``batch_size`` apply; every
+    other key of ``cfg``, e.g. ``kept_cache_gib``, is passed to :class:`~lfpc.rollout.hf.HFRolloutEngine`).
     ``vllm``: a colocated vLLM engine (``lfpc.rollout.vllm_engine``); every other key of ``cfg`` is passed to it,
     and images are processed with the codec's min/max pixels so both sides see the same grids.
     """
@@ -27,7 +28,7 @@ def build_engine(cfg: Mapping[str, Any], codec: ChatCodec, model_path: str, devi
         from lfpc.model.loading import load_model
         from lfpc.rollout.hf import HFRolloutEngine
         model = load_model(model_path, dtype=dtype, attn_implementation=attn_implementation).to(device)
-        return HFRolloutEngine(model, codec.pad_id, codec.image_pad_id, batch_size=batch_size)
+        return HFRolloutEngine(model, codec.pad_id, codec.image_pad_id, batch_size=batch_size, **options)
     if backend == "vllm":
         from lfpc.rollout.vllm_engine import VLLMRolloutEngine
         size = codec.image_processor.size
