@@ -261,6 +261,7 @@ def results_markdown(summary: Mapping, base: Path | None = None) -> str:
         f"* Command: `{summary['command']}`",
         f"* Machine: {summary['machine']}",
         f"* Date: {summary['date']}",
+        f"* Code: {summary['code']}",
         f"* Wall time of the runs: {wall}", "",
         "## Targets", "",
         *[f"* **{t.status}** {t.claim}: {t.figures}" for t in check_targets(summary)], "",
@@ -333,6 +334,7 @@ def collect_miniature(definition: Definition, runs_dir: Path, out: Path, resampl
         "runs": [{"label": label, "grpo_steps": cost["grpo_steps"], "step_s": cost["step_s"]}
                  for label, cost in costs.items()],
         "commands": [{k: c[k] for k in ("kind", "name", "wall_s")} for c in manifest["commands"] if "wall_s" in c],
+        "code": ", ".join(sorted({c.get("code", "not recorded") for c in manifest["commands"]})) or "not recorded",
         "command": reproduce_command(definition, manifest.get("size"), Path(runs_dir)),
         "machine": machine_description(), "date": datetime.date.today().isoformat(),
     }

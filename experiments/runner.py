@@ -181,6 +181,19 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def code_version(root: Path = ROOT) -> str:
+    """The commit of the code a command runs (short hash), with "+ uncommitted changes" when tracked files differ
+    from it; "unknown (not a git checkout)" where git cannot tell."""
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{commit} + uncommitted changes" if changes else commit
+
+
 def execute(command: Command, log: Path) -> float:
     """Run ``command`` from the repository root with its output in ``log``; its wall time in seconds. A failure
     raises RuntimeError with the end of the log."""
@@ -222,7 +235,8 @@ def run(definition: Definition, size: str, out: str | Path, launcher: str | None
             continue
         log = out / "logs" / f"{number:02d}-{command.kind}-{command.name}.log"
         print(f"{head}: running (log {log})", file=stream, flush=True)
-        entry = {"kind": command.kind, "name": command.name, "argv": list(command.argv), "log": str(log)}
+        entry = {"kind": command.kind, "name": command.name, "argv": list(command.argv), "log": str(log),
+                 "code": code_version()}
         try:
             entry.update(status="ok", wall_s=execute(command, log))
             check_outputs(command)

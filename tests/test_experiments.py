@@ -21,7 +21,7 @@ from experiments import definitions
 from experiments.collect import collect, cost_table, hyperparameter_table
 from experiments.definitions import Definition, TrainStep, load
 from experiments.miniature import check_targets, collect_miniature, results_markdown
-from experiments.runner import expand_sweeps, override, plan
+from experiments.runner import code_version, expand_sweeps, override, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -403,11 +403,12 @@ def test_miniature_report_renders_a_fabricated_summary(tmp_path):
         "commands": [{"kind": "train", "name": "stage1", "wall_s": 600.0}, {"kind": "eval", "name": "stage1",
                                                                            "wall_s": 300.0}],
         "command": "python -m experiments run miniature", "machine": "2 CPU cores (nproc), Test CPU",
-        "date": "2026-01-02",
+        "date": "2026-01-02", "code": "8ce60e0",
     }
     text = results_markdown(summary, base=tmp_path)
     assert "* Command: `python -m experiments run miniature`" in text
     assert "* Machine: 2 CPU cores (nproc), Test CPU" in text and "* Date: 2026-01-02" in text
+    assert "* Code: 8ce60e0" in text
     assert "* Wall time of the runs: 15.0 min" in text                    # 600 s + 300 s
     # Stage I +15 points (>= 10); drop 25 >= max(10, 2 x 2); Stage II IoU +8 (>= 5) but accuracy 54 < 55
     assert "* **MET** Stage I accuracy at 16 tokens >= baseline + 10 points (Table 3): Stage I 55.0 [50.0, 60.0] " \
@@ -420,6 +421,24 @@ def test_miniature_report_renders_a_fabricated_summary(tmp_path):
     assert "| Baseline | 256 | 90.0 [85.0, 95.0] | 90.0 [85.0, 95.0] | 88.0 [83.0, 93.0] | – |" in text  # Table 1
     assert "![figure5](r/figure5.png)" in text and "`r/figure5.csv`" in text
     assert "| stage1 | 40 | 12.50 |" in text and "| train stage1 | 10.0 |" in text
+
+
+def test_each_command_records_the_commit_of_its_code(tmp_path):
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    assert code_version(tmp_path) == "unknown (not a git checkout)"
+    git("init", "-q")
+    (tmp_path / "train.py").write_text("print(1)\n")
+    git("add", "train.py")
+    git("commit", "-q", "-m", "first")
+    commit = git("log", "-1", "--format=%h")
+    assert len(commit) >= 7 and code_version(tmp_path) == commit
+    (tmp_path / "notes.txt").write_text("untracked files do not count\n")
+    assert code_version(tmp_path) == commit
+    (tmp_path / "train.py").write_text("print(2)\n")
+    assert code_version(tmp_path) == f"{commit} + uncommitted changes"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -440,6 +459,7 @@ def test_table10_smoke_runs_end_to_end_and_resumes(tmp_path_factory, tmp_path):
     cli("run", "table10", "--size", "smoke", "--out", str(out))
     manifest = json.loads((out / "manifest.json").read_text())
     assert [c["status"] for c in manifest["commands"]] == ["ok"] * 5
+    assert {c["code"] for c in manifest["commands"]} == {code_version()}
     for reward, mode in (("iou", "thresh"), ("iou_nothresh", "nothresh"), ("none", "none")):
         job = out / "train" / "stage2" / f"reward={reward}"  # Hydra named the job folders as planned
         config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
