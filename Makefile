@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-gpu train test
+.PHONY: install install-gpu train test gpu-site
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,16 @@ train: $(STAMP)
 
 test: $(STAMP)
 	WANDB_MODE=offline $(BIN)/python -m pytest -q $(ARGS)
+
+# The offline GPU check (benchmarks/gpu_offline.py) on a machine with its own torch and transformers but no network:
+# the pure-Python packages it lacks, unpacked into .gpu-site/ here (where pip reaches a registry), then carried there
+# and used as PYTHONPATH=.gpu-site:$$PWD (the versions this project is tested with; none needs a compiler)
+GPU_SITE := lightning==2.6.6 lightning-utilities==0.15.3 torchmetrics==1.9.0 fsspec==2026.9.0 omegaconf==2.3.1 \
+	hydra-core==1.3.8 antlr4-python3-runtime==4.9.3
+gpu-site:
+	rm -rf .gpu-site .gpu-wheels
+	$(PYTHON) -m pip wheel -q --no-deps -w .gpu-wheels $(GPU_SITE)
+	@ls .gpu-wheels | grep -v -- '-none-any.whl$$' && { echo "not pure Python: see above"; exit 1; } || true
+	$(PYTHON) -m pip install -q --no-deps --no-compile --target .gpu-site .gpu-wheels/*.whl
+	rm -rf .gpu-wheels
+	du -sh .gpu-site

@@ -40,6 +40,7 @@ from lfpc.rollout.episodes import EpisodeConfig, Trajectory
 from lfpc.rollout.factory import build_engine
 from lfpc.training.display import DisplaySizer
 from lfpc.training.module import GRPOConfig, GRPOModule, PolicyConfig
+from lfpc.training.sharding import resident_state_bytes
 from lfpc.vision.budget import fit_to_budget, resize_to_budget
 from lfpc.vision.images import DEFAULT_CACHE_ITEMS, load_image, set_cache_size
 
@@ -71,7 +72,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", nargs=2, type=int, default=(7680, 4320), metavar=("W", "H"))
     parser.add_argument("--micro-batch", type=int, default=2, help="trajectories per forward/backward")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: see archs.py)")
-    parser.add_argument("--vllm-memory", type=float, default=0.35, help="vLLM gpu_memory_utilization (GPU only)")
+    parser.add_argument("--vllm-memory", type=float, default=None,
+                        help="vLLM gpu_memory_utilization (GPU only); default: what the trainer's state leaves "
+                             "(lfpc.rollout.vllm_engine.memory_share)")
     parser.add_argument("--vllm-eager", action="store_true",
                         help="vLLM without CUDA graphs / compilation (starts faster; training uses graphs)")
     parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "lfpc-bench")
@@ -160,12 +163,16 @@ class Bench:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         a = self.args
-        cfg = {"backend": "hf"}
-        if backend == "vllm":  # in the compute dtype, as conf/rollout/vllm.yaml
-            cfg = {"backend": "vllm", "dtype": "bfloat16" if a.bf16_mixed else a.dtype,
-                   "max_model_len": self.context_limit, "max_images_per_prompt": a.crops + 1,
-                   "gpu_memory_utilization": a.vllm_memory, "enforce_eager": True if a.vllm_eager else None}
-        engine = build_engine(cfg, self.codec, str(self.model_dir), self.device, dtype=a.dtype, seed=a.seed)
+        # the engines hold the policy in the compute dtype (as conf/rollout/vllm.yaml); the transformers replica
+        # leaves the GPU during the update (the trainer's float32 weights, gradients and AdamW fill it at 3B)
+        dtype = "bfloat16" if a.bf16_mixed else a.dtype
+        cfg = {"backend": "hf", "offload_when_asleep": True}
+        if backend == "vllm":
+            cfg = {"backend": "vllm", "dtype": dtype, "max_model_len": self.context_limit,
+                   "max_images_per_prompt": a.crops + 1, "gpu_memory_utilization": a.vllm_memory,
+                   "enforce_eager": True if a.vllm_eager else None}
+        engine = build_engine(cfg, self.codec, str(self.model_dir), self.device, dtype=dtype, seed=a.seed,
+                              trainer_bytes=resident_state_bytes(self.module.policy))
         self.policy = scripted_policy(engine, self.codec, a.crops, self.timer)
         self.module.set_engine(self.policy)
         self.backend = backend

@@ -16,7 +16,8 @@ timed and failing softly (the error is recorded and the next section runs):
    log-probs with the trainer's log-probs on the same tokens (for vLLM, renormalised as vLLM reports them:
    :class:`SuppressedHead`); the trainer's weights are then changed and pushed in
    place, the agreement checked again (and against the engine's rollouts from before the push, which must disagree);
-   then sleep / wake and the agreement once more. vLLM sections are skipped when vLLM is not importable.
+   then sleep and the weight push that wakes the engine (the training cycle), the memory sleep freed, and the
+   agreement once more. vLLM sections are skipped when vLLM is not importable.
 
 It writes ``DIR/gpu_check.json`` and ``DIR/gpu_check.md`` and exits with status 1 when a check failed or a section
 raised. ``--device cpu --dims tiny`` runs the same code on the tiny model (the CPU test, ``tests/test_gpu_check.py``).
@@ -33,9 +34,10 @@ import os
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -88,7 +90,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per turn")
     parser.add_argument("--image-size", nargs=2, type=int, default=(7680, 4320), metavar=("W", "H"))
     parser.add_argument("--micro-batch", type=int, default=2, help="trajectories per forward/backward")
-    parser.add_argument("--vllm-memory", type=float, default=0.35, help="vLLM gpu_memory_utilization")
+    parser.add_argument("--vllm-memory", type=float, default=None,
+                        help="vLLM gpu_memory_utilization; default: the share the trainer's float32 weights, "
+                             "gradients and AdamW leave (~0.2 at 3B on 80 GB, lfpc.rollout.vllm_engine.memory_share)")
     parser.add_argument("--vllm-eager", action="store_true", help="vLLM without CUDA graphs (faster start)")
     parser.add_argument("--no-full-head", action="store_true", help="skip the update with the LM head everywhere")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: see archs.py)")
@@ -114,7 +118,9 @@ def bench_args(args: argparse.Namespace) -> argparse.Namespace:
             "--budgets", str(args.budget), "--samples", str(args.samples), "--crops", str(args.crops),
             "--crop-tokens", str(args.crop_tokens), "--new-tokens", str(args.new_tokens),
             "--image-size", *map(str, args.image_size), "--micro-batch", str(args.micro_batch),
-            "--vllm-memory", str(args.vllm_memory), "--work-dir", str(args.work_dir), "--seed", str(args.seed)]
+            "--work-dir", str(args.work_dir), "--seed", str(args.seed)]
+    if args.vllm_memory is not None:
+        argv += ["--vllm-memory", str(args.vllm_memory)]
     if args.precision == "bf16-mixed":
         argv.append("--bf16-mixed")
     if args.vllm_eager:
@@ -250,18 +256,21 @@ def lm_head_section(state: State) -> dict:
     for name in ("policy_positions",) if args.no_full_head else ("policy_positions", "all_positions"):
         clock = Clock(state.device)
         policy = FullHead(bench.module.policy) if name == "all_positions" else None
-        with bench.compute():
+        with bench.compute(), backward_peak(bench.optimizer, state.device) as head_peak:
             stats = bench.train(trajectories, clock, policy, advantages)
+        peaks = {k: v / 2 ** 30 for k, v in clock.peak_bytes.items()}
+        if head_peak:  # the forward and backward of the update, before AdamW's step adds its own peak
+            peaks["forward_backward"] = head_peak[0] / 2 ** 30
         out[name] = {"logprob_s": clock.seconds["logprob"], "update_s": clock.seconds["update"],
-                     "grad_norm": stats["train/grad_norm"],
-                     "peak_gib": {k: v / 2 ** 30 for k, v in clock.peak_bytes.items()} or None}
+                     "grad_norm": stats["train/grad_norm"], "peak_gib": peaks or None}
     bench.optimizer.zero_grad(set_to_none=True)  # the gradients are not needed by the sections after this one
     return out
 
 
 def sync_section(state: State, backend: str) -> dict:
     """Weight push into the ``backend`` engine and the rollout/trainer log-prob agreement: after a plain push, after
-    a push of changed weights (and the engine's earlier rollouts against the changed trainer), after sleep / wake."""
+    a push of changed weights (and the engine's earlier rollouts against the changed trainer), after sleep and the
+    push that wakes the engine."""
     if backend == "vllm" and vllm_status() is not None:
         return {"status": f"skipped: vllm {vllm_status()}"}
     args, bench = state.args, state.bench()
@@ -290,17 +299,18 @@ def sync_section(state: State, backend: str) -> dict:
 
 
 def sleep_wake(state: State, bench: Bench, engine, clock: Clock, view: torch.nn.Module | None) -> dict:
-    """Sleep (vLLM on CUDA: KV cache freed, weights offloaded; else a no-op or a cache drop), wake, and the
-    agreement of the woken engine's rollouts."""
+    """The training cycle around an update: sleep (vLLM on CUDA: KV cache freed, weights discarded at level 2; the
+    transformers replica moved to host memory), then the weight push that wakes the engine, and the agreement of
+    its rollouts."""
     free_before = _free_gib(state.device)
     with clock("sleep"):
         engine.sleep()
     free_asleep = _free_gib(state.device)
-    with clock("wake"):
-        if hasattr(engine, "wake_up"):
-            engine.wake_up()
+    with clock("wake_push"):
+        bench.module.sync_rollout_weights()
     woken = final_turn_episodes(bench, state.samples, state.args.group, seed=state.args.seed + 2)
-    return {"sleep_mode": bool(getattr(engine, "sleep_enabled", False)),
+    return {"sleep_mode": bool(getattr(engine, "sleep_enabled", False) or getattr(engine, "offload_when_asleep",
+                                                                                False)),
             "freed_by_sleep_gib": None if free_before is None else free_asleep - free_before,
             "after_wake": logprob_agreement(bench, woken, view)}
 
@@ -312,6 +322,25 @@ class Sampled:
 
     trajectories: list[Trajectory]
     replayed: list[int]
+
+
+@contextmanager
+def backward_peak(optimizer: torch.optim.Optimizer, device: torch.device) -> Iterator[list[int]]:
+    """A list that receives, on CUDA, the peak of allocated memory reached when ``optimizer.step`` is first called
+    (since the last reset of the peak statistics: the update's forward and backward passes, not AdamW's own
+    temporaries); empty elsewhere."""
+    peaks: list[int] = []
+
+    def record(*_) -> None:
+        if not peaks:
+            peaks.append(torch.cuda.max_memory_allocated(device))
+
+    handle = optimizer.register_step_pre_hook(record) if device.type == "cuda" else None
+    try:
+        yield peaks
+    finally:
+        if handle is not None:
+            handle.remove()
 
 
 class FullHead(torch.nn.Module):
@@ -479,12 +508,18 @@ def checks(results: dict) -> list[dict]:
             check("lm_head: same gradient norm at every position (relative difference)",
                   abs(norm - other) <= GRAD_NORM_RTOL * norm, abs(norm - other) / norm, GRAD_NORM_RTOL)
         peaks = [head.get(v, {}).get("peak_gib") for v in ("policy_positions", "all_positions")]
-        if all(peaks):
-            check("lm_head: update peak lower with logits_to_keep", peaks[0]["update"] <= peaks[1]["update"],
-                  [peaks[0]["update"], peaks[1]["update"]], "first <= second")
+        if all(peaks) and all("forward_backward" in p for p in peaks):
+            first, second = peaks[0]["forward_backward"], peaks[1]["forward_backward"]
+            check("lm_head: forward/backward peak lower with logits_to_keep", first <= second, [first, second],
+                  "first <= second")
+    weights = sections.get("checkpoint", {}).get("weights_gib")
     for name, section in sections.items():
         if name.startswith("sync_") and section["status"] == "ok":
             _sync_checks(name, section, check)
+            freed = section.get("freed_by_sleep_gib")
+            if freed is not None and weights and section["sleep_mode"]:
+                check(f"{name}: sleep gave the engine's weights back to the GPU (GiB freed)", freed >= 0.9 * weights,
+                      freed, f">= 0.9 x {weights:.2f} (the bf16 checkpoint)")
     if results["settings"]["device"].startswith("cuda") and results["settings"]["dims"] == "3b":
         total = results["total_s"]
         check("whole run under 8 minutes", total < TIME_LIMIT_S, total, TIME_LIMIT_S)

@@ -8,7 +8,7 @@ PHASES = ("sync", "rollout", "logprob", "update")
 AGREEMENT_ROWS = (("after_push", "after a push"),
                   ("unrenormalised_after_push", "after a push, trainer over the whole vocabulary (not checked)"),
                   ("after_changed_push", "after a push of changed weights"),
-                  ("stale", "rollouts from before that push (must disagree)"), ("after_wake", "after sleep / wake"))
+                  ("stale", "rollouts from before that push (must disagree)"), ("after_wake", "after sleep and the push that wakes it"))
 UNCHECKED = ("stale", "unrenormalised_after_push")
 
 
@@ -69,12 +69,13 @@ def _lm_head(head: dict) -> str:
     if head.get("status") != "ok":
         return ""
     rows = [(name.replace("_", " "), _fmt(head[name]["logprob_s"]), _fmt(head[name]["update_s"]),
+             _fmt((head[name]["peak_gib"] or {}).get("forward_backward")),
              _fmt((head[name]["peak_gib"] or {}).get("update")), _fmt(head[name]["grad_norm"]))
             for name in ("policy_positions", "all_positions") if name in head]
     positions = head["positions"]
     return ("## LM head at the policy positions (`logits_to_keep`) vs at every position\n\n"
-            + _table(("LM head at", "log-prob pass s", "update s", "update peak allocated GiB", "gradient norm"),
-                     rows)
+            + _table(("LM head at", "log-prob pass s", "update s", "forward/backward peak allocated GiB",
+                      "update peak allocated GiB (AdamW step included)", "gradient norm"), rows)
             + f"\n\nHead rows x positions: {positions['policy_positions']} of {positions['all_positions']} "
               f"({_fmt(positions['share'])}).")
 

@@ -177,6 +177,30 @@ def display_sizer(cfg: DictConfig, path: str, samples: list[Sample]) -> DisplayS
                         selected=selected)
 
 
+def check_run_folder(cfg: DictConfig) -> None:
+    """Refuse a multi-process launch (torchrun, ``world_size > 1``) that leaves the run folder to Hydra's default
+    ``outputs/<date>/<time>``: every rank would resolve its own clock and write rollouts, statistics and the
+    auto-resume lookup into a folder of its own. ``hydra.run.dir=<folder>`` (or ``output_dir=``) names one folder
+    for all ranks. Multiruns (the SLURM launcher) resolve their sweep folder once, and a config composed outside
+    ``@hydra.main`` sets ``output_dir`` itself: both pass."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if world_size(cfg) == 1:
+        return
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # not under @hydra.main
+        return
+    if hydra_cfg.mode != RunMode.RUN:
+        return
+    given = {o.split("=", 1)[0].lstrip("+~") for o in (*hydra_cfg.overrides.hydra, *hydra_cfg.overrides.task)}
+    if not given & {"hydra.run.dir", "output_dir"}:
+        raise ValueError(f"a {world_size(cfg)}-process launch needs one run folder for every rank: add "
+                         "hydra.run.dir=<folder> to the command (e.g. hydra.run.dir=outputs/stage1); without it each "
+                         "rank resolves its own outputs/<date>/<time> and resumes, rollouts and statistics split")
+
+
 def world_size(cfg: DictConfig) -> int:
     """Processes of the configured launch: ``trainer.devices`` (a count or a list of ids) x ``trainer.num_nodes``."""
     devices = cfg.trainer.devices

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lfpc.training.run import train
+from lfpc.training.run import build_strategy, train
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = str(ROOT / "conf")
 
 
 def run_cfg(tmp_path: Path, *overrides: str):
@@ -40,3 +45,20 @@ def test_more_prompts_per_step_than_samples_is_refused(tmp_path):
     with pytest.raises(ValueError, match="config key grpo.prompts_per_step is 4 but there are only 2 training samples"):
         train(cfg)
     assert not (tmp_path / "out" / "hf_model").exists()
+
+
+def test_multi_process_launch_without_a_run_folder_is_refused_naming_the_override(tmp_path):
+    # as torchrun runs it: each rank is its own train.py under @hydra.main, here with its default ${now} folder
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "trainer=cpu_fsdp2", f"cache_dir={tmp_path / 'cache'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "a 2-process launch needs one run folder for every rank: add hydra.run.dir=<folder>" in proc.stderr
+    assert not (tmp_path / "cache").exists()  # refused before anything was built
+
+
+def test_fsdp2_collectives_wait_three_hours_on_the_paper_launch():
+    # rollouts of different lengths per rank must not trip Lightning's 30-minute default
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        trainer = compose("config", overrides=["trainer=fsdp_8gpu", "output_dir=/tmp/out"]).trainer
+    assert build_strategy(trainer)._timeout == datetime.timedelta(hours=3)

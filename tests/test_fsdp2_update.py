@@ -1,6 +1,6 @@
 """FSDP2 on 2 gloo ranks gives the same update as one process on the union of the ranks' data.
 
-Each rank shards the tiny Qwen2.5-VL with :func:`shard_policy` and updates on its own half of 4 fixed contexts; one
+Each rank shards the tiny Qwen2.5-VL with :func:`load_sharded` (weights read by rank 0 only) and updates on its own half of 4 fixed contexts; one
 process updates an unsharded copy on all 4. Plain SGD keeps the update linear in the gradient, so a wrong gradient
 reduction (a sum instead of the mean over ranks) or a wrong split (both ranks on the same contexts) changes the
 result. Every completion has the same number of tokens, so the per-rank token means average to the global one.
@@ -20,10 +20,10 @@ from torch.distributed.device_mesh import init_device_mesh
 
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate
-from lfpc.model.loading import load_model
+from lfpc.model.loading import empty_model, load_model
 from lfpc.model.lora import LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rollout.codec import ChatCodec
-from lfpc.training.sharding import full_named_tensors, shard_policy
+from lfpc.training.sharding import full_named_tensors, load_sharded
 
 pytestmark = pytest.mark.slow
 
@@ -51,10 +51,16 @@ def sgd_update(model, codec: ChatCodec, contexts: list, advantages: torch.Tensor
                  )(contexts, advantages)
 
 
-def policy(model_dir: str, lora: bool) -> torch.nn.Module:
-    """The tiny model, with LoRA adapters (seeded) when ``lora``."""
-    model = load_model(model_dir)
+def policy(model_dir: str, lora: bool, meta: bool = False) -> torch.nn.Module:
+    """The tiny model (its meta-device skeleton when ``meta``), with LoRA adapters (seeded) when ``lora``."""
+    model = (empty_model if meta else load_model)(model_dir)
     return apply_lora(model, LORA, seed=0) if lora else model
+
+
+def sharded_policy(model_dir: str, lora: bool, world: int) -> torch.nn.Module:
+    """The policy sharded over ``world`` gloo ranks as training builds it: weights read by rank 0 only."""
+    mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("data_parallel",))["data_parallel"]
+    return load_sharded(lambda meta: policy(model_dir, lora, meta), mesh)
 
 
 def update_on_rank(rank: int, world: int, store: str, model_dir: str, out: str, lora: bool = False) -> None:
@@ -64,8 +70,7 @@ def update_on_rank(rank: int, world: int, store: str, model_dir: str, out: str, 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         codec = ChatCodec.for_model(model_dir, 256)
-        model = policy(model_dir, lora)
-        shard_policy(model, init_device_mesh("cpu", (world,), mesh_dim_names=("data_parallel",))["data_parallel"])
+        model = sharded_policy(model_dir, lora, world)
         share = slice(rank * 4 // world, (rank + 1) * 4 // world)
         sgd_update(model, codec, fixed_contexts(codec)[share], ADVANTAGES[share])
         full = dict((policy_named_tensors if lora else full_named_tensors)(model))
@@ -101,3 +106,46 @@ def test_two_ranks_update_a_lora_policy_like_one_process(tiny_model_dir, codec, 
     assert sharded.keys() == merged.keys()
     for name, tensor in merged.items():
         torch.testing.assert_close(sharded[name], tensor, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def load_on_rank(rank: int, world: int, store: str, model_dir: str, out: str, lora: bool) -> None:
+    """Rank ``rank``: build the sharded policy, recording what each call of ``build`` returned (whether it read
+    weights, whether every parameter was on the meta device); save the gathered full tensors and buffers."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        calls = []
+
+        def build(meta: bool) -> torch.nn.Module:
+            model = policy(model_dir, lora, meta)
+            calls.append({"meta": meta, "all_params_meta": all(p.is_meta for p in model.parameters())})
+            return model
+
+        mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("data_parallel",))["data_parallel"]
+        model = load_sharded(build, mesh)
+        full = dict(full_named_tensors(model))
+        buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+        torch.save({"calls": calls, "full": full, "buffers": buffers}, f"{out}.{rank}")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_only_rank_0_reads_the_weights_and_every_rank_gets_rank_0s_model(tiny_model_dir, tmp_path, lora):
+    out = str(tmp_path / "loaded")
+    mp.spawn(load_on_rank, args=(2, str(tmp_path / "store"), str(tiny_model_dir), out, lora), nprocs=2)
+    ranks = [torch.load(f"{out}.{rank}") for rank in range(2)]
+    # rank 1 built the skeleton only, every parameter on the meta device until its shards arrived; rank 0 read once
+    assert ranks[1]["calls"] == [{"meta": True, "all_params_meta": True}]
+    assert ranks[0]["calls"] == [{"meta": False, "all_params_meta": False}, {"meta": True, "all_params_meta": True}]
+    reference = policy(str(tiny_model_dir), lora)  # one process, as before sharding existed
+    expected, buffers = reference.state_dict(), dict(reference.named_buffers())
+    assert any("inv_freq" in name for name in buffers)  # rotary buffers: outside the state dict, broadcast too
+    for rank in ranks:
+        assert rank["full"].keys() == expected.keys()
+        for name, tensor in expected.items():
+            assert torch.equal(rank["full"][name], tensor), name
+        assert rank["buffers"].keys() == buffers.keys()
+        for name, tensor in buffers.items():
+            assert torch.equal(rank["buffers"][name], tensor), name

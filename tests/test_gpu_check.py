@@ -64,7 +64,8 @@ def test_cpu_run_writes_every_figure_and_passes(tmp_path, work_dir, precision):
     for when in ("after_push", "after_changed_push", "after_wake"):
         assert sync[when]["tokens"] > 0
         assert sync[when]["max_abs"] <= limit_max and sync[when]["mean_abs"] <= limit_mean
-    assert sync["after_push"]["max_abs"] < 2e-3  # the same kernels on CPU: far inside even the fp32 limit
+    if precision == "32-true":  # the same kernels and weights on CPU: far inside even the fp32 limit
+        assert sync["after_push"]["max_abs"] < 2e-3  # (bf16-mixed: the replica holds bf16 weights, as vLLM does)
     assert sync["stale"]["mean_abs"] > gpu_check.STALE_FACTOR * sync["after_changed_push"]["mean_abs"]
 
     assert {c["name"] for c in results["checks"]} >= {

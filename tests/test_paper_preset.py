@@ -16,8 +16,10 @@ from torch.distributed.tensor import DTensor
 import lfpc
 from lfpc import config as C
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
+from lfpc.rollout.vllm_engine import memory_share
 from lfpc.training.module import GRPOModule
 from lfpc.training.run import build_strategy
+from lfpc.training.sharding import resident_state_bytes
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +75,26 @@ def test_fsdp2_step_at_lr_1e6_moves_float32_master_weights_with_bf16_compute(pap
             assert moved > 0.9, (name, float(moved))  # in bf16: a few percent, and none of the norm weights
     finally:
         dist.destroy_process_group()
+
+
+def test_paper_preset_sizes_vllm_from_the_gpu_and_discards_its_weights_while_asleep(paper_cfg):
+    r = paper_cfg.rollout
+    assert r.sleep_level == 2 and r.gpu_memory_utilization is None  # null: sized from the GPU at start
+    assert r.max_num_seqs == 256 and r.max_num_batched_tokens == 16384
+    # an 80 GB H100 (torch reports 79.2 GiB) next to the 7B's trainer state per rank: 8.292e9 params / 8 ranks x
+    # (weight + gradient + 2 AdamW moments) x 4 bytes = 15.45 GiB; 6 GiB reserved
+    gib = 2 ** 30
+    share = memory_share(int(79.2 * gib), int(8.292e9 / 8 * 16), r.memory_reserve_gib)
+    assert share == pytest.approx(0.7291, abs=1e-3)
+    assert memory_share(int(139.8 * gib), int(8.292e9 / 8 * 16), r.memory_reserve_gib) == pytest.approx(0.8466,
+                                                                                                     abs=1e-3)  # H200
+    assert memory_share(int(79.2 * gib), 0, r.memory_reserve_gib) == 0.9  # nothing else on the GPU: vLLM's own 0.9
+    with pytest.raises(ValueError, match="only 0.02 of the GPU's 79.2 GiB is left for vLLM after the trainer's 72.0"):
+        memory_share(int(79.2 * gib), 72 * gib, r.memory_reserve_gib)  # 4.5B params unsharded on one card
+
+
+def test_resident_state_counts_a_gradient_and_two_adam_moments_per_trainable_weight():
+    layer = torch.nn.Linear(4, 3)  # 15 float32 parameters
+    assert resident_state_bytes(layer) == 15 * 4 * 4
+    layer.bias.requires_grad_(False)
+    assert resident_state_bytes(layer) == 12 * 4 * 4 + 3 * 4

@@ -172,8 +172,8 @@ def test_rollout_config_keys_are_engine_arguments():
     from lfpc.rollout.vllm_engine import VLLMRolloutEngine  # imports vLLM lazily: works without it
     keys = set(OmegaConf.load(CONF / "vllm.yaml")) - {"backend"}
     assert keys <= set(inspect.signature(VLLMRolloutEngine).parameters)
-    assert set(OmegaConf.load(CONF / "hf.yaml")) - {"backend"} == {"kept_cache_gib"}
-    assert "kept_cache_gib" in inspect.signature(HFRolloutEngine).parameters
+    assert set(OmegaConf.load(CONF / "hf.yaml")) - {"backend"} == {"kept_cache_gib", "offload_when_asleep"}
+    assert {"kept_cache_gib", "offload_when_asleep"} <= set(inspect.signature(HFRolloutEngine).parameters)
 
 
 def _perturb(model, seed, only: str = ""):

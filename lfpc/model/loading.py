@@ -86,15 +86,37 @@ def load_model(
     path: str | os.PathLike, dtype: str = "float32", attn_implementation: str = "sdpa"
 ) -> Qwen2_5_VLForConditionalGeneration:
     """Load a local Qwen2.5-VL checkpoint (``dtype`` "float32", "bfloat16" or "float16"), in eval mode."""
+    folder = _qwen2_5_vl_dir(path, dtype)
+    return Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        folder, dtype=DTYPES[dtype], attn_implementation=attn_implementation, local_files_only=True
+    )
+
+
+def empty_model(
+    path: str | os.PathLike, dtype: str = "float32", attn_implementation: str = "sdpa"
+) -> Qwen2_5_VLForConditionalGeneration:
+    """The architecture of a local Qwen2.5-VL checkpoint on the meta device: shapes and dtypes, no memory, no weights
+    read (for ranks that receive their shards from rank 0), in eval mode like :func:`load_model`."""
+    from transformers import AutoConfig
+
+    folder = _qwen2_5_vl_dir(path, dtype)
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(
+            config, dtype=DTYPES[dtype], attn_implementation=attn_implementation
+        )
+    return model.eval()
+
+
+def _qwen2_5_vl_dir(path: str | os.PathLike, dtype: str) -> Path:
+    """``path`` checked to be a Qwen2.5-VL checkpoint folder, and ``dtype`` a known one."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
     folder = checkpoint_dir(path)
     model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
     if model_type != "qwen2_5_vl":
         raise ValueError(f"{folder} holds a {model_type!r} model; this project needs a Qwen2.5-VL ('qwen2_5_vl')")
-    return Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        folder, dtype=DTYPES[dtype], attn_implementation=attn_implementation, local_files_only=True
-    )
+    return folder
 
 
 def image_token_count(image_grid_thw: torch.Tensor | Sequence[Sequence[int]]) -> list[int]:

@@ -33,18 +33,28 @@ def selection_config(cfg: DictConfig) -> SelectionConfig:
                            batch_samples=r.batch_samples)
 
 
-def rollout_answerer_factory(cfg: DictConfig, path: str, config: SelectionConfig) -> Callable[[], AnswerFn]:
-    """A function building the processor and the ``rollout`` backend of ``cfg`` (on first use only)."""
+class RolloutAnswererFactory:
+    """Builds the processor and the ``rollout`` backend of ``cfg`` on first call (an answerer over them);
+    :meth:`close` releases that engine (a vLLM engine shut down, its GPU memory returned), so a training run that
+    selected in-process builds its own engine on a free GPU."""
 
-    def make() -> AnswerFn:
+    def __init__(self, cfg: DictConfig, path: str, config: SelectionConfig) -> None:
+        self.cfg, self.path, self.config = cfg, path, config
+        self.engine = None
+
+    def __call__(self) -> AnswerFn:
         from lfpc.rollout.codec import ChatCodec
         from lfpc.rollout.factory import engine_from_run_config
-        max_tokens = max(config.max_tokens, config.reference_max_tokens or 0)
-        codec = ChatCodec.for_model(path, max_tokens)
-        engine = engine_from_run_config(cfg, codec, path, cfg.resolution.device)
-        return rollout_answerer(engine, codec, config.max_new_tokens)
+        max_tokens = max(self.config.max_tokens, self.config.reference_max_tokens or 0)
+        codec = ChatCodec.for_model(self.path, max_tokens)
+        self.engine = engine_from_run_config(self.cfg, codec, self.path, self.cfg.resolution.device)
+        return rollout_answerer(self.engine, codec, self.config.max_new_tokens)
 
-    return make
+    def close(self) -> None:
+        from lfpc.rollout.factory import release_engine
+        if self.engine is not None:
+            release_engine(self.engine)
+            self.engine = None
 
 
 def selection_command() -> str:
@@ -72,10 +82,15 @@ def run_selection(cfg: DictConfig, path: str, samples: Sequence[Sample], progres
     """Select (or load from ``resolution.manifest``) the display size of every sample with the model at ``path``;
     with ``compute_missing`` False, samples missing from the manifest raise (with the command to compute them)."""
     config = selection_config(cfg)
-    make_answerer = (rollout_answerer_factory(cfg, path, config) if compute_missing
-                     else missing_selection(cfg.resolution.manifest))
-    return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path), make_answerer,
-                              progress=progress)
+    if not compute_missing:
+        return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path),
+                                  missing_selection(cfg.resolution.manifest), progress=progress)
+    factory = RolloutAnswererFactory(cfg, path, config)
+    try:
+        return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path), factory,
+                                  progress=progress)
+    finally:
+        factory.close()
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")

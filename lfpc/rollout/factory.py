@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any, Mapping
 
 import torch
@@ -14,13 +15,15 @@ BACKENDS = ("hf", "vllm")
 
 def build_engine(cfg: Mapping[str, Any], codec: ChatCodec, model_path: str, device: torch.device | str, *,
                  dtype: str = "float32", attn_implementation: str = "sdpa", batch_size: int = 16,
-                 seed: int = 0) -> RolloutEngine:
+                 seed: int = 0, trainer_bytes: int = 0) -> RolloutEngine:
     """The rollout engine of ``cfg`` (the ``rollout`` config group) serving the checkpoint at ``model_path``.
 
     ``hf``: a transformers replica on ``device`` (``dtype``, ``attn_implementation``, ``batch_size`` apply; every
     other key of ``cfg``, e.g. ``kept_cache_gib``, is passed to :class:`~lfpc.rollout.hf.HFRolloutEngine`).
     ``vllm``: a colocated vLLM engine (``lfpc.rollout.vllm_engine``); every other key of ``cfg`` is passed to it,
-    and images are processed with the codec's min/max pixels so both sides see the same grids.
+    and images are processed with the codec's min/max pixels so both sides see the same grids; ``trainer_bytes``
+    (what the trainer keeps on the GPU during rollouts) sizes its memory share when ``gpu_memory_utilization`` is
+    null.
     """
     options = dict(cfg)
     backend = options.pop("backend", None)
@@ -34,8 +37,21 @@ def build_engine(cfg: Mapping[str, Any], codec: ChatCodec, model_path: str, devi
         size = codec.image_processor.size
         options.setdefault("dtype", dtype)
         return VLLMRolloutEngine(model_path, codec.image_pad_id, min_pixels=size["shortest_edge"],
-                                 max_pixels=size["longest_edge"], device=device, seed=seed, **options)
+                                 max_pixels=size["longest_edge"], device=device, seed=seed,
+                                 trainer_bytes=trainer_bytes, **options)
     raise ValueError(f"unknown rollout backend {backend!r}; set rollout.backend to one of {BACKENDS}")
+
+
+def release_engine(engine: RolloutEngine) -> None:
+    """Give an engine that is done its memory back: ``close()`` when it has one (vLLM: weights and KV cache
+    discarded, engine shut down), then the collector and CUDA's cache (the transformers replica is freed with its
+    last reference)."""
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def resolve_device(device: str) -> str:

@@ -58,12 +58,16 @@ class HFRolloutEngine:
     * identical contexts in a batch (the rollouts of a group at their first turn) are prefilled once.
 
     The keys and values kept after a call take at most ``kept_cache_gib`` GiB on the model's device (a batch whose
-    cache would not fit is not kept: its contexts are prefilled in full at their next turn); 0 keeps none.
+    cache would not fit is not kept: its contexts are prefilled in full at their next turn); 0 keeps none. With
+    ``offload_when_asleep`` the replica itself moves to host memory while asleep (the trainer's update) and back at
+    the next weight push or generation.
     """
 
     def __init__(self, model, pad_id: int, image_pad_id: int, batch_size: int = 16,
-                 kept_cache_gib: float = 4.0) -> None:
+                 kept_cache_gib: float = 4.0, offload_when_asleep: bool = False) -> None:
         self.model = model.eval()
+        self.home = next(model.parameters()).device
+        self.offload_when_asleep = offload_when_asleep
         self.pad_id = pad_id
         self.image_pad_id = image_pad_id
         self.batch_size = batch_size
@@ -80,9 +84,10 @@ class HFRolloutEngine:
     @torch.no_grad()
     def generate(self, contexts: list[Context], sampling: SamplingConfig) -> list[Completion]:
         """Continue each context until a stop token or ``max_new_tokens``; returns sampled tokens and log-probs."""
+        self._wake_up()
         version = sum(p._version for p in self.model.parameters())
         if version != self._weights_version:
-            self.sleep()
+            self._forget()
             self._weights_version = version
         kept, self._kept_bytes = WeakIdKeyDictionary(), 0
         completions: list[Completion] = []
@@ -235,6 +240,7 @@ class HFRolloutEngine:
     @torch.no_grad()
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy full tensors into the engine model in place; every parameter must be covered."""
+        self._wake_up()
         state = self.model.state_dict()
         seen = set()
         for name, tensor in named_tensors:
@@ -248,6 +254,18 @@ class HFRolloutEngine:
 
     def sleep(self) -> None:
         """Drop the kept image embeddings and keys / values (they would otherwise live as long as the rollout's
-        contexts); the replica stays resident (it is small next to the trainer's state)."""
+        contexts); the replica moves to host memory with ``offload_when_asleep``, else stays resident."""
+        self._forget()
+        if self.offload_when_asleep and self.home.type != "cpu":
+            self.model.to("cpu")
+            torch.cuda.empty_cache()
+
+    def _wake_up(self) -> None:
+        """The replica back on its device after an offloading :meth:`sleep` (nothing to do otherwise)."""
+        if self.device != self.home:
+            self.model.to(self.home)
+
+    def _forget(self) -> None:
+        """Drop what was computed with the current weights: the kept image embeddings and keys / values."""
         self._embeds.clear()
         self._kept = WeakIdKeyDictionary()

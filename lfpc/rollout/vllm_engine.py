@@ -25,25 +25,50 @@ from lfpc.rollout import vllm_compat
 from lfpc.rollout.base import Completion, Context, SamplingConfig
 
 
+SLEEP_LEVELS = (1, 2)
+MAX_MEMORY_SHARE = 0.9  # vLLM's own default share when it has the GPU alone
+MIN_MEMORY_SHARE = 0.1  # below this vLLM cannot hold a 3B model's bf16 weights and a KV cache on an 80 GB card
+
+
+def memory_share(total_bytes: int, trainer_bytes: int, reserve_gib: float) -> float:
+    """vLLM's ``gpu_memory_utilization`` when the config leaves it null: the share of the GPU's ``total_bytes``
+    left after what the colocated trainer keeps on it during rollouts (``trainer_bytes``: its weight shards,
+    gradients and AdamW moments, :func:`lfpc.training.sharding.resident_state_bytes`) and ``reserve_gib`` (CUDA
+    context, NCCL buffers, one full tensor gathered for the weight push, fragmentation), at most 0.9."""
+    share = (total_bytes - trainer_bytes - reserve_gib * 2 ** 30) / total_bytes
+    if share < MIN_MEMORY_SHARE:
+        raise ValueError(
+            f"only {max(share, 0):.2f} of the GPU's {total_bytes / 2 ** 30:.1f} GiB is left for vLLM after the "
+            f"trainer's {trainer_bytes / 2 ** 30:.1f} GiB (weights, gradients, AdamW) and rollout.memory_reserve_gib="
+            f"{reserve_gib:g}; shard the trainer over more GPUs, or set rollout.gpu_memory_utilization")
+    return min(share, MAX_MEMORY_SHARE)
+
+
 class VLLMRolloutEngine:
     """A vLLM ``LLM`` serving the policy; implements :class:`lfpc.rollout.base.RolloutEngine`."""
 
     def __init__(self, model_path: str, image_pad_id: int, min_pixels: int, max_pixels: int, *,
                  device: torch.device | str = "cpu", dtype: str = "bfloat16", seed: int = 0,
                  max_images_per_prompt: int = 6, max_model_len: int | None = None,
-                 gpu_memory_utilization: float = 0.5, enforce_eager: bool | None = None, sleep_level: int = 1,
-                 cpu_kvcache_space_gib: int = 1) -> None:
+                 gpu_memory_utilization: float | None = None, memory_reserve_gib: float = 6.0,
+                 trainer_bytes: int = 0, max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
+                 enforce_eager: bool | None = None, sleep_level: int = 2, cpu_kvcache_space_gib: int = 1) -> None:
         """Start the engine on the checkpoint at ``model_path`` (the keys of ``conf/rollout/vllm.yaml``).
 
-        ``device`` is where the trainer runs: on CUDA the engine uses CUDA graphs and sleep mode, on CPU it runs
-        eager with a ``cpu_kvcache_space_gib`` KV cache. ``min_pixels``/``max_pixels`` must be the trainer
-        processor's (:func:`lfpc.rollout.factory.build_engine` passes the codec's).
+        ``device`` is where the trainer runs: on CUDA the engine uses CUDA graphs and sleep mode, and takes
+        ``gpu_memory_utilization`` of the GPU (None: :func:`memory_share` of what the trainer's ``trainer_bytes``
+        and ``memory_reserve_gib`` leave); on CPU it runs eager with a ``cpu_kvcache_space_gib`` KV cache.
+        ``max_num_seqs`` / ``max_num_batched_tokens`` None: vLLM's defaults. ``min_pixels``/``max_pixels`` must be
+        the trainer processor's (:func:`lfpc.rollout.factory.build_engine` passes the codec's).
         """
+        if sleep_level not in SLEEP_LEVELS:
+            raise ValueError(f"rollout.sleep_level must be one of {SLEEP_LEVELS}, got {sleep_level!r}")
         self.device = torch.device(device)
         self.image_pad_id = image_pad_id
         self.sleep_level = sleep_level
         self.sleep_enabled = self.device.type == "cuda"  # vLLM's sleep mode exists on CUDA only
         self.asleep = False
+        self.weights_discarded = False  # level 2 dropped them: only a weight push brings the engine back
         _configure_environment(self.device, cpu_kvcache_space_gib)
         vllm_compat.ensure_ready()
         from vllm import LLM
@@ -52,12 +77,19 @@ class VLLMRolloutEngine:
         launcher = _launcher_for_trainer_ranks()
         if launcher:
             seed += torch.distributed.get_rank()  # each rank draws its own samples
+        if self.device.type == "cuda" and gpu_memory_utilization is None:
+            total = torch.cuda.get_device_properties(self.device).total_memory
+            gpu_memory_utilization = memory_share(total, trainer_bytes, memory_reserve_gib)
+        self.gpu_memory_utilization = gpu_memory_utilization
+        knobs = {"gpu_memory_utilization": gpu_memory_utilization, "max_num_seqs": max_num_seqs,
+                 "max_num_batched_tokens": max_num_batched_tokens}
         self.llm = LLM(
             model=str(model_path), dtype=dtype, seed=seed, max_model_len=max_model_len, enforce_eager=eager,
-            gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=self.sleep_enabled,
+            enable_sleep_mode=self.sleep_enabled,
             distributed_executor_backend=launcher, logprobs_mode="processed_logprobs",
             limit_mm_per_prompt={"image": max_images_per_prompt, "video": 0},
             mm_processor_kwargs={"size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}},
+            **{key: value for key, value in knobs.items() if value is not None},
         )
         self._tickets = itertools.count()
         self._open: dict[int, _Ticket] = {}  # submitted, not finished
@@ -132,27 +164,45 @@ class VLLMRolloutEngine:
         parameter of the vLLM model was left without a value.
         """
         if self.sleep_enabled and self.asleep:
-            self.llm.wake_up(tags=["weights"])
+            self.llm.wake_up(tags=["weights"])  # level 2: fresh memory (and the saved buffers), overwritten below
         missing = self.llm.collective_rpc(_reload_in_place, args=(named_tensors,))[0]
         if missing:
             raise KeyError(f"weight push did not cover {len(missing)} vLLM parameters, e.g. {missing[:3]}")
+        self.weights_discarded = False
         self.wake_up()
         self.llm.reset_prefix_cache()  # KV blocks computed with the old weights
         self.llm.llm_engine.reset_encoder_cache()  # vision embeddings computed with the old weights
 
     # ----- memory (CUDA) -----
     def sleep(self) -> None:
-        """Free the KV cache and offload the weights (CUDA), e.g. during the trainer's update; no-op elsewhere."""
+        """Free the GPU memory during the trainer's update (CUDA; a no-op elsewhere): the KV cache always; the
+        weights offloaded to host memory at ``sleep_level`` 1, discarded at level 2 (the trainer pushes new ones
+        before the next rollout anyway: no 15 GiB host copy per step at 7B)."""
         if self.sleep_enabled and not self.asleep:
             self.llm.sleep(level=self.sleep_level)
             torch.cuda.empty_cache()
             self.asleep = True
+            self.weights_discarded = self.sleep_level == 2
 
     def wake_up(self) -> None:
-        """Bring back what :meth:`sleep` released; called by :meth:`generate` and :meth:`load_weights`."""
+        """Bring back what :meth:`sleep` released; called by :meth:`generate` and :meth:`load_weights`. After a
+        level-2 sleep only :meth:`load_weights` can: the weights are gone."""
+        if self.weights_discarded:
+            raise RuntimeError("the vLLM engine slept at level 2 (rollout.sleep_level), which discards its weights: "
+                               "push weights with load_weights() before generating")
         if self.sleep_enabled and self.asleep:
             self.llm.wake_up()
             self.asleep = False
+
+    def close(self) -> None:
+        """Release the engine for good: weights and KV cache discarded (CUDA), the engine core shut down (its
+        process groups and cached memory freed). For an engine that is done, e.g. the resolution selection's
+        before the trainer builds its own
+        (:func:`lfpc.rollout.factory.release_engine` then collects it)."""
+        if self.sleep_enabled and not self.asleep:
+            self.llm.sleep(level=2)
+        self.llm.llm_engine.engine_core.shutdown()
+        self.llm = None
 
 
 @dataclass

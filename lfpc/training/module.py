@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import lightning as L
 import torch
@@ -16,7 +17,7 @@ from lfpc.grpo.advantages import group_advantages, group_diagnostics
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate, optimizer_steps
 from lfpc.judge import Judge, load_judge
-from lfpc.model.loading import load_model
+from lfpc.model.loading import empty_model, load_model
 from lfpc.model.lora import AdapterOff, LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rewards import RewardConfig, score_episode
 from lfpc.rollout.base import SamplingConfig
@@ -28,7 +29,7 @@ from lfpc.training.dynamic_sampling import DynamicSamplingConfig, dynamic_sample
 from lfpc.training.metrics import rollout_means, sum_over_ranks
 from lfpc.training.noise_probe import NoiseProbeConfig, noise_probe, share
 from lfpc.training.rollout_log import RolloutLog, ViewerConfig
-from lfpc.training.sharding import shard_policy, weights_digest
+from lfpc.training.sharding import load_sharded, resident_state_bytes, weights_digest
 from lfpc.viewer.wandb_table import log_trajectory_table
 
 ROUND_SEED = 104_729  # the rollout seed's offset per dynamic-sampling round (the step's is 7919)
@@ -98,26 +99,36 @@ class GRPOModule(L.LightningModule):
 
     # ----- model, engine, optimizer -----
     def configure_model(self) -> None:
+        """The policy (and the KL reference): as loaded in one process; under FSDP2 sharded over the data-parallel
+        mesh, the weights read from disk by rank 0 only (:func:`lfpc.training.sharding.load_sharded`)."""
         if self.policy is not None:
             return
-        self.policy = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype,
-                                 attn_implementation=self.policy_cfg.attn_implementation).train()
-        if self.policy_cfg.gradient_checkpointing:
-            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if self.policy_cfg.lora is not None:
-            self.policy = apply_lora(self.policy, self.policy_cfg.lora, seed=self.seed)
-        if self.grpo.loss.kl_coef > 0:
-            self.reference = self._reference()
-        if self.device_mesh is not None:
-            for model in [m for m in (self.policy, self.reference) if isinstance(m, torch.nn.Module)]:
-                shard_policy(model, self.device_mesh["data_parallel"], self.policy_cfg.fsdp_param_dtype)
+        mesh = None if self.device_mesh is None else self.device_mesh["data_parallel"]
+        dtype = self.policy_cfg.fsdp_param_dtype
 
-    def _reference(self) -> torch.nn.Module | AdapterOff:
-        """The KL reference: the policy with its LoRA adapters off, or a frozen copy of the initial weights."""
-        if self.policy_cfg.lora is not None:
-            return AdapterOff(self.policy)
-        reference = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype,
-                               attn_implementation=self.policy_cfg.attn_implementation)
+        def build(make: Callable[[bool], torch.nn.Module]) -> torch.nn.Module:
+            return make(False) if mesh is None else load_sharded(make, mesh, dtype)
+
+        self.policy = build(self._policy)
+        if self.grpo.loss.kl_coef > 0:
+            self.reference = AdapterOff(self.policy) if self.policy_cfg.lora is not None else build(self._reference)
+
+    def _policy(self, meta: bool) -> torch.nn.Module:
+        """The trainable policy: loaded (or its meta-device skeleton), gradient checkpointing and LoRA applied."""
+        p = self.policy_cfg
+        policy = (empty_model if meta else load_model)(p.path, dtype=p.dtype,
+                                                       attn_implementation=p.attn_implementation).train()
+        if p.gradient_checkpointing:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if p.lora is not None:
+            policy = apply_lora(policy, p.lora, seed=self.seed)
+        return policy
+
+    def _reference(self, meta: bool) -> torch.nn.Module:
+        """The KL reference of full fine-tuning: a frozen copy of the initial weights (or its skeleton)."""
+        p = self.policy_cfg
+        reference = (empty_model if meta else load_model)(p.path, dtype=p.dtype,
+                                                          attn_implementation=p.attn_implementation)
         return reference.eval().requires_grad_(False)
 
     def configure_optimizers(self):
@@ -138,9 +149,10 @@ class GRPOModule(L.LightningModule):
         :meth:`sync_rollout_weights`."""
         if self._engine is None:
             p = self.policy_cfg
+            kept = sum(resident_state_bytes(m) for m in (self.policy, self.reference) if isinstance(m, torch.nn.Module))
             self._engine = build_engine(self.rollout_cfg, self.codec, p.path,
                                         self.device, dtype=p.dtype, attn_implementation=p.attn_implementation,
-                                        batch_size=p.rollout_batch_size, seed=self.seed)
+                                        batch_size=p.rollout_batch_size, seed=self.seed, trainer_bytes=kept)
         return self._engine
 
     @property

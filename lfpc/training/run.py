@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -50,12 +51,13 @@ class GRPOProgressBar(TQDMProgressBar):
 
 
 def build_strategy(trainer_cfg: DictConfig):
-    """``fsdp2`` -> Lightning's ModelParallelStrategy (FSDP2 via ``fully_shard`` over every rank of every node);
-    anything else as given."""
+    """``fsdp2`` -> Lightning's ModelParallelStrategy (FSDP2 via ``fully_shard`` over every rank of every node), its
+    collectives timing out after ``process_group_timeout_min`` minutes; anything else as given."""
     if trainer_cfg.strategy == "fsdp2":
         return ModelParallelStrategy(data_parallel_size=trainer_cfg.devices * trainer_cfg.num_nodes,
                                      tensor_parallel_size=1,
                                      process_group_backend=trainer_cfg.get("process_group_backend"),
+                                     timeout=timedelta(minutes=trainer_cfg.process_group_timeout_min),
                                      save_distributed_checkpoint=True)
     return trainer_cfg.strategy
 
@@ -95,6 +97,7 @@ def train(cfg: DictConfig) -> dict:
     # checkpoints are meant to hold the post-update state of each GRPO step
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     C.check_run_config(cfg)
+    C.check_run_folder(cfg)
     if cfg.get("ckpt_path"):
         check_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -25,6 +25,36 @@ def shard_policy(model: torch.nn.Module, mesh, param_dtype: str = "float32", red
     fully_shard(model, mesh=mesh, mp_policy=policy)
 
 
+def load_sharded(build: Callable[[bool], torch.nn.Module], mesh, param_dtype: str = "float32") -> torch.nn.Module:
+    """A model sharded over ``mesh`` whose weights are read from disk by rank 0 only.
+
+    ``build(meta)`` returns the model: loaded (``meta`` False) or its skeleton on the meta device (True). Every rank
+    shards a skeleton (:func:`shard_policy`); rank 0 alone also builds the loaded model and broadcasts its full state
+    dict, tensor by tensor, each rank keeping its own shards (``set_model_state_dict`` with
+    ``broadcast_from_rank0``), then the buffers outside the state dict (the rotary ``inv_freq``). So a node holds
+    one full copy on the host, not one per rank.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    loaded = build(False) if dist.get_rank() == 0 else None
+    model = build(True)
+    shard_policy(model, mesh, param_dtype)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, loaded.state_dict() if loaded is not None else {}, options=options)
+    device = next(model.parameters()).device
+    sources = dict(loaded.named_buffers()) if loaded is not None else {}
+    for name, buffer in list(model.named_buffers()):
+        if buffer.is_meta:
+            value = (sources[name] if loaded is not None else torch.empty_like(buffer, device="cpu")).to(device)
+            dist.broadcast(value, src=0)
+            owner, _, attribute = name.rpartition(".")
+            model.get_submodule(owner).register_buffer(attribute, value, persistent=False)
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"rank 0's weights did not reach {len(left)} tensors, e.g. {left[:3]}")
+    return model
+
+
 def full_named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield every state-dict entry as a full tensor, in the same order on every rank (collective under FSDP2)."""
     for name, tensor in model.state_dict().items():
@@ -38,6 +68,16 @@ def weights_digest(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def resident_state_bytes(model: torch.nn.Module) -> int:
+    """Bytes this rank keeps of ``model`` between updates (planned, from the parameters): its parameter shards,
+    plus a gradient and AdamW's two moments in the parameter's dtype for each trainable one."""
+    total = 0
+    for parameter in model.parameters():
+        local = parameter.to_local() if isinstance(parameter, DTensor) else parameter
+        total += local.numel() * local.element_size() * (4 if parameter.requires_grad else 1)
+    return total
 
 
 def rank_share(local: float, device: torch.device | str = "cpu") -> float:
