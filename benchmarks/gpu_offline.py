@@ -144,7 +144,7 @@ def mini_figures(run_dir: Path) -> dict:
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     return {"grpo_steps": summary.get("grpo_steps"),
-            "seconds": {k: v for k, v in summary.items() if k.startswith("time/")},
+            "phase_seconds": {k: v for k, v in summary.items() if k.startswith("time/")},
             "distributed_checkpoint": (run_dir / "checkpoints" / "last.ckpt").is_dir(),
             "exported": (run_dir / "hf_model" / "config.json").is_file()}
 
@@ -157,7 +157,7 @@ def gpu_check_figures(folder: Path) -> dict:
     results = json.loads(path.read_text())
     sections = results["sections"]
     train, head = sections.get("train", {}), sections.get("lm_head", {})
-    return {"passed": results["passed"], "total_s": results["total_s"],
+    return {"passed": results["passed"], "total_s": results["total_s"], "dims": results["settings"]["dims"],
             "sections": {name: section["status"] for name, section in sections.items()},
             "train_mean": {k: train.get("mean", {}).get(k) for k in ("step_s", "sync_s", "rollout_s", "logprob_s",
                                                                      "update_s", "update_mfu", "peak_gib")},
@@ -229,11 +229,12 @@ def format_markdown(results: dict) -> str:
         lines += ["", f"Mini FSDP2 run: {mini['grpo_steps']} GRPO steps, distributed checkpoint "
                       f"{'written' if mini['distributed_checkpoint'] else 'MISSING'}, export "
                       f"{'written' if mini['exported'] else 'MISSING'}; seconds per phase (last step): "
-                      + ", ".join(f"{k.split('/')[-1]} {_fmt(v)}" for k, v in mini["seconds"].items())]
+                      + ", ".join(f"{k.split('/')[-1]} {_fmt(v)}" for k, v in mini["phase_seconds"].items())]
     check = results["steps"].get("gpu_check", {})
     if check.get("train_mean"):
         mean = check["train_mean"]
-        lines += ["", f"gpu_check (3B random init, --quick): {'passed' if check['passed'] else 'FAILED'}; step "
+        verdict = "passed" if check["passed"] else "FAILED"
+        lines += ["", f"gpu_check ({check['dims']} random init, --quick): {verdict}; step "
                       f"{_fmt(mean['step_s'])} s (sync {_fmt(mean['sync_s'])}, rollout {_fmt(mean['rollout_s'])}, "
                       f"log-prob {_fmt(mean['logprob_s'])}, update {_fmt(mean['update_s'])}), update MFU "
                       f"{_fmt(mean['update_mfu'])}; allocated peaks GiB by phase: {_peaks(mean['peak_gib'])}; "

@@ -8,7 +8,8 @@ PHASES = ("sync", "rollout", "logprob", "update")
 AGREEMENT_ROWS = (("after_push", "after a push"),
                   ("unrenormalised_after_push", "after a push, trainer over the whole vocabulary (not checked)"),
                   ("after_changed_push", "after a push of changed weights"),
-                  ("stale", "rollouts from before that push (must disagree)"), ("after_wake", "after sleep and the push that wakes it"))
+                  ("stale", "rollouts from before that push (must disagree)"),
+                  ("after_wake", "after sleep and the push that wakes it"))
 UNCHECKED = ("stale", "unrenormalised_after_push")
 
 

@@ -50,8 +50,8 @@ def test_more_prompts_per_step_than_samples_is_refused(tmp_path):
 def test_multi_process_launch_without_a_run_folder_is_refused_naming_the_override(tmp_path):
     # as torchrun runs it: each rank is its own train.py under @hydra.main, here with its default ${now} folder
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "trainer=cpu_fsdp2", f"cache_dir={tmp_path / 'cache'}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, str(ROOT / "train.py"), "trainer=cpu_fsdp2", f"cache_dir={tmp_path / 'cache'}"]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "a 2-process launch needs one run folder for every rank: add hydra.run.dir=<folder>" in proc.stderr
     assert not (tmp_path / "cache").exists()  # refused before anything was built

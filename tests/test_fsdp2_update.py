@@ -1,6 +1,7 @@
 """FSDP2 on 2 gloo ranks gives the same update as one process on the union of the ranks' data.
 
-Each rank shards the tiny Qwen2.5-VL with :func:`load_sharded` (weights read by rank 0 only) and updates on its own half of 4 fixed contexts; one
+Each rank builds the tiny Qwen2.5-VL sharded with :func:`load_sharded` (the weights read by rank 0 only, as training
+builds it) and updates on its own half of 4 fixed contexts; one
 process updates an unsharded copy on all 4. Plain SGD keeps the update linear in the gradient, so a wrong gradient
 reduction (a sum instead of the mean over ranks) or a wrong split (both ranks on the same contexts) changes the
 result. Every completion has the same number of tokens, so the per-rank token means average to the global one.
