@@ -18,7 +18,7 @@ from lfpc.model.loading import load_model
 from lfpc.model.lora import LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rollout.base import SamplingConfig
 from lfpc.rollout.episodes import EpisodeConfig, run_episodes
-from lfpc.rollout.factory import build_engine
+from lfpc.rollout.factory import build_engine, release_engine
 from lfpc.rollout.hf import HFRolloutEngine
 from lfpc.training.sharding import full_named_tensors
 
@@ -26,12 +26,15 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "rollout"
 SKIP_REASON = "vLLM is not installed in this environment; .ci/vllm_lane.sh installs its CPU build and runs this file"
 
 
+def _engine_cfg() -> dict:
+    return {**OmegaConf.to_container(OmegaConf.load(CONF / "vllm.yaml")), "dtype": "float32", "max_model_len": 2048,
+            "max_images_per_prompt": 3}
+
+
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir, codec):
     pytest.importorskip("vllm", reason=SKIP_REASON)
-    cfg = {**OmegaConf.to_container(OmegaConf.load(CONF / "vllm.yaml")), "dtype": "float32", "max_model_len": 2048,
-           "max_images_per_prompt": 3}
-    return build_engine(cfg, codec, str(tiny_model_dir), "cpu", seed=0)
+    return build_engine(_engine_cfg(), codec, str(tiny_model_dir), "cpu", seed=0)
 
 
 @pytest.fixture()
@@ -174,6 +177,17 @@ def test_rollout_config_keys_are_engine_arguments():
     assert keys <= set(inspect.signature(VLLMRolloutEngine).parameters)
     assert set(OmegaConf.load(CONF / "hf.yaml")) - {"backend"} == {"kept_cache_gib", "offload_when_asleep"}
     assert {"kept_cache_gib", "offload_when_asleep"} <= set(inspect.signature(HFRolloutEngine).parameters)
+
+
+def test_a_closed_engine_is_shut_down_and_the_next_one_starts(engine, codec, contexts, tiny_model_dir):
+    # the single-process resolution selection closes its engine before training builds its own (last in this file:
+    # closing tears down vLLM's process-wide distributed state, which the next engine sets up again)
+    selection = build_engine(_engine_cfg(), codec, str(tiny_model_dir), "cpu", seed=0)
+    release_engine(selection)
+    assert selection.llm is None
+    training = build_engine(_engine_cfg(), codec, str(tiny_model_dir), "cpu", seed=0)
+    completions = training.generate(contexts[:1], SamplingConfig(max_new_tokens=4, temperature=0.0))
+    assert len(completions) == 1 and 1 <= len(completions[0].token_ids) <= 4
 
 
 def _perturb(model, seed, only: str = ""):
