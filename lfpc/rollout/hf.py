@@ -8,7 +8,7 @@ from typing import Iterable
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 from transformers import DynamicCache
-from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
 from lfpc.model.inputs import batch_inputs
 from lfpc.rollout.base import Completion, Context, SamplingConfig
@@ -177,7 +177,7 @@ class HFRolloutEngine:
             self.model.model(
                 input_ids=new_ids[:, :-1], attention_mask=torch.cat([kept_mask, new_mask[:, :-1]], 1).long(),
                 position_ids=new_positions[:, :, :-1], past_key_values=cache, use_cache=True,
-                mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=embeds)} if grids else None)
+                mm_encoder_outputs={"image": embeds} if grids else None)
         columns = kept_mask.shape[1]
         ids = torch.cat([new_ids.new_full((len(rows), columns), self.pad_id), new_ids], 1)
         mask = torch.cat([kept_mask, new_mask], 1).long()
@@ -223,14 +223,23 @@ class HFRolloutEngine:
                                   values=[layer.values[row] for layer in cache.layers],
                                   mask=torch.cat([mask[row].bool(), columns]))
 
-    def _image_embeds(self, pixels: list[torch.Tensor], grids: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """Vision-tower outputs of each image in order, encoding only the images not seen before, one at a time
-        (concatenating a turn's crops first costs more than it saves: measured in BENCHMARKS.md, run E)."""
+    def _image_embeds(self, pixels: list[torch.Tensor],
+                      grids: list[torch.Tensor]) -> BaseModelOutputWithDeepstackFeatures:
+        """Vision-tower outputs of the images in order, as the model's forward takes them (``mm_encoder_outputs``),
+        encoding only the images not seen before, one at a time (concatenating a turn's crops first costs more than
+        it saves: measured in BENCHMARKS.md, run E). Each image keeps its embeddings and, for a family with DeepStack
+        (Qwen3-VL, :mod:`lfpc.model.families`), its per-layer DeepStack features."""
         for p, g in zip(pixels, grids):
             if p not in self._embeds:
-                self._embeds[p] = self.model.model.get_image_features(p.to(self.device),
-                                                                      g[None].to(self.device)).pooler_output[0]
-        return tuple(self._embeds[p] for p in pixels)
+                out = self.model.model.get_image_features(p.to(self.device), g[None].to(self.device))
+                deepstack = getattr(out, "deepstack_features", None)
+                self._embeds[p] = (out.pooler_output[0],
+                                   None if deepstack is None else tuple(layer[0] for layer in deepstack))
+        encoded = [self._embeds[p] for p in pixels]
+        deepstack = None if encoded[0][1] is None else [tuple(layers[i] for _, layers in encoded)
+                                                         for i in range(len(encoded[0][1]))]
+        return BaseModelOutputWithDeepstackFeatures(pooler_output=tuple(e for e, _ in encoded),
+                                                    deepstack_features=deepstack)
 
     @torch.no_grad()
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
