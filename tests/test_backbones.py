@@ -164,3 +164,29 @@ def test_crop_episode_maps_relative_1000_boxes_to_original_pixels(qwen3_codec, t
     step = pixels.step('<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [250, 100, 500, 300]}}'
                        '</tool_call>')
     assert step.event["box"] == [781.25, 312.5, 1562.5, 937.5]
+
+
+def test_eval_runs_unchanged_with_model_qwen3_vl_8b_and_tables_label_the_backbone(qwen3_dir, tmp_path):
+    """``python eval.py model=qwen3_vl_8b`` (its folder given as model.path, as a user with the real checkpoint
+    does): the global view is fitted with 32 px tokens, and the table row names the backbone."""
+    import json
+    import subprocess
+    import sys
+
+    from lfpc import PROJECT_ROOT
+    from lfpc.evaluation.tables import Results, build_table
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "eval.py", "model=qwen3_vl_8b", f"model.path={qwen3_dir}", f"hydra.run.dir={out}",
+         f"cache_dir={tmp_path / 'cache'}", "benchmark=synthetic", "benchmark.num_samples=2",
+         "benchmark.image_size=[512,512]", "eval.progress=false", "episode.max_new_tokens_per_turn=6",
+         "episode.max_response_tokens=12"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["label"] == "qwen3_vl_8b" and summary["backbone"] == "Qwen3-VL"
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    budget = records[0]["budget"]
+    assert len(records) == 2 and all(tuple(r["display_size"]) == fit_to_budget((512, 512), budget, side=32)
+                                      for r in records)
+    table = build_table(2, Results([summary]), paper=[])
+    assert [row[0] for row in table.rows] == ["qwen3_vl_8b [Qwen3-VL]"]
