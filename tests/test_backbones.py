@@ -190,3 +190,34 @@ def test_eval_runs_unchanged_with_model_qwen3_vl_8b_and_tables_label_the_backbon
                                       for r in records)
     table = build_table(2, Results([summary]), paper=[])
     assert [row[0] for row in table.rows] == ["qwen3_vl_8b [Qwen3-VL]"]
+
+
+def test_vllm_lane_rollout_logprobs_equal_the_trainers_forward(qwen3_dir, qwen3_codec, qwen3_model, tmp_path):
+    """The vLLM backend serving the tiny Qwen3-VL (CPU build of vLLM, `.ci/vllm_lane.sh`): a multi-image episode's
+    log-probs equal the trainer's forward. Skips where vLLM is not installed (not run in this environment)."""
+    pytest.importorskip("vllm", reason="vLLM is not installed here; .ci/vllm_lane.sh installs its CPU build")
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from lfpc.data.records import Sample
+    from lfpc.rollout.factory import build_engine
+    conf = Path(__file__).resolve().parents[1] / "conf" / "rollout" / "vllm.yaml"
+    cfg = {**OmegaConf.to_container(OmegaConf.load(conf)), "dtype": "float32", "max_model_len": 2048,
+           "max_images_per_prompt": 3}
+    engine = build_engine(cfg, qwen3_codec, str(qwen3_dir), "cpu", seed=0)
+    path = tmp_path / "noise.png"
+    _noise((1024, 768)).save(path)
+    sample = Sample(id="noise", image_path=str(path), question="What color?", options=("red", "blue"), answer="B",
+                    boxes=((100.0, 100.0, 160.0, 140.0),), image_size=(1024, 768))
+    call = qwen3_codec.completion_ids('<tool_call>{"name": "image_zoom_in_tool", "arguments": '
+                                      '{"bbox_2d": [100, 100, 400, 400]}}</tool_call>')
+    trajectories = run_episodes(engine, qwen3_codec, [sample], [fit_to_budget(sample.image_size, 48, side=32)], 2,
+                                EpisodeConfig(max_new_tokens_per_turn=12, max_response_tokens=60, crop_max_tokens=16),
+                                SamplingConfig(temperature=1.0), replay=[[call]] * 2)
+    contexts = [t.context for t in trajectories]
+    trainer = sequence_logprobs(qwen3_model, contexts, qwen3_codec.pad_id, qwen3_codec.image_pad_id)["logprobs"]
+    aligned = shifted_policy_tensors(contexts)
+    mask = aligned["mask"].bool() & (aligned["rollout_logprobs"] != 0)
+    assert int(mask.sum()) >= 8
+    torch.testing.assert_close(trainer[mask], aligned["rollout_logprobs"][mask], atol=2e-4, rtol=0)
