@@ -1,6 +1,7 @@
-"""Backbone families other than Qwen2.5-VL, on a tiny random Qwen3-VL built locally (lfpc/model/tiny_qwen3_vl.py):
-the resize rule against transformers' own, codec ids against the checkpoint's chat template, rollout log-probs
-against the trainer's forward, and a crop-tool episode whose 0-1000 boxes map to the right original pixels."""
+"""Backbone families other than Qwen2.5-VL, on tiny random Qwen3-VL and Qwen3.5 built locally
+(lfpc/model/tiny_qwen3_vl.py, tiny_qwen3_5.py): the resize rule against transformers' own, codec ids against the
+checkpoint's chat template, rollout log-probs against the trainer's forward, and a crop-tool episode whose 0-1000
+boxes map to the right original pixels. Tests taking ``qwen3_dir`` run once per family."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 from lfpc.agent.env import CropEnvironment
 from lfpc.agent.presets import preset
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
-from lfpc.model.families import QWEN2_5_VL, QWEN3_VL, backbone_of
+from lfpc.model.families import BACKBONES, QWEN2_5_VL, QWEN3_5, QWEN3_VL, backbone_of
 from lfpc.model.loading import load_model
 from lfpc.model.tiny import build_tiny_model
 from lfpc.rollout.base import SamplingConfig
@@ -25,9 +26,9 @@ from lfpc.rollout.hf import HFRolloutEngine
 from lfpc.vision.budget import fit_to_budget
 
 
-@pytest.fixture(scope="module")
-def qwen3_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen3-vl", family="qwen3_vl")
+@pytest.fixture(scope="module", params=["qwen3_vl", "qwen3_5"])
+def qwen3_dir(tmp_path_factory, request):
+    return build_tiny_model(tmp_path_factory.mktemp("models") / f"tiny-{request.param}", family=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +46,17 @@ def _noise(size, seed=0):
     return Image.fromarray(np.random.RandomState(seed).randint(0, 255, (height, width, 3), dtype=np.uint8))
 
 
-def test_the_folder_is_a_qwen3_vl_with_its_conventions(qwen3_dir, qwen3_codec, qwen3_model):
-    assert backbone_of(qwen3_dir) is QWEN3_VL and qwen3_codec.backbone is QWEN3_VL
-    assert type(qwen3_model).__name__ == "Qwen3VLForConditionalGeneration"
+def test_the_folder_has_its_familys_architecture_and_conventions(qwen3_dir, qwen3_codec, qwen3_model):
+    backbone = backbone_of(qwen3_dir)
+    assert qwen3_codec.backbone is backbone and BACKBONES[qwen3_model.config.model_type] is backbone
+    assert type(qwen3_model).__name__ == backbone.model_class
     assert qwen3_model.config.vision_config.patch_size == 16 and qwen3_codec.token_side == 32
     assert qwen3_model.config.text_config.rope_parameters["mrope_interleaved"]
-    assert len(qwen3_model.config.vision_config.deepstack_visual_indexes) == 2
+    if backbone is QWEN3_VL:
+        assert len(qwen3_model.config.vision_config.deepstack_visual_indexes) == 2
+    else:
+        assert backbone is QWEN3_5 and backbone.recurrent_state
+        assert qwen3_model.config.text_config.layer_types == ["linear_attention", "full_attention"] * 2
     assert QWEN2_5_VL.token_side == 28
 
 
@@ -112,9 +118,9 @@ def test_codec_ids_equal_the_chat_template_over_a_multi_turn_multi_image_convers
         qwen3_codec.image_tokens(g) for g in context.image_grid_thw)
 
 
-def test_rollout_logprobs_equal_the_trainers_forward_with_deepstack(qwen3_codec, qwen3_model, tmp_path):
-    """Multi-turn episodes (prompt image + crops, kept keys/values and cached DeepStack features) give the log-probs
-    of the trainer's forward over whole sequences."""
+def test_rollout_logprobs_equal_the_trainers_forward(qwen3_codec, qwen3_model, tmp_path):
+    """Multi-turn episodes (prompt image + crops; Qwen3-VL: kept keys/values and cached DeepStack features; Qwen3.5:
+    linear-attention states, nothing kept between turns) give the log-probs of the trainer's forward."""
     path = tmp_path / "noise.png"
     _noise((1024, 768)).save(path)
     from lfpc.data.records import Sample
@@ -128,7 +134,7 @@ def test_rollout_logprobs_equal_the_trainers_forward_with_deepstack(qwen3_codec,
     call = qwen3_codec.completion_ids('<tool_call>{"name": "image_zoom_in_tool", "arguments": '
                                       '{"bbox_2d": [100, 100, 400, 400]}}</tool_call>')
     trajectories = run_episodes(engine, qwen3_codec, [sample], [size], 3,
-                                EpisodeConfig(max_new_tokens_per_turn=12, max_response_tokens=60, crop_max_tokens=16),
+                                EpisodeConfig(max_new_tokens_per_turn=12, max_response_tokens=80, crop_max_tokens=16),
                                 SamplingConfig(temperature=1.0), replay=[[call]] * 3)
     contexts = [t.context for t in trajectories]
     assert all(len(c.images) >= 2 for c in contexts)
@@ -139,7 +145,7 @@ def test_rollout_logprobs_equal_the_trainers_forward_with_deepstack(qwen3_codec,
     torch.testing.assert_close(trainer[mask], aligned["rollout_logprobs"][mask], atol=2e-4, rtol=0)
 
 
-def test_crop_episode_maps_relative_1000_boxes_to_original_pixels(qwen3_codec, tmp_path):
+def test_crop_episode_maps_relative_1000_boxes_to_original_pixels(tmp_path):
     """Qwen3-VL boxes are 0-1000 of the image they name: a box on the global view crops the right region of the
     original; the same numbers read by Qwen2.5-VL's preset are pixels of the view."""
     from lfpc.data.records import Sample
@@ -150,7 +156,7 @@ def test_crop_episode_maps_relative_1000_boxes_to_original_pixels(qwen3_codec, t
                     boxes=((0.0, 0.0, 10.0, 10.0),), image_size=(2000, 1000))
     chosen = preset("lfpc", QWEN3_VL)
     assert "from 0 to 1000" in chosen.messages(sample, (640, 320), True)[0]["content"][0]["text"]
-    env = CropEnvironment(sample, (640, 320), crop_max_tokens=64, preset=chosen, token_side=qwen3_codec.token_side)
+    env = CropEnvironment(sample, (640, 320), crop_max_tokens=64, preset=chosen, token_side=QWEN3_VL.token_side)
     first = env.step('<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [250, 500, 500, 1000]}}'
                      '</tool_call>')
     assert first.event["box"] == [500.0, 500.0, 1000.0, 1000.0]  # 0.25-0.5 of 2000 px, 0.5-1 of 1000 px
@@ -166,30 +172,32 @@ def test_crop_episode_maps_relative_1000_boxes_to_original_pixels(qwen3_codec, t
     assert step.event["box"] == [781.25, 312.5, 1562.5, 937.5]
 
 
-def test_eval_runs_unchanged_with_model_qwen3_vl_8b_and_tables_label_the_backbone(qwen3_dir, tmp_path):
-    """``python eval.py model=qwen3_vl_8b`` (its folder given as model.path, as a user with the real checkpoint
-    does): the global view is fitted with 32 px tokens, and the table row names the backbone."""
+def test_eval_runs_unchanged_with_the_model_preset_and_tables_label_the_backbone(qwen3_dir, tmp_path):
+    """``python eval.py model=qwen3_vl_8b`` (``qwen3_5_9b``; its folder given as model.path, as a user with the real
+    checkpoint does): the global view is fitted with 32 px tokens, and the table row names the backbone."""
     import json
     import subprocess
     import sys
 
     from lfpc import PROJECT_ROOT
     from lfpc.evaluation.tables import Results, build_table
+    backbone = backbone_of(qwen3_dir)
+    preset_name = {QWEN3_VL: "qwen3_vl_8b", QWEN3_5: "qwen3_5_9b"}[backbone]
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "eval.py", "model=qwen3_vl_8b", f"model.path={qwen3_dir}", f"hydra.run.dir={out}",
+        [sys.executable, "eval.py", f"model={preset_name}", f"model.path={qwen3_dir}", f"hydra.run.dir={out}",
          f"cache_dir={tmp_path / 'cache'}", "benchmark=synthetic", "benchmark.num_samples=2",
          "benchmark.image_size=[512,512]", "eval.progress=false", "episode.max_new_tokens_per_turn=6",
          "episode.max_response_tokens=12"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "metrics.json").read_text())
-    assert summary["label"] == "qwen3_vl_8b" and summary["backbone"] == "Qwen3-VL"
+    assert summary["label"] == preset_name and summary["backbone"] == backbone.label
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     budget = records[0]["budget"]
     assert len(records) == 2 and all(tuple(r["display_size"]) == fit_to_budget((512, 512), budget, side=32)
                                       for r in records)
     table = build_table(2, Results([summary]), paper=[])
-    assert [row[0] for row in table.rows] == ["qwen3_vl_8b [Qwen3-VL]"]
+    assert [row[0] for row in table.rows] == [f"{preset_name} [{backbone.label}]"]
 
 
 def test_vllm_lane_rollout_logprobs_equal_the_trainers_forward(qwen3_dir, qwen3_codec, qwen3_model, tmp_path):

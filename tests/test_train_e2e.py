@@ -89,15 +89,17 @@ def test_stage1_checkpoints_resume_and_stage2_starts_from_stage1(cache, tmp_path
     assert config["reward"]["iou_mode"] == "thresh" and config["reward"]["use_l1"] is True
 
 
-def test_qwen3_vl_trains_two_grpo_steps_with_resume(cache, tmp_path):
-    """The same run on a tiny Qwen3-VL (model=tiny_qwen3_vl): warm-up, GRPO, checkpoint, resume, export."""
-    run = tmp_path / "qwen3"
-    train(cache=cache, run_dir=run, model="tiny_qwen3_vl")
+@pytest.mark.parametrize("model, model_type", [("tiny_qwen3_vl", "qwen3_vl"), ("tiny_qwen3_5", "qwen3_5")])
+def test_newer_backbones_train_two_grpo_steps_with_resume(cache, tmp_path, model, model_type):
+    """The same run on a tiny Qwen3-VL or Qwen3.5 (model=tiny_qwen3_vl / tiny_qwen3_5): warm-up, GRPO, checkpoint,
+    resume, export."""
+    run = tmp_path / model
+    train(cache=cache, run_dir=run, model=model)
     assert summary(run)["grpo_steps"] == 1
-    train("trainer.max_steps=2", cache=cache, run_dir=run, model="tiny_qwen3_vl")  # resumes from its last.ckpt
+    train("trainer.max_steps=2", cache=cache, run_dir=run, model=model)  # resumes from its last.ckpt
     resumed = summary(run)
     assert resumed["grpo_steps"] == 2 and resumed["learning_curve"]["reward/total"]["steps"] == 2
-    assert json.loads((run / "hf_model" / "config.json").read_text())["model_type"] == "qwen3_vl"
+    assert json.loads((run / "hf_model" / "config.json").read_text())["model_type"] == model_type
     rollouts = [json.loads(line) for line in (run / "rollouts" / "rank0.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rollouts] == [0, 0, 1, 1]
     assert all(r["display_size"] == [256, 256] for r in rollouts)  # 1024 px at 64 tokens of 32 px (Qwen2.5-VL: 224)

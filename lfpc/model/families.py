@@ -19,7 +19,11 @@ Sources (repository, commit, file) of each convention:
   (github.com/QwenLM/Qwen3-VL at commit c253c773743e8fc9301e6896f06bb5d97363fd5e,
   ``cookbooks/think_with_images.ipynb``: "the ``bbox_2d`` for ``image_zoom_in_tool`` is relative coords with
   ranging [0, 1000]").
-* Both: the ChatML turns ``<|im_start|>role\\n...<|im_end|>\\n``, the image slot
+* Qwen3.5: ``Qwen3VLProcessor`` and ``Qwen2VLImageProcessor`` (transformers 5.19.0,
+  ``models/auto/processing_auto.py``, ``models/auto/image_processing_auto.py``), 16 px patches
+  (``models/qwen3_5/configuration_qwen3_5.py``), no DeepStack, gated-DeltaNet linear-attention text layers
+  (``models/qwen3_5/modeling_qwen3_5.py``); box convention assumed to be Qwen3-VL's (not verified against Qwen code).
+* All: the ChatML turns ``<|im_start|>role\\n...<|im_end|>\\n``, the image slot
   ``<|vision_start|><|image_pad|><|vision_end|>`` and Hermes-style ``<tool_call>{...}</tool_call>`` calls of the
   checkpoint's own ``chat_template.json`` (used as it is at run time: :mod:`lfpc.rollout.codec`).
 """
@@ -74,6 +78,8 @@ class Backbone:
     (:func:`lfpc.vision.budget.smart_resize`). ``coordinates``: the convention of the boxes its zoom-in tool takes.
     ``model_class`` / ``processor_class``: transformers classes. ``deepstack``: the vision tower also returns
     per-layer features the language model adds at image positions (they must travel with cached image embeddings).
+    ``recurrent_state``: some text layers are linear attention, whose cache is a recurrent state that cannot be cut
+    at a token or shared between rows (the HF rollout engine then keeps no cache between turns).
     """
 
     name: str
@@ -85,6 +91,7 @@ class Backbone:
     model_class: str
     processor_class: str
     deepstack: bool = False
+    recurrent_state: bool = False
 
     @property
     def token_side(self) -> int:
@@ -107,7 +114,13 @@ QWEN2_5_VL = Backbone("qwen2_5_vl", "Qwen2.5-VL", "qwen2_5_vl", patch_size=14, m
 QWEN3_VL = Backbone("qwen3_vl", "Qwen3-VL", "qwen3_vl", patch_size=16, merge_size=2, coordinates=RELATIVE_1000,
                     model_class="Qwen3VLForConditionalGeneration", processor_class="Qwen3VLProcessor", deepstack=True)
 
-BACKBONES: dict[str, Backbone] = {b.model_type: b for b in (QWEN2_5_VL, QWEN3_VL)}
+# Qwen3.5: the Qwen3-VL processor and 16 px patches, no DeepStack, linear-attention text layers. Its box convention is
+# taken to be Qwen3-VL's (0-1000): no Qwen3.5 source stating it was found (docs/backbones.md, "Qwen3.5").
+QWEN3_5 = Backbone("qwen3_5", "Qwen3.5", "qwen3_5", patch_size=16, merge_size=2, coordinates=RELATIVE_1000,
+                   model_class="Qwen3_5ForConditionalGeneration", processor_class="Qwen3VLProcessor",
+                   recurrent_state=True)
+
+BACKBONES: dict[str, Backbone] = {b.model_type: b for b in (QWEN2_5_VL, QWEN3_VL, QWEN3_5)}
 DEFAULT = QWEN2_5_VL
 
 

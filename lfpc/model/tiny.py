@@ -22,7 +22,7 @@ from tokenizers.models import BPE
 from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2Tokenizer
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-from lfpc.model.families import DEFAULT, QWEN3_VL, backbone_for
+from lfpc.model.families import DEFAULT, QWEN3_5, QWEN3_VL, backbone_for
 
 # Bump when the build changes, so cached folders built by an older version are rebuilt.
 BUILD_VERSION = 2
@@ -278,11 +278,12 @@ def _read_marker(folder: Path) -> dict | None:
 
 
 def _write_build(folder: Path, seed: int, family: str) -> None:
-    if family == QWEN3_VL.name:
-        from lfpc.model import tiny_qwen3_vl
+    if family in (QWEN3_VL.name, QWEN3_5.name):
+        from lfpc.model import tiny_qwen3_5, tiny_qwen3_vl
         tokenizer = tiny_qwen3_vl.build_tokenizer()
-        write_random_checkpoint(folder, tokenizer, tiny_qwen3_vl.tiny_config(tokenizer), seed,
-                                tiny_qwen3_vl.PREPROCESSOR_CONFIG, tiny_qwen3_vl.CHAT_TEMPLATE)
+        config = (tiny_qwen3_vl if family == QWEN3_VL.name else tiny_qwen3_5).tiny_config(tokenizer)
+        write_random_checkpoint(folder, tokenizer, config, seed, tiny_qwen3_vl.PREPROCESSOR_CONFIG,
+                                tiny_qwen3_vl.CHAT_TEMPLATE)
     else:
         tokenizer = build_tiny_tokenizer()
         write_random_checkpoint(folder, tokenizer, tiny_config(tokenizer), seed)
@@ -311,8 +312,8 @@ def write_random_checkpoint(folder: Path, tokenizer: Qwen2Tokenizer, config, see
 
 def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, overwrite: bool = False,
                      family: str = DEFAULT.name) -> Path:
-    """Build (or reuse) a tiny random checkpoint folder of ``family`` (``qwen2_5_vl``, the default, or ``qwen3_vl``:
-    :mod:`lfpc.model.tiny_qwen3_vl`) at ``out_dir`` and return its path.
+    """Build (or reuse) a tiny random checkpoint folder of ``family`` (``qwen2_5_vl``, the default; ``qwen3_vl``:
+    :mod:`lfpc.model.tiny_qwen3_vl`; ``qwen3_5``: :mod:`lfpc.model.tiny_qwen3_5`) at ``out_dir``; return its path.
 
     A folder holding a complete build with the same ``seed`` and build version is returned at once. The build is
     written to a temporary sibling folder and renamed into place, so ``out_dir`` never holds a partial build.

@@ -10,6 +10,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from transformers import DynamicCache
 from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
+from lfpc.model.families import backbone_for
 from lfpc.model.inputs import batch_inputs
 from lfpc.rollout.base import Completion, Context, SamplingConfig
 
@@ -72,6 +73,9 @@ class HFRolloutEngine:
         self._kept: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._kept_bytes = 0
         self._weights_version = -1
+        # a family with linear-attention layers (recurrent states, not keys and values: Qwen3.5) keeps nothing
+        # between turns and prefills each context on its own
+        self._recurrent = backbone_for(model.config.model_type).recurrent_state
 
     @property
     def device(self) -> torch.device:
@@ -95,10 +99,11 @@ class HFRolloutEngine:
                         kept: WeakIdKeyDictionary) -> list[Completion]:
         rows, index = self._distinct_rows(contexts)
         ids, mask, positions, cache = self._prefill(rows)
-        select = torch.tensor(index, device=self.device)
-        for layer in cache.layers:
-            layer.batch_select_indices(select)
-        ids, mask, positions = ids[select], mask[select], positions[:, select]
+        if index != list(range(len(rows))):  # identical contexts were prefilled once: give each its own copy
+            select = torch.tensor(index, device=self.device)
+            for layer in cache.layers:
+                layer.batch_select_indices(select)
+            ids, mask, positions = ids[select], mask[select], positions[:, select]
         greedy = sampling.temperature <= 0
         out = self.model.generate(
             input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
@@ -131,7 +136,8 @@ class HFRolloutEngine:
         for context in contexts:
             kept = self._kept_prefix(context)
             cached, images = (len(kept.token_ids), len(kept.pixels)) if kept else (0, 0)
-            key = (id(kept), tuple(context.token_ids[cached:]), tuple(map(id, context.pixel_values[images:])))
+            key = (id(kept), tuple(context.token_ids[cached:]), tuple(map(id, context.pixel_values[images:])),
+                   id(context) if self._recurrent else None)
             if key not in rows:
                 rows[key] = len(distinct)
                 distinct.append(_Row(context, kept, len(context.token_ids) - cached,
@@ -209,6 +215,8 @@ class HFRolloutEngine:
               cache: DynamicCache, kept: WeakIdKeyDictionary) -> None:
         """Keep each context's keys and values for its next turn: every column but the last generated one (whose
         token ``generate`` sampled and never fed), unless the batch's cache would not fit in ``kept_cache_gib``."""
+        if self._recurrent:
+            return
         size = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
         if self._kept_bytes + size > self.kept_cache_bytes:
             return
