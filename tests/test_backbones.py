@@ -90,10 +90,30 @@ def test_resize_rule_equals_the_family_image_processor(qwen3_codec, size):
     assert qwen3_codec.image_tokens(grid_fitted) == (fitted[0] // 32) * (fitted[1] // 32)
 
 
-def test_codec_ids_equal_the_chat_template_over_a_multi_turn_multi_image_conversation(qwen3_codec):
+# real checkpoints (environment variable -> family), when present: the codec test runs on them too
+REAL_FOLDERS = {"LFPC_QWEN3_VL_8B": QWEN3_VL, "LFPC_QWEN3_5_9B": QWEN3_5}
+
+
+@pytest.fixture(params=["tiny", *REAL_FOLDERS])
+def template_codec(request, qwen3_codec):
+    """The tiny builds' codec, or a real checkpoint's (its tokenizer, processor and chat template only) when its
+    environment variable names a folder."""
+    if request.param == "tiny":
+        return qwen3_codec
+    import os
+    folder = os.environ.get(request.param)
+    if qwen3_codec.backbone is not REAL_FOLDERS[request.param]:
+        pytest.skip(f"{request.param} is checked once, beside the tiny {REAL_FOLDERS[request.param].label}")
+    if not folder or not os.path.isdir(folder):
+        pytest.skip(f"{request.param} names no local checkpoint folder")
+    return ChatCodec.for_model(folder, 256)
+
+
+def test_codec_ids_equal_the_chat_template_over_a_multi_turn_multi_image_conversation(template_codec):
     """Token-in/token-out turns appended by the codec equal the checkpoint's own template rendered over the whole
     conversation (system, image + question, tool call, tool response with a crop, a failed call, the answer),
     expanded by the processor."""
+    qwen3_codec = template_codec
     images = [_noise((320, 224), 1), _noise((96, 160), 2), _noise((128, 64), 3)]
     system = [{"type": "text", "text": "You are a helpful assistant."}]
     question = [{"type": "image"}, {"type": "text", "text": "What color is the sign?"}]

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from lfpc.model.families import backbone_of
-from lfpc.model.loading import load_processor
+from lfpc.model.loading import checkpoint_dir, load_processor
 from lfpc.rollout.base import Context
 from lfpc.special_tokens import find_special_token
 from lfpc.vision.budget import tokens_to_pixels
@@ -44,7 +44,7 @@ class ChatCodec:
     def for_model(cls, path: str, max_tokens: int) -> "ChatCodec":
         """The codec of a local model folder whose images hold 4 to ``max_tokens`` visual tokens (the processor then
         leaves every image the rollout already sized to a budget unchanged)."""
-        side = backbone_of(path).token_side
+        side = backbone_of(checkpoint_dir(path)).token_side
         return cls(load_processor(path, min_pixels=tokens_to_pixels(4, side),
                                   max_pixels=tokens_to_pixels(max_tokens, side)))
 
