@@ -59,7 +59,10 @@ class HFRolloutEngine:
     * identical contexts in a batch (the rollouts of a group at their first turn) are prefilled once.
 
     The keys and values kept after a call take at most ``kept_cache_gib`` GiB on the model's device (a batch whose
-    cache would not fit is not kept: its contexts are prefilled in full at their next turn); 0 keeps none.
+    cache would not fit is not kept: its contexts are prefilled in full at their next turn); 0 keeps none. A family
+    whose text layers hold recurrent states (:attr:`lfpc.model.families.Backbone.recurrent_state`, Qwen3.5) keeps
+    none either and prefills identical contexts separately (a recurrent state can be neither cut at a token nor
+    shared between rows); images are still encoded once.
     """
 
     def __init__(self, model, pad_id: int, image_pad_id: int, batch_size: int = 16,
