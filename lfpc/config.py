@@ -11,6 +11,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lfpc.data.records import Sample, check_samples, load_jsonl
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import optimizer_steps
+from lfpc.model.families import backbone_of
 from lfpc.model.lora import LoraSettings
 from lfpc.rewards import RewardConfig
 from lfpc.rollout.episodes import EpisodeConfig
@@ -71,7 +72,8 @@ def model_path(cfg: DictConfig) -> str:
     if cfg.model.get("build_tiny"):
         from lfpc.model.tiny import build_tiny_model
         from lfpc.model.warmup import warm_up
-        base = build_tiny_model(f"{cfg.model.path}-random", seed=cfg.model.get("seed", 0))
+        base = build_tiny_model(f"{cfg.model.path}-random", seed=cfg.model.get("seed", 0),
+                                family=cfg.model.get("family", "qwen2_5_vl"))
         w = cfg.model.get("warmup")
         if not w or not w.steps:
             return str(base)
@@ -174,7 +176,7 @@ def display_sizer(cfg: DictConfig, path: str, samples: list[Sample]) -> DisplayS
         Path(cfg.output_dir, SELECTION_STATS).write_text(json.dumps(result.stats.as_dict(), indent=1))
         selected = result.sizes
     return DisplaySizer(r.strategy, cfg.vision.global_max_tokens, r.scale, r.min_tokens, seed=cfg.seed,
-                        selected=selected)
+                        selected=selected, side=backbone_of(path).token_side)
 
 
 def check_run_folder(cfg: DictConfig) -> None:

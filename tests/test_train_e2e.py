@@ -32,10 +32,12 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-def train(*overrides: str, cache: Path, run_dir: Path | None = None, multirun: bool = False) -> str:
-    """Run train.py; a distributed run whose rendezvous port was taken meanwhile (Lightning picks a free port just
-    before it starts the ranks) is run again, up to 3 times."""
-    args = [sys.executable, "train.py", *(["-m"] if multirun else []), *SMALL, f"cache_dir={cache}", *overrides]
+def train(*overrides: str, cache: Path, run_dir: Path | None = None, multirun: bool = False,
+          model: str = "tiny") -> str:
+    """Run train.py (``model``: the model preset); a distributed run whose rendezvous port was taken meanwhile
+    (Lightning picks a free port just before it starts the ranks) is run again, up to 3 times."""
+    small = [o if o != "model=tiny" else f"model={model}" for o in SMALL]
+    args = [sys.executable, "train.py", *(["-m"] if multirun else []), *small, f"cache_dir={cache}", *overrides]
     if run_dir is not None:
         args.append(f"hydra.{'sweep' if multirun else 'run'}.dir={run_dir}")
     env = {**os.environ, "WANDB_MODE": "offline"}
@@ -85,6 +87,22 @@ def test_stage1_checkpoints_resume_and_stage2_starts_from_stage1(cache, tmp_path
     assert summary(stage2)["model"] == str(stage1 / "hf_model")
     config = yaml.safe_load((stage2 / ".hydra" / "config.yaml").read_text())
     assert config["reward"]["iou_mode"] == "thresh" and config["reward"]["use_l1"] is True
+
+
+@pytest.mark.parametrize("model, model_type", [("tiny_qwen3_vl", "qwen3_vl"), ("tiny_qwen3_5", "qwen3_5")])
+def test_newer_backbones_train_two_grpo_steps_with_resume(cache, tmp_path, model, model_type):
+    """The same run on a tiny Qwen3-VL or Qwen3.5 (model=tiny_qwen3_vl / tiny_qwen3_5): warm-up, GRPO, checkpoint,
+    resume, export."""
+    run = tmp_path / model
+    train(cache=cache, run_dir=run, model=model)
+    assert summary(run)["grpo_steps"] == 1
+    train("trainer.max_steps=2", cache=cache, run_dir=run, model=model)  # resumes from its last.ckpt
+    resumed = summary(run)
+    assert resumed["grpo_steps"] == 2 and resumed["learning_curve"]["reward/total"]["steps"] == 2
+    assert json.loads((run / "hf_model" / "config.json").read_text())["model_type"] == model_type
+    rollouts = [json.loads(line) for line in (run / "rollouts" / "rank0.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rollouts] == [0, 0, 1, 1]
+    assert all(r["display_size"] == [256, 256] for r in rollouts)  # 1024 px at 64 tokens of 32 px (Qwen2.5-VL: 224)
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_non_zero_saying_how_to_resume(cache, tmp_path):

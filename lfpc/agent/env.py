@@ -62,27 +62,28 @@ def _fmt_box(box: Box) -> str:
     return "[" + ", ".join(f"{v:g}" for v in box) + "]"
 
 
-def _enlarge_side(lo: int, hi: int, limit: int, axis: str) -> tuple[int, int]:
-    """Grow ``[lo, hi)`` to at least PATCH pixels around its centre, inside ``[0, limit]``."""
-    if hi - lo >= PATCH:
+def _enlarge_side(lo: int, hi: int, limit: int, axis: str, side: int) -> tuple[int, int]:
+    """Grow ``[lo, hi)`` to at least ``side`` pixels around its centre, inside ``[0, limit]``."""
+    if hi - lo >= side:
         return lo, hi
-    if limit < PATCH:
-        raise CropError(f"the image is only {limit} px {axis}, smaller than the {PATCH} px a crop needs")
-    start = round((lo + hi) / 2 - PATCH / 2)
-    start = min(max(start, 0), limit - PATCH)
-    return start, start + PATCH
+    if limit < side:
+        raise CropError(f"the image is only {limit} px {axis}, smaller than the {side} px a crop needs")
+    start = round((lo + hi) / 2 - side / 2)
+    start = min(max(start, 0), limit - side)
+    return start, start + side
 
 
-def pixel_region(box: Box, size: Size) -> Region:
-    """Integer crop region covering ``box`` (clipped to ``size``), each side enlarged to >= 28 px around its
-    centre; raises :class:`CropError` when that is impossible or the aspect ratio exceeds 100 (DeepEyes' rule)."""
+def pixel_region(box: Box, size: Size, side: int = PATCH) -> Region:
+    """Integer crop region covering ``box`` (clipped to ``size``), each side enlarged to >= ``side`` px (one visual
+    token of the backbone: 28 for Qwen2.5-VL) around its centre; raises :class:`CropError` when that is impossible
+    or the aspect ratio exceeds 100 (DeepEyes' rule)."""
     width, height = size
     x1, y1, x2, y2 = clip_box(box, size)
     # Round away float noise (e.g. 400.0000001) before taking the covering integer region.
     left, top = math.floor(round(x1, 6)), math.floor(round(y1, 6))
     right, bottom = math.ceil(round(x2, 6)), math.ceil(round(y2, 6))
-    left, right = _enlarge_side(left, right, width, "wide")
-    top, bottom = _enlarge_side(top, bottom, height, "high")
+    left, right = _enlarge_side(left, right, width, "wide", side)
+    top, bottom = _enlarge_side(top, bottom, height, "high", side)
     ratio = max(right - left, bottom - top) / min(right - left, bottom - top)
     if ratio > MAX_ASPECT_RATIO:
         raise CropError(f"the crop {_fmt_box((left, top, right, bottom))} ({right - left} x {bottom - top} px "
@@ -128,7 +129,9 @@ class CropEnvironment:
     episode ends without an answer. Unparseable turns and refused calls get an error observation,
     use up a turn and count in ``num_invalid_calls``. The ``preset`` decides how a turn is read, what a tool
     response says, the margin the tool adds around a box and whether a turn without a tool call or an answer ends
-    the episode (``unanswered``). A box names the image it is drawn on (``source``): 0 the displayed image, k the
+    the episode (``unanswered``); the preset's reader gives boxes in pixels of their image whatever the backbone's
+    convention (:func:`lfpc.agent.presets.preset`). ``token_side``: the backbone's pixels per visual token
+    (:attr:`lfpc.model.families.Backbone.token_side`), for the crop's budget and smallest side. A box names the image it is drawn on (``source``): 0 the displayed image, k the
     k-th crop returned (a compared method may zoom into a crop; the crop is still taken from the original).
     ``events`` logs every turn: ``turn``, ``kind``, ``bbox`` (raw, in pixels of its ``source``), ``source``,
     ``label``, ``box`` (the box in original pixels: the prediction mapped from its frame after the preset's margin,
@@ -140,7 +143,8 @@ class CropEnvironment:
 
     def __init__(self, sample: Sample, display_size: Size, crop_max_tokens: int, max_turns: int = 5,
                  mode: str = "pred", seed: int = 0, crop_min_tokens: int = 4,
-                 original: Image.Image | None = None, preset: Preset = PRESETS["lfpc"]) -> None:
+                 original: Image.Image | None = None, preset: Preset = PRESETS["lfpc"],
+                 token_side: int = PATCH) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
         if mode == "gt" and not sample.boxes:
@@ -168,6 +172,7 @@ class CropEnvironment:
         self._original = original
         self._crops: list[tuple[Size, Region]] = []  # each returned crop: its shown size, the region it shows
         self.preset = preset
+        self.token_side = token_side
 
     @property
     def original(self) -> Image.Image:
@@ -233,15 +238,15 @@ class CropEnvironment:
     def _crop(self, parsed: ParsedTurn, event: dict, calls_left: int) -> StepResult:
         original = self.original
         box = self.sample.boxes[0] if self.mode == "gt" else self._predicted_box(parsed)
-        region = pixel_region(box, original.size)
-        crop = resize_to_budget(original.crop(region), self.crop_max_tokens, self.crop_min_tokens)
+        region = pixel_region(box, original.size, self.token_side)
+        crop = resize_to_budget(original.crop(region), self.crop_max_tokens, self.crop_min_tokens, self.token_side)
         if self.mode == "noise":
             noise = self._rng.integers(0, 256, size=(crop.height, crop.width, 3), dtype=np.uint8)
             crop = Image.fromarray(noise)
         self._crop_boxes.append(box)
         self._crops.append((crop.size, region))
         event.update(box=list(box), region=list(region), crop_size=list(crop.size),
-                     visual_tokens=visual_tokens(*crop.size))
+                     visual_tokens=visual_tokens(*crop.size, self.token_side))
         return self._result(False, crop, self.preset.observation(None, calls_left, True, not self.sample.options),
                             event)
 

@@ -13,7 +13,7 @@ one with ``prompt:`` and sets the method's turn cap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from lfpc.agent import prompt
@@ -21,6 +21,7 @@ from lfpc.agent.compared import cof, mini_o3, pixel_reasoner
 from lfpc.agent.parsing import ParsedTurn, parse_turn
 from lfpc.boxes import Box, Size
 from lfpc.data.records import LETTERS, Sample
+from lfpc.model.families import DEFAULT, PIXELS, Backbone, Coordinates
 
 Messages = Callable[[Sample, Size, bool], list[dict]]  # (sample, display size, tools) -> opening chat
 Observation = Callable[["str | None", int, bool, bool], str]  # (error, calls left, tools, free form) -> text
@@ -118,8 +119,27 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def preset(name: str) -> Preset:
-    """The preset called ``name`` (a clear error naming the known ones otherwise)."""
+def lfpc_preset(coordinates: Coordinates) -> Preset:
+    """Our preset for a backbone whose boxes are in ``coordinates``: the prompt states the convention, and each box
+    read is mapped to pixels of the image it names, so the crop tool maps it to the original like a pixel box."""
+
+    def messages(sample: Sample, display_size: Size, tools: bool = True) -> list[dict]:
+        return prompt.initial_messages(sample, display_size, tools, coordinates)
+
+    def read(text: str, frames: Sequence[Size]) -> ParsedTurn:
+        parsed = parse_turn(text)
+        if parsed.bbox is None:
+            return parsed
+        return replace(parsed, bbox=coordinates.to_pixels(parsed.bbox, frames[parsed.source]))
+
+    return Preset("lfpc", messages, prompt.observation_text, read=read)
+
+
+def preset(name: str, backbone: Backbone = DEFAULT) -> Preset:
+    """The preset called ``name`` (a clear error naming the known ones otherwise). Ours (``lfpc``) follows the
+    ``backbone``'s box convention; a compared method's keeps its own."""
     if name not in PRESETS:
         raise ValueError(f"unknown prompt preset {name!r}; choose from {sorted(PRESETS)}")
+    if name == "lfpc" and backbone.coordinates != PIXELS:
+        return lfpc_preset(backbone.coordinates)
     return PRESETS[name]

@@ -11,33 +11,40 @@ from typing import Sequence
 
 from lfpc.boxes import Size
 from lfpc.data.records import LETTERS, Sample
+from lfpc.model.families import PIXELS, Coordinates
 
 TOOL_NAME = "image_zoom_in_tool"
 
-TOOL_SCHEMA: dict = {
-    "type": "function",
-    "function": {
-        "name": TOOL_NAME,
-        "description": ("Zoom in on a region of the image: the region is cropped from the full-resolution "
-                        "image and returned as a new, more detailed image."),
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "bbox_2d": {
-                    "type": "array",
-                    "items": {"type": "number"},
-                    "minItems": 4,
-                    "maxItems": 4,
-                    "description": ("The region to zoom in on as [x1, y1, x2, y2]: its top-left (x1, y1) and "
-                                    "bottom-right (x2, y2) corners in pixels of the image shown to you, "
-                                    "x to the right, y downwards."),
+def tool_schema(coordinates: Coordinates = PIXELS) -> dict:
+    """The zoom-in tool's function signature; ``coordinates``: the backbone's box convention
+    (:mod:`lfpc.model.families`), which the ``bbox_2d`` description states."""
+    return {
+        "type": "function",
+        "function": {
+            "name": TOOL_NAME,
+            "description": ("Zoom in on a region of the image: the region is cropped from the full-resolution "
+                            "image and returned as a new, more detailed image."),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "bbox_2d": {
+                        "type": "array",
+                        "items": {"type": "number"},
+                        "minItems": 4,
+                        "maxItems": 4,
+                        "description": ("The region to zoom in on as [x1, y1, x2, y2]: its top-left (x1, y1) and "
+                                        f"bottom-right (x2, y2) corners {coordinates.description}, "
+                                        "x to the right, y downwards."),
+                    },
+                    "label": {"type": "string", "description": "The name of the object in the region (optional)."},
                 },
-                "label": {"type": "string", "description": "The name of the object in the region (optional)."},
+                "required": ["bbox_2d"],
             },
-            "required": ["bbox_2d"],
         },
-    },
-}
+    }
+
+
+TOOL_SCHEMA: dict = tool_schema()
 
 _ANSWER_RULE = ("When you know the answer, reply with the letter of the correct option inside "
                 "<answer></answer>, for example <answer>B</answer>.")
@@ -61,13 +68,13 @@ def _for(free_form: bool, text: str) -> str:
     return _FREE[text] if free_form else text
 
 
-def system_prompt(tools: bool = True, free_form: bool = False) -> str:
-    """System prompt; with ``tools`` it declares the zoom-in tool in Qwen function-calling style. ``free_form``
-    asks for a short answer instead of an option letter."""
+def system_prompt(tools: bool = True, free_form: bool = False, coordinates: Coordinates = PIXELS) -> str:
+    """System prompt; with ``tools`` it declares the zoom-in tool in Qwen function-calling style, its boxes in
+    ``coordinates``. ``free_form`` asks for a short answer instead of an option letter."""
     rule = _for(free_form, _ANSWER_RULE)
     if not tools:
         return f"You are a helpful assistant.\n\n{rule}"
-    signature = json.dumps(TOOL_SCHEMA)
+    signature = json.dumps(tool_schema(coordinates))
     example = '{"name": "%s", "arguments": {"bbox_2d": [x1, y1, x2, y2]}}' % TOOL_NAME
     return (
         "You are a helpful assistant.\n\n"
@@ -99,10 +106,13 @@ def question_text(sample: Sample, display_size: Size, tools: bool = True) -> str
             + f"The image is {width} x {height} pixels.\n{instruction}")
 
 
-def initial_messages(sample: Sample, display_size: Size, tools: bool = True) -> list[dict]:
-    """Opening chat: system prompt, then the user turn with the global image and the question."""
+def initial_messages(sample: Sample, display_size: Size, tools: bool = True,
+                     coordinates: Coordinates = PIXELS) -> list[dict]:
+    """Opening chat: system prompt (boxes in ``coordinates``), then the user turn with the global image and the
+    question."""
+    system = system_prompt(tools, free_form=not sample.options, coordinates=coordinates)
     return [
-        {"role": "system", "content": [{"type": "text", "text": system_prompt(tools, free_form=not sample.options)}]},
+        {"role": "system", "content": [{"type": "text", "text": system}]},
         {"role": "user", "content": [{"type": "image"},
                                      {"type": "text", "text": question_text(sample, display_size, tools)}]},
     ]
@@ -129,5 +139,6 @@ def tool_response_content(image_present: bool, text: str) -> list[dict]:
 
 
 def tool_call_text(bbox: Sequence[float]) -> str:
-    """The assistant text of one well-formed zoom-in call on ``bbox`` (displayed-image pixels)."""
+    """The assistant text of one well-formed zoom-in call on ``bbox`` (in the backbone's coordinates of the displayed
+    image: pixels for Qwen2.5-VL)."""
     return f"<tool_call>{json.dumps({'name': TOOL_NAME, 'arguments': {'bbox_2d': list(bbox)}})}</tool_call>"

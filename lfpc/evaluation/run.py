@@ -21,6 +21,7 @@ from lfpc.evaluation.metrics import QUESTION_METRICS, substitution_subsets, summ
 from lfpc.evaluation.records import RecordLog
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, pending
 from lfpc.jsonl_log import single_writer
+from lfpc.model.families import backbone_of
 from lfpc.model.loading import model_fingerprint
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.factory import engine_from_run_config
@@ -100,7 +101,8 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict:
                          progress=cfg.eval.progress, image_ids={s.id for s in samples[:cfg.viewer.questions]},
                          thumbnail_px=cfg.viewer.thumbnail_px)
     records = list(log.records.values())
-    summary = {"label": cfg.label, "model": path, "output_dir": str(out), "rows": summarize(records),
+    summary = {"label": cfg.label, "model": path, "backbone": backbone_of(path).label, "output_dir": str(out),
+               "rows": summarize(records),
                "subsets": substitution_subsets(records, cfg.eval.gt_test_coverage)}
     write_metrics(out, summary)
     return summary

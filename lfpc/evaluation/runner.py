@@ -53,7 +53,7 @@ def rollout_batch(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Sam
     """One greedy episode per sample with the global image fitted to ``budget`` visual tokens and crops in
     ``mode``; returns the trajectories and the batch's wall time in seconds."""
     episode = dataclasses.replace(plan.episode, crop_mode=mode)
-    sizes = [fit_to_budget(s.image_size, budget) for s in samples]
+    sizes = [fit_to_budget(s.image_size, budget, side=codec.token_side) for s in samples]
     start = time.perf_counter()
     trajectories = run_episodes(engine, codec, samples, sizes, 1, episode, GREEDY, seed=plan.seed)
     return trajectories, time.perf_counter() - start
@@ -63,7 +63,7 @@ def warm_up_engine(engine: RolloutEngine, codec: ChatCodec, sample: Sample, budg
     """One single-token generation on ``sample``, so one-time start-up costs (lazy initialisation, kernel
     selection) do not count in the first batch's time per question."""
     episode = EpisodeConfig(max_turns=0, max_new_tokens_per_turn=1, max_response_tokens=1, crop_mode="direct")
-    run_episodes(engine, codec, [sample], [fit_to_budget(sample.image_size, budget)], 1, episode, GREEDY)
+    run_episodes(engine, codec, [sample], [fit_to_budget(sample.image_size, budget, side=codec.token_side)], 1, episode, GREEDY)
 
 
 def check_modes(samples: Sequence[Sample], modes: Sequence[str], benchmark: str) -> None:

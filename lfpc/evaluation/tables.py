@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 from lfpc.evaluation import paper_numbers
 from lfpc.evaluation.paper_numbers import MODE_ROWS
+from lfpc.model.families import DEFAULT
 
 BENCHMARKS = {  # name -> (short name, sub-tasks in paper order: single-target, multi-target), in the paper's order
     "hrbench_8k": ("HR-8K", ("FSP", "FCP")),
@@ -42,10 +43,12 @@ class Results:
         self.rows: dict[tuple, dict] = {}
         self.subsets: dict[tuple, dict] = {}
         self.labels: list[str] = []
+        self.backbones: dict[str, str] = {}  # label -> backbone family (summaries before families: Qwen2.5-VL)
         for summary in summaries:
             label = str(summary["label"])
             if label not in self.labels:
                 self.labels.append(label)
+            self.backbones[label] = str(summary.get("backbone", DEFAULT.label))
             for row in summary["rows"]:
                 self.rows[(label, row["benchmark"], row["budget"], row["mode"], row["subtask"])] = row
             for row in summary.get("subsets", []):
@@ -272,13 +275,18 @@ def build_table(number: int, results: Results, paper: Sequence[paper_numbers.Pap
     def lead(name: str, budget: int | None, variant: str | None) -> list[str]:
         return [name, "–" if budget is None else str(budget), *([settings.get(variant, "")] if named else [])]
 
+    def shown_name(label: str) -> str:
+        """The label, with its backbone when it is not the paper's (Qwen2.5-VL)."""
+        backbone = results.backbones.get(label, DEFAULT.label)
+        return label if backbone == DEFAULT.label else f"{label} [{backbone}]"
+
     for label in labels if labels is not None else results.labels:
         for budget in results.budgets(label) or [None]:
             for variant, _ in layout.variants:
                 values = [c.get(results, label, budget, variant) for c in columns]
                 if all(v is None for v in values):
                     continue
-                rows.append([*lead(label, budget, variant), *(format_cell(v, c.kind, "–")
+                rows.append([*lead(shown_name(label), budget, variant), *(format_cell(v, c.kind, "–")
                                                               for v, c in zip(values, columns))])
                 for row in paper:
                     if row.label == label and row.budget in (None, budget) and row.variant == variant:

@@ -1,4 +1,4 @@
-"""Batch token-level contexts into Qwen2.5-VL model inputs (one function for rollouts and training)."""
+"""Batch token-level contexts into Qwen-VL model inputs (one function for rollouts and training, every family)."""
 
 from __future__ import annotations
 

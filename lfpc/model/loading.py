@@ -1,8 +1,9 @@
-"""The one place that loads Qwen2.5-VL models and processors, from local folders only.
+"""The one place that loads models and processors of a supported backbone family, from local folders only.
 
-Works the same for a real Qwen2.5-VL-7B-Instruct folder and for a tiny build (:mod:`lfpc.model.tiny`).
+Works the same for a real checkpoint folder (Qwen2.5-VL-7B-Instruct, Qwen3-VL-8B-Instruct) and for a tiny build
+(:mod:`lfpc.model.tiny`); the family comes from the folder's ``config.json`` (:mod:`lfpc.model.families`).
 The processor is image-only: videos are not used by this project, and without an importable torchvision
-transformers has no Qwen2.5-VL video processor, so :class:`ImageOnlyQwen2_5_VLProcessor` drops it everywhere.
+transformers has no Qwen-VL video processor, so :class:`ImageOnlyProcessor` drops it everywhere.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLProcessor, Qwen3VLProcessor
 
-# Qwen2.5-VL: one visual token per 28x28 pixels (patch 14, 2x2 patches merged into one token).
-SPATIAL_MERGE_SIZE = 2
+from lfpc.model.families import DEFAULT, Backbone, backbone_of
+
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
-    """``Qwen2_5_VLProcessor`` without a video processor (images and text only)."""
+class ImageOnlyProcessor:
+    """Mixin: a family's processor without a video processor (images and text only)."""
+
+    backbone: Backbone = DEFAULT
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         # The parent passes (image_processor, tokenizer, video_processor); ProcessorMixin keeps only the
@@ -35,6 +38,18 @@ class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
         if videos is not None:
             raise ValueError("this processor is image-only (lfpc.model.loading); videos are not supported")
         super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
+
+
+class ImageOnlyQwen2_5_VLProcessor(ImageOnlyProcessor, Qwen2_5_VLProcessor):
+    """``Qwen2_5_VLProcessor`` without a video processor."""
+
+
+class ImageOnlyQwen3VLProcessor(ImageOnlyProcessor, Qwen3VLProcessor):
+    """``Qwen3VLProcessor`` without a video processor."""
+
+
+IMAGE_ONLY_PROCESSORS = {"Qwen2_5_VLProcessor": ImageOnlyQwen2_5_VLProcessor,
+                         "Qwen3VLProcessor": ImageOnlyQwen3VLProcessor}
 
 
 def checkpoint_dir(path: str | os.PathLike) -> Path:
@@ -56,20 +71,30 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
 
 def load_processor(
     path: str | os.PathLike, min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 1280
-) -> ImageOnlyQwen2_5_VLProcessor:
-    """Load the image-only Qwen2.5-VL processor of a local checkpoint, resizing images into [min_pixels, max_pixels].
+) -> ImageOnlyProcessor:
+    """Load the image-only processor of a local checkpoint's family, resizing images into [min_pixels, max_pixels].
 
     ``processor(text=[...], images=[...], return_tensors="pt")`` returns input_ids, attention_mask, pixel_values,
-    image_grid_thw and mm_token_type_ids. A budget of N visual tokens is ``max_pixels = N * 28 * 28``.
+    image_grid_thw and mm_token_type_ids. A budget of N visual tokens is ``max_pixels = N * side * side`` (side: the
+    family's :attr:`~lfpc.model.families.Backbone.token_side`, 28 for Qwen2.5-VL). ``processor.backbone`` is the
+    family.
     """
     if not 0 < min_pixels <= max_pixels:
         raise ValueError(f"need 0 < min_pixels <= max_pixels, got min_pixels={min_pixels}, max_pixels={max_pixels}")
     folder = checkpoint_dir(path)
+    backbone = backbone_of(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     image_processor = AutoImageProcessor.from_pretrained(
         folder, local_files_only=True, min_pixels=min_pixels, max_pixels=max_pixels
     )
-    return ImageOnlyQwen2_5_VLProcessor(image_processor, tokenizer, chat_template=_chat_template(folder, tokenizer))
+    if image_processor.patch_size != backbone.patch_size or image_processor.merge_size != backbone.merge_size:
+        raise ValueError(f"{folder}/preprocessor_config.json has patch_size {image_processor.patch_size} and "
+                         f"merge_size {image_processor.merge_size}; {backbone.label} needs {backbone.patch_size} "
+                         f"and {backbone.merge_size} (lfpc/model/families.py)")
+    processor = IMAGE_ONLY_PROCESSORS[backbone.processor_class](
+        image_processor, tokenizer, chat_template=_chat_template(folder, tokenizer))
+    processor.backbone = backbone
+    return processor
 
 
 def _chat_template(folder: Path, tokenizer) -> str:
@@ -82,46 +107,39 @@ def _chat_template(folder: Path, tokenizer) -> str:
     return tokenizer.chat_template
 
 
-def load_model(
-    path: str | os.PathLike, dtype: str = "float32", attn_implementation: str = "sdpa"
-) -> Qwen2_5_VLForConditionalGeneration:
-    """Load a local Qwen2.5-VL checkpoint (``dtype`` "float32", "bfloat16" or "float16"), in eval mode."""
-    folder = _qwen2_5_vl_dir(path, dtype)
-    return Qwen2_5_VLForConditionalGeneration.from_pretrained(
+def load_model(path: str | os.PathLike, dtype: str = "float32", attn_implementation: str = "sdpa"):
+    """Load a local checkpoint of a supported family (``dtype`` "float32", "bfloat16" or "float16"), in eval mode."""
+    folder = _checked_dir(path, dtype)
+    return backbone_of(folder).model_cls().from_pretrained(
         folder, dtype=DTYPES[dtype], attn_implementation=attn_implementation, local_files_only=True
     )
 
 
-def empty_model(
-    path: str | os.PathLike, dtype: str = "float32", attn_implementation: str = "sdpa"
-) -> Qwen2_5_VLForConditionalGeneration:
-    """The architecture of a local Qwen2.5-VL checkpoint on the meta device: shapes and dtypes, no memory, no weights
-    read (for ranks that receive their shards from rank 0), in eval mode like :func:`load_model`."""
+def empty_model(path: str | os.PathLike, dtype: str = "float32", attn_implementation: str = "sdpa"):
+    """The architecture of a local checkpoint on the meta device: shapes and dtypes, no memory, no weights read (for
+    ranks that receive their shards from rank 0), in eval mode like :func:`load_model`."""
     from transformers import AutoConfig
 
-    folder = _qwen2_5_vl_dir(path, dtype)
+    folder = _checked_dir(path, dtype)
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(
+        model = backbone_of(folder).model_cls()._from_config(
             config, dtype=DTYPES[dtype], attn_implementation=attn_implementation
         )
     return model.eval()
 
 
-def _qwen2_5_vl_dir(path: str | os.PathLike, dtype: str) -> Path:
-    """``path`` checked to be a Qwen2.5-VL checkpoint folder, and ``dtype`` a known one."""
+def _checked_dir(path: str | os.PathLike, dtype: str) -> Path:
+    """``path`` checked to be a checkpoint folder, and ``dtype`` a known one."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
-    folder = checkpoint_dir(path)
-    model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
-    if model_type != "qwen2_5_vl":
-        raise ValueError(f"{folder} holds a {model_type!r} model; this project needs a Qwen2.5-VL ('qwen2_5_vl')")
-    return folder
+    return checkpoint_dir(path)
 
 
-def image_token_count(image_grid_thw: torch.Tensor | Sequence[Sequence[int]]) -> list[int]:
+def image_token_count(image_grid_thw: torch.Tensor | Sequence[Sequence[int]],
+                      merge_size: int = DEFAULT.merge_size) -> list[int]:
     """Visual tokens (``<|image_pad|>``) per image: t * h * w / merge_size**2 for each row of ``image_grid_thw``."""
-    return [int(t) * int(h) * int(w) // SPATIAL_MERGE_SIZE**2 for t, h, w in (tuple(row) for row in image_grid_thw)]
+    return [int(t) * int(h) * int(w) // merge_size**2 for t, h, w in (tuple(row) for row in image_grid_thw)]
 
 
 def model_fingerprint(path: str | os.PathLike) -> str:

@@ -1,4 +1,5 @@
-"""Build a tiny, randomly initialised Qwen2.5-VL (the real architecture) fully offline, for tests and CPU runs.
+"""Build a tiny, randomly initialised Qwen2.5-VL (the real architecture) fully offline, for tests and CPU runs
+(a tiny Qwen3-VL too: :mod:`lfpc.model.tiny_qwen3_vl` holds what differs).
 
 The folder written by :func:`build_tiny_model` has the same layout as a real Qwen2.5-VL-7B-Instruct checkpoint
 (``config.json``, ``generation_config.json``, safetensors weights, ``tokenizer.json``/``tokenizer_config.json``,
@@ -18,8 +19,10 @@ from typing import Sequence
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
 from tokenizers.models import BPE
-from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
+from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2Tokenizer
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+from lfpc.model.families import DEFAULT, QWEN3_5, QWEN3_VL, backbone_for
 
 # Bump when the build changes, so cached folders built by an older version are rebuilt.
 BUILD_VERSION = 2
@@ -198,18 +201,21 @@ def _train_bpe(corpus: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]
     return model["vocab"], [tuple(merge) for merge in model["merges"]]
 
 
-def build_tiny_tokenizer(extra_lines: Sequence[str] = ()) -> Qwen2Tokenizer:
-    """Byte-level BPE tokenizer with Qwen2.5's added tokens, special tokens and the Qwen2.5-VL chat template.
+def build_tiny_tokenizer(extra_lines: Sequence[str] = (),
+                         added_tokens: Sequence[tuple[str, bool]] = QWEN_ADDED_TOKENS,
+                         chat_template: str = QWEN2_5_VL_CHAT_TEMPLATE) -> Qwen2Tokenizer:
+    """Byte-level BPE tokenizer with Qwen2.5's added tokens, special tokens and the Qwen2.5-VL chat template
+    (another family's: ``added_tokens`` in their real order, ``chat_template``).
 
     ``extra_lines`` join the training corpus (the mini model adds its prompts, so they take fewer tokens)."""
     vocab, merges = _train_bpe(_training_corpus(extra_lines))
     tokenizer = Qwen2Tokenizer(
         vocab=vocab, merges=merges, unk_token=None, bos_token=None, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
     )
-    for text, special in QWEN_ADDED_TOKENS:
+    for text, special in added_tokens:
         tokenizer.add_tokens([AddedToken(text, special=special, normalized=False)], special_tokens=special)
     tokenizer.eos_token = "<|im_end|>"
-    tokenizer.chat_template = QWEN2_5_VL_CHAT_TEMPLATE
+    tokenizer.chat_template = chat_template
     return tokenizer
 
 
@@ -259,8 +265,9 @@ def tiny_config(tokenizer: Qwen2Tokenizer, text: dict | None = None, vision: dic
     )
 
 
-def _marker(seed: int) -> dict:
-    return {"builder": "lfpc.model.tiny", "version": BUILD_VERSION, "seed": seed}
+def _marker(seed: int, family: str = DEFAULT.name) -> dict:
+    marker = {"builder": "lfpc.model.tiny", "version": BUILD_VERSION, "seed": seed}
+    return marker if family == DEFAULT.name else {**marker, "family": family}
 
 
 def _read_marker(folder: Path) -> dict | None:
@@ -270,17 +277,28 @@ def _read_marker(folder: Path) -> dict | None:
         return None
 
 
-def _write_build(folder: Path, seed: int) -> None:
-    tokenizer = build_tiny_tokenizer()
-    write_random_checkpoint(folder, tokenizer, tiny_config(tokenizer), seed)
-    (folder / MARKER_FILE).write_text(json.dumps(_marker(seed), indent=2) + "\n")  # last: marks a complete build
+def _write_build(folder: Path, seed: int, family: str) -> None:
+    if family in (QWEN3_VL.name, QWEN3_5.name):
+        from lfpc.model import tiny_qwen3_5, tiny_qwen3_vl
+        tokenizer = tiny_qwen3_vl.build_tokenizer()
+        config = (tiny_qwen3_vl if family == QWEN3_VL.name else tiny_qwen3_5).tiny_config(tokenizer)
+        write_random_checkpoint(folder, tokenizer, config, seed, tiny_qwen3_vl.PREPROCESSOR_CONFIG,
+                                tiny_qwen3_vl.CHAT_TEMPLATE)
+    else:
+        tokenizer = build_tiny_tokenizer()
+        write_random_checkpoint(folder, tokenizer, tiny_config(tokenizer), seed)
+    # last: marks a complete build
+    (folder / MARKER_FILE).write_text(json.dumps(_marker(seed, family), indent=2) + "\n")
 
 
-def write_random_checkpoint(folder: Path, tokenizer: Qwen2Tokenizer, config: Qwen2_5_VLConfig, seed: int) -> None:
-    """Write a checkpoint folder (weights drawn with ``seed``, tokenizer, processor, chat template) to ``folder``."""
+def write_random_checkpoint(folder: Path, tokenizer: Qwen2Tokenizer, config, seed: int,
+                            preprocessor: dict = PREPROCESSOR_CONFIG,
+                            chat_template: str = QWEN2_5_VL_CHAT_TEMPLATE) -> None:
+    """Write a checkpoint folder (weights drawn with ``seed``, tokenizer, processor, chat template) to ``folder``;
+    the model class is the family's of ``config.model_type``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
+        model = backbone_for(config.model_type).model_cls()(config)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         pad_token_id=tokenizer.pad_token_id,
@@ -288,12 +306,14 @@ def write_random_checkpoint(folder: Path, tokenizer: Qwen2Tokenizer, config: Qwe
     )
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
-    (folder / "chat_template.json").write_text(json.dumps({"chat_template": QWEN2_5_VL_CHAT_TEMPLATE}, indent=2))
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": chat_template}, indent=2))
 
 
-def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, overwrite: bool = False) -> Path:
-    """Build (or reuse) a tiny random Qwen2.5-VL checkpoint folder at ``out_dir`` and return its path.
+def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, overwrite: bool = False,
+                     family: str = DEFAULT.name) -> Path:
+    """Build (or reuse) a tiny random checkpoint folder of ``family`` (``qwen2_5_vl``, the default; ``qwen3_vl``:
+    :mod:`lfpc.model.tiny_qwen3_vl`; ``qwen3_5``: :mod:`lfpc.model.tiny_qwen3_5`) at ``out_dir``; return its path.
 
     A folder holding a complete build with the same ``seed`` and build version is returned at once. The build is
     written to a temporary sibling folder and renamed into place, so ``out_dir`` never holds a partial build.
@@ -303,9 +323,10 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, overwrite: bool 
     out = Path(out_dir)
     if out.exists() and not overwrite:
         marker = _read_marker(out)
-        if marker == _marker(seed):
+        if marker == _marker(seed, family):
             return out
-        stale_version = marker is not None and marker.get("seed") == seed  # an older build of this seed: rebuild
+        # an older build of this seed and family: rebuild
+        stale_version = marker is not None and {**marker, "version": BUILD_VERSION} == _marker(seed, family)
         if not stale_version and any(out.iterdir()):
             raise FileExistsError(
                 f"{out} is not empty and holds no tiny model built with seed={seed} (version {BUILD_VERSION}); "
@@ -315,7 +336,7 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, overwrite: bool 
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the checkpoint folder should be readable like any other
     try:
-        _write_build(staging, seed)
+        _write_build(staging, seed, family)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)

@@ -41,7 +41,8 @@ class FormatTeacher:
         w, h = self.codec.image_size(context.image_grid_thw[0])
         x1, y1 = self.rng.uniform(0, w * 0.8), self.rng.uniform(0, h * 0.8)
         x2, y2 = self.rng.uniform(x1 + w * 0.1, w), self.rng.uniform(y1 + h * 0.1, h)
-        return "<think>I need a closer look.</think>" + tool_call_text([round(x1), round(y1), round(x2), round(y2)])
+        box = self.codec.backbone.coordinates.from_pixels((x1, y1, x2, y2), (w, h))  # as the backbone writes boxes
+        return "<think>I need a closer look.</think>" + tool_call_text([round(v) for v in box])
 
     def generate(self, contexts: list[Context], sampling: SamplingConfig) -> list[Completion]:
         completions = []
@@ -67,7 +68,7 @@ def warm_up(base_dir: str | Path, out_dir: str | Path, samples: Sequence[Sample]
     model = load_model(base_dir).train()
     teacher = FormatTeacher(codec, seed)
     episode = EpisodeConfig(max_turns=2, crop_max_tokens=crop_max_tokens)
-    sizes = [fit_to_budget(s.image_size, global_max_tokens) for s in samples]
+    sizes = [fit_to_budget(s.image_size, global_max_tokens, side=codec.token_side) for s in samples]
     contexts = [t.context for t in run_episodes(teacher, codec, samples, sizes, 2, episode, SamplingConfig())]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     for step in tqdm(range(steps), desc="format warm-up", leave=False):

@@ -11,6 +11,7 @@ Lightning then takes for its own), so it fails and prints this command with the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from typing import Callable, Sequence
@@ -20,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lfpc.data.records import Sample
+from lfpc.model.families import backbone_of
 from lfpc.model.loading import model_fingerprint
 from lfpc.resolution.selection import AnswerFn, SelectionConfig, SelectionResult, rollout_answerer, select_resolutions
 
@@ -81,7 +83,7 @@ def run_selection(cfg: DictConfig, path: str, samples: Sequence[Sample], progres
                   compute_missing: bool = True) -> SelectionResult:
     """Select (or load from ``resolution.manifest``) the display size of every sample with the model at ``path``;
     with ``compute_missing`` False, samples missing from the manifest raise (with the command to compute them)."""
-    config = selection_config(cfg)
+    config = dataclasses.replace(selection_config(cfg), token_side=backbone_of(path).token_side)
     if not compute_missing:
         return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path),
                                   missing_selection(cfg.resolution.manifest), progress=progress)

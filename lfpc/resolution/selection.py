@@ -38,7 +38,7 @@ from lfpc.resolution.strategies import NEVER_DIVERGED, NO_ANSWER, STRATEGIES, ch
 from lfpc.rollout.base import RolloutEngine, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import EpisodeConfig, run_episodes
-from lfpc.vision.budget import downsample_pyramid, fit_to_budget, visual_tokens
+from lfpc.vision.budget import PATCH, downsample_pyramid, fit_to_budget, visual_tokens
 from lfpc.vision.images import image_digest
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class SelectionConfig:
     seed: int = 0                           # random strategy only
     max_new_tokens: int = 64                # generation budget of one direct answer
     batch_samples: int = 64                 # samples whose queries are batched together
+    token_side: int = PATCH                 # the backbone's pixels per visual token (lfpc.model.families)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("strategy", self.strategy, STRATEGIES), ("stop", self.stop, STOP_RULES),
@@ -77,16 +78,17 @@ class SelectionConfig:
 
     def levels(self, image_size: Size) -> list[Size]:
         """The downsampling pyramid of an image of ``image_size``, largest first."""
-        return downsample_pyramid(image_size, self.max_tokens, self.scale, self.min_tokens)
+        return downsample_pyramid(image_size, self.max_tokens, self.scale, self.min_tokens, self.token_side)
 
     def reference(self, image_size: Size) -> Size:
         """Size of the reference ("original") view."""
-        return fit_to_budget(image_size, self.reference_max_tokens or self.max_tokens)
+        return fit_to_budget(image_size, self.reference_max_tokens or self.max_tokens, side=self.token_side)
 
     def settings(self) -> dict:
         """Everything that determines the records (what the manifest fingerprint covers)."""
         settings = asdict(self)
         settings.pop("batch_samples")
+        settings.pop("token_side")  # implied by the model, whose fingerprint the manifest holds
         if self.strategy != "random":
             settings.pop("seed")
         if self.strategy != "answer_divergence":
@@ -272,7 +274,7 @@ def _select_batch(samples: Sequence[Sample], config: SelectionConfig, answer: An
 def _statistics(records: dict[str, dict], sizes: dict[str, Size], config: SelectionConfig, cached: int,
                 queries: int, seconds: float) -> SelectionStats:
     kept = [r for r in records.values() if r["chosen_level"] is not None]
-    tokens = [visual_tokens(*size) for size in sizes.values()]
+    tokens = [visual_tokens(*size, config.token_side) for size in sizes.values()]
     return SelectionStats(
         total=len(records), cached=cached, computed=len(records) - cached, queries=queries, seconds=seconds,
         never_diverged=sum(r["divergence_level"] is None for r in records.values()),

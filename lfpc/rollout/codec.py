@@ -1,4 +1,7 @@
-"""Turns chat messages and images into token ids for a Qwen2.5-VL processor, one turn at a time.
+"""Turns chat messages and images into token ids for a backbone's processor, one turn at a time.
+
+Both supported families (:mod:`lfpc.model.families`) share the ChatML turn layout and the image slot below; the
+opening is rendered by the checkpoint's own chat template, so a family's template is followed exactly.
 
 Token-in/token-out: the prompt is templated once; later turns are appended as token ids, never re-templated.
 """
@@ -8,7 +11,8 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from lfpc.model.loading import load_processor
+from lfpc.model.families import backbone_of
+from lfpc.model.loading import checkpoint_dir, load_processor
 from lfpc.rollout.base import Context
 from lfpc.special_tokens import find_special_token
 from lfpc.vision.budget import tokens_to_pixels
@@ -27,7 +31,8 @@ class ChatCodec:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.image_processor = processor.image_processor
-        self.merge = int(getattr(self.image_processor, "merge_size", 2))
+        self.backbone = processor.backbone
+        self.merge = self.backbone.merge_size
         self.image_pad_id = self.token_id(IMAGE_PAD)
         self.im_end_id = self.token_id(IM_END)
         self.stop_token_ids = (self.im_end_id, self.token_id(TOOL_CALL_END))
@@ -39,7 +44,14 @@ class ChatCodec:
     def for_model(cls, path: str, max_tokens: int) -> "ChatCodec":
         """The codec of a local model folder whose images hold 4 to ``max_tokens`` visual tokens (the processor then
         leaves every image the rollout already sized to a budget unchanged)."""
-        return cls(load_processor(path, min_pixels=tokens_to_pixels(4), max_pixels=tokens_to_pixels(max_tokens)))
+        side = backbone_of(checkpoint_dir(path)).token_side
+        return cls(load_processor(path, min_pixels=tokens_to_pixels(4, side),
+                                  max_pixels=tokens_to_pixels(max_tokens, side)))
+
+    @property
+    def token_side(self) -> int:
+        """Pixels per side of one visual token of this codec's family (for :mod:`lfpc.vision.budget`)."""
+        return self.backbone.token_side
 
     def token_id(self, token: str) -> int:
         """Id of a single special token; raise if the tokenizer splits it."""
@@ -55,9 +67,8 @@ class ChatCodec:
 
     def image_size(self, grid_thw: torch.Tensor) -> tuple[int, int]:
         """(width, height) in pixels of an image the processor encoded with this grid (unchanged by the processor)."""
-        patch = int(getattr(self.image_processor, "patch_size", 14))
         _, height, width = (int(v) for v in grid_thw)
-        return width * patch, height * patch
+        return width * self.backbone.patch_size, height * self.backbone.patch_size
 
     def completion_ids(self, text: str) -> list[int]:
         """Token ids of an assistant turn as a policy emits it: ending on a stop token (``<|im_end|>`` appended
@@ -110,7 +121,7 @@ class ChatCodec:
               encodings: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Context:
         """Template the opening messages (ending with the assistant generation prompt) into a new context.
 
-        The processor's template renders them, as in standard Qwen2.5-VL inference: a released folder may give its
+        The processor's template renders them, as in the family's standard inference: a released folder may give its
         tokenizer a different, text-only template (``tokenizer_config.json``) that cannot render image items.
         """
         for message in messages:

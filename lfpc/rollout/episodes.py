@@ -76,12 +76,12 @@ def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Samp
                                    stop_token_ids=codec.stop_token_ids, suppress_token_ids=codec.vision_token_ids)
     with ThreadPoolExecutor(max_workers=_host_threads(config)) as pool:
         views = pool.map(lambda sample, size: _prompt_image(codec, sample, size), samples, display_sizes)
-        episodes, chosen = [], preset(config.prompt)
+        episodes, chosen = [], preset(config.prompt, codec.backbone)
         for index, (sample, size, (original, view, encoding)) in enumerate(zip(samples, display_sizes, views)):
             envs = [CropEnvironment(sample, display_size=size, crop_max_tokens=config.crop_max_tokens,
                                     max_turns=config.max_turns, mode=config.crop_mode,
                                     seed=seed * 1_000_003 + index * group_size + k, original=original,
-                                    preset=chosen)
+                                    preset=chosen, token_side=codec.token_side)
                     for k in range(group_size)]
             context = codec.start(chosen.messages(sample, size, config.crop_mode != "direct"), [view], [encoding])
             episodes.extend(_Episode(index, index * group_size + k, env, context.copy(), len(context.token_ids))

@@ -8,8 +8,9 @@ from typing import Iterable
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 from transformers import DynamicCache
-from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
+from lfpc.model.families import backbone_for
 from lfpc.model.inputs import batch_inputs
 from lfpc.rollout.base import Completion, Context, SamplingConfig
 
@@ -58,9 +59,11 @@ class HFRolloutEngine:
     * identical contexts in a batch (the rollouts of a group at their first turn) are prefilled once.
 
     The keys and values kept after a call take at most ``kept_cache_gib`` GiB on the model's device (a batch whose
-    cache would not fit is not kept: its contexts are prefilled in full at their next turn); 0 keeps none. With
-    ``offload_when_asleep`` the replica itself moves to host memory while asleep (the trainer's update) and back at
-    the next weight push or generation.
+    cache would not fit is not kept: its contexts are prefilled in full at their next turn); 0 keeps none. A family
+    whose text layers hold recurrent states (:attr:`lfpc.model.families.Backbone.recurrent_state`, Qwen3.5) keeps
+    none either and prefills identical contexts separately (a recurrent state can be neither cut at a token nor
+    shared between rows); images are still encoded once. With ``offload_when_asleep`` the replica itself moves to
+    host memory while asleep (the trainer's update) and back at the next weight push or generation.
     """
 
     def __init__(self, model, pad_id: int, image_pad_id: int, batch_size: int = 16,
@@ -76,6 +79,9 @@ class HFRolloutEngine:
         self._kept: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._kept_bytes = 0
         self._weights_version = -1
+        # a family with linear-attention layers (recurrent states, not keys and values: Qwen3.5) keeps nothing
+        # between turns and prefills each context on its own
+        self._recurrent = backbone_for(model.config.model_type).recurrent_state
 
     @property
     def device(self) -> torch.device:
@@ -100,10 +106,11 @@ class HFRolloutEngine:
                         kept: WeakIdKeyDictionary) -> list[Completion]:
         rows, index = self._distinct_rows(contexts)
         ids, mask, positions, cache = self._prefill(rows)
-        select = torch.tensor(index, device=self.device)
-        for layer in cache.layers:
-            layer.batch_select_indices(select)
-        ids, mask, positions = ids[select], mask[select], positions[:, select]
+        if index != list(range(len(rows))):  # identical contexts were prefilled once: give each its own copy
+            select = torch.tensor(index, device=self.device)
+            for layer in cache.layers:
+                layer.batch_select_indices(select)
+            ids, mask, positions = ids[select], mask[select], positions[:, select]
         greedy = sampling.temperature <= 0
         out = self.model.generate(
             input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
@@ -136,7 +143,8 @@ class HFRolloutEngine:
         for context in contexts:
             kept = self._kept_prefix(context)
             cached, images = (len(kept.token_ids), len(kept.pixels)) if kept else (0, 0)
-            key = (id(kept), tuple(context.token_ids[cached:]), tuple(map(id, context.pixel_values[images:])))
+            key = (id(kept), tuple(context.token_ids[cached:]), tuple(map(id, context.pixel_values[images:])),
+                   id(context) if self._recurrent else None)
             if key not in rows:
                 rows[key] = len(distinct)
                 distinct.append(_Row(context, kept, len(context.token_ids) - cached,
@@ -182,7 +190,7 @@ class HFRolloutEngine:
             self.model.model(
                 input_ids=new_ids[:, :-1], attention_mask=torch.cat([kept_mask, new_mask[:, :-1]], 1).long(),
                 position_ids=new_positions[:, :, :-1], past_key_values=cache, use_cache=True,
-                mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=embeds)} if grids else None)
+                mm_encoder_outputs={"image": embeds} if grids else None)
         columns = kept_mask.shape[1]
         ids = torch.cat([new_ids.new_full((len(rows), columns), self.pad_id), new_ids], 1)
         mask = torch.cat([kept_mask, new_mask], 1).long()
@@ -214,6 +222,8 @@ class HFRolloutEngine:
               cache: DynamicCache, kept: WeakIdKeyDictionary) -> None:
         """Keep each context's keys and values for its next turn: every column but the last generated one (whose
         token ``generate`` sampled and never fed), unless the batch's cache would not fit in ``kept_cache_gib``."""
+        if self._recurrent:
+            return
         size = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
         if self._kept_bytes + size > self.kept_cache_bytes:
             return
@@ -228,14 +238,23 @@ class HFRolloutEngine:
                                   values=[layer.values[row] for layer in cache.layers],
                                   mask=torch.cat([mask[row].bool(), columns]))
 
-    def _image_embeds(self, pixels: list[torch.Tensor], grids: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """Vision-tower outputs of each image in order, encoding only the images not seen before, one at a time
-        (concatenating a turn's crops first costs more than it saves: measured in BENCHMARKS.md, run E)."""
+    def _image_embeds(self, pixels: list[torch.Tensor],
+                      grids: list[torch.Tensor]) -> BaseModelOutputWithDeepstackFeatures:
+        """Vision-tower outputs of the images in order, as the model's forward takes them (``mm_encoder_outputs``),
+        encoding only the images not seen before, one at a time (concatenating a turn's crops first costs more than
+        it saves: measured in BENCHMARKS.md, run E). Each image keeps its embeddings and, for a family with DeepStack
+        (Qwen3-VL, :mod:`lfpc.model.families`), its per-layer DeepStack features."""
         for p, g in zip(pixels, grids):
             if p not in self._embeds:
-                self._embeds[p] = self.model.model.get_image_features(p.to(self.device),
-                                                                      g[None].to(self.device)).pooler_output[0]
-        return tuple(self._embeds[p] for p in pixels)
+                out = self.model.model.get_image_features(p.to(self.device), g[None].to(self.device))
+                deepstack = getattr(out, "deepstack_features", None)
+                self._embeds[p] = (out.pooler_output[0],
+                                   None if deepstack is None else tuple(layer[0] for layer in deepstack))
+        encoded = [self._embeds[p] for p in pixels]
+        deepstack = None if encoded[0][1] is None else [tuple(layers[i] for _, layers in encoded)
+                                                         for i in range(len(encoded[0][1]))]
+        return BaseModelOutputWithDeepstackFeatures(pooler_output=tuple(e for e, _ in encoded),
+                                                    deepstack_features=deepstack)
 
     @torch.no_grad()
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:

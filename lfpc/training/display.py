@@ -7,7 +7,7 @@ from typing import Mapping
 from lfpc.boxes import Size
 from lfpc.data.records import Sample
 from lfpc.resolution.strategies import STRATEGIES, choose_level
-from lfpc.vision.budget import downsample_pyramid
+from lfpc.vision.budget import PATCH, downsample_pyramid
 
 
 class DisplaySizer:
@@ -16,7 +16,7 @@ class DisplaySizer:
     (the size chosen offline, looked up in ``selected``: sample id -> size, see :mod:`lfpc.resolution`)."""
 
     def __init__(self, strategy: str, max_tokens: int, scale: float = 0.5 ** 0.5, min_tokens: int = 16,
-                 seed: int = 0, selected: Mapping[str, Size] | None = None) -> None:
+                 seed: int = 0, selected: Mapping[str, Size] | None = None, side: int = PATCH) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown resolution strategy {strategy!r}; choose one of {STRATEGIES}")
         if strategy == "answer_divergence" and selected is None:
@@ -25,6 +25,7 @@ class DisplaySizer:
         self.strategy, self.max_tokens, self.scale, self.min_tokens, self.seed = (
             strategy, max_tokens, scale, min_tokens, seed)
         self.selected = dict(selected or {})
+        self.side = side  # the backbone's pixels per visual token (lfpc.model.families)
 
     def __call__(self, sample: Sample) -> Size:
         if self.strategy == "answer_divergence":
@@ -34,5 +35,5 @@ class DisplaySizer:
             return self.selected[sample.id]
         if sample.image_size is None:
             raise ValueError(f"sample {sample.id} has no image_size")
-        levels = downsample_pyramid(sample.image_size, self.max_tokens, self.scale, self.min_tokens)
+        levels = downsample_pyramid(sample.image_size, self.max_tokens, self.scale, self.min_tokens, self.side)
         return levels[choose_level(self.strategy, len(levels), sample.id, self.seed)]

@@ -1,8 +1,10 @@
-"""Qwen2.5-VL image sizing: one visual token per 28x28 block, pixel budgets, downsampling pyramids.
+"""Image sizing: one visual token per ``side`` x ``side`` block, pixel budgets, downsampling pyramids.
 
-Sizes are ``(width, height)``. A size returned here has both sides multiples of :data:`PATCH` and lies
-inside its pixel range, so the Qwen2.5-VL image processor (given the same or looser ``min_pixels`` /
-``max_pixels``) keeps it unchanged and the visual-token count is known exactly (the Qwen2.5-VL resize rule).
+Sizes are ``(width, height)``. ``side`` is the backbone's pixels per visual token
+(:attr:`lfpc.model.families.Backbone.token_side`: 28 for Qwen2.5-VL, the default :data:`PATCH`; 32 for Qwen3-VL).
+A size returned here has both sides multiples of ``side`` and lies inside its pixel range, so the family's image
+processor (given the same or looser ``min_pixels`` / ``max_pixels``) keeps it unchanged and the visual-token count
+is known exactly (the resize rule of transformers' ``smart_resize``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import math
 from PIL import Image
 
 from lfpc.boxes import Size
+from lfpc.model.families import DEFAULT
 
-PATCH = 28  # pixels per side of one visual token (14 px ViT patch x 2x2 merge)
+PATCH = DEFAULT.token_side  # pixels per side of one Qwen2.5-VL visual token (14 px ViT patch x 2x2 merge)
 MAX_ASPECT_RATIO = 100.0  # DeepEyes' crop rule (its tool refuses thinner crops); Qwen2.5-VL's processor takes < 200
 ASPECT_RULE = (f"the limit of {MAX_ASPECT_RATIO:g} is DeepEyes' crop rule, kept for every image; Qwen2.5-VL's "
                "processor itself accepts aspect ratios below 200")
@@ -32,7 +35,7 @@ def _fit_long_side(width: int, height: int, max_pixels: int, factor: int) -> tup
 
 def smart_resize(width: float, height: float, min_pixels: int, max_pixels: int,
                  factor: int = PATCH) -> Size:
-    """Size ``(w, h)`` the Qwen2.5-VL processor would resize ``width x height`` to.
+    """Size ``(w, h)`` the family's processor would resize ``width x height`` to (``factor``: its token side).
 
     Sides are rounded to multiples of ``factor``; a pixel count outside ``[min_pixels, max_pixels]`` is
     brought inside by scaling both sides (aspect preserved up to rounding), as in transformers'
@@ -65,14 +68,14 @@ def smart_resize(width: float, height: float, min_pixels: int, max_pixels: int,
     return w_bar, h_bar
 
 
-def tokens_to_pixels(tokens: int) -> int:
-    """Pixel count of ``tokens`` visual tokens (``tokens * 28 * 28``)."""
-    return tokens * PATCH * PATCH
+def tokens_to_pixels(tokens: int, side: int = PATCH) -> int:
+    """Pixel count of ``tokens`` visual tokens (``tokens * side * side``)."""
+    return tokens * side * side
 
 
-def visual_tokens(width: int, height: int) -> int:
-    """Visual tokens of an image already resized to multiples of 28: ``(w // 28) * (h // 28)``."""
-    return (width // PATCH) * (height // PATCH)
+def visual_tokens(width: int, height: int, side: int = PATCH) -> int:
+    """Visual tokens of an image already resized to multiples of ``side``: ``(w // side) * (h // side)``."""
+    return (width // side) * (height // side)
 
 
 def _check_tokens(max_tokens: int, min_tokens: int) -> None:
@@ -81,15 +84,16 @@ def _check_tokens(max_tokens: int, min_tokens: int) -> None:
                          f"got min_tokens={min_tokens}, max_tokens={max_tokens}")
 
 
-def fit_to_budget(size: Size, max_tokens: int, min_tokens: int = 4) -> Size:
+def fit_to_budget(size: Size, max_tokens: int, min_tokens: int = 4, side: int = PATCH) -> Size:
     """Display size of an image of ``size`` under a budget of ``[min_tokens, max_tokens]`` visual tokens."""
     _check_tokens(max_tokens, min_tokens)
-    return smart_resize(size[0], size[1], tokens_to_pixels(min_tokens), tokens_to_pixels(max_tokens))
+    return smart_resize(size[0], size[1], tokens_to_pixels(min_tokens, side), tokens_to_pixels(max_tokens, side),
+                        factor=side)
 
 
-def resize_to_budget(image: Image.Image, max_tokens: int, min_tokens: int = 4) -> Image.Image:
+def resize_to_budget(image: Image.Image, max_tokens: int, min_tokens: int = 4, side: int = PATCH) -> Image.Image:
     """``image`` resized (bicubic) to exactly :func:`fit_to_budget` of its size; a copy when already there."""
-    size = fit_to_budget(image.size, max_tokens, min_tokens)
+    size = fit_to_budget(image.size, max_tokens, min_tokens, side)
     return image.copy() if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
 
 
@@ -102,23 +106,23 @@ def global_view(original: Image.Image, size: Size) -> Image.Image:
 
 
 def downsample_pyramid(size: Size, max_tokens: int, scale: float = 0.5 ** 0.5,
-                       min_tokens: int = 16) -> list[Size]:
+                       min_tokens: int = 16, side: int = PATCH) -> list[Size]:
     """Display sizes from the budget size down to about ``min_tokens``, strictly decreasing.
 
     Level 0 is ``fit_to_budget(size, max_tokens)``; level k scales its sides by ``scale ** k`` and
-    re-snaps them to multiples of 28 (never below ``min_tokens``). Stops at the first level that
+    re-snaps them to multiples of ``side`` (never below ``min_tokens``). Stops at the first level that
     reaches ``min_tokens`` or would not be strictly smaller than the previous one.
     """
     if not 0.0 < scale < 1.0:
         raise ValueError(f"pyramid scale must be in (0, 1), got {scale}")
     _check_tokens(max_tokens, min_tokens)
-    top = fit_to_budget(size, max_tokens)
+    top = fit_to_budget(size, max_tokens, side=side)
     levels = [top]
     level = 1
-    while visual_tokens(*levels[-1]) > min_tokens:
+    while visual_tokens(*levels[-1], side) > min_tokens:
         factor = scale ** level
-        candidate = smart_resize(top[0] * factor, top[1] * factor, tokens_to_pixels(min_tokens),
-                                 tokens_to_pixels(max_tokens))
+        candidate = smart_resize(top[0] * factor, top[1] * factor, tokens_to_pixels(min_tokens, side),
+                                 tokens_to_pixels(max_tokens, side), factor=side)
         previous = levels[-1]
         if not (candidate[0] <= previous[0] and candidate[1] <= previous[1] and candidate != previous):
             break
