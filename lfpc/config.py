@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
+from typing import Callable, Sequence
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lfpc.data.records import Sample, check_samples, load_jsonl
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import optimizer_steps
+from lfpc.model.loading import model_fingerprint
 from lfpc.model.lora import LoraSettings
+from lfpc.resolution.selection import AnswerFn, SelectionConfig, SelectionResult, rollout_answerer, select_resolutions
 from lfpc.rewards import RewardConfig
 from lfpc.rollout.episodes import EpisodeConfig
 from lfpc.training.alarms import AlarmConfig
@@ -158,6 +163,60 @@ def noise_probe_config(cfg: DictConfig) -> NoiseProbeConfig:
     return NoiseProbeConfig(**OmegaConf.to_container(cfg.noise_probe, resolve=True))
 
 
+def selection_config(cfg: DictConfig) -> SelectionConfig:
+    """The :class:`SelectionConfig` of a composed config (``resolution`` group, global budget, seed)."""
+    r = cfg.resolution
+    return SelectionConfig(strategy=r.strategy, max_tokens=cfg.vision.global_max_tokens, scale=r.scale,
+                           min_tokens=r.min_tokens, reference_max_tokens=r.reference_max_tokens, stop=r.stop,
+                           never_diverged=r.never_diverged, seed=cfg.seed, max_new_tokens=r.max_new_tokens,
+                           batch_samples=r.batch_samples)
+
+
+def rollout_answerer_factory(cfg: DictConfig, path: str, config: SelectionConfig) -> Callable[[], AnswerFn]:
+    """A function building the processor and the ``rollout`` backend of ``cfg`` (on first use only)."""
+
+    def make() -> AnswerFn:
+        from lfpc.rollout.codec import ChatCodec
+        from lfpc.rollout.factory import engine_from_run_config
+        max_tokens = max(config.max_tokens, config.reference_max_tokens or 0)
+        codec = ChatCodec.for_model(path, max_tokens)
+        engine = engine_from_run_config(cfg, codec, path, cfg.resolution.device)
+        return rollout_answerer(engine, codec, config.max_new_tokens)
+
+    return make
+
+
+def selection_command() -> str:
+    """The command that runs this run's selection as a single process (the same overrides)."""
+    try:
+        overrides = [shlex.quote(o) for o in HydraConfig.get().overrides.task]
+    except ValueError:  # not under @hydra.main
+        overrides = ["<the training run's overrides>"]
+    return " ".join(["python -m lfpc.resolution.select", *overrides])
+
+
+def missing_selection(manifest: str) -> Callable[[], AnswerFn]:
+    """An answerer factory that refuses: the manifest lacks samples and this process must not compute them."""
+
+    def refuse() -> AnswerFn:
+        raise RuntimeError(f"the resolution manifest {manifest} lacks samples of this run, and a multi-process launch "
+                           f"cannot compute them; run the selection once as a single process, then relaunch:\n"
+                           f"    {selection_command()}")
+
+    return refuse
+
+
+def run_selection(cfg: DictConfig, path: str, samples: Sequence[Sample], progress: bool = True,
+                  compute_missing: bool = True) -> SelectionResult:
+    """Select (or load from ``resolution.manifest``) the display size of every sample with the model at ``path``;
+    with ``compute_missing`` False, samples missing from the manifest raise (with the command to compute them)."""
+    config = selection_config(cfg)
+    make_answerer = (rollout_answerer_factory(cfg, path, config) if compute_missing
+                     else missing_selection(cfg.resolution.manifest))
+    return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path), make_answerer,
+                              progress=progress)
+
+
 SELECTION_STATS = "resolution_stats.json"  # in the job folder: the statistics of its offline resolution selection
 
 
@@ -168,7 +227,6 @@ def display_sizer(cfg: DictConfig, path: str, samples: list[Sample]) -> DisplayS
     r = cfg.resolution
     selected = None
     if r.strategy == "answer_divergence":
-        from lfpc.resolution.select import run_selection
         result = run_selection(cfg, path, list(dict.fromkeys(samples)),  # a mix may repeat samples
                                compute_missing=world_size(cfg) == 1)
         Path(cfg.output_dir, SELECTION_STATS).write_text(json.dumps(result.stats.as_dict(), indent=1))
