@@ -18,12 +18,13 @@ import torch.multiprocessing as mp
 from PIL import Image
 from torch.distributed.device_mesh import init_device_mesh
 
+from lfpc.distributed import full_named_tensors
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate
 from lfpc.model.loading import load_model
 from lfpc.model.lora import LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rollout.codec import ChatCodec
-from lfpc.training.sharding import full_named_tensors, shard_policy
+from lfpc.training.sharding import shard_policy
 
 pytestmark = pytest.mark.slow
 
