@@ -75,7 +75,7 @@ def model_path(cfg: DictConfig) -> str:
         return str(cfg.init_from)
     if cfg.model.get("build_tiny"):
         from lfpc.model.tiny import build_tiny_model
-        from lfpc.model.warmup import warm_up
+        from lfpc.training.warmup import warm_up
         base = build_tiny_model(f"{cfg.model.path}-random", seed=cfg.model.get("seed", 0))
         w = cfg.model.get("warmup")
         if not w or not w.steps:

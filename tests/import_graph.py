@@ -12,6 +12,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("lfpc", "experiments", "analysis", "benchmarks")
 SCRIPTS = ("train", "eval")
+# Composition roots: modules whose job is to build the application from the composed config (or to be a command
+# that does), so they sit above every package they compose, whichever folder their command name puts them in.
+COMPOSITION_ROOTS = {
+    "lfpc.config": "turns a composed Hydra config into the objects a run needs",
+    "lfpc.training.run": "train.py's run: the trainer, the policy module and the data, built from the config",
+    "lfpc.resolution.select": "the command `python -m lfpc.resolution.select`",
+    "lfpc.model.mini": "the command `python -m lfpc.model.mini`: pre-trains the mini model with the agent's episodes",
+}
 
 
 def project_modules(root: Path = ROOT) -> dict[str, Path]:
@@ -70,7 +78,10 @@ def module_graph(root: Path = ROOT) -> dict[str, set[str]]:
 
 def package_of(module: str) -> str:
     """The unit a module belongs to in the package graph: `lfpc.<name>` for the library (a subpackage or a top-level
-    module such as `lfpc.boxes`), the top-level package or script otherwise (`experiments`, `train`)."""
+    module such as `lfpc.boxes`), the top-level package or script otherwise (`experiments`, `train`); a composition
+    root is a unit of its own."""
+    if module in COMPOSITION_ROOTS:
+        return module
     parts = module.split(".")
     return ".".join(parts[:2]) if parts[0] == "lfpc" else parts[0]
 

@@ -105,7 +105,7 @@ MUTATIONS = (
              "not is_flat) for gid, is_flat", "True) for gid, is_flat", ("tests/test_dynamic_sampling.py",)),
     Mutation("dynamic sampling refills with the step's own prompts", "lfpc/training/batches.py",
              "if i not in used]", "]", ("tests/test_dynamic_sampling.py",)),
-    Mutation("mm_token_type_ids zeroed (text-only M-RoPE positions)", "lfpc/model/inputs.py",
+    Mutation("mm_token_type_ids zeroed (text-only M-RoPE positions)", "lfpc/rollout/inputs.py",
              "mm_token_type_ids = ((input_ids == image_pad_id) & attention_mask.bool()).int()",
              "mm_token_type_ids = torch.zeros_like(input_ids, dtype=torch.int)", ("tests/test_rollout.py",)),
 )

@@ -14,11 +14,11 @@ from PIL import Image
 
 from lfpc.agent.prompt import initial_messages, tool_call_text
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
-from lfpc.model.inputs import batch_inputs
 from lfpc.rollout.base import Completion, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import EpisodeConfig, run_episodes
 from lfpc.rollout.hf import HFRolloutEngine
+from lfpc.rollout.inputs import batch_inputs
 
 
 def test_prompt_has_one_pad_per_visual_token(codec, noise_sample):

@@ -10,8 +10,8 @@ from torch.utils.weak import WeakIdKeyDictionary
 from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from lfpc.model.inputs import batch_inputs
 from lfpc.rollout.base import Completion, Context, SamplingConfig
+from lfpc.rollout.inputs import batch_inputs
 
 
 @dataclass

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 import lightning as L
 import torch
 
+from lfpc.answers import Judge
 from lfpc.data.records import Sample
 from lfpc.distributed import weights_digest
 from lfpc.grpo.advantages import group_advantages, group_diagnostics
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate, optimizer_steps
-from lfpc.judge import Judge, load_judge
+from lfpc.judge import load_judge
 from lfpc.model.loading import load_model
 from lfpc.model.lora import AdapterOff, LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rewards import RewardConfig, score_episode
