@@ -28,34 +28,14 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.definitions import Definition
-from experiments.layout import TrainJob, eval_dir, find_train_jobs
+from experiments.layout import TrainJob
+from experiments.runs import eval_folders, eval_labels, job_cost, train_jobs
 from lfpc.config import SELECTION_STATS
 from lfpc.evaluation import paper_numbers, tables
 from lfpc.evaluation.paper_numbers import PaperRow
 from lfpc.evaluation.tables import Column, Results, Table, load_results
 
 FINAL_STEPS = 5
-STEP_TIMES = ("time/sync", "time/rollout", "time/update")
-
-
-def train_jobs(definition: Definition, runs_dir: Path) -> list[TrainJob]:
-    """Every training job folder of the definition found under ``runs_dir``, in definition and sweep order."""
-    return [job for step in definition.train for job in find_train_jobs(runs_dir, step.name)]
-
-
-def eval_labels(definition: Definition, runs_dir: Path) -> list[str]:
-    """The labels the definition evaluates (base-model labels and evaluated train jobs), in definition order."""
-    labels: list[str] = []
-    for step in definition.eval:
-        found = [step.label] if step.of is None else [j.label for j in find_train_jobs(runs_dir, step.of)]
-        labels += [label for label in found if label not in labels]
-    return labels
-
-
-def eval_folders(definition: Definition, runs_dir: Path) -> list[Path]:
-    """The eval results folders (with ``metrics.json``) of the definition's labels, in label order."""
-    return [path.parent for label in eval_labels(definition, runs_dir)
-            for path in sorted(eval_dir(runs_dir, label).glob("*/metrics.json"))]
 
 
 def _write(table: Table, out: Path, name: str) -> str:
@@ -112,23 +92,6 @@ COST_COLUMNS = (  # key (also of paper values), header, kind
     ("devices", "Devices", "count"), ("grpo_steps", "GRPO steps", "count"), ("step_s", "s / step", "sec"),
     ("rollout_pct", "Rollout %", "pct"), ("wall_h", "Wall (h)", "num"), ("device_h", "Device-h", "num"),
 )
-
-
-def job_cost(job: TrainJob) -> dict[str, Any]:
-    """Cost measures of a training job (None where its files do not tell)."""
-    from analysis.dynamics import load_metrics
-
-    config = OmegaConf.load(job.dir / ".hydra" / "config.yaml")
-    cost: dict[str, Any] = {"accelerator": config.trainer.accelerator, "devices": config.trainer.devices}
-    summary, start = job.dir / "summary.json", job.dir / ".hydra" / "config.yaml"
-    wall_h = (summary.stat().st_mtime - start.stat().st_mtime) / 3600 if summary.is_file() else None
-    metrics = load_metrics(job.dir)
-    step_times = metrics[[t for t in STEP_TIMES if t in metrics]].sum(axis=1)
-    cost.update(grpo_steps=len(metrics), step_s=float(step_times.mean()) if len(metrics) else None,
-                rollout_pct=100.0 * float(metrics["time/rollout"].sum() / step_times.sum())
-                if "time/rollout" in metrics and step_times.sum() > 0 else None,
-                wall_h=wall_h, device_h=None if wall_h is None else wall_h * cost["devices"])
-    return cost
 
 
 def _paper_cost_row(row: PaperRow) -> list[str]:

@@ -29,6 +29,7 @@ from typing import Mapping, Sequence
 
 from experiments.definitions import Definition
 from experiments.layout import MANIFEST
+from experiments.runs import eval_folders, job_cost, train_jobs
 from lfpc.evaluation import tables
 from lfpc.evaluation.bootstrap import (LEVEL, RESAMPLES, Interval, bootstrap_mean, bootstrap_paired_difference,
                                        per_question)
@@ -302,7 +303,6 @@ def collect_miniature(definition: Definition, runs_dir: Path, out: Path, resampl
     (and, when the runs are of the definition's size, the report into the definition's ``report`` file at the
     repository root with its artefacts in ``results/<name>/``); returns the report and the targets check."""
     from analysis.dynamics import load_runs, write_figure
-    from experiments.collect import eval_folders, job_cost, train_jobs
 
     folders = eval_folders(definition, runs_dir)
     if not folders:

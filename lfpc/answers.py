@@ -12,12 +12,17 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
 from lfpc.data.records import LETTERS, Sample
 
-if TYPE_CHECKING:
-    from lfpc.judge import Judge
+
+class Judge(Protocol):
+    """Decides whether ``answer`` says the same as ``truth`` for ``question`` (implemented in :mod:`lfpc.judge`)."""
+
+    def __call__(self, question: str, truth: str, answer: str) -> bool:
+        ...
+
 
 _EDGE_JUNK = re.compile(r"^[\W_]+|[\W_]+$")
 # "B", "Option B", "The answer is (B)", "B. red", "B) red", "B: red" (surrounding punctuation already stripped).

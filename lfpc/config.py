@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shlex
 from pathlib import Path
+from typing import Callable, Sequence
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lfpc.data.records import Sample, check_samples, load_jsonl
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import optimizer_steps
 from lfpc.model.families import backbone_of
+from lfpc.model.loading import model_fingerprint
 from lfpc.model.lora import LoraSettings
+from lfpc.resolution.selection import AnswerFn, SelectionConfig, SelectionResult, rollout_answerer, select_resolutions
 from lfpc.rewards import RewardConfig
 from lfpc.rollout.episodes import EpisodeConfig
 from lfpc.training.alarms import AlarmConfig
@@ -71,7 +77,7 @@ def model_path(cfg: DictConfig) -> str:
         return str(cfg.init_from)
     if cfg.model.get("build_tiny"):
         from lfpc.model.tiny import build_tiny_model
-        from lfpc.model.warmup import warm_up
+        from lfpc.training.warmup import warm_up
         base = build_tiny_model(f"{cfg.model.path}-random", seed=cfg.model.get("seed", 0),
                                 family=cfg.model.get("family", "qwen2_5_vl"))
         w = cfg.model.get("warmup")
@@ -160,6 +166,75 @@ def noise_probe_config(cfg: DictConfig) -> NoiseProbeConfig:
     return NoiseProbeConfig(**OmegaConf.to_container(cfg.noise_probe, resolve=True))
 
 
+def selection_config(cfg: DictConfig) -> SelectionConfig:
+    """The :class:`SelectionConfig` of a composed config (``resolution`` group, global budget, seed)."""
+    r = cfg.resolution
+    return SelectionConfig(strategy=r.strategy, max_tokens=cfg.vision.global_max_tokens, scale=r.scale,
+                           min_tokens=r.min_tokens, reference_max_tokens=r.reference_max_tokens, stop=r.stop,
+                           never_diverged=r.never_diverged, seed=cfg.seed, max_new_tokens=r.max_new_tokens,
+                           batch_samples=r.batch_samples)
+
+
+class RolloutAnswererFactory:
+    """Builds the processor and the ``rollout`` backend of ``cfg`` on first call (an answerer over them);
+    :meth:`close` releases that engine (a vLLM engine shut down, its GPU memory returned), so a training run that
+    selected in-process builds its own engine on a free GPU."""
+
+    def __init__(self, cfg: DictConfig, path: str, config: SelectionConfig) -> None:
+        self.cfg, self.path, self.config = cfg, path, config
+        self.engine = None
+
+    def __call__(self) -> AnswerFn:
+        from lfpc.rollout.codec import ChatCodec
+        from lfpc.rollout.factory import engine_from_run_config
+        max_tokens = max(self.config.max_tokens, self.config.reference_max_tokens or 0)
+        codec = ChatCodec.for_model(self.path, max_tokens)
+        self.engine = engine_from_run_config(self.cfg, codec, self.path, self.cfg.resolution.device)
+        return rollout_answerer(self.engine, codec, self.config.max_new_tokens)
+
+    def close(self) -> None:
+        from lfpc.rollout.factory import release_engine
+        if self.engine is not None:
+            release_engine(self.engine)
+            self.engine = None
+
+
+def selection_command() -> str:
+    """The command that runs this run's selection as a single process (the same overrides)."""
+    try:
+        overrides = [shlex.quote(o) for o in HydraConfig.get().overrides.task]
+    except ValueError:  # not under @hydra.main
+        overrides = ["<the training run's overrides>"]
+    return " ".join(["python -m lfpc.resolution.select", *overrides])
+
+
+def missing_selection(manifest: str) -> Callable[[], AnswerFn]:
+    """An answerer factory that refuses: the manifest lacks samples and this process must not compute them."""
+
+    def refuse() -> AnswerFn:
+        raise RuntimeError(f"the resolution manifest {manifest} lacks samples of this run, and a multi-process launch "
+                           f"cannot compute them; run the selection once as a single process, then relaunch:\n"
+                           f"    {selection_command()}")
+
+    return refuse
+
+
+def run_selection(cfg: DictConfig, path: str, samples: Sequence[Sample], progress: bool = True,
+                  compute_missing: bool = True) -> SelectionResult:
+    """Select (or load from ``resolution.manifest``) the display size of every sample with the model at ``path``;
+    with ``compute_missing`` False, samples missing from the manifest raise (with the command to compute them)."""
+    config = dataclasses.replace(selection_config(cfg), token_side=backbone_of(path).token_side)
+    if not compute_missing:
+        return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path),
+                                  missing_selection(cfg.resolution.manifest), progress=progress)
+    factory = RolloutAnswererFactory(cfg, path, config)
+    try:
+        return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path), factory,
+                                  progress=progress)
+    finally:
+        factory.close()
+
+
 SELECTION_STATS = "resolution_stats.json"  # in the job folder: the statistics of its offline resolution selection
 
 
@@ -170,7 +245,6 @@ def display_sizer(cfg: DictConfig, path: str, samples: list[Sample]) -> DisplayS
     r = cfg.resolution
     selected = None
     if r.strategy == "answer_divergence":
-        from lfpc.resolution.select import run_selection
         result = run_selection(cfg, path, list(dict.fromkeys(samples)),  # a mix may repeat samples
                                compute_missing=world_size(cfg) == 1)
         Path(cfg.output_dir, SELECTION_STATS).write_text(json.dumps(result.stats.as_dict(), indent=1))

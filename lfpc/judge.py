@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Protocol
-
 import torch
 
+from lfpc.answers import Judge
 from lfpc.model.loading import load_model
 from lfpc.rollout.base import RolloutEngine, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
@@ -22,13 +21,6 @@ from lfpc.rollout.hf import HFRolloutEngine
 JUDGE_PROMPT = ("Decide whether a model's answer to a question means the same as the reference answer.\n"
                 "Question: {question}\nReference answer: {truth}\nModel answer: {answer}\n"
                 "Reply with one word: yes or no.")
-
-
-class Judge(Protocol):
-    """Decides whether ``answer`` says the same as ``truth`` for ``question``."""
-
-    def __call__(self, question: str, truth: str, answer: str) -> bool:
-        ...
 
 
 class CachedJudge:

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-from lfpc.answers import is_correct
+from lfpc.answers import Judge, is_correct
 from lfpc.boxes import Box, Size, best_iou, coverage, iou, normalized_l1
 from lfpc.data.records import Sample
-
-if TYPE_CHECKING:
-    from lfpc.judge import Judge
 
 IOU_MODES = ("none", "thresh", "nothresh")
 GROUNDING_BOXES = ("first", "last", "best")

@@ -1,6 +1,6 @@
 """Mutation check: does the suite catch small bugs in the method's core?
 
-    python -m tests.mutations [NAME ...]
+    python -m tests.mutations [NAME ...]      # python -m tests.mutations --list: the names
 
 Copies the repository (the files git tracks or would track) to a temporary folder once, then for each mutation:
 replaces one line there, runs the test files that should notice, and restores the line. A mutation is caught when
@@ -105,7 +105,7 @@ MUTATIONS = (
              "not is_flat) for gid, is_flat", "True) for gid, is_flat", ("tests/test_dynamic_sampling.py",)),
     Mutation("dynamic sampling refills with the step's own prompts", "lfpc/training/batches.py",
              "if i not in used]", "]", ("tests/test_dynamic_sampling.py",)),
-    Mutation("mm_token_type_ids zeroed (text-only M-RoPE positions)", "lfpc/model/inputs.py",
+    Mutation("mm_token_type_ids zeroed (text-only M-RoPE positions)", "lfpc/rollout/inputs.py",
              "mm_token_type_ids = ((input_ids == image_pad_id) & attention_mask.bool()).int()",
              "mm_token_type_ids = torch.zeros_like(input_ids, dtype=torch.int)", ("tests/test_rollout.py",)),
 )
@@ -177,7 +177,11 @@ def check(mutations: tuple[Mutation, ...]) -> Iterator[tuple[Mutation, str, floa
 
 
 def main(names: list[str]) -> int:
-    """Run the mutations named in ``names`` (all when empty); print the table and the kill rate."""
+    """Run the mutations named in ``names`` (all when empty); print the table and the kill rate. ``--list`` prints
+    the mutations' names and files, ``--help`` this module's description."""
+    if names and names[0] in ("-h", "--help", "--list"):
+        print(__doc__ if names[0] != "--list" else "\n".join(f"{m.path}: {m.name}" for m in MUTATIONS))
+        return 0
     unknown = set(names) - {m.name for m in MUTATIONS}
     if unknown:
         raise SystemExit(f"unknown mutations {sorted(unknown)}; the names are those of MUTATIONS")

@@ -12,11 +12,12 @@ import torch.multiprocessing as mp
 from PIL import Image
 from torch.distributed.device_mesh import init_device_mesh
 
+from lfpc.distributed import full_named_tensors
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate
 from lfpc.model.loading import load_model
 from lfpc.rollout.codec import ChatCodec
-from lfpc.training.sharding import full_named_tensors, shard_policy
+from lfpc.training.sharding import shard_policy
 
 # short completions on rank 0, long ones on rank 1: the mean of per-rank token means would weigh them equally
 REPLIES = ("<answer>A</answer>", "<answer>B</answer>",

@@ -19,12 +19,13 @@ import torch.multiprocessing as mp
 from PIL import Image
 from torch.distributed.device_mesh import init_device_mesh
 
+from lfpc.distributed import full_named_tensors
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate
 from lfpc.model.loading import empty_model, load_model
 from lfpc.model.lora import LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rollout.codec import ChatCodec
-from lfpc.training.sharding import full_named_tensors, load_sharded
+from lfpc.training.sharding import load_sharded
 
 pytestmark = pytest.mark.slow
 

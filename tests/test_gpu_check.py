@@ -12,7 +12,7 @@ from PIL import Image
 
 from benchmarks import gpu_check
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
-from lfpc.model.inputs import batch_inputs
+from lfpc.rollout.inputs import batch_inputs
 
 SMALL = ["--device", "cpu", "--dims", "tiny", "--quick", "--backends", "hf", "vllm", "--image-size", "1024", "576",
          "--budget", "64", "--crop-tokens", "64", "--new-tokens", "8", "--train-backend", "hf"]

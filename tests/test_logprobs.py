@@ -7,7 +7,7 @@ from PIL import Image
 
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.grpo.objective import token_entropy, token_logprobs
-from lfpc.model.inputs import batch_inputs
+from lfpc.rollout.inputs import batch_inputs
 
 
 def test_logprobs_come_from_policy_positions_only_and_match_full_logits(tiny_model, codec, noise_sample):

@@ -27,7 +27,7 @@ from lfpc import config as C
 from lfpc.data.records import Sample, write_jsonl
 from lfpc.resolution import SelectionConfig, model_fingerprint, rollout_answerer, select_resolutions
 from lfpc.resolution.select import main as select_main
-from lfpc.resolution.select import run_selection, selection_config
+from lfpc.config import run_selection, selection_config
 from lfpc.rollout.base import Completion
 from lfpc.training.display import DisplaySizer
 

@@ -14,11 +14,11 @@ from PIL import Image
 
 from lfpc.agent.prompt import initial_messages, tool_call_text
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
-from lfpc.model.inputs import batch_inputs
 from lfpc.rollout.base import Completion, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import EpisodeConfig, run_episodes
 from lfpc.rollout.hf import HFRolloutEngine
+from lfpc.rollout.inputs import batch_inputs
 
 
 def test_prompt_has_one_pad_per_visual_token(codec, noise_sample):
@@ -244,7 +244,7 @@ def test_multi_turn_multi_image_logprobs_match_trainer_and_nothing_is_computed_t
 
 def test_weight_push_covers_every_parameter_and_changes_generation(codec, tiny_model_dir, noise_sample):
     from lfpc.model.loading import load_model
-    from lfpc.training.sharding import full_named_tensors
+    from lfpc.distributed import full_named_tensors
     trainer_model, replica = load_model(tiny_model_dir), load_model(tiny_model_dir)
     with torch.no_grad():
         for p in trainer_model.parameters():
@@ -289,7 +289,7 @@ def test_a_turn_replaced_after_generation_reuses_the_kept_context(codec, tiny_mo
 
 def test_kept_keys_and_values_are_dropped_when_the_weights_change(codec, tiny_model_dir, noise_sample):
     from lfpc.model.loading import load_model
-    from lfpc.training.sharding import full_named_tensors
+    from lfpc.distributed import full_named_tensors
     trainer_model, replica = load_model(tiny_model_dir), load_model(tiny_model_dir)
     with torch.no_grad():
         for p in trainer_model.parameters():

@@ -16,8 +16,8 @@ import pytest
 import torch
 import yaml
 
+from lfpc.distributed import weights_digest
 from lfpc.model.loading import load_model
-from lfpc.training.sharding import weights_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["logger=csv", "model=tiny", "data=synthetic", "grpo=tiny", "vision.global_max_tokens=64", "model.warmup.steps=20", "data.num_samples=4", "data.image_size=[1024,1024]",

@@ -13,6 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from lfpc.distributed import full_named_tensors
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.model.loading import load_model
 from lfpc.model.lora import LoraSettings, apply_lora, policy_named_tensors
@@ -20,7 +21,6 @@ from lfpc.rollout.base import SamplingConfig
 from lfpc.rollout.episodes import EpisodeConfig, run_episodes
 from lfpc.rollout.factory import build_engine, release_engine
 from lfpc.rollout.hf import HFRolloutEngine
-from lfpc.training.sharding import full_named_tensors
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "rollout"
 SKIP_REASON = "vLLM is not installed in this environment; .ci/vllm_lane.sh installs its CPU build and runs this file"

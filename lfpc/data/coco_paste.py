@@ -6,7 +6,7 @@ one, else its box) and pasted, small, onto a high-resolution background; the que
 shows (four options: the object's category and three others, or ``free_form``: the category name), and the nested
 boxes are B1 = the pasted object, then B1 grown around its centre (as :mod:`lfpc.data.synthetic` does).
 
-Backgrounds: by default the synthetic low-contrast clutter of :mod:`lfpc.data.synthetic`, which shows no real
+Backgrounds: by default the synthetic low-contrast clutter of :mod:`lfpc.data.scenery`, which shows no real
 object, so the question has one answer; with a folder of photos (``backgrounds``) a photo may itself show one of
 the distractor categories, so review such data or prefer the free-form question.
 
@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lfpc.data.records import LETTERS, DatasetError, Sample, write_jsonl
-from lfpc.data.synthetic import _add_grain, _background, _nested_boxes, _place
+from lfpc.data.scenery import add_grain, background, nested_boxes, place
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 JPEG_QUALITY = 92
@@ -83,7 +83,7 @@ def _cutout(obj: CocoObject) -> Image.Image:
 
 def _backdrop(rng: np.random.Generator, size: tuple[int, int], backgrounds: Sequence[Path]) -> Image.Image:
     if not backgrounds:
-        return _background(rng, size)
+        return background(rng, size)
     with Image.open(backgrounds[int(rng.integers(len(backgrounds)))]) as photo:
         return photo.convert("RGB").resize(size, Image.Resampling.BICUBIC)
 
@@ -102,13 +102,13 @@ def make_paste_sample(index: int, objects: Sequence[CocoObject], out_dir: Path, 
     cutout = cutout.resize((max(1, round(cutout.width * scale)), max(1, round(cutout.height * scale))),
                            Image.Resampling.LANCZOS)
     image = _backdrop(rng, image_size, backgrounds)
-    box = _place(rng, image_size, cutout.size, [], margin=max(cutout.size), gap=0)
+    box = place(rng, image_size, cutout.size, [], margin=max(cutout.size), gap=0)
     if box is None:
         raise ValueError(f"a {cutout.width}x{cutout.height} object does not fit a {image_size} image")
     x, y = round(box[0]), round(box[1])
     image.paste(cutout, (x, y), cutout)
     if not backgrounds:
-        image = _add_grain(rng, image)
+        image = add_grain(rng, image)
     sample_id = f"coco-paste-s{seed}-{index}"
     path = out_dir / "images" / f"{sample_id}.jpg"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,7 @@ def make_paste_sample(index: int, objects: Sequence[CocoObject], out_dir: Path, 
     return Sample(id=sample_id, image_path=str(path), question=question,
                   options=() if free_form else tuple(options),
                   answer=obj.category if free_form else LETTERS[options.index(obj.category)],
-                  boxes=_nested_boxes([pasted], image_size), category="single", source="coco-paste",
+                  boxes=nested_boxes([pasted], image_size), category="single", source="coco-paste",
                   image_size=image_size, meta={"question_type": "object", "object": obj.category,
                                                "source_image": str(obj.image), "source_box": list(obj.box)})
 

@@ -1,7 +1,7 @@
 """The miniature's information-gap task: name the two colours of one small checkered tile.
 
 Each image (896-1152 px a side) holds one tile (3-4 cells a side, cells of 24-32 px) on dark, low-contrast clutter
-(:mod:`lfpc.data.synthetic`). Its two colours are one of four complementary pairs whose mixture is the same light
+(:mod:`lfpc.data.scenery`). Its two colours are one of four complementary pairs whose mixture is the same light
 grey, so every answer looks alike once the cells shrink below the model's perception (a 14 px ViT patch, 28 px per
 visual token). Measured in tests/test_patterns.py (14 px patch means): in the 16-token global view (~112 px, cells of
 2-4 px) the tile is an easy-to-find light-grey square but every patch mean is grey (within 4 levels); in a tight
@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from lfpc.boxes import Box
 from lfpc.data.records import LETTERS, Sample
-from lfpc.data.synthetic import _add_grain, _background, _nested_boxes, _pick, _place
+from lfpc.data.scenery import add_grain, background, nested_boxes, pick, place
 
 GENERATOR_VERSION = 2  # bump whenever the output for the same parameters changes (invalidates cached datasets)
 
@@ -62,22 +62,22 @@ def make_pattern_sample(index: int, seed: int = 0, image_size: tuple[int, int] =
     rng = np.random.default_rng([seed, index, 7])
     width, height = rng.integers(size_range[0], size_range[1] + 1, 2) if size_range else image_size
     size = (int(width), int(height))
-    pair = _pick(rng, PATTERNS)
+    pair = pick(rng, PATTERNS)
     cells, cell = int(rng.integers(CELLS[0], CELLS[1] + 1)), int(rng.integers(CELL[0], CELL[1] + 1))
     side = cells * cell
-    image = _background(rng, size, BACKGROUND_LEVELS)
-    box = _place(rng, size, (side, side), [], round(0.03 * min(size)), 0.0)
+    image = background(rng, size, BACKGROUND_LEVELS)
+    box = place(rng, size, (side, side), [], round(0.03 * min(size)), 0.0)
     if box is None:
         raise ValueError(f"image size {size} is too small for a {side} px tile")
     x1, y1 = float(round(box[0])), float(round(box[1]))
     box = (x1, y1, x1 + side, y1 + side)
     _draw_tile(image, box, pair, cells, cell)
-    image = _add_grain(rng, image)
+    image = add_grain(rng, image)
     options = [PATTERNS[int(i)] for i in rng.permutation(len(PATTERNS))]
     sample_id = f"tile-{seed}-{index:06d}"
     sample = Sample(id=sample_id, image_path=f"images/{sample_id}.jpg",
                     question="Which two colors make up the checkered tile?", options=tuple(options),
-                    answer=LETTERS[options.index(pair)], boxes=_nested_boxes([box], size), category="single",
+                    answer=LETTERS[options.index(pair)], boxes=nested_boxes([box], size), category="single",
                     source="synthetic-tile", image_size=size,
                     meta={"question_type": "tile_colors", "pattern": pair, "cells": cells, "cell": cell,
                           "targets": [{"shape": "tile", "box": list(box)}]})

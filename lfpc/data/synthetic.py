@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
-from lfpc.boxes import Box, clip_box
+from lfpc.boxes import Box
 from lfpc.data.records import LETTERS, Sample, write_jsonl
+from lfpc.data.scenery import add_grain, background, nested_boxes, pick, place
 
 GENERATOR_VERSION = 1  # bump whenever the output for the same parameters changes (invalidates caches)
 JPEG_QUALITY = 92
@@ -49,8 +50,6 @@ TEXT_ALPHABET = "ABCDEFHJKMNPRTUVWXY2345789"  # no look-alikes (O/0/Q/D, I/1/L, 
 SHAPE_SIZE = (0.01, 0.03)   # shape side, fraction of the shorter image side
 FONT_SIZE = (0.006, 0.011)  # sign font size, fraction of the shorter image side
 MIN_SHAPE_PX, MIN_FONT_PX = 12, 10
-BOX_PAD = 2
-CONTEXT_SCALES = (2.5, 6.0)
 
 
 def _ring(count: int, radii: Sequence[float], start_deg: float) -> list[tuple[float, float]]:
@@ -131,15 +130,8 @@ class _Question:
     meta: dict
 
 
-def _pick(rng: np.random.Generator, items: Sequence, count: int | None = None):
-    """One item (``count`` None) or ``count`` distinct items of ``items``, in random order."""
-    if count is None:
-        return items[int(rng.integers(len(items)))]
-    return [items[int(i)] for i in rng.choice(len(items), size=count, replace=False)]
-
-
 def _others(rng: np.random.Generator, items: Sequence[str], exclude: Sequence[str], count: int) -> list[str]:
-    return _pick(rng, [item for item in items if item not in exclude], count)
+    return pick(rng, [item for item in items if item not in exclude], count)
 
 
 def _shape_size(rng: np.random.Generator, side: int) -> int:
@@ -147,7 +139,7 @@ def _shape_size(rng: np.random.Generator, side: int) -> int:
 
 
 def _random_text(rng: np.random.Generator) -> str:
-    return "".join(_pick(rng, TEXT_ALPHABET) for _ in range(int(rng.integers(2, 5))))
+    return "".join(pick(rng, TEXT_ALPHABET) for _ in range(int(rng.integers(2, 5))))
 
 
 def _similar_texts(rng: np.random.Generator, text: str, count: int) -> list[str]:
@@ -155,8 +147,8 @@ def _similar_texts(rng: np.random.Generator, text: str, count: int) -> list[str]
     found: list[str] = []
     while len(found) < count:
         chars = list(text)
-        for pos in _pick(rng, range(len(chars)), int(rng.integers(1, 3))):
-            chars[pos] = _pick(rng, [c for c in TEXT_ALPHABET if c != text[pos]])
+        for pos in pick(rng, range(len(chars)), int(rng.integers(1, 3))):
+            chars[pos] = pick(rng, [c for c in TEXT_ALPHABET if c != text[pos]])
         candidate = "".join(chars)
         if candidate != text and candidate not in found:
             found.append(candidate)
@@ -164,21 +156,21 @@ def _similar_texts(rng: np.random.Generator, text: str, count: int) -> list[str]
 
 
 def _color_question(rng: np.random.Generator, side: int) -> _Question:
-    target = _Thing(_pick(rng, SHAPES), _pick(rng, list(COLORS)), _shape_size(rng, side))
+    target = _Thing(pick(rng, SHAPES), pick(rng, list(COLORS)), _shape_size(rng, side))
     return _Question([target], [(0.0, 0.0)], f"What is the color of the small {target.shape}?", target.color,
                      _others(rng, list(COLORS), [target.color], 3), lambda t: t.shape != target.shape, {})
 
 
 def _text_question(rng: np.random.Generator, side: int) -> _Question:
     font_size = max(MIN_FONT_PX, round(rng.uniform(*FONT_SIZE) * side))
-    target = _Thing("sign", _pick(rng, list(COLORS)), font_size, _random_text(rng))
+    target = _Thing("sign", pick(rng, list(COLORS)), font_size, _random_text(rng))
     return _Question([target], [(0.0, 0.0)], f"What is written on the small {target.color} sign?", target.text,
                      _similar_texts(rng, target.text, 3),
                      lambda t: t.shape != "sign" or (t.color != target.color and t.text != target.text), {})
 
 
 def _shape_question(rng: np.random.Generator, side: int) -> _Question:
-    target = _Thing(_pick(rng, SHAPES), _pick(rng, list(COLORS)), _shape_size(rng, side))
+    target = _Thing(pick(rng, SHAPES), pick(rng, list(COLORS)), _shape_size(rng, side))
     return _Question([target], [(0.0, 0.0)], f"What is the shape of the small {target.color} object?",
                      target.shape, _others(rng, SHAPES, [target.shape], 3), lambda t: t.color != target.color, {})
 
@@ -202,11 +194,11 @@ def _beside(rng: np.random.Generator, first: _Thing, second: _Thing, relation: s
 
 
 def _relation_question(rng: np.random.Generator, side: int) -> _Question:
-    first = _Thing(_pick(rng, SHAPES), _pick(rng, list(COLORS)), _shape_size(rng, side))
+    first = _Thing(pick(rng, SHAPES), pick(rng, list(COLORS)), _shape_size(rng, side))
     second = first
     while second.name == first.name:
-        second = _Thing(_pick(rng, SHAPES), _pick(rng, list(COLORS)), _shape_size(rng, side))
-    relation = _pick(rng, list(RELATIONS))
+        second = _Thing(pick(rng, SHAPES), pick(rng, list(COLORS)), _shape_size(rng, side))
+    relation = pick(rng, list(RELATIONS))
     names = {first.name, second.name}
     return _Question([first, second], _beside(rng, first, second, relation),
                      f"Where is the {first.name} relative to the {second.name}?", RELATIONS[relation],
@@ -216,11 +208,11 @@ def _relation_question(rng: np.random.Generator, side: int) -> _Question:
 
 def _largest_question(rng: np.random.Generator, side: int) -> _Question:
     """Four same-shape objects of different colours in a 2x2 cluster; one is 1.8x the side of the others."""
-    shape = _pick(rng, SHAPES)
+    shape = pick(rng, SHAPES)
     base = max(MIN_SHAPE_PX, rng.uniform(SHAPE_SIZE[0], SHAPE_SIZE[1] / 1.8) * side)
     largest = int(rng.integers(4))
     targets = [_Thing(shape, color, round(base * (1.8 if k == largest else rng.uniform(0.9, 1.1))))
-               for k, color in enumerate(_pick(rng, list(COLORS), 4))]
+               for k, color in enumerate(pick(rng, list(COLORS), 4))]
     cell = max(max(t.footprint()) for t in targets)
     step = cell + rng.uniform(1.0, 2.5) * targets[largest].size
     offsets = [((k % 2) * step + rng.uniform(0, cell - t.footprint()[0]),
@@ -237,82 +229,16 @@ _BUILDERS: dict[str, Callable[[np.random.Generator, int], _Question]] = {
 }
 
 
-def _muted(rng: np.random.Generator, level: float) -> tuple[int, int, int]:
-    """A greyish colour near ``level`` (low saturation, so it never looks like a target colour)."""
-    value = level + rng.uniform(-30, 30)
-    return tuple(int(np.clip(value + rng.uniform(-4, 4), 0, 255)) for _ in range(3))  # type: ignore[return-value]
-
-
-def _background(rng: np.random.Generator, size: tuple[int, int],
-                levels: tuple[float, float] = (90, 180)) -> Image.Image:
-    """Low-contrast clutter around a grey level drawn from ``levels``: a smooth shaded field, soft blobs, thin lines
-    and target-sized grey specks."""
-    width, height = size
-    side = min(size)
-    level = rng.uniform(*levels)
-    field = level + rng.uniform(-8, 8, 3) + rng.normal(0, 14, (6, 6, 1)) + rng.normal(0, 3, (6, 6, 3))
-    image = (Image.fromarray(np.clip(field, 0, 255).astype(np.uint8))
-             .resize((64, 64), Image.Resampling.BICUBIC).resize(size, Image.Resampling.BILINEAR))
-    draw = ImageDraw.Draw(image)
-    for _ in range(int(rng.integers(15, 30))):
-        x, y, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.02, 0.15) * side
-        draw.ellipse((x - r, y - r * rng.uniform(0.4, 1.0), x + r, y + r), fill=_muted(rng, level))
-    for _ in range(int(rng.integers(20, 40))):
-        x, y, angle = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0, 2 * math.pi)
-        length = rng.uniform(0.05, 0.4) * side
-        draw.line((x, y, x + length * math.cos(angle), y + length * math.sin(angle)), fill=_muted(rng, level),
-                  width=int(rng.integers(1, max(2, side // 400) + 1)))
-    for _ in range(int(rng.integers(40, 80))):
-        x, y, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.003, 0.012) * side
-        box = (x - r, y - r, x + r, y + r)
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=_muted(rng, level))
-    return image
-
-
-def _add_grain(rng: np.random.Generator, image: Image.Image) -> Image.Image:
-    """Add grey film grain of +-8 levels (the same offset on all channels, so colours keep their hue)."""
-    noise = Image.frombytes("L", image.size, rng.bytes(image.width * image.height)).point([v % 17 for v in range(256)])
-    return ImageChops.add(image, Image.merge("RGB", (noise, noise, noise)), 1.0, -8)
-
-
-def _place(rng: np.random.Generator, size: tuple[int, int], footprint: tuple[float, float],
-           occupied: list[Box], margin: int, gap: float, tries: int = 200) -> Box | None:
-    """A free box of ``footprint`` at least ``margin`` from the border and ``gap`` from ``occupied`` boxes."""
-    (width, height), (w, h) = size, footprint
-    if width - 2 * margin <= w or height - 2 * margin <= h:
-        return None
-    for _ in range(tries):
-        x, y = rng.uniform(margin, width - margin - w), rng.uniform(margin, height - margin - h)
-        if all(x + w + gap <= o[0] or o[2] + gap <= x or y + h + gap <= o[1] or o[3] + gap <= y for o in occupied):
-            return (x, y, x + w, y + h)
-    return None
-
-
 def _distractor(rng: np.random.Generator, side: int, question: _Question, sign: bool) -> _Thing:
     """A random shape or sign that keeps the question's referring expressions unique."""
     while True:
         if sign:
             font_size = max(MIN_FONT_PX, round(rng.uniform(*FONT_SIZE) * side))
-            thing = _Thing("sign", _pick(rng, list(COLORS)), font_size, _random_text(rng))
+            thing = _Thing("sign", pick(rng, list(COLORS)), font_size, _random_text(rng))
         else:
-            thing = _Thing(_pick(rng, SHAPES), _pick(rng, list(COLORS)), _shape_size(rng, side))
+            thing = _Thing(pick(rng, SHAPES), pick(rng, list(COLORS)), _shape_size(rng, side))
         if question.allows(thing):
             return thing
-
-
-def _nested_boxes(targets: list[Box], size: tuple[int, int]) -> tuple[Box, ...]:
-    """B1 = union of ``targets`` padded by BOX_PAD px, then B1 grown by each CONTEXT_SCALES factor (clipped)."""
-    x1, y1 = min(b[0] for b in targets), min(b[1] for b in targets)
-    x2, y2 = max(b[2] for b in targets), max(b[3] for b in targets)
-    boxes = [clip_box((math.floor(x1) - BOX_PAD, math.floor(y1) - BOX_PAD,
-                       math.ceil(x2) + BOX_PAD, math.ceil(y2) + BOX_PAD), size)]
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    for scale in CONTEXT_SCALES:
-        hw, hh = (boxes[0][2] - boxes[0][0]) * scale / 2, (boxes[0][3] - boxes[0][1]) * scale / 2
-        grown = clip_box((math.floor(cx - hw), math.floor(cy - hh), math.ceil(cx + hw), math.ceil(cy + hh)), size)
-        if grown != boxes[-1]:  # equal only when the previous box already is the whole image
-            boxes.append(grown)
-    return tuple(tuple(float(v) for v in box) for box in boxes)  # type: ignore[misc]
 
 
 def make_sample(index: int, seed: int = 0, image_size: tuple[int, int] = (2048, 2048),
@@ -329,12 +255,12 @@ def make_sample(index: int, seed: int = 0, image_size: tuple[int, int] = (2048, 
     side = min(size)
     question_type = question_types[index % len(question_types)]
     question = _BUILDERS[question_type](rng, side)
-    image = _background(rng, size)
+    image = background(rng, size)
     draw = ImageDraw.Draw(image)
     margin = round(0.02 * side)
     group_w = max(ox + t.footprint()[0] for t, (ox, _) in zip(question.targets, question.offsets))
     group_h = max(oy + t.footprint()[1] for t, (_, oy) in zip(question.targets, question.offsets))
-    group = _place(rng, size, (group_w, group_h), [], margin, 0.0)
+    group = place(rng, size, (group_w, group_h), [], margin, 0.0)
     if group is None:
         raise ValueError(f"image size {size} is too small for a '{question_type}' question")
     target_boxes = [(group[0] + ox, group[1] + oy, group[0] + ox + t.footprint()[0], group[1] + oy + t.footprint()[1])
@@ -343,13 +269,13 @@ def make_sample(index: int, seed: int = 0, image_size: tuple[int, int] = (2048, 
     num_signs = int(rng.integers(1, 3) if question_type == "text" else rng.integers(0, 3))
     for k in range(int(rng.integers(5, 11)) + num_signs):
         thing = _distractor(rng, side, question, sign=k < num_signs)
-        box = _place(rng, size, thing.footprint(), occupied, margin, max(8.0, 0.01 * side))
+        box = place(rng, size, thing.footprint(), occupied, margin, max(8.0, 0.01 * side))
         if box is not None:
             thing.draw(draw, box)
             occupied.append(box)
     for thing, box in zip(question.targets, target_boxes):
         thing.draw(draw, box)
-    image = _add_grain(rng, image)
+    image = add_grain(rng, image)
 
     options = [question.correct, *question.wrong]
     options = [options[int(i)] for i in rng.permutation(len(options))]
@@ -358,7 +284,7 @@ def make_sample(index: int, seed: int = 0, image_size: tuple[int, int] = (2048, 
                 "box": [round(v, 1) for v in box]} for t, box in zip(question.targets, target_boxes)]
     sample = Sample(id=sample_id, image_path=f"images/{sample_id}.jpg", question=question.text,
                     options=tuple(options), answer=LETTERS[options.index(question.correct)],
-                    boxes=_nested_boxes(target_boxes, size),
+                    boxes=nested_boxes(target_boxes, size),
                     category="cross" if question_type in CROSS_TYPES else "single", source="synthetic",
                     image_size=size, meta={"question_type": question_type, "targets": targets,
                                            "num_objects": len(occupied) - 1 + len(targets), **question.meta})

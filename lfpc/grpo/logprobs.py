@@ -7,8 +7,8 @@ from typing import Sequence
 import torch
 
 from lfpc.grpo.objective import token_entropy, token_logprobs
-from lfpc.model.inputs import batch_inputs
 from lfpc.rollout.base import Context
+from lfpc.rollout.inputs import batch_inputs
 
 
 def shifted_policy_tensors(contexts: Sequence[Context], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:

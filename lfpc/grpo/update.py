@@ -7,10 +7,10 @@ from typing import Callable, Sequence
 
 import torch
 
+from lfpc.distributed import rank_share
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.grpo.objective import PolicyLossConfig, policy_loss, truncated_is_weights
 from lfpc.rollout.base import Context
-from lfpc.training.sharding import rank_share
 
 
 def optimizer_steps(num_trajectories: int, mini_batch_size: int, ppo_epochs: int) -> int:

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import torch
 
-from lfpc.training.sharding import full_named_tensors
+from lfpc.distributed import full_named_tensors
 
 ADAPTER = "default"  # PEFT's name of the single adapter
 LANGUAGE_LAYERS = r"model\.language_model\.layers\.\d+"
@@ -92,7 +92,7 @@ def policy_named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Te
     (computed in float32, returned in ``W``'s dtype), and the adapters themselves left out.
 
     A merged weight is known once its ``B`` arrives, after the layer's bias: entries wait in a short queue so that
-    the order (and so :func:`lfpc.training.sharding.weights_digest`) is the base model's.
+    the order (and so :func:`lfpc.distributed.weights_digest`) is the base model's.
     """
     if not is_lora(model):
         yield from full_named_tensors(model)

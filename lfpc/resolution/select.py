@@ -6,98 +6,22 @@
 Prints the statistics (also logged and written to ``<manifest>.stats.json``). A single-process train.py runs the
 same selection itself when ``resolution=answer_divergence`` finds no cached result; a multi-process launch must not
 (every rank would build a model before the process group exists, and a vLLM engine would open a 1-rank group that
-Lightning then takes for its own), so it fails and prints this command with the run's overrides.
+Lightning then takes for its own), so it fails and prints this command with the run's overrides. The selection's
+inputs are composed from the config by :mod:`lfpc.config` (the composition root), which this command calls.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shlex
-from typing import Callable, Sequence
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from lfpc.data.records import Sample
-from lfpc.model.families import backbone_of
-from lfpc.model.loading import model_fingerprint
-from lfpc.resolution.selection import AnswerFn, SelectionConfig, SelectionResult, rollout_answerer, select_resolutions
-
-
-def selection_config(cfg: DictConfig) -> SelectionConfig:
-    """The :class:`SelectionConfig` of a composed config (``resolution`` group, global budget, seed)."""
-    r = cfg.resolution
-    return SelectionConfig(strategy=r.strategy, max_tokens=cfg.vision.global_max_tokens, scale=r.scale,
-                           min_tokens=r.min_tokens, reference_max_tokens=r.reference_max_tokens, stop=r.stop,
-                           never_diverged=r.never_diverged, seed=cfg.seed, max_new_tokens=r.max_new_tokens,
-                           batch_samples=r.batch_samples)
-
-
-class RolloutAnswererFactory:
-    """Builds the processor and the ``rollout`` backend of ``cfg`` on first call (an answerer over them);
-    :meth:`close` releases that engine (a vLLM engine shut down, its GPU memory returned), so a training run that
-    selected in-process builds its own engine on a free GPU."""
-
-    def __init__(self, cfg: DictConfig, path: str, config: SelectionConfig) -> None:
-        self.cfg, self.path, self.config = cfg, path, config
-        self.engine = None
-
-    def __call__(self) -> AnswerFn:
-        from lfpc.rollout.codec import ChatCodec
-        from lfpc.rollout.factory import engine_from_run_config
-        max_tokens = max(self.config.max_tokens, self.config.reference_max_tokens or 0)
-        codec = ChatCodec.for_model(self.path, max_tokens)
-        self.engine = engine_from_run_config(self.cfg, codec, self.path, self.cfg.resolution.device)
-        return rollout_answerer(self.engine, codec, self.config.max_new_tokens)
-
-    def close(self) -> None:
-        from lfpc.rollout.factory import release_engine
-        if self.engine is not None:
-            release_engine(self.engine)
-            self.engine = None
-
-
-def selection_command() -> str:
-    """The command that runs this run's selection as a single process (the same overrides)."""
-    try:
-        overrides = [shlex.quote(o) for o in HydraConfig.get().overrides.task]
-    except ValueError:  # not under @hydra.main
-        overrides = ["<the training run's overrides>"]
-    return " ".join(["python -m lfpc.resolution.select", *overrides])
-
-
-def missing_selection(manifest: str) -> Callable[[], AnswerFn]:
-    """An answerer factory that refuses: the manifest lacks samples and this process must not compute them."""
-
-    def refuse() -> AnswerFn:
-        raise RuntimeError(f"the resolution manifest {manifest} lacks samples of this run, and a multi-process launch "
-                           f"cannot compute them; run the selection once as a single process, then relaunch:\n"
-                           f"    {selection_command()}")
-
-    return refuse
-
-
-def run_selection(cfg: DictConfig, path: str, samples: Sequence[Sample], progress: bool = True,
-                  compute_missing: bool = True) -> SelectionResult:
-    """Select (or load from ``resolution.manifest``) the display size of every sample with the model at ``path``;
-    with ``compute_missing`` False, samples missing from the manifest raise (with the command to compute them)."""
-    config = dataclasses.replace(selection_config(cfg), token_side=backbone_of(path).token_side)
-    if not compute_missing:
-        return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path),
-                                  missing_selection(cfg.resolution.manifest), progress=progress)
-    factory = RolloutAnswererFactory(cfg, path, config)
-    try:
-        return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path), factory,
-                                  progress=progress)
-    finally:
-        factory.close()
+from lfpc.config import load_samples, model_path, run_selection
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    from lfpc.config import load_samples, model_path
     result = run_selection(cfg, model_path(cfg), load_samples(cfg.data))
     stats = result.stats.as_dict()
     print(json.dumps({"manifest": str(cfg.resolution.manifest), **stats}, indent=1))

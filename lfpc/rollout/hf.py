@@ -11,8 +11,8 @@ from transformers import DynamicCache
 from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
 from lfpc.model.families import backbone_for
-from lfpc.model.inputs import batch_inputs
 from lfpc.rollout.base import Completion, Context, SamplingConfig
+from lfpc.rollout.inputs import batch_inputs
 
 
 @dataclass

@@ -12,11 +12,13 @@ from typing import Callable
 import lightning as L
 import torch
 
+from lfpc.answers import Judge
 from lfpc.data.records import Sample
+from lfpc.distributed import weights_digest
 from lfpc.grpo.advantages import group_advantages, group_diagnostics
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate, optimizer_steps
-from lfpc.judge import Judge, load_judge
+from lfpc.judge import load_judge
 from lfpc.model.loading import empty_model, load_model
 from lfpc.model.lora import AdapterOff, LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rewards import RewardConfig, score_episode
@@ -29,7 +31,7 @@ from lfpc.training.dynamic_sampling import DynamicSamplingConfig, dynamic_sample
 from lfpc.training.metrics import rollout_means, sum_over_ranks
 from lfpc.training.noise_probe import NoiseProbeConfig, noise_probe, share
 from lfpc.training.rollout_log import RolloutLog, ViewerConfig
-from lfpc.training.sharding import load_sharded, resident_state_bytes, weights_digest
+from lfpc.training.sharding import load_sharded, resident_state_bytes
 from lfpc.viewer.wandb_table import log_trajectory_table
 
 ROUND_SEED = 104_729  # the rollout seed's offset per dynamic-sampling round (the step's is 7919)

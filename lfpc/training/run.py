@@ -17,12 +17,12 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from lfpc import config as C
+from lfpc.distributed import gather_from_ranks
 from lfpc.training.alarms import CollapseAlarms
 from lfpc.training.batches import PromptData
 from lfpc.training.curve import LearningCurve
 from lfpc.training.module import GRPOModule
 from lfpc.training.resume import CheckpointOnSigterm, check_resume, stopped_by_sigterm
-from lfpc.training.sharding import gather_from_ranks
 from lfpc.vision.images import set_max_image_pixels
 
 

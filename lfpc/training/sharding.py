@@ -1,23 +1,22 @@
-"""FSDP2 sharding of a Qwen2.5-VL policy and gathering its full weights (for rollout sync and export)."""
+"""FSDP2 sharding of a Qwen2.5-VL policy (full or LoRA); its full weights are read back with
+:func:`lfpc.distributed.full_named_tensors`."""
 
 from __future__ import annotations
 
-import hashlib
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from lfpc.model.loading import DTYPES
+from lfpc.model.lora import base_model
 
 
 def shard_policy(model: torch.nn.Module, mesh, param_dtype: str = "float32", reduce_dtype: str = "float32") -> None:
     """``fully_shard`` each vision block and decoder layer, then the whole model (FSDP2); a LoRA (PEFT) policy is
     sharded the same way, its frozen base weights and trainable adapters in the same groups."""
-    from lfpc.model.lora import base_model  # here: lfpc.model.lora reads full weights through this module
-
     policy = MixedPrecisionPolicy(param_dtype=DTYPES[param_dtype], reduce_dtype=DTYPES[reduce_dtype])
     inner = base_model(model).model
     for block in [*inner.visual.blocks, *inner.language_model.layers]:
@@ -55,21 +54,6 @@ def load_sharded(build: Callable[[bool], torch.nn.Module], mesh, param_dtype: st
     return model
 
 
-def full_named_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield every state-dict entry as a full tensor, in the same order on every rank (collective under FSDP2)."""
-    for name, tensor in model.state_dict().items():
-        yield name, tensor.full_tensor() if isinstance(tensor, DTensor) else tensor.detach()
-
-
-def weights_digest(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
-    """SHA-256 over names and float32 bytes of full tensors (to check that ranks or replicas agree)."""
-    digest = hashlib.sha256()
-    for name, tensor in named_tensors:
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def resident_state_bytes(model: torch.nn.Module) -> int:
     """Bytes this rank keeps of ``model`` between updates (planned, from the parameters): its parameter shards,
     plus a gradient and AdamW's two moments in the parameter's dtype for each trainable one."""
@@ -78,23 +62,3 @@ def resident_state_bytes(model: torch.nn.Module) -> int:
         local = parameter.to_local() if isinstance(parameter, DTensor) else parameter
         total += local.numel() * local.element_size() * (4 if parameter.requires_grad else 1)
     return total
-
-
-def rank_share(local: float, device: torch.device | str = "cpu") -> float:
-    """``world_size x local / (local summed over ranks)``: turns a mean over this rank's ``local`` items into its part
-    of the mean over every rank's items, once data parallelism averages gradients over ranks (1 without
-    torch.distributed). A collective: every rank must call it."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return 1.0
-    total = torch.tensor(float(local), dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return dist.get_world_size() * float(local) / max(float(total), 1.0)
-
-
-def gather_from_ranks(value):
-    """Every rank's ``value`` as a list (just ``[value]`` outside a distributed run)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return [value]
-    values = [None] * dist.get_world_size()
-    dist.all_gather_object(values, value)
-    return values
