@@ -45,7 +45,8 @@ from lfpc.data import patterns
 from lfpc.data.records import Sample
 from lfpc.grpo.logprobs import imitation_loss
 from lfpc.model.loading import load_model
-from lfpc.model.tiny import build_tiny_tokenizer, tiny_config, write_random_checkpoint
+from lfpc.model.tiny import tiny_config, write_random_checkpoint
+from lfpc.model.tiny_tokenizer import build_tiny_tokenizer
 from lfpc.rollout.base import Context
 from lfpc.rollout.codec import ChatCodec
 from lfpc.vision.budget import downsample_pyramid

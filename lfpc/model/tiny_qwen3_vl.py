@@ -1,7 +1,7 @@
 """What a tiny random Qwen3-VL (:func:`lfpc.model.tiny.build_tiny_model` with ``family="qwen3_vl"``) has of its own:
 the added tokens, chat template, image processor settings and a scaled-down config of the real architecture
 (DeepStack vision features, interleaved M-RoPE). The tokenizer is built as the tiny Qwen2.5-VL's
-(:func:`lfpc.model.tiny.build_tiny_tokenizer`).
+(:func:`lfpc.model.tiny_tokenizer.build_tiny_tokenizer`).
 
 Sources: the added tokens after Qwen2.5's (``<tool_response>``, ``</tool_response>``, ``<think>``, ``</think>``,
 ids 151665-151668 in the real vocabulary), the image processor settings (16 px patches, 2x2 merge, mean and std
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from transformers import Qwen2Tokenizer, Qwen3VLConfig
 
-from lfpc.model.tiny import QWEN_ADDED_TOKENS, build_tiny_tokenizer
+from lfpc.model.tiny_tokenizer import QWEN_ADDED_TOKENS, build_tiny_tokenizer
 
 ADDED_TOKENS: tuple[tuple[str, bool], ...] = QWEN_ADDED_TOKENS + (
     ("<tool_response>", False),
