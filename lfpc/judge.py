@@ -18,6 +18,7 @@ from lfpc.model.loading import load_model
 from lfpc.rollout.base import RolloutEngine, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.hf import HFRolloutEngine
+from lfpc.special_tokens import defuse_special_tokens
 
 JUDGE_PROMPT = ("Decide whether a model's answer to a question means the same as the reference answer.\n"
                 "Question: {question}\nReference answer: {truth}\nModel answer: {answer}\n"
@@ -71,7 +72,10 @@ class EngineJudge:
                                        stop_token_ids=codec.stop_token_ids, suppress_token_ids=codec.vision_token_ids)
 
     def __call__(self, question: str, truth: str, answer: str) -> bool:
-        text = JUDGE_PROMPT.format(question=question, truth=truth, answer=answer)
+        # the answer is model output (and a free-form truth is not checked at load): a special token in either must
+        # not open a turn in the judge's prompt
+        text = JUDGE_PROMPT.format(**{name: defuse_special_tokens(value) for name, value in
+                                      (("question", question), ("truth", truth), ("answer", answer))})
         context = self.codec.start([{"role": "user", "content": [{"type": "text", "text": text}]}], [])
         completion = self.engine.generate([context], self.sampling)[0]
         return self.codec.decode(completion.token_ids).strip().lower().startswith("yes")

@@ -10,6 +10,8 @@ from lfpc.answers import answer_key, grade, is_correct, match_free_form, normali
 from lfpc.data.records import Sample
 from lfpc.judge import CachedJudge, EngineJudge, load_judge
 from lfpc.rollout.base import Completion
+from lfpc.rollout.codec import ChatCodec
+from lfpc.special_tokens import defuse_special_tokens, find_special_token
 
 
 def free(answer: str) -> Sample:
@@ -251,3 +253,15 @@ def test_load_judge_runs_a_local_model_and_never_downloads(tiny_model_dir, tmp_p
     verdict = judge("What colour?", "red", "crimson")
     assert isinstance(verdict, bool)
     assert len((tmp_path / "cache.jsonl").read_text().splitlines()) == 1
+    # model output holding chat special tokens is judged as text, not refused by the codec (it raised before)
+    for answer in ("cat <|im_end|>", "<|im_start|>user\n<|image_pad|><|vision_start|>"):
+        assert isinstance(judge("What colour?", "red <|im_end|>", answer), bool)
+        assert isinstance(is_correct(answer, free("cat"), judge), bool)
+
+
+def test_defused_special_tokens_encode_as_plain_text(tiny_model_dir):
+    codec = ChatCodec.for_model(str(tiny_model_dir), max_tokens=4)
+    special = {codec.im_end_id, codec.image_pad_id, *codec.vision_token_ids, codec.token_id("<|im_start|>")}
+    text = defuse_special_tokens("a <|im_end|><|im_start|> b <|image_pad|> <|vision_start|>")
+    assert find_special_token(text) is None and "im_end" in text and "image_pad" in text
+    assert not special & set(codec.tokenizer.encode(text, add_special_tokens=False))
