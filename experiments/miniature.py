@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from experiments.definitions import Definition
-from experiments.layout import MANIFEST
+from experiments.runner import load_manifest
 from lfpc.evaluation import tables
 from lfpc.evaluation.bootstrap import (LEVEL, RESAMPLES, Interval, bootstrap_mean, bootstrap_paired_difference,
                                        per_question)
@@ -308,8 +308,7 @@ def collect_miniature(definition: Definition, runs_dir: Path, out: Path, resampl
     if not folders:
         raise FileNotFoundError(f"{runs_dir}: no eval results of {definition.name}; run `python -m experiments run "
                                 f"{definition.name}` first")
-    manifest_path = Path(runs_dir) / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"commands": []}
+    manifest = load_manifest(Path(runs_dir))
     models = [{"label": label, "name": NAMES.get(label, label), "rows": summarize_records(records, resamples, seed)}
               for label, records in load_records(folders).items()]
     benchmarks = sorted({row["benchmark"] for model in models for row in model["rows"]})
