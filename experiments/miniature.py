@@ -32,7 +32,7 @@ from experiments.runner import load_manifest
 from lfpc.evaluation import tables
 from lfpc.evaluation.bootstrap import (LEVEL, RESAMPLES, Interval, bootstrap_mean, bootstrap_paired_difference,
                                        per_question)
-from lfpc.evaluation.records import RecordLog
+from lfpc.evaluation.records import load_results
 from lfpc.evaluation.tables import Table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,14 +57,14 @@ TIE = 1e-9  # a figure on its target's threshold (up to float rounding) meets it
 # Per-question records -> summary rows with intervals
 
 def load_records(folders: Sequence[Path]) -> dict[str, list[dict]]:
-    """``{label: records}`` of eval results folders (the label of each folder's ``metrics.json``)."""
+    """``{label: records}`` of eval results folders: the records each folder's ``metrics.json`` summarises (see
+    :func:`lfpc.evaluation.records.load_results`), under its label."""
     by_label: dict[str, list[dict]] = {}
     for folder in folders:
-        path = Path(folder) / "records.jsonl"
-        if not path.is_file():
+        if not (Path(folder) / "records.jsonl").is_file():
             raise FileNotFoundError(f"{folder}: no records.jsonl (the per-question records eval.py writes)")
-        label = json.loads((Path(folder) / "metrics.json").read_text())["label"]
-        by_label.setdefault(label, []).extend(RecordLog(path).records.values())
+        metrics, records = load_results(folder)
+        by_label.setdefault(metrics["label"], []).extend(records)
     return by_label
 
 

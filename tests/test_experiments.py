@@ -324,7 +324,9 @@ def write_records(folder: Path, label: str, by_budget: dict[int, dict[str, list]
     """An eval results folder: metrics.json (the label) and records.jsonl, per budget ``{"pred": [correct...],
     "noise": [correct...], "iou": [last IoU of the pred crop or None...]}`` over questions q0, q1, ..."""
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"label": label, "rows": [], "subsets": []}))
+    questions = [f"q{i}" for i in range(max(len(m["pred"]) for m in by_budget.values()))]
+    plan = {"questions": questions, "modes": ["pred", "noise"], "budgets": list(by_budget)}
+    (folder / "metrics.json").write_text(json.dumps({"label": label, "plan": plan, "rows": [], "subsets": []}))
     lines = []
     for budget, modes in by_budget.items():
         for mode in ("pred", "noise"):

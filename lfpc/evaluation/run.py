@@ -2,7 +2,9 @@
 
 A results folder holds ``records.jsonl`` (one line per question x mode x budget), ``settings.json`` (what the
 records depend on, the model's fingerprint included; a rerun with other settings or other weights is refused, and
-so is one whose questions differ from the recorded ones), ``metrics.json`` and ``metrics.csv`` (per sub-task).
+so is one whose questions or images differ from the recorded ones), ``metrics.json`` and ``metrics.csv`` (per
+sub-task) over the records of the last run's plan (its questions, ``eval.limit``, modes and budgets), which
+``metrics.json`` names (``plan``).
 One process at a time writes a folder (``.lock``).
 """
 
@@ -19,7 +21,7 @@ from lfpc import config as C
 from lfpc.evaluation.data import load_benchmark, shuffles
 from lfpc.evaluation.metrics import QUESTION_METRICS, substitution_subsets, summarize
 from lfpc.evaluation.records import RecordLog
-from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, pending
+from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, pending, plan_records, plan_summary
 from lfpc.jsonl_log import single_writer
 from lfpc.model.loading import model_fingerprint
 from lfpc.rollout.codec import ChatCodec
@@ -99,8 +101,8 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict:
         evaluate_samples(engine_from_run_config(cfg, codec, path, cfg.eval.device), codec, samples, plan, log, cfg.benchmark.name,
                          progress=cfg.eval.progress, image_ids={s.id for s in samples[:cfg.viewer.questions]},
                          thumbnail_px=cfg.viewer.thumbnail_px)
-    records = list(log.records.values())
-    summary = {"label": cfg.label, "model": path, "output_dir": str(out), "rows": summarize(records),
-               "subsets": substitution_subsets(records, cfg.eval.gt_test_coverage)}
+    records = plan_records(samples, plan, log)  # this run's questions, modes and budgets only
+    summary = {"label": cfg.label, "model": path, "output_dir": str(out), "plan": plan_summary(samples, plan),
+               "rows": summarize(records), "subsets": substitution_subsets(records, cfg.eval.gt_test_coverage)}
     write_metrics(out, summary)
     return summary
