@@ -193,9 +193,16 @@ def _write_manifest(out: Path, manifest: dict) -> None:
 
 
 def finished(manifest: dict, command: Command) -> bool:
-    """Whether the manifest records ``command`` as finished (status "ok"; an entry without one was interrupted)."""
-    return any(isinstance(entry, dict) and entry.get("argv") == list(command.argv) and entry.get("status") == "ok"
-               for entry in manifest["commands"])
+    """Whether the manifest records ``command`` as finished (status "ok"; an entry without one was interrupted) and
+    its outputs are still in place (:func:`check_outputs`: a run folder deleted since is run again)."""
+    if not any(isinstance(entry, dict) and entry.get("argv") == list(command.argv) and entry.get("status") == "ok"
+               for entry in manifest["commands"]):
+        return False
+    try:
+        check_outputs(command)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -238,7 +245,14 @@ def check_outputs(command: Command) -> None:
     if missing:
         raise RuntimeError(f"train {command.name!r} finished but left no summary.json in {missing}")
     for job in command.jobs:
-        stopped = json.loads((job.dir / "summary.json").read_text()).get("stopped_on_alarm")
+        try:
+            summary = json.loads((job.dir / "summary.json").read_text(encoding="utf-8"))
+            if not isinstance(summary, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError) as err:
+            raise RuntimeError(f"train {command.name!r}: {job.dir / 'summary.json'} is not a JSON summary ({err})") \
+                from None
+        stopped = summary.get("stopped_on_alarm")
         if stopped:
             raise RuntimeError(f"train {command.name!r}: {job.dir} was stopped on a {stopped}; its model is not "
                                "used (see its summary.json)")

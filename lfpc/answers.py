@@ -54,16 +54,29 @@ _UNIT_ALIASES = {
 _YES_NO = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
 # Words that reverse or exclude what is said next to them ("no" is left out: it is also the answer "no"); the
 # apostrophe-less contractions are those a model writes ("dont", "isnt"), never other English words.
-_NEGATION = re.compile(
-    r"\b(?:not|never|neither|nor|none|nothing|nobody|nowhere|cannot|without|hardly|but|except|besides|instead|"
-    r"unlike|excluding|apart|other\s+than|rather\s+than|wrong|incorrect|untrue)\b|n't\b|"
-    r"\b(?:dont|doesnt|didnt|isnt|arent|wasnt|werent|cant|couldnt|wouldnt|shouldnt|wont|hasnt|havent|hadnt|aint|"
-    r"mustnt)\b")
-# Words and signs that make a number a bound or an estimate ("more than 5", "about 5", "5+", "~5", ">= 5")
-_BOUND = re.compile(
-    r"\b(?:more|less|fewer|greater|larger|smaller|higher|lower|over|under|above|below|least|most|almost|nearly|"
-    r"about|around|approximately|approx|roughly|circa|up\s+to|or\s+so)\b|[<>≤≥≈~±]|\d\s*\+")
-_HEDGE = re.compile(r"\b(?:maybe|perhaps|possibly|unsure|uncertain|unclear)\b")
+_NEGATION_WORDS = (
+    "not never neither nor none nothing nobody nowhere cannot without hardly but except besides instead unlike "
+    "excluding apart other\\s+than rather\\s+than wrong incorrect untrue dont doesnt didnt isnt arent wasnt werent cant "
+    "couldnt wouldnt shouldnt wont hasnt havent hadnt aint mustnt").split()
+# Words and signs that make a number a bound or an estimate ("more than 5", "about 5", "5+", "~5", ">= 5"), or
+# change its sign in words ("minus 5": only a sign before the digits is read)
+_BOUND_WORDS = (
+    "more less fewer greater larger smaller higher lower over under above below least most almost nearly about around "
+    "approximately approx roughly circa up\\s+to or\\s+so minus negative plus").split()
+_BOUND_SIGNS = r"[<>≤≥≈~±]|\d\s*\+"
+_HEDGE_WORDS = "maybe perhaps possibly unsure uncertain unclear".split()
+
+
+def _any_word(words: list[str]) -> str:
+    return r"\b(?:" + "|".join(words) + r")\b"
+
+
+_NEGATION = re.compile(_any_word(_NEGATION_WORDS) + r"|n't\b")
+_BOUND = re.compile(_any_word(_BOUND_WORDS) + "|" + _BOUND_SIGNS)
+_HEDGE = re.compile(_any_word(_HEDGE_WORDS))
+# all of them, "no" included: one scan of a number answer
+_NUMBER_QUALIFIER = re.compile(_any_word([*_NEGATION_WORDS, "no", *_BOUND_WORDS, *_HEDGE_WORDS]) + r"|n't\b|"
+                               + _BOUND_SIGNS)
 # A yes/no word that opens the answer as a clause of its own: "No.", "Yes, it is open", "No - it isn't"
 _LEADING_YES_NO = re.compile(r"^[\W_]*(yes|no|true|false)\s*(?:[,.;:!\-–—]|$)")
 _MINUS = str.maketrans({"\u2212": "-", "\u2019": "'"})  # the minus sign (NFKC keeps it) and the typographic apostrophe
@@ -76,9 +89,7 @@ def _fold(text: str) -> str:
 
 def _qualified_number(text: str) -> bool:
     """Whether ``text`` says its number under a negation (``no`` included), a comparison or a hedge."""
-    folded = _fold(text)
-    return bool(_NEGATION.search(folded) or re.search(r"\bno\b", folded) or _BOUND.search(folded)
-                or _HEDGE.search(folded))
+    return bool(_NUMBER_QUALIFIER.search(_fold(text)))
 
 
 def _strip_edges(text: str) -> str:

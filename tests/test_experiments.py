@@ -462,6 +462,9 @@ def test_a_manifest_entry_without_status_is_rerun_and_a_garbled_manifest_is_name
     (tmp_path / "manifest.json").write_text(json.dumps({"commands": [entry, "junk"]}))
     assert not finished(load_manifest(tmp_path), command)
     (tmp_path / "manifest.json").write_text(json.dumps({"commands": [{**entry, "status": "ok"}]}))
+    assert not finished(load_manifest(tmp_path), command)  # recorded, but its run folder is gone: run it again
+    command.jobs[0].dir.mkdir(parents=True)
+    (command.jobs[0].dir / "summary.json").write_text(json.dumps({"grpo_steps": 1}))
     assert finished(load_manifest(tmp_path), command)
     (tmp_path / "manifest.json").write_text('{"commands": [')
     with pytest.raises(ValueError, match=rf"{tmp_path / 'manifest.json'}: not a JSON manifest"):
