@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-from lfpc.model.loading import load_model
+from lfpc.model.loading import load_model, model_fingerprint
 from lfpc.rollout.base import RolloutEngine, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.hf import HFRolloutEngine
@@ -33,10 +33,13 @@ class Judge(Protocol):
 
 
 class CachedJudge:
-    """Wraps a judge with a JSONL file of past verdicts, so no (question, truth, answer) is judged twice."""
+    """Wraps a judge with a JSONL file of past verdicts, so no (question, truth, answer) is judged twice by the same
+    judge: ``judge_id`` (e.g. the judge model's fingerprint) is part of each verdict's key, so a cache file shared by
+    two judges never answers for the other."""
 
-    def __init__(self, judge: Judge, path: str | Path) -> None:
+    def __init__(self, judge: Judge, path: str | Path, judge_id: str) -> None:
         self.judge = judge
+        self.judge_id = judge_id
         self.path = Path(path)
         self.verdicts: dict[str, bool] = {}
         if self.path.is_file():
@@ -46,10 +49,9 @@ class CachedJudge:
                         row = json.loads(line)
                         self.verdicts[row["key"]] = bool(row["correct"])
 
-    @staticmethod
-    def key(question: str, truth: str, answer: str) -> str:
-        """Stable cache key of one judgement."""
-        return hashlib.sha256(json.dumps([question, truth, answer]).encode("utf-8")).hexdigest()
+    def key(self, question: str, truth: str, answer: str) -> str:
+        """Stable cache key of one judgement by this judge."""
+        return hashlib.sha256(json.dumps([self.judge_id, question, truth, answer]).encode("utf-8")).hexdigest()
 
     def __call__(self, question: str, truth: str, answer: str) -> bool:
         key = self.key(question, truth, answer)
@@ -57,8 +59,8 @@ class CachedJudge:
             self.verdicts[key] = bool(self.judge(question, truth, answer))
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"key": key, "correct": self.verdicts[key], "question": question,
-                                         "truth": truth, "answer": answer}) + "\n")
+                handle.write(json.dumps({"key": key, "correct": self.verdicts[key], "judge": self.judge_id,
+                                         "question": question, "truth": truth, "answer": answer}) + "\n")
         return self.verdicts[key]
 
 
@@ -89,4 +91,4 @@ def load_judge(model: str | Path, cache: str | Path, device: str | torch.device 
         raise FileNotFoundError(f"judge.model {model}: not a local model folder (the judge never downloads)")
     codec = ChatCodec.for_model(str(model), max_tokens=4)
     engine = HFRolloutEngine(load_model(model, dtype=dtype).to(device), codec.pad_id, codec.image_pad_id)
-    return CachedJudge(EngineJudge(engine, codec), cache)
+    return CachedJudge(EngineJudge(engine, codec), cache, judge_id=model_fingerprint(model))
