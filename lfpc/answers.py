@@ -79,12 +79,12 @@ _NUMBER_QUALIFIER = re.compile(_any_word([*_NEGATION_WORDS, "no", *_BOUND_WORDS,
                                + _BOUND_SIGNS)
 # A yes/no word that opens the answer as a clause of its own: "No.", "Yes, it is open", "No - it isn't"
 _LEADING_YES_NO = re.compile(r"^[\W_]*(yes|no|true|false)\s*(?:[,.;:!\-–—]|$)")
-_MINUS = str.maketrans({"\u2212": "-", "\u2019": "'"})  # the minus sign (NFKC keeps it) and the typographic apostrophe
+_FOLDED = str.maketrans({"\u2212": "-", "\u2019": "'"})  # the minus sign (NFKC keeps it), the typographic apostrophe
 
 
 def _fold(text: str) -> str:
     """NFKC, lower-cased, with the minus sign U+2212 as ``-`` and ``’`` as ``'``."""
-    return unicodedata.normalize("NFKC", text).lower().translate(_MINUS)
+    return unicodedata.normalize("NFKC", text).lower().translate(_FOLDED)
 
 
 def _qualified_number(text: str) -> bool:
@@ -182,8 +182,9 @@ def match_free_form(prediction: str | None, truth: str) -> bool | None:
     """True/False when a rule decides whether ``prediction`` says ``truth``; None when no rule can tell.
 
     Rules by the form of ``truth``: a number (optionally with a unit or currency) must be the only number the
-    prediction names, with the same unit when both give one; yes/no must be the only yes/no word said; any
-    other text must be equal after :func:`normalize_text`.
+    prediction names, with the same unit when both give one, and not under a negation, a bound or a hedge ("not 5",
+    "more than 5", "about 5": undecided); yes/no must be the only yes/no word said, not negated (a leading "No, ..."
+    decides); any other text must be equal after :func:`normalize_text`.
     """
     if prediction is None or not normalize_text(prediction):
         return False

@@ -107,7 +107,7 @@ _FILE_DIGESTS: dict[tuple, str] = {}
 
 def _file_digest(path: Path) -> str:
     """SHA-256 of a file's bytes, computed once per file version in this process: the key holds the inode, size,
-    mtime and ctime, so a file rewritten or replaced in place (even with its size and mtime restored) is hashed again."""
+    mtime and ctime, so a file rewritten or replaced (even with its size and mtime restored) is hashed again."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _FILE_DIGESTS:
