@@ -56,8 +56,8 @@ _YES_NO = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
 # apostrophe-less contractions are those a model writes ("dont", "isnt"), never other English words.
 _NEGATION_WORDS = (
     "not never neither nor none nothing nobody nowhere cannot without hardly but except besides instead unlike "
-    "excluding apart other\\s+than rather\\s+than wrong incorrect untrue dont doesnt didnt isnt arent wasnt werent cant "
-    "couldnt wouldnt shouldnt wont hasnt havent hadnt aint mustnt").split()
+    "excluding apart other\\s+than rather\\s+than wrong incorrect untrue dont doesnt didnt isnt arent wasnt werent "
+    "cant couldnt wouldnt shouldnt wont hasnt havent hadnt aint mustnt").split()
 # Words and signs that make a number a bound or an estimate ("more than 5", "about 5", "5+", "~5", ">= 5"), or
 # change its sign in words ("minus 5": only a sign before the digits is read)
 _BOUND_WORDS = (

@@ -116,7 +116,8 @@ def test_huge_answers_are_graded_quickly():
 
 CORRECT_FORMS = {  # truth -> answers graded correct by rule
     "5": ["5", "five", "5.0", "There are 5 cars."], "-2": ["-2", "\u22122"], "1,000": ["1000", "1,000"],
-    "12 m": ["12 m", "12 metres"], "$5": ["5 dollars", "$5"], "yes": ["yes", "Yes", "true"], "no": ["no", "NO", "false"],
+    "12 m": ["12 m", "12 metres"], "$5": ["5 dollars", "$5"], "yes": ["yes", "Yes", "true"],
+    "no": ["no", "NO", "false"],
 }
 NEGATIONS = ["not {}", "it's not {}", "It’s not {}", "I wouldn't say {}", "definitely not {}", "anything but {}",
              "{} is wrong", "{} is incorrect", "never {}", "isnt {}", "maybe {}", "perhaps {}", "possibly {}"]
