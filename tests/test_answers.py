@@ -111,7 +111,7 @@ def test_huge_answers_are_graded_quickly():
         match_free_form(prediction, "5")
         match_free_form(prediction, "yes")
         answer_key(prediction, free("5"))
-        assert time.perf_counter() - start < 5.0
+        assert time.perf_counter() - start < 30.0  # linear: ~2 s on 2 busy CPU cores; backtracking takes minutes
 
 
 CORRECT_FORMS = {  # truth -> answers graded correct by rule
