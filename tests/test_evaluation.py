@@ -319,6 +319,9 @@ def test_eval_config_runs_resumes_and_refuses_other_settings(tmp_path, tiny_mode
     assert (out / "records.jsonl").read_text().splitlines() == lines
     with pytest.raises(ValueError, match="other settings .changed: \\['episode'\\]"):
         evaluate(eval_cfg(tmp_path, tiny_model_dir, "episode.max_turns=1"))
+    (out / "records.jsonl").unlink()                            # a run that stopped before its first batch
+    assert evaluate(eval_cfg(tmp_path, tiny_model_dir, "episode.max_turns=1"))["rows"]  # nothing to mix: accepted
+    assert json.loads((out / "settings.json").read_text())["episode"]["max_turns"] == 1
 
 
 def test_eval_refuses_stale_records_after_the_weights_or_the_questions_changed(tmp_path, tiny_model_dir):

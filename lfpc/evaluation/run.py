@@ -55,10 +55,11 @@ def run_settings(cfg: DictConfig, plan: EvalPlan, model: str) -> dict:
             "shuffle_options": shuffles(cfg.benchmark, cfg.eval.shuffle_options), "episode": episode}
 
 
-def check_settings(out: Path, settings: dict) -> None:
-    """Write ``settings.json`` on the first run; refuse to add records made with other settings later."""
+def check_settings(out: Path, settings: dict, has_records: bool) -> None:
+    """Write ``settings.json`` while the folder has no records (a first run, or one that stopped before its first
+    batch); refuse to add records made with other settings later."""
     path = out / "settings.json"
-    if not path.exists():
+    if not path.exists() or not has_records:
         path.write_text(json.dumps(settings, indent=1))
         return
     previous = json.loads(path.read_text())
@@ -92,8 +93,8 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict:
     samples = load_benchmark(cfg.benchmark, cfg.seed, cfg.eval.shuffle_options, cfg.eval.limit)
     check_modes(samples, plan.modes, cfg.benchmark.name)
     path = C.model_path(cfg)
-    check_settings(out, run_settings(cfg, plan, path))
     log = RecordLog(out / "records.jsonl")
+    check_settings(out, run_settings(cfg, plan, path), has_records=bool(log.records))
     log.check_questions(samples)
     if pending(samples, plan, log.done):
         max_tokens = max(max(plan.budgets), plan.episode.crop_max_tokens)
