@@ -11,6 +11,7 @@ folder in brackets for a sweep: ``stage2[reward=iou]``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,3 +60,18 @@ def find_train_jobs(out: Path, step: str) -> list[TrainJob]:
         return [TrainJob(step, None, folder)]
     jobs = [p for p in folder.iterdir() if (p / ".hydra").is_dir()] if folder.is_dir() else []
     return [TrainJob(step, p.name, p) for p in sorted(jobs, key=lambda p: (_job_num(p), p.name))]
+
+
+def load_manifest(out: Path) -> dict:
+    """``<out>/manifest.json`` (empty when there is none); a garbled one is refused with its path."""
+    path = out / MANIFEST
+    if not path.is_file():
+        return {"commands": []}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a JSON manifest ({err}); fix it, or delete it to rerun every command") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("commands"), list):
+        raise ValueError(f"{path}: not a runner manifest (no list 'commands'); fix it, or delete it to rerun every "
+                         "command")
+    return manifest

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from experiments.definitions import Definition
-from experiments.layout import MANIFEST
+from experiments.layout import load_manifest
 from experiments.runs import eval_folders, job_cost, train_jobs
 from lfpc.evaluation import tables
 from lfpc.evaluation.bootstrap import (LEVEL, RESAMPLES, Interval, bootstrap_mean, bootstrap_paired_difference,
                                        per_question)
-from lfpc.evaluation.records import RecordLog
+from lfpc.evaluation.records import load_results
 from lfpc.evaluation.tables import Table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,14 +58,14 @@ TIE = 1e-9  # a figure on its target's threshold (up to float rounding) meets it
 # Per-question records -> summary rows with intervals
 
 def load_records(folders: Sequence[Path]) -> dict[str, list[dict]]:
-    """``{label: records}`` of eval results folders (the label of each folder's ``metrics.json``)."""
+    """``{label: records}`` of eval results folders: the records each folder's ``metrics.json`` summarises (see
+    :func:`lfpc.evaluation.records.load_results`), under its label."""
     by_label: dict[str, list[dict]] = {}
     for folder in folders:
-        path = Path(folder) / "records.jsonl"
-        if not path.is_file():
+        if not (Path(folder) / "records.jsonl").is_file():
             raise FileNotFoundError(f"{folder}: no records.jsonl (the per-question records eval.py writes)")
-        label = json.loads((Path(folder) / "metrics.json").read_text())["label"]
-        by_label.setdefault(label, []).extend(RecordLog(path).records.values())
+        metrics, records = load_results(folder)
+        by_label.setdefault(metrics["label"], []).extend(records)
     return by_label
 
 
@@ -308,8 +308,7 @@ def collect_miniature(definition: Definition, runs_dir: Path, out: Path, resampl
     if not folders:
         raise FileNotFoundError(f"{runs_dir}: no eval results of {definition.name}; run `python -m experiments run "
                                 f"{definition.name}` first")
-    manifest_path = Path(runs_dir) / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"commands": []}
+    manifest = load_manifest(Path(runs_dir))
     models = [{"label": label, "name": NAMES.get(label, label), "rows": summarize_records(records, resamples, seed)}
               for label, records in load_records(folders).items()]
     benchmarks = sorted({row["benchmark"] for model in models for row in model["rows"]})

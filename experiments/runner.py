@@ -24,7 +24,7 @@ from typing import Sequence, TextIO
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from experiments.definitions import LAUNCHERS, SIZES, Definition, EvalStep, Size, TrainStep
-from experiments.layout import MANIFEST, eval_dir, job_label, train_dir
+from experiments.layout import MANIFEST, eval_dir, job_label, load_manifest, train_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = re.compile(r"\{run:([^}]*)\}")
@@ -168,13 +168,26 @@ def plan(definition: Definition, size: str, out: str | Path, launcher: str | Non
 # ----------------------------------------------------------------------------------------------------------------
 # Running
 
-def _load_manifest(out: Path) -> dict:
-    path = out / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else {"commands": []}
+def _write_manifest(out: Path, manifest: dict) -> None:
+    """Write ``manifest.json`` whole or not at all (a temporary file renamed over it), so a Ctrl-C or a kill while
+    writing never leaves a torn manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    temporary = out / f".{MANIFEST}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(manifest, indent=1))
+    os.replace(temporary, out / MANIFEST)
 
 
-def _finished(manifest: dict, command: Command) -> bool:
-    return any(entry["argv"] == list(command.argv) and entry["status"] == "ok" for entry in manifest["commands"])
+def finished(manifest: dict, command: Command) -> bool:
+    """Whether the manifest records ``command`` as finished (status "ok"; an entry without one was interrupted) and
+    its outputs are still in place (:func:`check_outputs`: a run folder deleted since is run again)."""
+    if not any(isinstance(entry, dict) and entry.get("argv") == list(command.argv) and entry.get("status") == "ok"
+               for entry in manifest["commands"]):
+        return False
+    try:
+        check_outputs(command)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -209,12 +222,25 @@ def execute(command: Command, log: Path) -> float:
 
 
 def check_outputs(command: Command) -> None:
-    """Every job of a train command left its ``summary.json`` where the plan expects it (RuntimeError if not)."""
+    """Every job of a train command left its ``summary.json`` where the plan expects it, and none says its run was
+    stopped by a collapse alarm (RuntimeError if not: no later step may start from such a model)."""
     if command.kind != "train":
         return
     missing = [str(job.dir) for job in command.jobs if not (job.dir / "summary.json").is_file()]
     if missing:
         raise RuntimeError(f"train {command.name!r} finished but left no summary.json in {missing}")
+    for job in command.jobs:
+        try:
+            summary = json.loads((job.dir / "summary.json").read_text(encoding="utf-8"))
+            if not isinstance(summary, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError) as err:
+            raise RuntimeError(f"train {command.name!r}: {job.dir / 'summary.json'} is not a JSON summary ({err})") \
+                from None
+        stopped = summary.get("stopped_on_alarm")
+        if stopped:
+            raise RuntimeError(f"train {command.name!r}: {job.dir} was stopped on a {stopped}; its model is not "
+                               "used (see its summary.json)")
 
 
 def run(definition: Definition, size: str, out: str | Path, launcher: str | None = None, dry_run: bool = False,
@@ -223,28 +249,29 @@ def run(definition: Definition, size: str, out: str | Path, launcher: str | None
     ``<out>/manifest.json``; commands recorded as finished are skipped unless ``force``."""
     out = Path(out).resolve()
     commands = plan(definition, size, out, launcher)
-    manifest = _load_manifest(out)
+    manifest = load_manifest(out)
     manifest.update(definition=definition.name, size=size, launcher=launcher or SIZES[size].launcher)
     for number, command in enumerate(commands, start=1):
         head = f"[{number}/{len(commands)}] {command.kind} {command.name}"
         if dry_run:
             print(f"{head}\n  {shlex.join(command.argv)}", file=stream)
             continue
-        if not force and _finished(manifest, command):
+        if not force and finished(manifest, command):
             print(f"{head}: done before, skipped", file=stream)
             continue
         log = out / "logs" / f"{number:02d}-{command.kind}-{command.name}.log"
         print(f"{head}: running (log {log})", file=stream, flush=True)
         entry = {"kind": command.kind, "name": command.name, "argv": list(command.argv), "log": str(log),
-                 "code": code_version()}
+                 "code": code_version(), "status": "interrupted"}  # until it returns (Ctrl-C: rerun it)
         try:
-            entry.update(status="ok", wall_s=execute(command, log))
+            wall_s = execute(command, log)
             check_outputs(command)
+            entry.update(status="ok", wall_s=wall_s)
         except RuntimeError:
             entry.update(status="failed")
             raise
         finally:
-            manifest["commands"] = [e for e in manifest["commands"] if e["argv"] != entry["argv"]] + [entry]
-            out.mkdir(parents=True, exist_ok=True)
-            (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            manifest["commands"] = [e for e in manifest["commands"]
+                                    if not isinstance(e, dict) or e.get("argv") != entry["argv"]] + [entry]
+            _write_manifest(out, manifest)
     return commands

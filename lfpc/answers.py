@@ -5,13 +5,17 @@ Stage I sources are mostly open-ended QA (paper Sec. 5.1). Rules settle what the
 text when the question has options, numbers (units, thousands separators, number words), yes/no, and text equal
 after normalisation (case, punctuation, articles, whitespace). A rule either decides (True/False) or leaves the
 answer undecided (None); only undecided answers go to the optional judge (:mod:`lfpc.judge`).
+
+A number or yes/no said under a negation, an exclusion, a comparison or a hedge ("not 5", "anything but 5", "more
+than 5", "I wouldn't say no", "maybe yes") is never graded correct by rule: no rule can tell what such an answer
+claims, so it is undecided. Numbers are compared exactly (as decimals, never overflowing to infinity).
 """
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
+from decimal import Context, Decimal
 from typing import Protocol, Sequence
 
 from lfpc.data.records import LETTERS, Sample
@@ -53,6 +57,44 @@ _UNIT_ALIASES = {
     "usd": "dollar", "dollars": "dollar", "eur": "euro", "euros": "euro", "gbp": "pound", "pounds": "pound",
 }
 _YES_NO = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
+# Words that reverse or exclude what is said next to them ("no" is left out: it is also the answer "no"); the
+# apostrophe-less contractions are those a model writes ("dont", "isnt"), never other English words.
+_NEGATION_WORDS = (
+    "not never neither nor none nothing nobody nowhere cannot without hardly but except besides instead unlike "
+    "excluding apart other\\s+than rather\\s+than wrong incorrect untrue dont doesnt didnt isnt arent wasnt werent "
+    "cant couldnt wouldnt shouldnt wont hasnt havent hadnt aint mustnt").split()
+# Words and signs that make a number a bound or an estimate ("more than 5", "about 5", "5+", "~5", ">= 5"), or
+# change its sign in words ("minus 5": only a sign before the digits is read)
+_BOUND_WORDS = (
+    "more less fewer greater larger smaller higher lower over under above below least most almost nearly about around "
+    "approximately approx roughly circa up\\s+to or\\s+so minus negative plus").split()
+_BOUND_SIGNS = r"[<>≤≥≈~±]|\d\s*\+"
+_HEDGE_WORDS = "maybe perhaps possibly unsure uncertain unclear".split()
+
+
+def _any_word(words: list[str]) -> str:
+    return r"\b(?:" + "|".join(words) + r")\b"
+
+
+_NEGATION = re.compile(_any_word(_NEGATION_WORDS) + r"|n't\b")
+_BOUND = re.compile(_any_word(_BOUND_WORDS) + "|" + _BOUND_SIGNS)
+_HEDGE = re.compile(_any_word(_HEDGE_WORDS))
+# all of them, "no" included: one scan of a number answer
+_NUMBER_QUALIFIER = re.compile(_any_word([*_NEGATION_WORDS, "no", *_BOUND_WORDS, *_HEDGE_WORDS]) + r"|n't\b|"
+                               + _BOUND_SIGNS)
+# A yes/no word that opens the answer as a clause of its own: "No.", "Yes, it is open", "No - it isn't"
+_LEADING_YES_NO = re.compile(r"^[\W_]*(yes|no|true|false)\s*(?:[,.;:!\-–—]|$)")
+_FOLDED = str.maketrans({"\u2212": "-", "\u2019": "'"})  # the minus sign (NFKC keeps it), the typographic apostrophe
+
+
+def _fold(text: str) -> str:
+    """NFKC, lower-cased, with the minus sign U+2212 as ``-`` and ``’`` as ``'``."""
+    return unicodedata.normalize("NFKC", text).lower().translate(_FOLDED)
+
+
+def _qualified_number(text: str) -> bool:
+    """Whether ``text`` says its number under a negation (``no`` included), a comparison or a hedge."""
+    return bool(_NUMBER_QUALIFIER.search(_fold(text)))
 
 
 def _strip_edges(text: str) -> str:
@@ -62,7 +104,7 @@ def _strip_edges(text: str) -> str:
 def normalize_text(text: str) -> str:
     """Lower-case, drop punctuation (but not decimal points or thousands commas inside numbers), articles and
     extra whitespace: ``"The Red-Car!"`` -> ``"red car"``."""
-    text = unicodedata.normalize("NFKC", text).lower()
+    text = _fold(text)
     text = re.sub(r"(?<!\d)[.,]|[.,](?!\d)", " ", text)  # keep "3.5" and "1,000", drop other dots and commas
     text = re.sub(r"[^\w\s.,]", " ", text.replace("_", " "))
     return " ".join(_ARTICLES.sub(" ", text).split())
@@ -72,20 +114,29 @@ def _words_to_digits(text: str) -> str:
     return _NUMBER_WORD_RE.sub(lambda m: _NUMBER_WORDS[m.group(0)], text)
 
 
-def _number(text: str) -> float:
-    return float(text.replace(",", ""))
+def _number(text: str) -> Decimal:
+    """The exact value of a number as :data:`_NUMBER` matches it (any length: never rounded, never infinite)."""
+    return Decimal(text.replace(",", ""))
+
+
+def _canonical(number: Decimal) -> str:
+    """``number`` written without exponent, trailing zeros or a negative zero: 3.0 -> "3", 1E+2 -> "100"."""
+    if number == 0:
+        return "0"
+    return format(number.normalize(Context(prec=max(len(number.as_tuple().digits), 1))), "f")
 
 
 def _trim(text: str) -> str:
     """Lower-cased text without surrounding whitespace, quotes, brackets or sentence punctuation."""
-    text = unicodedata.normalize("NFKC", text).lower().strip().strip("\"'()[]{}!?;:,").rstrip(".")
+    text = _fold(text).strip().strip("\"'()[]{}!?;:,").rstrip(".")
     return _words_to_digits(" ".join(text.split()))
 
 
-def _quantity(text: str) -> tuple[float, str | None] | None:
-    """``(value, canonical unit or None)`` when the whole text is one number with an optional unit, else None."""
+def _quantity(text: str) -> tuple[Decimal, str | None] | None:
+    """``(value, canonical unit or None)`` when the whole text is one number with an optional unit, else None (also
+    for a number under a negation, a comparison or a hedge: "5 or more", "5 is wrong")."""
     match = _QUANTITY.match(_trim(text))
-    if not match:
+    if not match or _qualified_number(text):
         return None
     unit = match.group("unit") or _CURRENCY.get(match.group("cur") or "")
     if unit:
@@ -94,37 +145,51 @@ def _quantity(text: str) -> tuple[float, str | None] | None:
     return _number(match.group("num")), unit or None
 
 
-def _same_number(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
-
-
-def _match_number(prediction: str, truth: tuple[float, str | None]) -> bool | None:
+def _match_number(prediction: str, truth: tuple[Decimal, str | None]) -> bool | None:
     value, unit = truth
+    if _qualified_number(prediction):  # "not 5", "it's not five", "more than 5", "about 5", "5+"
+        return None
     quantity = _quantity(prediction)
     if quantity is not None:
-        if not _same_number(quantity[0], value):
+        if quantity[0] != value:
             return False
         return None if unit and quantity[1] and unit != quantity[1] else True
     # A sentence around the number ("There are 3 cars."): it must name exactly one number.
     numbers = {_number(n) for n in _NUMBER_RE.findall(_trim(prediction))}
     if not numbers:
         return None
-    return len(numbers) == 1 and _same_number(numbers.pop(), value)
+    return numbers == {value}
+
+
+def _yes_no_said(prediction: str) -> str | None:
+    """"yes" or "no" when ``prediction`` says that one, "both" when it says both, None when it says neither or
+    undecidably. A leading yes/no word decides when nothing after it says yes/no again ("No, it is not open.");
+    otherwise a negation anywhere ("not yes", "I wouldn't say no") leaves it undecided, and so does a hedge."""
+    words = normalize_text(prediction).split()
+    said = {_YES_NO[word] for word in words if word in _YES_NO}
+    folded = _fold(prediction)
+    if not said or _HEDGE.search(folded):
+        return None
+    leading = _LEADING_YES_NO.match(folded)
+    if leading and not any(word in _YES_NO for word in words[1:]):
+        return _YES_NO[leading.group(1)]
+    if _NEGATION.search(folded):
+        return None
+    return said.pop() if len(said) == 1 else "both"
 
 
 def _match_yes_no(prediction: str, truth: str) -> bool | None:
-    said = {_YES_NO[word] for word in normalize_text(prediction).split() if word in _YES_NO}
-    if not said:
-        return None
-    return said == {truth}
+    said = _yes_no_said(prediction)
+    return None if said is None else said == truth
 
 
 def match_free_form(prediction: str | None, truth: str) -> bool | None:
     """True/False when a rule decides whether ``prediction`` says ``truth``; None when no rule can tell.
 
     Rules by the form of ``truth``: a number (optionally with a unit or currency) must be the only number the
-    prediction names, with the same unit when both give one; yes/no must be the only yes/no word said; any
-    other text must be equal after :func:`normalize_text`.
+    prediction names, with the same unit when both give one, and not under a negation, a bound or a hedge ("not 5",
+    "more than 5", "about 5": undecided); yes/no must be the only yes/no word said, not negated (a leading "No, ..."
+    decides); any other text must be equal after :func:`normalize_text`.
     """
     if prediction is None or not normalize_text(prediction):
         return False
@@ -156,11 +221,11 @@ def extract_choice(answer: str | None, options: Sequence[str]) -> str | None:
     candidates = _option_matches(answer, options)
     match = _LETTER.match(_strip_edges(answer))
     if match:
-        letter = match.group(1).upper()
-        if letter in letters:  # an out-of-range letter may still be an option's text, e.g. option "x"
-            candidates.add(letter)
-            if match.group(2):
-                candidates |= _option_matches(match.group(2), options)
+        letter, rest = match.group(1).upper(), match.group(2)
+        rest_options = _option_matches(rest, options) if rest else set()
+        # an out-of-range letter may still be an option's text, e.g. option "x"; "(B) is not correct" negates B
+        if letter in letters and not (rest and _NEGATION.search(_fold(rest)) and rest_options != {letter}):
+            candidates |= {letter} | rest_options
     return candidates.pop() if len(candidates) == 1 else None
 
 
@@ -197,8 +262,9 @@ def answer_key(prediction: str | None, sample: Sample) -> str | None:
         return None
     quantity = _quantity(prediction)
     if quantity is not None:
-        return f"{quantity[0]:g} {quantity[1] or ''}".strip()
-    said = {_YES_NO[word] for word in normalize_text(prediction).split() if word in _YES_NO}
-    if len(said) == 1 and normalize_text(sample.answer) in _YES_NO:
-        return said.pop()
-    return normalize_text(prediction)
+        return f"{_canonical(quantity[0])} {quantity[1] or ''}".strip()
+    said = _yes_no_said(prediction) if normalize_text(sample.answer) in _YES_NO else None
+    if said in ("yes", "no"):
+        return said
+    # a bound keeps its sign: "~5", "<5" and "5" are three answers
+    return " ".join(_fold(prediction).split()) if _BOUND.search(_fold(prediction)) else normalize_text(prediction)

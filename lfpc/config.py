@@ -34,7 +34,7 @@ _RUN_SETTINGS: tuple[tuple[str, type, float, float | None], ...] = (
     ("trainer.max_steps", int, 0, None),
     ("checkpoint.every_n_steps", int, 1, None),
     ("grpo.prompts_per_step", int, 1, None),
-    ("grpo.group_size", int, 1, None),
+    ("grpo.group_size", int, 2, None),
     ("grpo.mini_batch_size", int, 1, None),
     ("grpo.micro_batch_size", int, 1, None),
     ("grpo.ppo_epochs", int, 1, None),
@@ -48,9 +48,14 @@ _RUN_SETTINGS: tuple[tuple[str, type, float, float | None], ...] = (
 )
 
 
+# why a setting has its lowest value, where that is not plain
+_WHY = {"grpo.group_size": "GRPO's advantage is a rollout's reward minus its group's mean: in a group of one it is "
+                           "always 0, and nothing is learned"}
+
+
 def check_run_config(cfg: DictConfig) -> None:
     """Refuse a composed training config whose numeric settings have the wrong type or range, naming the key
-    (a float setting must be > its lowest value, an int one >= it)."""
+    (a float setting must be > its lowest value, an int one >= it) and, where it is not plain, the reason."""
     for key, kind, low, high in _RUN_SETTINGS:
         value = OmegaConf.select(cfg, key)
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -61,7 +66,8 @@ def check_run_config(cfg: DictConfig) -> None:
             ok = number and math.isfinite(value) and value > low and (high is None or value <= high)
             wanted = f"a number > {low:g}" + (f" and <= {high:g}" if high is not None else "")
         if not ok:
-            raise ValueError(f"config key {key} must be {wanted}, got {value!r}")
+            why = f" ({_WHY[key]})" if key in _WHY else ""
+            raise ValueError(f"config key {key} must be {wanted}, got {value!r}{why}")
 
 
 def check_enough_samples(cfg: DictConfig, samples: list[Sample]) -> None:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+
 import torch
 
 from lfpc.answers import Judge
-from lfpc.model.loading import load_model
+from lfpc.model.loading import load_model, model_fingerprint
 from lfpc.rollout.base import RolloutEngine, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.hf import HFRolloutEngine
+from lfpc.special_tokens import defuse_special_tokens
 
 JUDGE_PROMPT = ("Decide whether a model's answer to a question means the same as the reference answer.\n"
                 "Question: {question}\nReference answer: {truth}\nModel answer: {answer}\n"
@@ -24,10 +26,13 @@ JUDGE_PROMPT = ("Decide whether a model's answer to a question means the same as
 
 
 class CachedJudge:
-    """Wraps a judge with a JSONL file of past verdicts, so no (question, truth, answer) is judged twice."""
+    """Wraps a judge with a JSONL file of past verdicts, so no (question, truth, answer) is judged twice by the same
+    judge: ``judge_id`` (e.g. the judge model's fingerprint) is part of each verdict's key, so a cache file shared by
+    two judges never answers for the other."""
 
-    def __init__(self, judge: Judge, path: str | Path) -> None:
+    def __init__(self, judge: Judge, path: str | Path, judge_id: str) -> None:
         self.judge = judge
+        self.judge_id = judge_id
         self.path = Path(path)
         self.verdicts: dict[str, bool] = {}
         if self.path.is_file():
@@ -37,10 +42,9 @@ class CachedJudge:
                         row = json.loads(line)
                         self.verdicts[row["key"]] = bool(row["correct"])
 
-    @staticmethod
-    def key(question: str, truth: str, answer: str) -> str:
-        """Stable cache key of one judgement."""
-        return hashlib.sha256(json.dumps([question, truth, answer]).encode("utf-8")).hexdigest()
+    def key(self, question: str, truth: str, answer: str) -> str:
+        """Stable cache key of one judgement by this judge."""
+        return hashlib.sha256(json.dumps([self.judge_id, question, truth, answer]).encode("utf-8")).hexdigest()
 
     def __call__(self, question: str, truth: str, answer: str) -> bool:
         key = self.key(question, truth, answer)
@@ -48,8 +52,8 @@ class CachedJudge:
             self.verdicts[key] = bool(self.judge(question, truth, answer))
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"key": key, "correct": self.verdicts[key], "question": question,
-                                         "truth": truth, "answer": answer}) + "\n")
+                handle.write(json.dumps({"key": key, "correct": self.verdicts[key], "judge": self.judge_id,
+                                         "question": question, "truth": truth, "answer": answer}) + "\n")
         return self.verdicts[key]
 
 
@@ -63,7 +67,10 @@ class EngineJudge:
                                        stop_token_ids=codec.stop_token_ids, suppress_token_ids=codec.vision_token_ids)
 
     def __call__(self, question: str, truth: str, answer: str) -> bool:
-        text = JUDGE_PROMPT.format(question=question, truth=truth, answer=answer)
+        # the answer is model output (and a free-form truth is not checked at load): a special token in either must
+        # not open a turn in the judge's prompt
+        text = JUDGE_PROMPT.format(**{name: defuse_special_tokens(value) for name, value in
+                                      (("question", question), ("truth", truth), ("answer", answer))})
         context = self.codec.start([{"role": "user", "content": [{"type": "text", "text": text}]}], [])
         completion = self.engine.generate([context], self.sampling)[0]
         return self.codec.decode(completion.token_ids).strip().lower().startswith("yes")
@@ -77,4 +84,4 @@ def load_judge(model: str | Path, cache: str | Path, device: str | torch.device 
         raise FileNotFoundError(f"judge.model {model}: not a local model folder (the judge never downloads)")
     codec = ChatCodec.for_model(str(model), max_tokens=4)
     engine = HFRolloutEngine(load_model(model, dtype=dtype).to(device), codec.pad_id, codec.image_pad_id)
-    return CachedJudge(EngineJudge(engine, codec), cache)
+    return CachedJudge(EngineJudge(engine, codec), cache, judge_id=model_fingerprint(model))

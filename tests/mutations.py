@@ -108,6 +108,10 @@ MUTATIONS = (
     Mutation("mm_token_type_ids zeroed (text-only M-RoPE positions)", "lfpc/rollout/inputs.py",
              "mm_token_type_ids = ((input_ids == image_pad_id) & attention_mask.bool()).int()",
              "mm_token_type_ids = torch.zeros_like(input_ids, dtype=torch.int)", ("tests/test_rollout.py",)),
+    Mutation("a negated number graded as the number", "lfpc/answers.py",
+             "    if _qualified_number(prediction):  #", "    if False:  #", ("tests/test_answers.py",)),
+    Mutation("a negated yes/no graded as the yes/no", "lfpc/answers.py",
+             "    if _NEGATION.search(folded):\n        return None\n", "", ("tests/test_answers.py",)),
 )
 
 

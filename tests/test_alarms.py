@@ -76,9 +76,10 @@ def test_stop_saves_a_checkpoint_and_stops_with_the_reason(caplog, tmp_path):
     trainer = FakeTrainer()
     with caplog.at_level(logging.WARNING, logger="lfpc.training.alarms"):
         feed(alarms, trainer, COLLAPSE[:5])
-    assert not trainer.should_stop
+    assert not trainer.should_stop and alarms.stopped is None
     feed(alarms, trainer, COLLAPSE[5:])
     assert trainer.should_stop and trainer.saved == [str(tmp_path / "alarm.ckpt")]
+    assert alarms.stopped.startswith("collapse alarm at GRPO step 6: rollout/tool_call_rate = 0 < 0.05")
     assert any("stopping (alarms.stop=true)" in r.getMessage() for r in caplog.records)
 
 

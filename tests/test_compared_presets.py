@@ -185,8 +185,12 @@ def test_mini_o3_reads_relative_boxes_on_the_original_or_an_observation(noise_sa
     error = missing.event["error"]
     assert texts(missing.content()) == [f"ERROR occurs during grounding. Error Information: {error}.\n"
                                         + mini_o3.ERROR_PROMPT]
+    huge = episode.step(MO3_CALL % ("[0.1, 0.1, 0.2, 0.2]", "observation_" + "7" * 5000))  # int() refuses it
+    assert huge.event["error"] == "there is no observation that large yet (2 so far)"
+    padded = episode.step(MO3_CALL % ("[0.5, 0.5, 1.0, 1.0]", "observation_" + "0" * 5000 + "1"))
+    assert padded.event["source"] == 1 and padded.event["box"] == pytest.approx([384, 288, 512, 384])
     answer = episode.step("<think>The dot is blue.</think> <answer>B</answer>")
-    assert answer.done and episode.outcome().answer == "B" and episode.outcome().crop_boxes[1] == pytest.approx(
+    assert answer.done and episode.outcome().answer == "B" and episode.outcome().crop_boxes[2] == pytest.approx(
         (384, 288, 512, 384))
 
 

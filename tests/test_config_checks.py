@@ -26,7 +26,9 @@ def run_cfg(tmp_path: Path, *overrides: str):
 @pytest.mark.parametrize("override, message", [
     ("grpo.lr=fast", "config key grpo.lr must be a number > 0, got 'fast'"),
     ("grpo.lr=0", "config key grpo.lr must be a number > 0, got 0"),
-    ("grpo.group_size=0", "config key grpo.group_size must be an integer >= 1, got 0"),
+    ("grpo.group_size=0", "config key grpo.group_size must be an integer >= 2, got 0"),
+    ("grpo.group_size=1", "config key grpo.group_size must be an integer >= 2, got 1 (GRPO's advantage is a "
+                          "rollout's reward minus its group's mean: in a group of one it is always 0"),
     ("grpo.prompts_per_step=2.5", "config key grpo.prompts_per_step must be an integer >= 1, got 2.5"),
     ("trainer.max_steps=-5", "config key trainer.max_steps must be an integer >= 0, got -5"),
     ("grpo.top_p=1.5", "config key grpo.top_p must be a number > 0 and <= 1, got 1.5"),

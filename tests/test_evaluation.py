@@ -19,12 +19,13 @@ from lfpc.agent.prompt import TOOL_NAME
 from lfpc.data.records import DatasetError, Sample, write_jsonl
 from lfpc.evaluation.data import load_benchmark, subtask_of
 from lfpc.evaluation.metrics import cycle_accuracy, substitution_subsets, summarize
-from lfpc.evaluation.records import RecordLog, crop_scores
+from lfpc.evaluation.records import RecordLog, crop_scores, load_results
 from lfpc.evaluation.run import eval_plan, evaluate, run_settings
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, rollout_batch
 from lfpc.jsonl_log import single_writer
 from lfpc.rollout.base import Completion
 from lfpc.rollout.episodes import EpisodeConfig
+from tests.test_resolution import flip_last_byte
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -318,6 +319,9 @@ def test_eval_config_runs_resumes_and_refuses_other_settings(tmp_path, tiny_mode
     assert (out / "records.jsonl").read_text().splitlines() == lines
     with pytest.raises(ValueError, match="other settings .changed: \\['episode'\\]"):
         evaluate(eval_cfg(tmp_path, tiny_model_dir, "episode.max_turns=1"))
+    (out / "records.jsonl").unlink()                            # a run that stopped before its first batch
+    assert evaluate(eval_cfg(tmp_path, tiny_model_dir, "episode.max_turns=1"))["rows"]  # nothing to mix: accepted
+    assert json.loads((out / "settings.json").read_text())["episode"]["max_turns"] == 1
 
 
 def test_eval_refuses_stale_records_after_the_weights_or_the_questions_changed(tmp_path, tiny_model_dir):
@@ -328,7 +332,9 @@ def test_eval_refuses_stale_records_after_the_weights_or_the_questions_changed(t
     write_jsonl(samples, tmp_path / "data.jsonl")
     evaluate(cfg)
     weights = next(model.glob("*.safetensors"))
-    weights.write_bytes(weights.read_bytes())                  # the same path, rewritten (e.g. by a resumed run)
+    weights.write_bytes(weights.read_bytes())                  # the same bytes rewritten: the same model
+    evaluate(cfg)
+    flip_last_byte(weights)                                    # other weights of the same size and mtime
     with pytest.raises(ValueError, match=r"other settings .changed: \['model_fingerprint'\]"):
         evaluate(cfg)
     (tmp_path / "out" / "settings.json").unlink()
@@ -337,6 +343,36 @@ def test_eval_refuses_stale_records_after_the_weights_or_the_questions_changed(t
                for i, s in enumerate(samples)]
     write_jsonl(changed, tmp_path / "data.jsonl")              # the answer key of one question changed
     with pytest.raises(ValueError, match=rf"the records of 1 question\(s\) \(e.g. \['{samples[1].id}'\]\) were made"):
+        evaluate(cfg)
+
+
+def test_metrics_count_the_current_questions_and_a_replaced_image_is_refused(tmp_path, tiny_model_dir):
+    cfg = eval_cfg(tmp_path, tiny_model_dir, "benchmark.kind=jsonl", f"+benchmark.path={tmp_path / 'data.jsonl'}",
+                   "benchmark.num_samples=4")
+    samples = load_benchmark(eval_cfg(tmp_path, tiny_model_dir, "benchmark.num_samples=4").benchmark,
+                             shuffle_options=False)
+    write_jsonl(samples, tmp_path / "data.jsonl")
+    out = tmp_path / "out"
+
+    def overall(summary: dict) -> int:
+        return next(r["num_questions"] for r in summary["rows"] if r["subtask"] == "overall")
+
+    assert overall(evaluate(cfg)) == 4
+    lines = (out / "records.jsonl").read_text().splitlines()
+    limited = eval_cfg(tmp_path, tiny_model_dir, "benchmark.kind=jsonl", f"+benchmark.path={tmp_path / 'data.jsonl'}",
+                       "benchmark.num_samples=4", "eval.limit=2")
+    assert overall(evaluate(limited)) == 2                     # a lowered eval.limit (it counted 4 before)
+    assert "synthetic,64,pred,overall,2," in (out / "metrics.csv").read_text()
+    metrics, records = load_results(out)
+    assert [r["id"] for r in records] == [s.id for s in samples[:2]] and metrics["plan"]["modes"] == ["pred"]
+    write_jsonl(samples[1:3], tmp_path / "data.jsonl")         # a question removed, none added
+    assert overall(evaluate(cfg)) == 2                         # (it counted the removed one too)
+    assert (out / "records.jsonl").read_text().splitlines() == lines  # nothing recomputed, nothing lost
+
+    image = Path(samples[1].image_path)
+    Image.new("RGB", Image.open(image).size, "red").save(image)  # replaced at the same path, same size
+    with pytest.raises(ValueError, match=rf"the records of 1 question\(s\) \(e.g. \['{samples[1].id}'\]\) were made "
+                                         r"on other question, option, answer, GT-box or image content"):
         evaluate(cfg)
 
 

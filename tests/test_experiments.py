@@ -8,8 +8,10 @@ import csv
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from experiments import definitions
 from experiments.collect import collect, cost_table, hyperparameter_table
 from experiments.definitions import Definition, TrainStep, load
 from experiments.miniature import check_targets, collect_miniature, results_markdown
-from experiments.runner import code_version, expand_sweeps, override, plan
+from experiments.runner import check_outputs, code_version, expand_sweeps, finished, load_manifest, override, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -322,7 +324,9 @@ def write_records(folder: Path, label: str, by_budget: dict[int, dict[str, list]
     """An eval results folder: metrics.json (the label) and records.jsonl, per budget ``{"pred": [correct...],
     "noise": [correct...], "iou": [last IoU of the pred crop or None...]}`` over questions q0, q1, ..."""
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"label": label, "rows": [], "subsets": []}))
+    questions = [f"q{i}" for i in range(max(len(m["pred"]) for m in by_budget.values()))]
+    plan = {"questions": questions, "modes": ["pred", "noise"], "budgets": list(by_budget)}
+    (folder / "metrics.json").write_text(json.dumps({"label": label, "plan": plan, "rows": [], "subsets": []}))
     lines = []
     for budget, modes in by_budget.items():
         for mode in ("pred", "noise"):
@@ -439,6 +443,59 @@ def test_each_command_records_the_commit_of_its_code(tmp_path):
     assert code_version(tmp_path) == commit
     (tmp_path / "train.py").write_text("print(2)\n")
     assert code_version(tmp_path) == f"{commit} + uncommitted changes"
+
+
+def test_a_collapsed_run_is_refused_as_an_input_of_later_steps(tmp_path):
+    stage1 = plan(load("table10"), "smoke", tmp_path, python="python")[0]
+    stage1.jobs[0].dir.mkdir(parents=True)
+    summary = stage1.jobs[0].dir / "summary.json"
+    summary.write_text(json.dumps({"grpo_steps": 1}))
+    check_outputs(stage1)
+    summary.write_text(json.dumps({"grpo_steps": 1, "stopped_on_alarm": "collapse alarm at GRPO step 1: ..."}))
+    with pytest.raises(RuntimeError, match=r"was stopped on a collapse alarm at GRPO step 1: \.\.\.; its model is not"):
+        check_outputs(stage1)
+
+
+def test_a_manifest_entry_without_status_is_rerun_and_a_garbled_manifest_is_named(tmp_path):
+    command = plan(load("table10"), "smoke", tmp_path, python="python")[0]
+    entry = {"kind": "train", "name": "stage1", "argv": list(command.argv)}  # what a Ctrl-C left before the fix
+    (tmp_path / "manifest.json").write_text(json.dumps({"commands": [entry, "junk"]}))
+    assert not finished(load_manifest(tmp_path), command)
+    (tmp_path / "manifest.json").write_text(json.dumps({"commands": [{**entry, "status": "ok"}]}))
+    assert not finished(load_manifest(tmp_path), command)  # recorded, but its run folder is gone: run it again
+    command.jobs[0].dir.mkdir(parents=True)
+    (command.jobs[0].dir / "summary.json").write_text(json.dumps({"grpo_steps": 1}))
+    assert finished(load_manifest(tmp_path), command)
+    (tmp_path / "manifest.json").write_text('{"commands": [')
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'manifest.json'}: not a JSON manifest"):
+        load_manifest(tmp_path)
+
+
+@pytest.mark.slow
+def test_ctrl_c_records_the_command_as_interrupted_and_a_rerun_runs_it_again(tmp_path):
+    out = tmp_path / "table10"
+    log = out / "logs" / "01-train-stage1.log"
+
+    def interrupt_the_first_command() -> str:
+        proc = subprocess.Popen([sys.executable, "-m", "experiments", "run", "table10", "--size", "smoke", "--out",
+                                 str(out)], cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while not log.exists():  # the runner started train stage1
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode != 0 and "KeyboardInterrupt" in stderr, stderr[-3000:]
+        return stdout
+
+    assert "[1/5] train stage1: running" in interrupt_the_first_command()
+    entries = load_manifest(out)["commands"]
+    assert [(e["name"], e["status"]) for e in entries] == [("stage1", "interrupted")]
+    log.unlink()
+    assert "[1/5] train stage1: running" in interrupt_the_first_command()  # rerun: KeyError 'status' before the fix
+    assert [(e["name"], e["status"]) for e in load_manifest(out)["commands"]] == [("stage1", "interrupted")]
+    assert not list(out.glob(".manifest.json.*"))  # the temporary file of the atomic write is gone
 
 
 # ----------------------------------------------------------------------------------------------------------------

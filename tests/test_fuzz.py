@@ -49,8 +49,9 @@ pr_arguments = st.fixed_dictionaries({"bbox_2d": bboxes}, optional={"target_imag
 pr_names = st.sampled_from(["crop_image_normalized", "select_frames", TOOL_NAME])
 pr_calls = st.fixed_dictionaries({"name": pr_names, "arguments": pr_arguments}).map(
     lambda c: f"<tool_call>\n{json.dumps(c)}\n</tool_call>")
-sources = st.one_of(st.sampled_from(["original_image", "observation_0", "observation_1", "observation_99"]),
-                    st.text(max_size=12))
+sources = st.one_of(st.sampled_from(["original_image", "observation_0", "observation_1", "observation_99",
+                                     "observation_" + "0" * 5000 + "1", "observation_" + "7" * 5000]),
+                    st.integers(0, 10**6).map(lambda n: f"observation_{n}"), st.text(max_size=12))
 groundings = st.tuples(st.one_of(bboxes.map(json.dumps), st.text(max_size=30)), sources).map(
     lambda t: '<grounding>{"bbox_2d": %s, "source": "%s"}</grounding>' % t)
 method_pieces = st.one_of(pieces, pr_calls, groundings, st.sampled_from(

@@ -139,7 +139,9 @@ def eval_folder(root: Path, label: str, records: list[dict]) -> Path:
         picked = [r["correct"] for r in records if r["mode"] == mode]
         rows.append({"benchmark": "synthetic", "budget": 64, "mode": mode, "subtask": "overall",
                      "num_questions": len(picked), "accuracy": sum(picked) / len(picked)})
-    (root / "metrics.json").write_text(json.dumps({"label": label, "rows": rows, "subsets": []}))
+    plan = {"questions": list(dict.fromkeys(r["id"] for r in records)), "modes": ["direct", "noise", "pred"],
+            "budgets": [64]}
+    (root / "metrics.json").write_text(json.dumps({"label": label, "plan": plan, "rows": rows, "subsets": []}))
     return root
 
 
@@ -152,6 +154,11 @@ def test_crop_substitution_helpers(tmp_path):
     assert result_folders(f"{tmp_path}/eval/*/*") == [folder] == result_folders(str(folder))
     # pred right & noise right: q1; pred right & noise wrong: q2; pred wrong & noise right: q3; both wrong: q4
     assert answer_flips(folder).to_numpy().tolist() == [[1, 1], [1, 1]]
+    with (folder / "records.jsonl").open("a") as handle:  # a record of an earlier run on a question since removed
+        for mode in ("pred", "noise"):
+            handle.write(json.dumps({"key": f"gone|{mode}|64", "id": "gone", "mode": mode, "correct": True,
+                                     "benchmark": "synthetic", "budget": 64}) + "\n")
+    assert answer_flips(folder).to_numpy().tolist() == [[1, 1], [1, 1]]  # not counted
     frame = mode_accuracy([folder])
     assert list(frame["mode"]) == ["pred", "noise", "direct"]  # paper order
     assert list(frame["accuracy"]) == [50.0, 50.0, 50.0]       # 2 of 4 correct in every mode

@@ -264,19 +264,36 @@ def test_a_malformed_record_line_names_the_line_to_fix(codec, image_path, tmp_pa
         _run(codec, [_sample("early", image_path)], manifest)
 
 
-def test_model_fingerprint_follows_config_and_weights(tiny_model_dir, tmp_path):
+def flip_last_byte(path: Path) -> None:
+    """Change a file's last byte (a weight value of a safetensors file), keeping its size and its mtime."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+
+
+def test_model_fingerprint_follows_the_content_of_every_file(tiny_model_dir, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
     first = model_fingerprint(folder)
-    assert model_fingerprint(folder) == first
+    assert first == model_fingerprint(tiny_model_dir)             # a copy holds the same model
     weights = next(folder.glob("*.safetensors"))
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    (folder / ".cache").mkdir()                                    # a download tool's metadata
+    assert model_fingerprint(folder) == first                      # touched, same bytes: the same model
+    flip_last_byte(weights)                                        # same size and mtime, other weights
     second = model_fingerprint(folder)
     assert second != first
     config = folder / "config.json"
     config.write_text(config.read_text() + "\n")
-    assert model_fingerprint(folder) != second
+    third = model_fingerprint(folder)
+    assert third != second
+    template = next(folder.glob("chat_template*"))
+    template.write_text(template.read_text() + " ")
+    assert model_fingerprint(folder) != third
 
 
 def test_statistics_are_reported_and_written(codec, image_path, tmp_path):

@@ -96,7 +96,8 @@ def test_accuracy_reward():
 def test_accuracy_reward_free_form_and_judge():
     sample = dataclasses.replace(make_sample(), options=(), answer="12 meters")
     assert accuracy_reward("12 m", sample) == 1.0
-    assert accuracy_reward("about twelve metres", sample) == 1.0
+    assert accuracy_reward("twelve metres", sample) == 1.0
+    assert accuracy_reward("about twelve metres", sample) == 0.0  # an estimate: left to the judge; none: wrong
     assert accuracy_reward("13 m", sample) == 0.0
     assert accuracy_reward("12 feet", sample) == 0.0  # a different unit is left to the judge; none: wrong
     calls = []
@@ -107,7 +108,8 @@ def test_accuracy_reward_free_form_and_judge():
 
     assert accuracy_reward("12 feet", sample, judge) == 1.0
     assert accuracy_reward("13 m", sample, judge) == 0.0  # decided by rule: the judge is not asked
-    assert calls == [(sample.question, "12 meters", "12 feet")]
+    assert accuracy_reward("not 12 m", sample, judge) == 1.0  # a negation: only the judge can tell
+    assert calls == [(sample.question, "12 meters", "12 feet"), (sample.question, "12 meters", "not 12 m")]
 
 
 # ---------------------------------------------------------------- outcome, format, tool

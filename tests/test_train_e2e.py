@@ -125,6 +125,22 @@ def test_sigterm_saves_a_checkpoint_and_exits_non_zero_saying_how_to_resume(cach
     assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "hf_model").exists()
     steps = [json.loads(line)["step"] for line in rollouts.read_text().splitlines()]
     assert steps == [i // 2 for i in range(len(steps))]  # numbered by GRPO step (as metrics.csv), not optimizer step
+def test_a_run_stopped_by_a_collapse_alarm_exits_non_zero_without_a_model(cache, tmp_path):
+    run = tmp_path / "run"
+    small = [o for o in SMALL if not o.startswith("trainer.max_steps=")]
+    args = [sys.executable, "train.py", *small, "trainer.max_steps=4", "alarms.stop=true", "alarms.patience=2",
+            "alarms.max_zero_adv_groups=-1", f"cache_dir={cache}", f"hydra.run.dir={run}"]  # trips at every step
+    proc = subprocess.run(args, cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"}, capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert re.search(r"stopped on a collapse alarm at GRPO step 2: .*groups/zero_adv = .* > -1 for 2\+ consecutive "
+                     r"steps \(alarms.stop=true\): no hf_model exported", proc.stderr), proc.stderr[-3000:]
+    result = summary(run)
+    assert result["grpo_steps"] == 2 and result["stopped_on_alarm"].startswith("collapse alarm at GRPO step 2")
+    assert result["alarm_checkpoint"] == str(run / "checkpoints" / "alarm.ckpt")
+    assert (run / "checkpoints" / "alarm.ckpt").is_file() and not (run / "hf_model").exists()
+
+
 def rollout_steps(run_dir: Path) -> list[tuple[int, str]]:
     lines = (run_dir / "rollouts" / "rank0.jsonl").read_text().splitlines()
     return [(record["step"], record["sample_id"]) for record in map(json.loads, lines)]

@@ -24,10 +24,10 @@ MODES = ["pred", "gt", "noise", "direct"]
 pytestmark = pytest.mark.slow
 
 
-def run(*args: str) -> str:
+def run(*args: str, returncode: int = 0) -> str:
     env = {**os.environ, "WANDB_MODE": "offline"}
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
 
@@ -40,7 +40,7 @@ def runs(tmp_path_factory) -> dict:
     train_log = run("train.py", "logger=default", "trainer.max_steps=1", "grpo.prompts_per_step=2",
                     f"viewer.trajectories_per_step={KEPT}", f"viewer.thumbnail_px={THUMBNAIL_PX}",
                     "alarms.min_tool_call_rate=1.01", "alarms.patience=1", "alarms.stop=true",
-                    f"cache_dir={cache}", f"hydra.run.dir={train_dir}")
+                    f"cache_dir={cache}", f"hydra.run.dir={train_dir}", returncode=1)  # stopped on the alarm
     run("eval.py", f"eval.limit={QUESTIONS}", f"eval.modes=[{','.join(MODES)}]", "viewer.questions=1",
         f"viewer.thumbnail_px={THUMBNAIL_PX}", f"cache_dir={cache}", f"hydra.run.dir={eval_dir}")
     for folder in (train_dir, eval_dir):
@@ -74,7 +74,9 @@ def test_training_saves_what_the_viewer_needs_and_a_wandb_table(runs):
     assert len(table["data"]) == KEPT and "global_view" in table["columns"]
     assert "collapse alarm at GRPO step 1: rollout/tool_call_rate" in runs["train_log"]
     assert "ALARM=min_tool_call_rate" in runs["train_log"]
-    assert (runs["train"] / "checkpoints" / "alarm.ckpt").is_file()
+    assert (runs["train"] / "checkpoints" / "alarm.ckpt").is_file() and not (runs["train"] / "hf_model").exists()
+    summary = json.loads((runs["train"] / "summary.json").read_text())
+    assert summary["stopped_on_alarm"].startswith("collapse alarm at GRPO step 1: rollout/tool_call_rate")
 
 
 def test_eval_records_carry_boxes_in_both_frames_turns_and_thumbnails(runs):

@@ -19,6 +19,7 @@ from lfpc.jsonl_log import append_json_lines, complete_lines
 from lfpc.rollout.codec import ChatCodec
 from lfpc.rollout.episodes import Trajectory
 from lfpc.viewer.capture import view_fields
+from lfpc.vision.images import image_digest
 
 
 def record_key(sample_id: str, mode: str, budget: int) -> str:
@@ -53,15 +54,17 @@ class RecordLog:
             self.records.setdefault(record["key"], record)
 
     def check_questions(self, samples: Sequence[Sample]) -> None:
-        """Refuse records whose question, options, answer or GT box differ from the current sample with that id:
-        the benchmark changed since they were computed, and mixing them would give stale results."""
+        """Refuse records whose question, options, answer, GT box or image (its content digest) differ from the
+        current sample with that id: the benchmark changed since they were computed, and mixing them would give stale
+        results (a record made before records kept the image digest counts as changed)."""
         current = {s.id: question_fields(s) for s in samples}
         stale = sorted({r["id"] for r in self.records.values()
                         if r.get("id") in current and current[r["id"]] != {k: r.get(k) for k in current[r["id"]]}})
         if stale:
             raise ValueError(f"{self.path}: the records of {len(stale)} question(s) (e.g. {stale[:3]}) were made on "
-                             "other question, option, answer or GT-box content than the benchmark now holds; "
-                             "evaluate into another folder or delete the records")
+                             "other question, option, answer, GT-box or image content than the benchmark now holds "
+                             "(or before records kept their image's digest); evaluate into another folder or delete "
+                             "the records")
 
     def append(self, records: Iterable[dict]) -> None:
         """Append records (one JSON line each), flushed and synced to disk before returning."""
@@ -72,9 +75,10 @@ class RecordLog:
 
 
 def question_fields(sample: Sample) -> dict:
-    """What a record keeps of its question: text, options (in the order shown), answer letter, GT box B1."""
+    """What a record keeps of its question: text, options (in the order shown), answer letter, GT box B1 and the
+    digest of the image file's bytes (an image replaced at the same path is another question)."""
     return {"question": sample.question, "options": list(sample.options), "answer": sample.answer,
-            "gt_box": list(sample.boxes[0]) if sample.boxes else None}
+            "gt_box": list(sample.boxes[0]) if sample.boxes else None, "image_digest": image_digest(sample.image_path)}
 
 
 def crop_scores(crops: tuple[Box, ...], gt_box: Box | None) -> dict[str, float | None]:
@@ -119,3 +123,22 @@ def question_record(trajectory: Trajectory, codec: ChatCodec, benchmark: str, mo
         "invalid_calls": outcome.num_invalid_calls, "visual_tokens": sum(image_tokens),
         "global_tokens": image_tokens[0], "response_tokens": trajectory.context.num_policy_tokens, "time_s": seconds,
     }
+
+
+def load_results(folder: str | Path) -> tuple[dict, list[dict]]:
+    """The ``metrics.json`` of an eval results folder and the records it summarises (those of its run's plan, in
+    plan order), not every record its ``records.jsonl`` holds from earlier runs (other questions, limits, modes)."""
+    folder = Path(folder)
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    plan = metrics.get("plan")
+    if not isinstance(plan, dict):
+        raise ValueError(f"{folder / 'metrics.json'} does not name the records it summarises (written by an older "
+                         f"eval.py); rerun eval.py into {folder} (its records are reused) to rewrite it")
+    log = RecordLog(folder / "records.jsonl")
+    keys = [record_key(q, mode, budget) for budget in plan["budgets"] for mode in plan["modes"]
+            for q in plan["questions"]]
+    missing = [key for key in keys if key not in log.records]
+    if missing:
+        raise ValueError(f"{folder / 'records.jsonl'} lacks {len(missing)} record(s) {folder / 'metrics.json'} "
+                         f"summarises (e.g. {missing[0]!r}); rerun eval.py into {folder} to compute them")
+    return metrics, [log.records[key] for key in keys]

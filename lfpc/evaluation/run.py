@@ -2,7 +2,9 @@
 
 A results folder holds ``records.jsonl`` (one line per question x mode x budget), ``settings.json`` (what the
 records depend on, the model's fingerprint included; a rerun with other settings or other weights is refused, and
-so is one whose questions differ from the recorded ones), ``metrics.json`` and ``metrics.csv`` (per sub-task).
+so is one whose questions or images differ from the recorded ones), ``metrics.json`` and ``metrics.csv`` (per
+sub-task) over the records of the last run's plan (its questions, ``eval.limit``, modes and budgets), which
+``metrics.json`` names (``plan``).
 One process at a time writes a folder (``.lock``).
 """
 
@@ -19,7 +21,7 @@ from lfpc import config as C
 from lfpc.evaluation.data import load_benchmark, shuffles
 from lfpc.evaluation.metrics import QUESTION_METRICS, substitution_subsets, summarize
 from lfpc.evaluation.records import RecordLog
-from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, pending
+from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, pending, plan_records, plan_summary
 from lfpc.jsonl_log import single_writer
 from lfpc.model.families import backbone_of
 from lfpc.model.loading import model_fingerprint
@@ -54,10 +56,11 @@ def run_settings(cfg: DictConfig, plan: EvalPlan, model: str) -> dict:
             "shuffle_options": shuffles(cfg.benchmark, cfg.eval.shuffle_options), "episode": episode}
 
 
-def check_settings(out: Path, settings: dict) -> None:
-    """Write ``settings.json`` on the first run; refuse to add records made with other settings later."""
+def check_settings(out: Path, settings: dict, has_records: bool) -> None:
+    """Write ``settings.json`` while the folder has no records (a first run, or one that stopped before its first
+    batch); refuse to add records made with other settings later."""
     path = out / "settings.json"
-    if not path.exists():
+    if not path.exists() or not has_records:
         path.write_text(json.dumps(settings, indent=1))
         return
     previous = json.loads(path.read_text())
@@ -91,8 +94,8 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict:
     samples = load_benchmark(cfg.benchmark, cfg.seed, cfg.eval.shuffle_options, cfg.eval.limit)
     check_modes(samples, plan.modes, cfg.benchmark.name)
     path = C.model_path(cfg)
-    check_settings(out, run_settings(cfg, plan, path))
     log = RecordLog(out / "records.jsonl")
+    check_settings(out, run_settings(cfg, plan, path), has_records=bool(log.records))
     log.check_questions(samples)
     if pending(samples, plan, log.done):
         max_tokens = max(max(plan.budgets), plan.episode.crop_max_tokens)
@@ -100,9 +103,9 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict:
         evaluate_samples(engine_from_run_config(cfg, codec, path, cfg.eval.device), codec, samples, plan, log, cfg.benchmark.name,
                          progress=cfg.eval.progress, image_ids={s.id for s in samples[:cfg.viewer.questions]},
                          thumbnail_px=cfg.viewer.thumbnail_px)
-    records = list(log.records.values())
+    records = plan_records(samples, plan, log)  # this run's questions, modes and budgets only
     summary = {"label": cfg.label, "model": path, "backbone": backbone_of(path).label, "output_dir": str(out),
-               "rows": summarize(records),
+               "plan": plan_summary(samples, plan), "rows": summarize(records),
                "subsets": substitution_subsets(records, cfg.eval.gt_test_coverage)}
     write_metrics(out, summary)
     return summary

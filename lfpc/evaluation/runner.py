@@ -75,6 +75,19 @@ def check_modes(samples: Sequence[Sample], modes: Sequence[str], benchmark: str)
                              f"benchmark {benchmark!r} have none (e.g. {missing[0]!r}); drop 'gt' from eval.modes")
 
 
+def plan_summary(samples: Sequence[Sample], plan: EvalPlan) -> dict:
+    """What the records of ``plan`` over ``samples`` are: question ids, modes and budgets (``metrics.json``'s
+    ``plan``; :func:`plan_records` and :func:`lfpc.evaluation.records.load_results` read its records)."""
+    return {"questions": [s.id for s in samples], "modes": list(plan.modes), "budgets": list(plan.budgets)}
+
+
+def plan_records(samples: Sequence[Sample], plan: EvalPlan, log: RecordLog) -> list[dict]:
+    """The records of every (budget, mode, sample) of ``plan``, in plan order: never those ``log`` keeps from
+    earlier runs on other questions, a larger ``eval.limit`` or other modes and budgets."""
+    return [log.records[record_key(s.id, mode, budget)]
+            for budget in plan.budgets for mode in plan.modes for s in samples]
+
+
 def pending(samples: Sequence[Sample], plan: EvalPlan, done: set[str]) -> list[tuple[int, str, list[Sample]]]:
     """(budget, mode, samples not yet evaluated) for every pass of ``plan`` with work left."""
     passes = []
@@ -119,5 +132,4 @@ def evaluate_samples(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[
                 log.append(batch_records(trajectories, codec, benchmark, mode, budget, seconds, log, image_ids,
                                          thumbnail_px))
                 bar.update(len(batch))
-    return [log.records[record_key(s.id, mode, budget)]
-            for budget in plan.budgets for mode in plan.modes for s in samples]
+    return plan_records(samples, plan, log)

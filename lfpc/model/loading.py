@@ -142,21 +142,36 @@ def image_token_count(image_grid_thw: torch.Tensor | Sequence[Sequence[int]],
     return [int(t) * int(h) * int(w) // merge_size**2 for t, h, w in (tuple(row) for row in image_grid_thw)]
 
 
-def model_fingerprint(path: str | os.PathLike) -> str:
-    """Hash of a model folder: the bytes of ``config.json`` plus name, size and mtime of each weight file.
+_FILE_DIGESTS: dict[tuple, str] = {}
 
-    Cheap even for a 7B checkpoint; rewriting or replacing the weights (or copying the folder, which
-    changes mtimes) gives a new fingerprint.
+
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, computed once per file version in this process: the key holds the inode, size,
+    mtime and ctime, so a file rewritten or replaced (even with its size and mtime restored) is hashed again."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key not in _FILE_DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+        _FILE_DIGESTS[key] = digest.hexdigest()
+    return _FILE_DIGESTS[key]
+
+
+def model_fingerprint(path: str | os.PathLike) -> str:
+    """Hash of a model folder's content: the name and bytes of every file in it (weights, config, tokenizer, chat
+    template), hidden files (a download tool's metadata) left out.
+
+    Two folders holding the same files have the same fingerprint wherever they are; any changed byte gives another
+    (a copy that keeps sizes and mtimes included). Measured on CPU: 0.04 s for the 8.9 MB mini model.
     """
     folder = Path(path)
-    config = folder / "config.json"
-    if not config.is_file():
+    if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} has no config.json; cannot fingerprint the model")
-    digest = hashlib.sha256(config.read_bytes())
-    weights = sorted(f for pattern in WEIGHT_PATTERNS for f in folder.glob(pattern))
-    if not weights:
+    if not any(f for pattern in WEIGHT_PATTERNS for f in folder.glob(pattern)):
         raise FileNotFoundError(f"{folder} has no weight files ({', '.join(WEIGHT_PATTERNS)})")
-    for weight in weights:
-        stat = weight.stat()
-        digest.update(f"{weight.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    digest = hashlib.sha256()
+    for file in sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")):
+        digest.update(f"{file.name}:{_file_digest(file)}\n".encode())
     return digest.hexdigest()[:16]

@@ -54,7 +54,7 @@ def tripped(metrics: Mapping[str, float], config: AlarmConfig) -> dict[str, str]
 class CollapseAlarms(L.Callback):
     """Checks :data:`THRESHOLDS` after every GRPO step against the logged metrics; a threshold crossed for
     ``patience`` consecutive steps is logged as a warning, shown in the progress bar (:attr:`active`) and, with
-    ``stop``, saves ``<checkpoint_dir>/alarm.ckpt`` and stops training."""
+    ``stop``, saves ``<checkpoint_dir>/alarm.ckpt`` and stops training, the reason kept in :attr:`stopped`."""
 
     def __init__(self, config: AlarmConfig, checkpoint_dir: str | Path) -> None:
         self.config = config
@@ -62,6 +62,12 @@ class CollapseAlarms(L.Callback):
         self.steps = 0
         self.streaks: dict[str, int] = {}
         self.active: dict[str, str] = {}
+        self.stopped: str | None = None  # why the run was stopped (None: it was not)
+
+    @property
+    def checkpoint(self) -> Path:
+        """Where a stop saves the run's state."""
+        return self.checkpoint_dir / "alarm.ckpt"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.steps += 1
@@ -75,10 +81,10 @@ class CollapseAlarms(L.Callback):
                 + f" for {self.config.patience}+ consecutive steps")
         log.warning(text)
         if self.config.stop:
-            path = self.checkpoint_dir / "alarm.ckpt"
-            trainer.save_checkpoint(str(path))
+            trainer.save_checkpoint(str(self.checkpoint))
             trainer.should_stop = True
-            log.error(f"{text}; stopping (alarms.stop=true), checkpoint {path}")
+            self.stopped = text
+            log.error(f"{text}; stopping (alarms.stop=true), checkpoint {self.checkpoint}")
 
     def state_dict(self) -> dict:
         return {"steps": self.steps, "streaks": self.streaks}

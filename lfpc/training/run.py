@@ -93,7 +93,10 @@ def resume_path(cfg: DictConfig, folder: Path) -> str | None:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Run GRPO as configured; returns (and writes to ``<output_dir>/summary.json``) the final metrics."""
+    """Run GRPO as configured; returns (and writes to ``<output_dir>/summary.json``) the final metrics.
+
+    A run stopped by a collapse alarm (``alarms.stop=true``) writes its summary with ``stopped_on_alarm``, exports
+    no ``hf_model`` and exits non-zero (SystemExit)."""
     # checkpoints are meant to hold the post-update state of each GRPO step
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     C.check_run_config(cfg)
@@ -131,10 +134,13 @@ def train(cfg: DictConfig) -> dict:
         trainer.fit(module, datamodule=data, ckpt_path=resume_path(cfg, out / "checkpoints"))
     except SIGTERMException:
         raise stopped_by_sigterm(out.resolve(), trainer.global_step // per_step) from None
-    digest = module.export_hf(str(out / "hf_model"))
     summary = {k: float(v) for k, v in trainer.callback_metrics.items()}
     summary.update(grpo_steps=trainer.global_step // per_step, output_dir=str(out), model=path,
-                   rank_weight_digests=gather_from_ranks(digest), learning_curve=curve.quarters())
+                   learning_curve=curve.quarters())
+    if alarms.stopped:  # a collapsed policy is not exported: nothing may start from it as from a finished run
+        summary.update(stopped_on_alarm=alarms.stopped, alarm_checkpoint=str(alarms.checkpoint))
+    else:
+        summary.update(rank_weight_digests=gather_from_ranks(module.export_hf(str(out / "hf_model"))))
     if trainer.is_global_zero:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(curve.report())
@@ -144,4 +150,7 @@ def train(cfg: DictConfig) -> dict:
         # a rank from tearing its connections down while rank 0 is still writing (the abort recurred once without it)
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+    if alarms.stopped:
+        raise SystemExit(f"stopped on a {alarms.stopped} (alarms.stop=true): no hf_model exported "
+                         f"({out / 'summary.json'} says why); the run's state is in {alarms.checkpoint}")
     return summary

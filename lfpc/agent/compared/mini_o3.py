@@ -127,6 +127,7 @@ def _source(name: str, count: int) -> tuple[int | None, str | None]:
     found = re.match(r"observation_([0-9]+)", name)
     if found is None:
         return None, "'source' must be 'original_image' or 'observation_<number>'"
-    if int(found.group(1)) >= count:
-        return None, f"there is no observation {int(found.group(1))} yet ({count - 1} so far)"
-    return int(found.group(1)), None
+    digits = found.group(1).lstrip("0") or "0"  # any length: compared before int() (which refuses > 4300 digits)
+    if len(digits) > len(str(count)) or int(digits) >= count:
+        return None, f"there is no observation {digits if len(digits) <= 12 else 'that large'} yet ({count - 1} so far)"
+    return int(digits), None
