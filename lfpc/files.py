@@ -1,0 +1,109 @@
+"""Files that survive interruption and concurrency: the one implementation every writer of a result uses.
+
+* :func:`atomic_output` / :func:`atomic_write` / :func:`write_json`: a result appears whole or not at all (a temporary
+  file beside it, renamed over it), so a reader never sees half of it and an interruption never leaves a torn one.
+* :func:`single_writer`: one process at a time writes an output folder; a second is refused at once.
+* :func:`entry_lock`: one process at a time writes one file or folder; for a cache entry the second waits, then
+  finds it built.
+* :func:`check_distinct`: an input is never also an output (writing one would destroy the other).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; on success it is renamed to ``path`` (readable like a
+    file ``open`` creates), on any error it is removed and ``path`` keeps its old content."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp makes it private; the result is readable like any other file
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write ``data`` (text is UTF-8) to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def write_json(path: str | Path, value: object, indent: int | None = 1) -> None:
+    """Write ``value`` as a JSON file atomically."""
+    atomic_write(path, json.dumps(value, indent=indent) + "\n")
+
+
+@contextmanager
+def _locked(lock_path: Path, wait: bool, busy: str) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            if not wait:
+                raise RuntimeError(busy.format(holder=holder)) from None
+            print(f"waiting for {holder}, which holds {lock_path}", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def single_writer(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the output folder ``folder`` (file ``.lock``) for the block; a second process is
+    refused at once (the lock is released when the process ends, even when it is killed)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with _locked(Path(folder) / ".lock", wait=False,
+                 busy=f"{folder} is in use by another process ({{holder}}); wait for it to finish or write into "
+                      "another folder"):
+        yield
+
+
+@contextmanager
+def entry_lock(entry: str | Path, wait: bool) -> Iterator[None]:
+    """Hold an exclusive lock on ``entry`` (a file or folder, which may not exist yet; the lock file ``.<name>.lock``
+    lies beside it, so the entry itself may be replaced). A second process waits its turn when ``wait`` (a cache:
+    it then finds the entry built), else it is refused at once (an output two writers would mix)."""
+    entry = Path(entry)
+    with _locked(entry.parent / f".{entry.name}.lock", wait=wait,
+                 busy=f"{entry} is being written by another process ({{holder}}); wait for it to finish or write "
+                      "another output"):
+        yield
+
+
+def check_distinct(inputs: Iterable[str | Path], outputs: Iterable[str | Path]) -> None:
+    """Refuse (``ValueError``) an output that is one of the inputs (the same file under any name or link)."""
+    def same(a: Path, b: Path) -> bool:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+
+    inputs = [Path(p) for p in inputs]
+    for output in map(Path, outputs):
+        for source in inputs:
+            if same(source, output):
+                raise ValueError(f"the output {output} is the input {source}: writing it would destroy the input; "
+                                 "choose another output path")
