@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from lfpc.files import single_writer  # noqa: F401  (the lock of an output folder; it used to live here)
 
@@ -40,10 +40,14 @@ def complete_lines(path: str | Path, repair: bool = True) -> list[tuple[int, str
     from the file (:func:`drop_torn_tail`), so the next append starts on a clean line; readers of a log another
     process may be appending to (e.g. a running training) pass ``repair=False`` and leave the file alone.
     """
+    return list(_complete_lines(path, repair))
+
+
+def _complete_lines(path: str | Path, repair: bool) -> Iterator[tuple[int, str]]:
+    """:func:`complete_lines`, one at a time (a bad line is found after every line before it was checked)."""
     if repair:
         drop_torn_tail(path)
     data = Path(path).read_bytes()
-    lines = []
     for number, raw in enumerate(data[:data.rfind(b"\n") + 1].split(b"\n")[:-1], start=1):
         try:
             line = raw.decode("utf-8")
@@ -51,8 +55,7 @@ def complete_lines(path: str | Path, repair: bool = True) -> list[tuple[int, str
             raise JsonlError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at byte {err.start + 1} "
                              "of the line); delete or fix the line") from None
         if line.strip():
-            lines.append((number, line))
-    return lines
+            yield number, line
 
 
 def read_json_lines(path: str | Path, repair: bool = True) -> list[tuple[int, dict]]:
@@ -60,7 +63,7 @@ def read_json_lines(path: str | Path, repair: bool = True) -> list[tuple[int, di
     the torn last line and ``repair``); a line that is not UTF-8 or not a JSON object raises :class:`JsonlError`
     naming the file and line. Callers check the object's fields and name the line the same way."""
     rows = []
-    for number, line in complete_lines(path, repair):
+    for number, line in _complete_lines(path, repair):
         try:
             value = json.loads(line)
         except (json.JSONDecodeError, RecursionError) as err:

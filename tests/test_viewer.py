@@ -223,3 +223,41 @@ def test_the_report_never_overwrites_the_records(tmp_path):
     with pytest.raises(SystemExit, match="is the input"):
         main([str(folder), "--out", str(folder / "rollouts" / "rank0.jsonl")])
     assert (folder / "rollouts" / "rank0.jsonl").read_bytes() == before
+
+
+def test_any_crafted_field_is_refused_by_file_and_line_or_shown_escaped(tmp_path_factory):
+    import base64
+    import tempfile
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from lfpc.jsonl_log import JsonlError
+    from lfpc.viewer.load import load_report
+    from lfpc.viewer.page import render
+
+    secret = tmp_path_factory.mktemp("secret") / "secret.jpg"
+    secret.write_bytes(b"private bytes")
+    hostile = st.sampled_from(['"><script>x</script>', "</svg><script>", "../../../" + str(secret), str(secret),
+                               "images/../../../" + secret.name, "javascript:alert(1)"])
+    leaves = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False), st.text(max_size=8),
+                       hostile)
+    values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["global", "crops", "turn", "kind", "bbox", "box", "crop_size", "error", "acc"]), inner,
+        max_size=4), max_leaves=10)
+    fields = ["step", "rank", "group", "sample_id", "question", "options", "answer", "prediction", "scores",
+              "advantage", "display_size", "gt_boxes", "gt_boxes_display", "crop_boxes", "turns", "events", "images"]
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.dictionaries(st.sampled_from(fields), values, min_size=1, max_size=3))
+    def check(changes):
+        with tempfile.TemporaryDirectory() as folder:
+            run = crafted_run(Path(folder) / "run", **changes)
+            try:
+                page = render(load_report(run))
+            except JsonlError as err:
+                assert str(err).startswith(f"{run / 'rollouts' / 'rank0.jsonl'}:1: ")
+                return
+            assert page.count("<script") == 1 and base64.b64encode(b"private bytes").decode() not in page
+
+    check()
