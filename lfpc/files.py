@@ -1,7 +1,8 @@
 """Files that survive interruption and concurrency: the one implementation every writer of a result uses.
 
-* :func:`atomic_output` / :func:`atomic_write` / :func:`write_json`: a result appears whole or not at all (a temporary
-  file beside it, renamed over it), so a reader never sees half of it and an interruption never leaves a torn one.
+* :func:`atomic_output` / :func:`atomic_write` / :func:`write_json` / :func:`atomic_folder`: a result appears whole or
+  not at all (a temporary file or folder beside it, renamed over it), so a reader never sees half of it and an
+  interruption never leaves a torn one.
 * :func:`single_writer`: one process at a time writes an output folder; a second is refused at once.
 * :func:`entry_lock`: one process at a time writes one file or folder; for a cache entry the second waits, then
   finds it built.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,12 +32,37 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # mkstemp makes it private; the result is readable like any other file
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; the result is readable like any other file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path`` to fill; on success it replaces ``path`` (whose old content is then
+    removed), on any error it is removed and ``path`` keeps its old content."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield staging
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result is readable like any other folder
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / path.name)
+            os.replace(staging, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -20,7 +19,8 @@ from lfpc.training.alarms import CollapseAlarms
 from lfpc.training.batches import PromptData
 from lfpc.training.curve import LearningCurve
 from lfpc.training.module import GRPOModule
-from lfpc.training.resume import CheckpointOnSigterm, check_resume, stopped_by_sigterm
+from lfpc.files import single_writer, write_json
+from lfpc.training.resume import AtomicCheckpointIO, CheckpointOnSigterm, check_resume, stopped_by_sigterm
 from lfpc.training.sharding import gather_from_ranks
 from lfpc.vision.images import set_max_image_pixels
 
@@ -90,8 +90,24 @@ def resume_path(cfg: DictConfig, folder: Path) -> str | None:
     return str(last) if last.exists() else None
 
 
+def launched_rank_zero() -> bool:
+    """Whether this process is the first of its run (the one a user or a scheduler started; the ranks Lightning or
+    torchrun launch beside it carry their rank in the environment)."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
 def train(cfg: DictConfig) -> dict:
-    """Run GRPO as configured; returns (and writes to ``<output_dir>/summary.json``) the final metrics."""
+    """Run GRPO as configured; returns (and writes to ``<output_dir>/summary.json``) the final metrics. One run at a
+    time writes an output folder: a second one started in it is refused at once."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not launched_rank_zero():
+        return _train(cfg)
+    with single_writer(out):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict:
     # checkpoints are meant to hold the post-update state of each GRPO step
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     C.check_run_config(cfg)
@@ -99,7 +115,6 @@ def train(cfg: DictConfig) -> dict:
         check_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     set_max_image_pixels(cfg.max_image_pixels)
     path = C.model_path(cfg)
     samples = C.load_samples(cfg.data)
@@ -122,6 +137,7 @@ def train(cfg: DictConfig) -> dict:
                         callbacks=[*build_checkpoints(cfg.checkpoint, out / "checkpoints", per_step),
                                    GRPOProgressBar(per_step, alarms), curve, alarms,
                                    CheckpointOnSigterm(str(out / "checkpoints"))],
+                        plugins=[] if t.strategy == "fsdp2" else [AtomicCheckpointIO()],  # fsdp2: a checkpoint folder
                         default_root_dir=str(out), use_distributed_sampler=False,  # PromptData splits prompts by rank
                         enable_model_summary=False, num_sanity_val_steps=0)
     try:
@@ -133,7 +149,7 @@ def train(cfg: DictConfig) -> dict:
     summary.update(grpo_steps=trainer.global_step // per_step, output_dir=str(out), model=path,
                    rank_weight_digests=gather_from_ranks(digest), learning_curve=curve.quarters())
     if trainer.is_global_zero:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_json(out / "summary.json", summary)
         print(curve.report())
     if torch.distributed.is_initialized():
         # a gloo group left to interpreter shutdown can abort the process ("terminate called without an active
