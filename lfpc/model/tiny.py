@@ -10,8 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +18,8 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_
 from tokenizers.models import BPE
 from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+from lfpc.files import atomic_folder, entry_lock
 
 # Bump when the build changes, so cached folders built by an older version are rebuilt.
 BUILD_VERSION = 2
@@ -301,24 +301,17 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, overwrite: bool 
     holds; otherwise any other non-empty folder raises ``FileExistsError``.
     """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        marker = _read_marker(out)
-        if marker == _marker(seed):
-            return out
-        stale_version = marker is not None and marker.get("seed") == seed  # an older build of this seed: rebuild
-        if not stale_version and any(out.iterdir()):
-            raise FileExistsError(
-                f"{out} is not empty and holds no tiny model built with seed={seed} (version {BUILD_VERSION}); "
-                "pass overwrite=True to replace it, or choose another folder"
-            )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the checkpoint folder should be readable like any other
-    try:
-        _write_build(staging, seed)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with entry_lock(out, wait=True):  # a second process building the same folder waits, then reuses it
+        if out.exists() and not overwrite:
+            marker = _read_marker(out)
+            if marker == _marker(seed):
+                return out
+            stale_version = marker is not None and marker.get("seed") == seed  # an older build of this seed: rebuild
+            if not stale_version and any(out.iterdir()):
+                raise FileExistsError(
+                    f"{out} is not empty and holds no tiny model built with seed={seed} (version {BUILD_VERSION}); "
+                    "pass overwrite=True to replace it, or choose another folder"
+                )
+        with atomic_folder(out) as staging:
+            _write_build(staging, seed)
     return out

@@ -104,5 +104,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             kept = sorted(str(p) for p in real.parent.rglob("*.ckpt") if p.resolve() != real)
             raise ValueError(
                 f"checkpoint {path}{f' (-> {real})' if real != Path(path).absolute() else ''} is damaged and cannot be "
-                f"resumed ({type(err).__name__}: {str(err)[:200]}); other checkpoints of the run: {kept or 'none'}. "
-                "Resume from one of them with ckpt_path=..., or move the damaged file away to start over") from None
+                f"resumed ({type(err).__name__}: {str(err)[:200]}); "
+                + (f"resume from another checkpoint of the run with ckpt_path=... ({', '.join(kept)}), or "
+                   if kept else "the run keeps no other checkpoint; ")
+                + "move the damaged file away to start over") from None
