@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lfpc.data.records import Sample, check_samples, load_jsonl
+from lfpc.files import write_json
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import optimizer_steps
 from lfpc.model.lora import LoraSettings
@@ -171,7 +171,7 @@ def display_sizer(cfg: DictConfig, path: str, samples: list[Sample]) -> DisplayS
         from lfpc.resolution.select import run_selection
         result = run_selection(cfg, path, list(dict.fromkeys(samples)),  # a mix may repeat samples
                                compute_missing=world_size(cfg) == 1)
-        Path(cfg.output_dir, SELECTION_STATS).write_text(json.dumps(result.stats.as_dict(), indent=1))
+        write_json(Path(cfg.output_dir, SELECTION_STATS), result.stats.as_dict())
         selected = result.sizes
     return DisplaySizer(r.strategy, cfg.vision.global_max_tokens, r.scale, r.min_tokens, seed=cfg.seed,
                         selected=selected)
