@@ -3,7 +3,8 @@
 * :func:`atomic_output` / :func:`atomic_write` / :func:`write_json` / :func:`atomic_folder`: a result appears whole or
   not at all (a temporary file or folder beside it, renamed over it), so a reader never sees half of it and an
   interruption never leaves a torn one.
-* :func:`single_writer`: one process at a time writes an output folder; a second is refused at once.
+* :func:`single_writer`: one process at a time writes an output folder; a second is refused at once
+  (:func:`hydra_run_folder_lock` takes it before Hydra writes into the folder).
 * :func:`entry_lock`: one process at a time writes one file or folder; for a cache entry the second waits, then
   finds it built.
 * :func:`check_distinct`: an input is never also an output (writing one would destroy the other).
@@ -16,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -98,15 +99,45 @@ def _locked(lock_path: Path, wait: bool, busy: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_HELD: set[Path] = set()  # output folders this process holds (a nested single_writer of one of them is a no-op)
+
+
 @contextmanager
 def single_writer(folder: str | Path) -> Iterator[None]:
     """Hold an exclusive lock on the output folder ``folder`` (file ``.lock``) for the block; a second process is
-    refused at once (the lock is released when the process ends, even when it is killed)."""
+    refused at once (the lock is released when the process ends, even when it is killed). Re-entrant within one
+    process."""
     Path(folder).mkdir(parents=True, exist_ok=True)
-    with _locked(Path(folder) / ".lock", wait=False,
+    key = Path(folder).resolve()
+    if key in _HELD:
+        yield
+        return
+    with _locked(key / ".lock", wait=False,
                  busy=f"{folder} is in use by another process ({{holder}}); wait for it to finish or write into "
                       "another folder"):
-        yield
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+
+
+def launched_rank_zero() -> bool:
+    """Whether this process is the first of its job (the one a user or a scheduler started; the ranks Lightning or
+    torchrun launch beside it carry their rank in the environment)."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def hydra_run_folder_lock(argv: list[str]) -> AbstractContextManager:
+    """:func:`single_writer` of the ``hydra.run.dir=...`` named on a script's command line, to take before Hydra writes
+    ``.hydra/`` into it (a refused second run must not replace the running one's config); a no-op for a multirun,
+    a command line without that override, and the ranks launched beside the first process."""
+    if "-m" in argv or "--multirun" in argv or not launched_rank_zero():
+        return nullcontext()
+    folders = [arg.split("=", 1)[1].strip("'\"") for arg in argv if arg.startswith("hydra.run.dir=")]
+    if not folders or "${" in folders[-1]:
+        return nullcontext()
+    return single_writer(folders[-1])
 
 
 @contextmanager

@@ -83,16 +83,21 @@ def test_an_interrupted_atomic_write_keeps_the_old_file_and_leaves_no_temporary(
                                                                                                          "result.json"]
 
 
-def test_a_second_writer_of_a_folder_is_refused_and_a_second_cache_builder_waits(tmp_path):
+def test_a_second_writer_of_a_folder_is_refused_and_a_second_cache_builder_waits(tmp_path, holding):
     import threading
     import time
 
     from lfpc.files import entry_lock, single_writer
     with single_writer(tmp_path / "run"):
-        with pytest.raises(RuntimeError, match=r"run is in use by another process \(pid \d+\)"):
-            with single_writer(tmp_path / "run"):
-                pass
-    with single_writer(tmp_path / "run"):  # released at the end of the block
+        with single_writer(tmp_path / "run"):  # re-entrant in one process (train.py holds it around train())
+            pass
+    other = holding(tmp_path / "run")
+    with pytest.raises(RuntimeError, match=rf"run is in use by another process \(pid {other.pid}\)"):
+        with single_writer(tmp_path / "run"):
+            pass
+    other.kill()
+    other.wait()
+    with single_writer(tmp_path / "run"):  # released when its holder dies
         pass
     order = []
     with entry_lock(tmp_path / "cache", wait=True):

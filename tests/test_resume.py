@@ -59,13 +59,12 @@ def test_resume_command_keeps_the_runs_overrides(run):
                                         f"hydra.run.dir={run} trainer.max_steps=6")
 
 
-def test_a_second_run_in_one_folder_is_refused_before_anything_else(tmp_path):
-    from lfpc.files import single_writer
+def test_a_second_run_in_one_folder_is_refused_before_anything_else(tmp_path, holding):
     from lfpc.training.run import train
     out = tmp_path / "run"
-    with single_writer(out):  # another train.py (or eval.py) writing the folder
-        with pytest.raises(RuntimeError, match="in use by another process"):
-            train(composed(out, "trainer.max_steps=-1"))  # refused before the config is even checked
+    other = holding(out)  # a running train.py or eval.py
+    with pytest.raises(RuntimeError, match=rf"in use by another process \(pid {other.pid}\)"):
+        train(composed(out, "trainer.max_steps=-1"))  # refused before the config is even checked
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
 
 
@@ -100,3 +99,21 @@ def test_a_damaged_checkpoint_is_refused_by_name_listing_the_others(tmp_path):
             handle.truncate(size)
         with pytest.raises(ValueError, match=r"last\.ckpt \(-> .*step=4\.ckpt\) is damaged .*ckpt_path=\.\.\. \(.*kept/step=2\.ckpt"):
             io.load_checkpoint(str(folder / "last.ckpt"))
+
+
+@pytest.mark.parametrize("script", ["train.py", "eval.py"])
+def test_a_second_run_never_replaces_the_running_ones_hydra_config(tmp_path, holding, script):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    (out / ".hydra").mkdir(parents=True)
+    (out / ".hydra" / "config.yaml").write_text("the running job's config\n")
+    root = Path(__file__).resolve().parents[1]
+    holding(out)  # the running job
+    proc = subprocess.run([sys.executable, script, f"hydra.run.dir={out}", "trainer.max_steps=-1"], cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "in use by another process" in proc.stderr
+    assert (out / ".hydra" / "config.yaml").read_text() == "the running job's config\n"
+    assert sorted(p.name for p in (out / ".hydra").iterdir()) == ["config.yaml"]

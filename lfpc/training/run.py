@@ -19,7 +19,7 @@ from lfpc.training.alarms import CollapseAlarms
 from lfpc.training.batches import PromptData
 from lfpc.training.curve import LearningCurve
 from lfpc.training.module import GRPOModule
-from lfpc.files import single_writer, write_json
+from lfpc.files import launched_rank_zero, single_writer, write_json
 from lfpc.training.resume import AtomicCheckpointIO, CheckpointOnSigterm, check_resume, stopped_by_sigterm
 from lfpc.training.sharding import gather_from_ranks
 from lfpc.vision.images import set_max_image_pixels
@@ -88,12 +88,6 @@ def resume_path(cfg: DictConfig, folder: Path) -> str | None:
         return str(cfg.ckpt_path)
     last = folder / "last.ckpt"
     return str(last) if last.exists() else None
-
-
-def launched_rank_zero() -> bool:
-    """Whether this process is the first of its run (the one a user or a scheduler started; the ranks Lightning or
-    torchrun launch beside it carry their rank in the environment)."""
-    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def train(cfg: DictConfig) -> dict:
