@@ -335,3 +335,10 @@ def test_two_conversions_into_one_output_are_refused(deepeyes, tmp_path):
 def test_a_negative_limit_is_refused(deepeyes, tmp_path):
     with pytest.raises(ValueError, match="limit must be >= 0"):
         convert_file(SOURCES["deepeyes"], deepeyes, tmp_path / "o.jsonl", limit=-1)
+
+
+def test_a_failed_start_does_not_claim_the_output(tmp_path):
+    (tmp_path / "bad.json").write_text("[oops")
+    with pytest.raises(ValueError, match="bad.json: invalid JSON"):
+        convert_file(SOURCES["visualprobe"], tmp_path / "bad.json", tmp_path / "o.jsonl")
+    assert convert_file(SOURCES["visualprobe"], visualprobe_input(tmp_path), tmp_path / "o.jsonl").kept == 3

@@ -200,8 +200,8 @@ class _Output:
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise DatasetError(f"{self.report_path}: unreadable report ({err}); delete it to resume") from None
         others = {row["source"] for row in kept} - {source}
-        if origin is not None and (origin.get("source"), Path(str(origin.get("input"))).resolve()) != \
-                (source, in_path.resolve()):
+        if (kept or dropped) and origin is not None and \
+                (origin.get("source"), Path(str(origin.get("input"))).resolve()) != (source, in_path.resolve()):
             others.add(f"{origin.get('source')} from {origin.get('input')}")
         if others:
             raise DatasetError(f"{self.path} holds rows converted from {sorted(others)}, not {source} from "
