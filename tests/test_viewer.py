@@ -150,9 +150,9 @@ def test_report_loads_in_headless_chromium_without_console_errors(runs, kind, tm
 def test_reading_a_running_training_leaves_its_log_alone(tmp_path):
     from lfpc.viewer.load import load_report
 
-    log = tmp_path / "rollouts" / "rank0.jsonl"
-    log.parent.mkdir()
-    log.write_text(json.dumps({"step": 0}) + "\n" + '{"step": 1, "sam')  # the trainer is writing step 1
+    log = crafted_run(tmp_path) / "rollouts" / "rank0.jsonl"
+    with log.open("a") as handle:
+        handle.write('{"step": 1, "sam')  # the trainer is writing step 1
     before = log.read_bytes()
     assert [r["step"] for r in load_report(tmp_path).records] == [0]
     assert log.read_bytes() == before
