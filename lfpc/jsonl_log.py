@@ -28,6 +28,9 @@ def drop_torn_tail(path: str | Path, chunk: int = 1 << 16) -> None:
             handle.truncate(position)
 
 
+JSON_WHITESPACE = " \t\r\n"  # a line of only these is blank (str.strip would also take e.g. \x1c, which is garbage)
+
+
 class JsonlError(ValueError):
     """A line of a JSONL file that is not what it must be; the message starts with ``file:line:``."""
 
@@ -54,7 +57,7 @@ def _complete_lines(path: str | Path, repair: bool) -> Iterator[tuple[int, str]]
         except UnicodeDecodeError as err:
             raise JsonlError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at byte {err.start + 1} "
                              "of the line); delete or fix the line") from None
-        if line.strip():
+        if line.strip(JSON_WHITESPACE):
             yield number, line
 
 

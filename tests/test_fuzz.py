@@ -146,7 +146,7 @@ def _bad_line_numbers(lines: list[bytes]) -> set[int]:
     bad = set()
     for number, line in enumerate(lines, start=1):
         try:
-            if line.strip() and not isinstance(json.loads(line.decode("utf-8")), dict):
+            if line.strip(b" \t\r\n") and not isinstance(json.loads(line.decode("utf-8")), dict):
                 bad.add(number)
         except (UnicodeDecodeError, ValueError, RecursionError):
             bad.add(number)

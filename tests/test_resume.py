@@ -64,7 +64,7 @@ def test_a_second_run_in_one_folder_is_refused_before_anything_else(tmp_path, ho
     out = tmp_path / "run"
     other = holding(out)  # a running train.py or eval.py
     with pytest.raises(RuntimeError, match=rf"in use by another process \(pid {other.pid}\)"):
-        train(composed(out, "trainer.max_steps=-1"))  # refused before the config is even checked
+        train(composed(out, "data=jsonl", f"data.path={out}/none.jsonl"))  # refused before any data is read
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
 
 

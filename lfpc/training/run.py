@@ -93,22 +93,21 @@ def resume_path(cfg: DictConfig, folder: Path) -> str | None:
 def train(cfg: DictConfig) -> dict:
     """Run GRPO as configured; returns (and writes to ``<output_dir>/summary.json``) the final metrics. One run at a
     time writes an output folder: a second one started in it is refused at once."""
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    C.check_run_config(cfg)  # read-only checks first: a refused config leaves no folder behind
+    if cfg.get("ckpt_path"):
+        check_resume(cfg)
     if not launched_rank_zero():
         return _train(cfg)
-    with single_writer(out):
+    with single_writer(cfg.output_dir):
         return _train(cfg)
 
 
 def _train(cfg: DictConfig) -> dict:
     # checkpoints are meant to hold the post-update state of each GRPO step
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    C.check_run_config(cfg)
-    if cfg.get("ckpt_path"):
-        check_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     set_max_image_pixels(cfg.max_image_pixels)
     path = C.model_path(cfg)
     samples = C.load_samples(cfg.data)
