@@ -11,11 +11,14 @@ See conf/eval.yaml for every setting and the paper protocol.
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from lfpc.evaluation.run import evaluate
 from lfpc.evaluation.tables import summary_markdown
+from lfpc.files import hydra_run_folder_lock
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -27,4 +30,5 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with hydra_run_folder_lock(sys.argv[1:]):  # before Hydra writes the folder's .hydra/: one run per folder
+        main()

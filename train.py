@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from lfpc.files import hydra_run_folder_lock
 from lfpc.training.run import train
 
 
@@ -27,4 +29,5 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with hydra_run_folder_lock(sys.argv[1:]):  # before Hydra writes the folder's .hydra/: one run per folder
+        main()

@@ -32,6 +32,7 @@ from experiments.layout import TrainJob
 from experiments.runs import eval_folders, eval_labels, job_cost, train_jobs
 from lfpc.config import SELECTION_STATS
 from lfpc.evaluation import paper_numbers, tables
+from lfpc.files import atomic_write
 from lfpc.evaluation.paper_numbers import PaperRow
 from lfpc.evaluation.tables import Column, Results, Table, load_results
 
@@ -41,7 +42,7 @@ FINAL_STEPS = 5
 def _write(table: Table, out: Path, name: str) -> str:
     text = tables.table_markdown(table)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.md").write_text(text + "\n")
+    atomic_write(out / f"{name}.md", text + "\n")
     tables.write_csv(table, out / f"{name}.csv")
     return text
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shlex
 from pathlib import Path
@@ -13,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lfpc.data.records import Sample, check_samples, load_jsonl
+from lfpc.files import write_json
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import optimizer_steps
 from lfpc.model.families import backbone_of
@@ -253,7 +253,7 @@ def display_sizer(cfg: DictConfig, path: str, samples: list[Sample]) -> DisplayS
     if r.strategy == "answer_divergence":
         result = run_selection(cfg, path, list(dict.fromkeys(samples)),  # a mix may repeat samples
                                compute_missing=world_size(cfg) == 1)
-        Path(cfg.output_dir, SELECTION_STATS).write_text(json.dumps(result.stats.as_dict(), indent=1))
+        write_json(Path(cfg.output_dir, SELECTION_STATS), result.stats.as_dict())
         selected = result.sizes
     return DisplaySizer(r.strategy, cfg.vision.global_max_tokens, r.scale, r.min_tokens, seed=cfg.seed,
                         selected=selected, side=backbone_of(path).token_side)

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 
 from lfpc.answers import Judge
+from lfpc.files import entry_lock
+from lfpc.jsonl_log import JsonlError, append_json_lines, read_json_lines
 from lfpc.model.loading import load_model, model_fingerprint
 from lfpc.rollout.base import RolloutEngine, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
@@ -26,34 +28,37 @@ JUDGE_PROMPT = ("Decide whether a model's answer to a question means the same as
 
 
 class CachedJudge:
-    """Wraps a judge with a JSONL file of past verdicts, so no (question, truth, answer) is judged twice by the same
-    judge: ``judge_id`` (e.g. the judge model's fingerprint) is part of each verdict's key, so a cache file shared by
-    two judges never answers for the other."""
+    """Wraps a judge with a JSONL file of past verdicts, so no (judge, question, truth, answer) is judged twice.
 
-    def __init__(self, judge: Judge, path: str | Path, judge_id: str) -> None:
+    ``identity`` names the judge (e.g. its model's fingerprint): a verdict of one judge is never returned for
+    another. The file may be shared by processes (ranks, runs): its reads and appends hold its lock, a torn last line
+    (a killed write) is dropped, and a garbage line is refused with the file and line."""
+
+    def __init__(self, judge: Judge, path: str | Path, identity: str = "") -> None:
         self.judge = judge
-        self.judge_id = judge_id
         self.path = Path(path)
+        self.identity = identity
         self.verdicts: dict[str, bool] = {}
         if self.path.is_file():
-            with self.path.open(encoding="utf-8") as handle:
-                for line in handle:
-                    if line.strip():
-                        row = json.loads(line)
-                        self.verdicts[row["key"]] = bool(row["correct"])
+            with entry_lock(self.path, wait=True):
+                rows = read_json_lines(self.path)
+            for number, row in rows:
+                if not isinstance(row.get("key"), str) or not isinstance(row.get("correct"), bool):
+                    raise JsonlError(f"{self.path}:{number}: not a judge verdict (no string 'key' and boolean "
+                                     "'correct'); delete or fix the line")
+                self.verdicts[row["key"]] = row["correct"]
 
     def key(self, question: str, truth: str, answer: str) -> str:
         """Stable cache key of one judgement by this judge."""
-        return hashlib.sha256(json.dumps([self.judge_id, question, truth, answer]).encode("utf-8")).hexdigest()
+        return hashlib.sha256(json.dumps([self.identity, question, truth, answer]).encode("utf-8")).hexdigest()
 
     def __call__(self, question: str, truth: str, answer: str) -> bool:
         key = self.key(question, truth, answer)
         if key not in self.verdicts:
             self.verdicts[key] = bool(self.judge(question, truth, answer))
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"key": key, "correct": self.verdicts[key], "judge": self.judge_id,
-                                         "question": question, "truth": truth, "answer": answer}) + "\n")
+            with entry_lock(self.path, wait=True):
+                append_json_lines(self.path, [{"key": key, "correct": self.verdicts[key], "judge": self.identity,
+                                               "question": question, "truth": truth, "answer": answer}])
         return self.verdicts[key]
 
 
@@ -84,4 +89,4 @@ def load_judge(model: str | Path, cache: str | Path, device: str | torch.device 
         raise FileNotFoundError(f"judge.model {model}: not a local model folder (the judge never downloads)")
     codec = ChatCodec.for_model(str(model), max_tokens=4)
     engine = HFRolloutEngine(load_model(model, dtype=dtype).to(device), codec.pad_id, codec.image_pad_id)
-    return CachedJudge(EngineJudge(engine, codec), cache, judge_id=model_fingerprint(model))
+    return CachedJudge(EngineJudge(engine, codec), cache, identity=model_fingerprint(model))

@@ -44,3 +44,27 @@ def pixel_limit():
     previous = Image.MAX_IMAGE_PIXELS
     yield set_max_image_pixels
     Image.MAX_IMAGE_PIXELS = previous
+
+
+@pytest.fixture()
+def holding():
+    """``holding(folder)``: start another process that holds ``folder``'s output lock (as a running train.py or
+    eval.py does) until the test ends; returns the process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import sys, time\nfrom lfpc.files import single_writer\n"
+            "with single_writer(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)")
+    started = []
+
+    def hold(folder):
+        proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True,
+                                cwd=Path(__file__).resolve().parents[1])
+        started.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield hold
+    for proc in started:
+        proc.kill()
+        proc.wait()

@@ -204,17 +204,17 @@ def test_cached_judge_asks_once_and_persists(tmp_path):
         return answer == "crimson"
 
     path = tmp_path / "judge" / "cache.jsonl"
-    cached = CachedJudge(judge, path, judge_id="crimson-judge")
+    cached = CachedJudge(judge, path, identity="crimson-judge")
     assert cached("q", "red", "crimson") is True
     assert cached("q", "red", "crimson") is True
     assert cached("q", "red", "blue") is False
     assert calls == ["crimson", "blue"]
-    reloaded = CachedJudge(judge, path, judge_id="crimson-judge")  # a new process reads the verdicts back
+    reloaded = CachedJudge(judge, path, identity="crimson-judge")  # a new process reads the verdicts back
     assert reloaded("q", "red", "crimson") is True and reloaded("q", "red", "blue") is False
     assert calls == ["crimson", "blue"]
-    lenient = CachedJudge(lambda q, t, a: True, path, judge_id="lenient")  # another judge, the same file
+    lenient = CachedJudge(lambda q, t, a: True, path, identity="lenient")  # another judge, the same file
     assert lenient("q", "red", "blue") is True                           # its own verdict, not the cached False
-    assert CachedJudge(judge, path, judge_id="crimson-judge")("q", "red", "blue") is False
+    assert CachedJudge(judge, path, identity="crimson-judge")("q", "red", "blue") is False
 
 
 class FakeCodec:
@@ -255,7 +255,7 @@ def test_load_judge_runs_a_local_model_and_never_downloads(tiny_model_dir, tmp_p
     with pytest.raises(FileNotFoundError, match="never downloads"):
         load_judge("Qwen/Qwen2.5-VL-72B-Instruct", tmp_path / "cache.jsonl")
     judge = load_judge(tiny_model_dir, tmp_path / "cache.jsonl", dtype="float32")
-    assert judge.judge_id == model_fingerprint(tiny_model_dir)
+    assert judge.identity == model_fingerprint(tiny_model_dir)
     verdict = judge("What colour?", "red", "crimson")
     assert isinstance(verdict, bool)
     assert len((tmp_path / "cache.jsonl").read_text().splitlines()) == 1

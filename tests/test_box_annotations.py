@@ -75,3 +75,34 @@ def test_repeated_id_is_an_error(rows, tmp_path):
     path = box_file(tmp_path, {"id": "vp-1", "boxes": [B1]}, {"id": "vp-1", "boxes": [B2]})
     with pytest.raises(DatasetError, match=r"boxes.jsonl:2 \(id vp-1\): id already annotated at .*boxes.jsonl:1"):
         read_box_file(path)
+
+
+@pytest.mark.parametrize("target", ["rows", "boxes"])
+def test_an_output_equal_to_an_input_is_refused_and_the_input_kept(rows, tmp_path, target):
+    boxes = box_file(tmp_path, {"id": "vp-1", "boxes": [B1]})
+    before = {path: path.read_bytes() for path in (rows, boxes)}
+    out = rows if target == "rows" else boxes
+    with pytest.raises(SystemExit, match="is the input"):
+        main([str(rows), str(boxes), str(out)])
+    assert {path: path.read_bytes() for path in (rows, boxes)} == before
+
+
+def test_an_interrupted_write_leaves_the_old_output_whole(rows, tmp_path, monkeypatch):
+    boxes = box_file(tmp_path, {"id": "vp-1", "boxes": [B1]}, {"id": "vp-2", "boxes": [B2]})
+    out = tmp_path / "stage2.jsonl"
+    main([str(rows), str(boxes), str(out)])
+    before = out.read_bytes()
+    calls = []
+
+    def killed(self):  # the process dies while the second row is written
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self)
+
+    from lfpc.data.records import Sample
+    real = Sample.to_json
+    monkeypatch.setattr(Sample, "to_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main([str(rows), str(boxes), str(out), "--keep-unannotated"])
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -95,3 +95,12 @@ def test_too_few_categories_is_an_error(coco, tmp_path):
         load_coco_objects(path, coco[1])
     with pytest.raises(DatasetError, match="not a COCO annotation file"):
         load_coco_objects(coco[1] / "000000000000.jpg", coco[1])
+
+
+def test_an_output_equal_to_the_annotations_is_refused_and_they_are_kept(coco):
+    annotations, images = coco
+    before = Path(annotations).read_bytes()
+    with pytest.raises(ValueError, match="is the input"):
+        generate_coco_paste(annotations, images, annotations, num_samples=1, image_size=(800, 600),
+                            object_side=(0.08, 0.12))
+    assert Path(annotations).read_bytes() == before

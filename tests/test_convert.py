@@ -227,3 +227,118 @@ def test_train_py_trains_on_converted_free_form_rows_of_every_source(tmp_path):
     rollouts = [json.loads(line) for line in (run / "rollouts" / "rank0.jsonl").read_text().splitlines()]
     assert {r["sample_id"].split("-")[0] for r in rollouts} == {"deepeyes", "thinklite", "pixelreasoner", "cof",
                                                                "visualprobe"}
+
+
+# ---- inputs and outputs that would lose data, garbage inputs (the file is always named) ----
+
+def visualprobe_input(tmp_path: Path, rows: list | None = None) -> Path:
+    save_image(tmp_path / "a.jpg")
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(rows if rows is not None else
+                               [{"images": ["a.jpg"], "problem": f"Q{i}?", "solution": "x", "doc_id": i}
+                                for i in range(3)]))  # no trailing newline, as the released files
+    return path
+
+
+def test_output_equal_to_the_input_is_refused_and_the_input_kept(tmp_path):
+    path = visualprobe_input(tmp_path)
+    before = path.read_bytes()
+    (tmp_path / "link.json").symlink_to(path)
+    for out in (path, tmp_path / "link.json", tmp_path / "." / "train.json"):
+        with pytest.raises(ValueError, match="is the input"):
+            convert_file(SOURCES["visualprobe"], path, out)
+    (tmp_path / "train.json.dropped.jsonl").write_bytes(before)
+    with pytest.raises(ValueError, match="is the input"):  # the dropped log beside the output is the input
+        convert_file(SOURCES["visualprobe"], tmp_path / "train.json.dropped.jsonl", tmp_path / "train.json")
+    assert path.read_bytes() == before
+
+
+def test_ids_that_differ_only_in_replaced_characters_get_their_own_images(tmp_path):
+    rows = [deepeyes_row(1, "What colour?", "red", [png(colour=(255, 0, 0))]),
+            deepeyes_row(1, "What colour?", "blue", [png(colour=(0, 0, 255))])]
+    rows[0]["data_source"], rows[1]["data_source"] = "a/b", "a_b"
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    convert_file(SOURCES["deepeyes"], tmp_path / "d.parquet", tmp_path / "out.jsonl")
+    first, second = load_jsonl(tmp_path / "out.jsonl")
+    assert (first.answer, second.answer) == ("red", "blue") and first.image_path != second.image_path
+    assert Image.open(first.image_path).getpixel((0, 0)) == (255, 0, 0)
+    assert Image.open(second.image_path).getpixel((0, 0)) == (0, 0, 255)
+    assert len(list((tmp_path / "out_images").iterdir())) == 2
+
+
+def test_another_source_or_input_into_an_existing_output_is_refused(deepeyes, tmp_path):
+    out = tmp_path / "o.jsonl"
+    convert_file(SOURCES["deepeyes"], deepeyes, out, limit=2)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    other = visualprobe_input(tmp_path / "vp")
+    with pytest.raises(ValueError, match="deepeyes"):
+        convert_file(SOURCES["visualprobe"], other, out)
+    copy = tmp_path / "copy.parquet"
+    copy.write_bytes(deepeyes.read_bytes())
+    with pytest.raises(ValueError, match="resumes the same conversion"):  # same source, another file
+        convert_file(SOURCES["deepeyes"], copy, out)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name in before} == before
+    (tmp_path / "o.jsonl.report.json").unlink()  # the rows themselves name their source
+    with pytest.raises(ValueError, match="deepeyes"):
+        convert_file(SOURCES["visualprobe"], other, out)
+    assert convert_file(SOURCES["deepeyes"], deepeyes, out).kept == 3  # the same conversion resumes
+
+
+@pytest.mark.parametrize("line", [b"garbage\n", b"\x00\x00\n", b"[1, 2]\n", b'{"no_id": 1}\n', b"\xff\xfe{}\n"])
+def test_a_garbage_line_in_the_output_is_refused_with_file_and_line(deepeyes, tmp_path, line):
+    out = tmp_path / "o.jsonl"
+    convert_file(SOURCES["deepeyes"], deepeyes, out, limit=2)
+    with out.open("ab") as handle:
+        handle.write(line)
+    with pytest.raises(ValueError, match=rf"o\.jsonl:3: "):
+        convert_file(SOURCES["deepeyes"], deepeyes, out)
+    assert len(out.read_bytes().splitlines()) == 3  # nothing written, nothing cut
+
+
+@pytest.mark.parametrize("name, content", [
+    ("garbage.parquet", b"PAR1 not really"), ("empty.parquet", b""), ("bad.json", b'[{"a": 1}, oops]'),
+    ("latin1.json", '[{"problem": "caf\u00e9"}]'.encode("latin-1")), ("deep.json", b"[" * 100000),
+])
+def test_unreadable_inputs_are_refused_naming_the_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    source = "deepeyes" if name.endswith(".parquet") else "visualprobe"
+    with pytest.raises(ValueError, match=rf"{name}"):
+        convert_file(SOURCES[source], path, tmp_path / "o.jsonl")
+
+
+def test_a_truncated_parquet_is_refused_naming_the_file(deepeyes, tmp_path):
+    path = tmp_path / "half.parquet"
+    path.write_bytes(deepeyes.read_bytes()[: deepeyes.stat().st_size // 2])
+    with pytest.raises(ValueError, match="half.parquet: not a readable parquet file"):
+        convert_file(SOURCES["deepeyes"], path, tmp_path / "o.jsonl")
+
+
+def test_a_row_that_is_not_an_object_is_dropped_with_its_number(tmp_path):
+    path = visualprobe_input(tmp_path, [{"images": ["a.jpg"], "problem": "Q?", "solution": "x", "doc_id": 1},
+                                        "just a string", 5])
+    report = convert_file(SOURCES["visualprobe"], path, tmp_path / "o.jsonl")
+    assert report.kept == 1 and dict(report.dropped) == {"not an object": 2}
+    dropped = [json.loads(line) for line in (tmp_path / "o.jsonl.dropped.jsonl").read_text().splitlines()]
+    assert [row["row"] for row in dropped] == [1, 2]
+
+
+def test_two_conversions_into_one_output_are_refused(deepeyes, tmp_path):
+    from lfpc.files import entry_lock
+    out = tmp_path / "o.jsonl"
+    with entry_lock(out, wait=False):  # another process converting into it (flock: per open file, as a process)
+        with pytest.raises(RuntimeError, match="being written by another process"):
+            convert_file(SOURCES["deepeyes"], deepeyes, out)
+    assert not out.exists()
+
+
+def test_a_negative_limit_is_refused(deepeyes, tmp_path):
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        convert_file(SOURCES["deepeyes"], deepeyes, tmp_path / "o.jsonl", limit=-1)
+
+
+def test_a_failed_start_does_not_claim_the_output(tmp_path):
+    (tmp_path / "bad.json").write_text("[oops")
+    with pytest.raises(ValueError, match="bad.json: invalid JSON"):
+        convert_file(SOURCES["visualprobe"], tmp_path / "bad.json", tmp_path / "o.jsonl")
+    assert convert_file(SOURCES["visualprobe"], visualprobe_input(tmp_path), tmp_path / "o.jsonl").kept == 3

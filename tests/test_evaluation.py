@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -216,11 +215,13 @@ def test_record_log_refuses_a_line_that_is_not_a_record(tmp_path, line):
         RecordLog(path)
 
 
-def test_a_second_writer_is_refused_while_the_folder_is_in_use(tmp_path):
-    with single_writer(tmp_path):
-        with pytest.raises(RuntimeError, match=rf"{tmp_path} is in use by another process \(pid {os.getpid()}\)"):
-            with single_writer(tmp_path):
-                pass
+def test_a_second_writer_is_refused_while_the_folder_is_in_use(tmp_path, holding):
+    other = holding(tmp_path)  # a running eval.py
+    with pytest.raises(RuntimeError, match=rf"{tmp_path} is in use by another process \(pid {other.pid}\)"):
+        with single_writer(tmp_path):
+            pass
+    other.kill()
+    other.wait()
     with single_writer(tmp_path):  # released
         pass
 

@@ -133,3 +133,47 @@ def test_environment_and_codec_accept_any_turns_with_a_compared_preset(codec, sa
     assert len(context.images) == shown
     unanswered = sum(e["kind"] == "unanswered" for e in env.events)
     assert env.outcome().num_invalid_calls == sum(e["error"] is not None for e in env.events) - unanswered
+
+
+# ---- JSONL files damaged any way: every reader refuses the first bad line by file and line, or reads it ----
+
+GOOD_LINE = b'{"key": "k0", "correct": true, "id": "x", "reason": "r", "source": "s"}\n'
+raw_lines = st.one_of(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"") + b"\n"),
+                      json_values.map(lambda v: json.dumps(v).encode() + b"\n"),
+                      st.sampled_from([b"\x00\x00\n", b"\xff\xfe{}\n", b"[" * 3000 + b"\n", b'{"a": NaN}\n', b"\n"]))
+
+
+def _bad_line_numbers(lines: list[bytes]) -> set[int]:
+    bad = set()
+    for number, line in enumerate(lines, start=1):
+        try:
+            if line.strip(b" \t\r\n") and not isinstance(json.loads(line.decode("utf-8")), dict):
+                bad.add(number)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            bad.add(number)
+    return bad
+
+
+@settings(FUZZ, max_examples=150)
+@given(st.lists(raw_lines, max_size=5), st.binary(max_size=20).map(lambda b: b.replace(b"\n", b"")))
+def test_jsonl_readers_refuse_a_damaged_line_by_file_and_line(lines, torn):
+    import tempfile
+    from pathlib import Path
+
+    from lfpc.jsonl_log import JsonlError, read_json_lines
+    from lfpc.judge import CachedJudge
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "log.jsonl"
+        content = GOOD_LINE + b"".join(lines)
+        bad = {n + 1 for n in _bad_line_numbers(lines)}
+        for strict, read in ((True, lambda: read_json_lines(path)), (False, lambda: CachedJudge(lambda *a: 1, path))):
+            path.write_bytes(content + torn)  # the torn tail (no newline) is never a line
+            try:
+                read()
+            except JsonlError as err:
+                number = int(str(err).removeprefix(f"{path}:").split(":")[0])
+                assert number == min(bad) if strict else 1 < number <= len(lines) + 1  # the judge checks fields too
+            else:
+                assert not bad
+            assert path.read_bytes() == content  # the torn tail is dropped, nothing else

@@ -44,3 +44,79 @@ def test_rollout_log_resumes_on_a_clean_line_after_a_torn_one(tmp_path):
     RolloutLog(folder, viewer=text_only).append(1, [trajectory("s2")], [0.0])  # the resumed run
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(r["step"], r["sample_id"]) for r in records] == [(0, "s0"), (0, "s1"), (1, "s2")]
+
+
+# ---- the generic file classes (lfpc/files.py) every writer and reader uses ----
+
+def test_read_json_lines_refuses_the_first_bad_line_by_file_and_line_and_drops_a_torn_tail(tmp_path):
+    from lfpc.jsonl_log import JsonlError, read_json_lines
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b'{"a": 1}\n\n{"b": 2}\r\n{"torn')
+    assert read_json_lines(path) == [(1, {"a": 1}), (3, {"b": 2})] and path.read_bytes().endswith(b"\r\n")
+    for line, words in ((b"nope", "invalid JSON"), (b"\xff", "not UTF-8"), (b"[1]", "not a JSON object"),
+                        (b"[" * 100000, "invalid JSON")):
+        path.write_bytes(b'{"a": 1}\n' + line + b"\n\xff\n")
+        with pytest.raises(JsonlError, match=rf"^{path}:2: {words}"):
+            read_json_lines(path, repair=False)
+
+
+def test_an_interrupted_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    from lfpc.files import atomic_folder, atomic_output, atomic_write
+    path = tmp_path / "result.json"
+    atomic_write(path, "old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(path) as tmp:
+            tmp.write_text("half of the n")
+            raise KeyboardInterrupt
+    folder = tmp_path / "model"
+    with atomic_folder(folder) as staging:
+        (staging / "weights").write_text("v1")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_folder(folder) as staging:
+            (staging / "weights").write_text("v2, half")
+            raise KeyboardInterrupt
+    assert path.read_text() == "old" and (folder / "weights").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "result.json"]
+    with atomic_folder(folder) as staging:
+        (staging / "weights").write_text("v2")
+    assert (folder / "weights").read_text() == "v2" and sorted(p.name for p in tmp_path.iterdir()) == ["model",
+                                                                                                         "result.json"]
+
+
+def test_a_second_writer_of_a_folder_is_refused_and_a_second_cache_builder_waits(tmp_path, holding):
+    import threading
+    import time
+
+    from lfpc.files import entry_lock, single_writer
+    with single_writer(tmp_path / "run"):
+        with single_writer(tmp_path / "run"):  # re-entrant in one process (train.py holds it around train())
+            pass
+    other = holding(tmp_path / "run")
+    with pytest.raises(RuntimeError, match=rf"run is in use by another process \(pid {other.pid}\)"):
+        with single_writer(tmp_path / "run"):
+            pass
+    other.kill()
+    other.wait()
+    with single_writer(tmp_path / "run"):  # released when its holder dies
+        pass
+    order = []
+    with entry_lock(tmp_path / "cache", wait=True):
+        waiter = threading.Thread(target=lambda: entry_lock(tmp_path / "cache", wait=True).__enter__()
+                                  or order.append("second"))
+        waiter.start()
+        time.sleep(0.5)
+        order.append("first done")
+    waiter.join(10)
+    assert order == ["first done", "second"]
+
+
+def test_an_output_is_never_an_input_under_any_name(tmp_path):
+    from lfpc.files import check_distinct
+    data = tmp_path / "data.jsonl"
+    data.write_text("{}\n")
+    (tmp_path / "link.jsonl").symlink_to(data)
+    (tmp_path / "hard.jsonl").hardlink_to(data)
+    for name in ("data.jsonl", "link.jsonl", "hard.jsonl", "./sub/../data.jsonl"):
+        with pytest.raises(ValueError, match="is the input"):
+            check_distinct([data], [tmp_path / name])
+    check_distinct([data], [tmp_path / "other.jsonl"])

@@ -232,8 +232,10 @@ def test_changed_model_or_schedule_starts_a_new_manifest(codec, image_path, tmp_
     _, engine = _run(codec, samples, manifest, fingerprint="model-v2")
     assert Path(f"{manifest}.stale").read_text() == old and engine.queries  # recomputed for the new model
     config = replace(CONFIG, scale=0.5)  # 224, 112, 56
+    second = manifest.read_text()
     result, _ = _run(codec, samples, manifest, config=config, fingerprint="model-v2")
     assert result.records["early"]["levels"] == [[224, 224], [112, 112], [56, 56]]
+    assert Path(f"{manifest}.stale").read_text() == old and Path(f"{manifest}.stale.2").read_text() == second
     assert result.sizes == {"early": (112, 112)}
     # the same id on a moved copy of the image is served from the manifest; on another image it is recomputed
     moved = tmp_path / "moved.png"

@@ -202,3 +202,19 @@ def test_cli_writes_the_dataset(tmp_path, capsys):
     samples = load_jsonl(printed)
     assert [s.image_size for s in samples] == [(320, 288), (320, 288)]
     assert [s.meta["question_type"] for s in samples] == ["text", "largest"]
+
+
+def test_a_second_process_waits_for_the_cache_being_generated(tmp_path):
+    import threading
+    import time
+
+    from lfpc.files import entry_lock
+    out, result = tmp_path / "synthetic", {}
+    with entry_lock(out, wait=True):  # another process is generating this cache
+        worker = threading.Thread(target=lambda: result.update(path=generate_synthetic(out, 3, (400, 300), seed=1)))
+        worker.start()
+        time.sleep(1.0)
+        assert worker.is_alive() and not out.exists()  # it waits: it never reads or rewrites half-made files
+    worker.join(60)
+    assert result["path"] == out / "data.jsonl" and len(load_jsonl(result["path"])) == 3
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary file left

@@ -222,3 +222,18 @@ def test_build_of_an_older_builder_version_is_rebuilt(tmp_path):
     (built / MARKER_FILE).write_text(json.dumps({**marker, "version": marker["version"] - 1}))
     rebuilt = build_tiny_model(built, seed=0)
     assert json.loads((rebuilt / MARKER_FILE).read_text()) == marker
+
+
+def test_warm_ups_with_other_settings_never_replace_one_another(tiny_model_dir, tmp_path):
+    from lfpc.data.records import load_jsonl
+    from lfpc.data.synthetic import generate_synthetic
+    from lfpc.model.loading import model_fingerprint
+    from lfpc.model.warmup import MARKER, warm_up
+    samples = load_jsonl(generate_synthetic(tmp_path / "data", 2, (256, 256), seed=1))
+    smoke = warm_up(tiny_model_dir, tmp_path / "warm", samples, steps=1)      # size=smoke's warm-up
+    default = warm_up(tiny_model_dir, tmp_path / "warm", samples, steps=2)    # model=tiny's warm-up
+    assert smoke != default and smoke.parent == default.parent == tmp_path
+    assert json.loads((smoke / MARKER).read_text())["steps"] == 1 and json.loads((default / MARKER).read_text())["steps"] == 2
+    before = model_fingerprint(smoke)
+    assert warm_up(tiny_model_dir, tmp_path / "warm", samples, steps=1) == smoke and model_fingerprint(smoke) == before
+    assert smoke.stat().st_mode & 0o055 == 0o055  # readable like any model folder (mkdtemp makes it private)

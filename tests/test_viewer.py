@@ -152,11 +152,114 @@ def test_report_loads_in_headless_chromium_without_console_errors(runs, kind, tm
 def test_reading_a_running_training_leaves_its_log_alone(tmp_path):
     from lfpc.viewer.load import load_report
 
-    log = tmp_path / "rollouts" / "rank0.jsonl"
-    log.parent.mkdir()
-    log.write_text(json.dumps({"step": 0}) + "\n" + '{"step": 1, "sam')  # the trainer is writing step 1
+    log = crafted_run(tmp_path) / "rollouts" / "rank0.jsonl"
+    with log.open("a") as handle:
+        handle.write('{"step": 1, "sam')  # the trainer is writing step 1
     before = log.read_bytes()
     assert [r["step"] for r in load_report(tmp_path).records] == [0]
     assert log.read_bytes() == before
     with pytest.raises(FileNotFoundError, match="neither"):
         load_report(tmp_path / "rollouts")
+
+
+# ---- crafted and damaged run folders (fast: no run needed) ----
+
+def crafted_run(folder: Path, **changes) -> Path:
+    """A training run folder with one rollout record with images (``changes`` replace its fields)."""
+    (folder / "rollouts" / "images").mkdir(parents=True)
+    Image.new("RGB", (32, 24), "red").save(folder / "rollouts" / "images" / "g.jpg")
+    record = {"step": 0, "rank": 0, "sample_id": "s0", "group": 0, "question": "What colour?", "options": ["red", "blue"],
+              "answer": "A", "prediction": "A", "format_ok": True, "invalid_calls": 0,
+              "scores": {"acc": 1.0, "fmt": 1.0, "tool": 0.0, "iou": 0.0, "l1": 0.0, "total": 2.0}, "advantage": 0.5,
+              "response_tokens": 3, "image_size": [320, 240], "display_size": [32, 24], "gt_boxes": [[0, 0, 10, 10]],
+              "gt_boxes_display": [[0, 0, 1, 1]], "crop_boxes": [], "pred_boxes": [], "turns": ["<answer>A</answer>"],
+              "events": [{"turn": 1, "kind": "answer", "bbox": None, "box": None, "error": None}],
+              "images": {"global": "images/g.jpg", "crops": []}, **changes}
+    (folder / "rollouts" / "rank0.jsonl").write_text(json.dumps(record) + "\n")
+    return folder
+
+
+def test_a_crafted_record_never_injects_script_or_embeds_a_file_outside_the_run(tmp_path):
+    from lfpc.viewer.__main__ import write_report
+    from lfpc.viewer.load import data_uri
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"private bytes")
+    (tmp_path / "run").mkdir()
+    hostile = '1"><script>alert(7)</script>'
+    for changes in ({"display_size": [hostile, 10]}, {"rank": "<script>alert(8)</script>"},
+                    {"group": 1.5}, {"events": [{"turn": "<script>", "kind": "answer"}]},
+                    {"events": [{"turn": 1, "kind": "tool_call", "bbox": [0, 0, 5, 5], "box": [0, 0, 50, 50],
+                                 "crop_size": ["<script>", 3]}]}):
+        folder = crafted_run(tmp_path / f"run{len(list(tmp_path.iterdir()))}", **changes)
+        with pytest.raises(ValueError, match=r"rank0\.jsonl:1: field '\w+' must be"):
+            write_report(folder)
+    for path in ("../../secret.jpg", str(secret)):
+        folder = crafted_run(tmp_path / f"run{len(list(tmp_path.iterdir()))}",
+                             images={"global": path, "crops": [path]})
+        page = write_report(folder).read_text()
+        assert page.count("<script") == 1 and "cHJpdmF0ZSBieXRlcw" not in page  # base64 of b"private bytes"
+    link = tmp_path / "run" / "link.jpg"
+    link.symlink_to(secret)
+    assert data_uri(tmp_path / "run", "link.jpg") is None and data_uri(tmp_path, "secret.jpg") is not None
+
+
+@pytest.mark.parametrize("line, words", [
+    (b"garbage\n", "invalid JSON"), (b"\x00\x00\x00\n", "invalid JSON"), (b'{"step": 0, "q": "\xff"}\n', "not UTF-8"),
+    (b'{"step": 0}\n', "no field"), (b"[1, 2]\n", "not a JSON object"),
+])
+def test_a_damaged_line_is_refused_with_file_and_line(tmp_path, line, words):
+    from lfpc.viewer.__main__ import main
+    folder = crafted_run(tmp_path / "run")
+    with (folder / "rollouts" / "rank0.jsonl").open("ab") as handle:
+        handle.write(line)
+        handle.write((folder / "rollouts" / "rank0.jsonl").read_bytes().splitlines(keepends=True)[0])
+    with pytest.raises(SystemExit, match=rf"rank0\.jsonl:2: .*{words}"):
+        main([str(folder)])
+    assert not (folder / "trajectories.html").exists()
+
+
+def test_the_report_never_overwrites_the_records(tmp_path):
+    from lfpc.viewer.__main__ import main
+    folder = crafted_run(tmp_path / "run")
+    before = (folder / "rollouts" / "rank0.jsonl").read_bytes()
+    with pytest.raises(SystemExit, match="is the input"):
+        main([str(folder), "--out", str(folder / "rollouts" / "rank0.jsonl")])
+    assert (folder / "rollouts" / "rank0.jsonl").read_bytes() == before
+
+
+def test_any_crafted_field_is_refused_by_file_and_line_or_shown_escaped(tmp_path_factory):
+    import base64
+    import tempfile
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from lfpc.jsonl_log import JsonlError
+    from lfpc.viewer.load import load_report
+    from lfpc.viewer.page import render
+
+    secret = tmp_path_factory.mktemp("secret") / "secret.jpg"
+    secret.write_bytes(b"private bytes")
+    hostile = st.sampled_from(['"><script>x</script>', "</svg><script>", "../../../" + str(secret), str(secret),
+                               "images/../../../" + secret.name, "javascript:alert(1)"])
+    leaves = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False), st.text(max_size=8),
+                       hostile)
+    values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["global", "crops", "turn", "kind", "bbox", "box", "crop_size", "error", "acc"]), inner,
+        max_size=4), max_leaves=10)
+    fields = ["step", "rank", "group", "sample_id", "question", "options", "answer", "prediction", "scores",
+              "advantage", "display_size", "gt_boxes", "gt_boxes_display", "crop_boxes", "turns", "events", "images"]
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.dictionaries(st.sampled_from(fields), values, min_size=1, max_size=3))
+    def check(changes):
+        with tempfile.TemporaryDirectory() as folder:
+            run = crafted_run(Path(folder) / "run", **changes)
+            try:
+                page = render(load_report(run))
+            except JsonlError as err:
+                assert str(err).startswith(f"{run / 'rollouts' / 'rank0.jsonl'}:1: ")
+                return
+            assert page.count("<script") == 1 and base64.b64encode(b"private bytes").decode() not in page
+
+    check()

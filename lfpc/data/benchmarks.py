@@ -11,9 +11,7 @@ import binascii
 import csv
 import io
 import json
-import os
 import random
-import tempfile
 from contextlib import closing, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +22,7 @@ from PIL import Image
 from lfpc.boxes import Box, area, as_box, box_problem, clip_box
 from lfpc.data.records import (LETTERS, DatasetError, Sample, _field, check_prompt_text, check_samples,
                                sample_from_row, utf8_lines)
+from lfpc.files import atomic_write
 from lfpc.vision.images import ImageError, checked_size, decode_image
 
 HRBENCH_COLUMNS = ("index", "image", "question", "A", "B", "C", "D", "answer", "category", "cycle_category")
@@ -262,21 +261,9 @@ def _cached_image(encoded: str, name: str, cache_dir: Path, cached: dict[str, Pa
     with Image.open(io.BytesIO(data)) as image:
         image_format = image.format
     path = cache_dir / f"{name}.{_IMAGE_EXTENSIONS.get(image_format, str(image_format).lower())}"
-    _write_atomically(path, data)
+    atomic_write(path, data)
     cached[name] = path
     return path, size
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it, so ``path`` is never half written."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Iterable
 
 from lfpc.boxes import as_box, contains
 from lfpc.data.records import DatasetError, Sample, json_lines, load_jsonl, validate_boxes, write_jsonl
+from lfpc.files import check_distinct
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output", help="the JSONL to write")
     parser.add_argument("--keep-unannotated", action="store_true", help="also write rows without boxes")
     args = parser.parse_args(argv)
-    samples = attach_boxes(load_jsonl(args.rows), read_box_file(args.boxes), args.keep_unannotated)
+    try:
+        check_distinct([args.rows, args.boxes], [args.output])
+        samples = attach_boxes(load_jsonl(args.rows), read_box_file(args.boxes), args.keep_unannotated)
+    except ValueError as err:  # the message names the file, line and field
+        raise SystemExit(f"error: {err}") from None
     write_jsonl(samples, args.output)
     print(f"wrote {len(samples)} rows ({sum(bool(s.boxes) for s in samples)} with boxes) to {args.output}")
 

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from lfpc.data.records import LETTERS, DatasetError, Sample, write_jsonl
 from lfpc.data.scenery import add_grain, background, nested_boxes, place
+from lfpc.files import atomic_output, check_distinct
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 JPEG_QUALITY = 92
@@ -111,8 +112,8 @@ def make_paste_sample(index: int, objects: Sequence[CocoObject], out_dir: Path, 
         image = add_grain(rng, image)
     sample_id = f"coco-paste-s{seed}-{index}"
     path = out_dir / "images" / f"{sample_id}.jpg"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, quality=JPEG_QUALITY)
+    with atomic_output(path) as tmp:  # a reader never sees half an image
+        image.save(tmp, format="JPEG", quality=JPEG_QUALITY)
     categories = sorted({o.category for o in objects} - {obj.category})
     options = [obj.category, *(categories[i] for i in rng.choice(len(categories), 3, replace=False))]
     rng.shuffle(options)
@@ -134,6 +135,7 @@ def generate_coco_paste(annotations: str | Path, images: str | Path, out: str | 
                         object_side: tuple[float, float] = (0.02, 0.05), backgrounds: str | Path | None = None,
                         free_form: bool = False, min_side: int = 32) -> list[Sample]:
     """Write ``num_samples`` pasted-object samples to the JSONL ``out`` (images in ``out``'s folder/images)."""
+    check_distinct([annotations], [out])
     objects = load_coco_objects(annotations, images, min_side)
     photos = []
     if backgrounds is not None:

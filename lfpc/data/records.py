@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lfpc.boxes import Box, as_box, box_problem, contains
+from lfpc.files import atomic_output
 from lfpc.special_tokens import find_special_token
 from lfpc.vision.images import ImageError, checked_size
 
@@ -192,8 +193,7 @@ def write_jsonl(samples: list[Sample], path: str | Path) -> None:
     taken as already relative to it and written unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
+    with atomic_output(path) as tmp, tmp.open("w", encoding="utf-8") as handle:  # never a half-written dataset
         for sample in samples:
             row = sample.to_json()
             image = Path(sample.image_path)

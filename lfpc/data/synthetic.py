@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 from lfpc.boxes import Box
 from lfpc.data.records import LETTERS, Sample, write_jsonl
 from lfpc.data.scenery import add_grain, background, nested_boxes, pick, place
+from lfpc.files import atomic_output, entry_lock, write_json
 
 GENERATOR_VERSION = 1  # bump whenever the output for the same parameters changes (invalidates caches)
 JPEG_QUALITY = 92
@@ -337,21 +338,23 @@ def generate_synthetic(out_dir: str | Path, num_samples: int, image_size: tuple[
               "seed": seed, "size_range": list(size_range) if size_range else None,
               "question_types": list(question_types), "jpeg_quality": JPEG_QUALITY,
               **({"task": task, "task_version": _task_version(task)} if task != "scenes" else {})}
-    if jsonl.is_file() and params_path.is_file() and json.loads(params_path.read_text()) == params:
-        return jsonl
-    params_path.unlink(missing_ok=True)  # the folder is incomplete until params.json is written again
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    samples = []
-    for index in range(num_samples):
-        if task == "patterns":
-            from lfpc.data.patterns import make_pattern_sample
-            image, sample = make_pattern_sample(index, seed, tuple(image_size), size_range)
-        else:
-            image, sample = make_sample(index, seed, tuple(image_size), size_range, question_types)
-        image.save(out / sample.image_path, "JPEG", quality=JPEG_QUALITY)
-        samples.append(sample)
-    write_jsonl(samples, jsonl)
-    params_path.write_text(json.dumps(params, indent=2))
+    with entry_lock(out, wait=True):  # a second process generating the same folder waits, then reuses it
+        if jsonl.is_file() and params_path.is_file() and json.loads(params_path.read_text()) == params:
+            return jsonl
+        params_path.unlink(missing_ok=True)  # the folder is incomplete until params.json is written again
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        samples = []
+        for index in range(num_samples):
+            if task == "patterns":
+                from lfpc.data.patterns import make_pattern_sample
+                image, sample = make_pattern_sample(index, seed, tuple(image_size), size_range)
+            else:
+                image, sample = make_sample(index, seed, tuple(image_size), size_range, question_types)
+            with atomic_output(out / sample.image_path) as tmp:  # a reader never sees half an image
+                image.save(tmp, "JPEG", quality=JPEG_QUALITY)
+            samples.append(sample)
+        write_jsonl(samples, jsonl)
+        write_json(params_path, params, indent=2)
     return jsonl
 
 

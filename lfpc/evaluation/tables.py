@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 from lfpc.evaluation import paper_numbers
 from lfpc.evaluation.paper_numbers import MODE_ROWS
+from lfpc.files import atomic_output, atomic_write
 from lfpc.model.families import DEFAULT
 
 BENCHMARKS = {  # name -> (short name, sub-tasks in paper order: single-target, multi-target), in the paper's order
@@ -326,7 +327,7 @@ def table_markdown(table: Table) -> str:
 
 def write_csv(table: Table, path: Path) -> None:
     """The table as CSV (missing values as empty cells)."""
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_output(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(table.headers)
         writer.writerows([["" if cell in ("–", "?") else cell for cell in row] for row in table.rows])
@@ -356,7 +357,7 @@ def render(dirs: Sequence[str | Path], out: str | Path, numbers: Sequence[int] =
     for number in numbers:
         table = build_table(number, results)
         text = table_markdown(table)
-        (out / f"table{number}.md").write_text(text + "\n")
+        atomic_write(out / f"table{number}.md", text + "\n")
         write_csv(table, out / f"table{number}.csv")
         parts.append(text)
     return "\n\n".join(parts)

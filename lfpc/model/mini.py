@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -43,6 +42,7 @@ from lfpc.agent.prompt import (DIRECT_REMINDER, FINAL_REMINDER, REMINDER, initia
 from lfpc.boxes import Box, Size, scale_box
 from lfpc.data import patterns
 from lfpc.data.records import Sample
+from lfpc.files import atomic_folder
 from lfpc.grpo.logprobs import imitation_loss
 from lfpc.model.loading import load_model
 from lfpc.model.tiny import tiny_config, write_random_checkpoint
@@ -282,9 +282,7 @@ def pretrain_mini(out_dir: str | Path, recipe: dict = RECIPE, steps: int | None 
                   for phase in recipe["curriculum"]]
     torch.manual_seed(recipe["seed"])
     skip, final_losses = _resume_point(Path(init), recipe, curriculum) if init is not None else (0, [])
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
-    staging.chmod(0o755)  # mkdtemp makes it private; a model folder should be readable like any other
-    try:
+    with atomic_folder(out) as staging:  # never a half-written model folder, the old one kept until the new is whole
         if init is not None:
             shutil.copytree(init, staging, dirs_exist_ok=True)
         else:
@@ -307,10 +305,6 @@ def pretrain_mini(out_dir: str | Path, recipe: dict = RECIPE, steps: int | None 
         (staging / RECIPE_FILE).write_text(json.dumps(record, indent=1) + "\n")
         for path in staging.iterdir():
             path.chmod(0o644)
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.move(str(staging), out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2Tokenizer
 
+from lfpc.files import atomic_folder, entry_lock
 from lfpc.model.families import DEFAULT, QWEN3_5, QWEN3_VL, backbone_for
 from lfpc.model.tiny_tokenizer import QWEN2_5_VL_CHAT_TEMPLATE, QWEN_ADDED_TOKENS, build_tiny_tokenizer
 
@@ -141,25 +140,18 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0, overwrite: bool 
     holds; otherwise any other non-empty folder raises ``FileExistsError``.
     """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        marker = _read_marker(out)
-        if marker == _marker(seed, family):
-            return out
-        # an older build of this seed and family: rebuild
-        stale_version = marker is not None and {**marker, "version": BUILD_VERSION} == _marker(seed, family)
-        if not stale_version and any(out.iterdir()):
-            raise FileExistsError(
-                f"{out} is not empty and holds no tiny model built with seed={seed} (version {BUILD_VERSION}); "
-                "pass overwrite=True to replace it, or choose another folder"
-            )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the checkpoint folder should be readable like any other
-    try:
-        _write_build(staging, seed, family)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with entry_lock(out, wait=True):  # a second process building the same folder waits, then reuses it
+        if out.exists() and not overwrite:
+            marker = _read_marker(out)
+            if marker == _marker(seed, family):
+                return out
+            # an older build of this seed and family: rebuild
+            stale_version = marker is not None and {**marker, "version": BUILD_VERSION} == _marker(seed, family)
+            if not stale_version and any(out.iterdir()):
+                raise FileExistsError(
+                    f"{out} is not empty and holds no tiny model built with seed={seed} (version {BUILD_VERSION}); "
+                    "pass overwrite=True to replace it, or choose another folder"
+                )
+        with atomic_folder(out) as staging:
+            _write_build(staging, seed, family)
     return out

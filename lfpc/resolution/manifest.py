@@ -9,38 +9,29 @@ one (another model, schedule, stopping rule or strategy) is renamed to ``<name>.
 from __future__ import annotations
 
 import datetime
-import fcntl
 import hashlib
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from lfpc.data.records import Sample
+from lfpc.files import atomic_write
 from lfpc.jsonl_log import append_json_lines, complete_lines
 from lfpc.vision.images import image_digest
 
 MANIFEST_VERSION = 2  # 2: replies without a valid answer are retried once, then skipped
 
 
+def _free_name(base: str) -> str:
+    """``base``, or ``base.2``, ``base.3``, ... : the first name no file has."""
+    names = (base if n == 1 else f"{base}.{n}" for n in range(1, 10**6))
+    return next(name for name in names if not os.path.exists(name))
+
+
 def settings_fingerprint(settings: dict) -> str:
     """Hash of the JSON-serializable ``settings`` (key order does not matter)."""
     payload = json.dumps({"version": MANIFEST_VERSION, **settings}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-@contextmanager
-def manifest_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Exclusive lock on ``<path>.lock``, so concurrent processes (e.g. torchrun ranks) compute a manifest once."""
-    lock = Path(f"{path}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class Manifest:
@@ -73,7 +64,7 @@ class Manifest:
         lines = complete_lines(self.path)
         header = self._parse(*lines[0]) if lines else {}
         if header.get("kind") != "header" or header.get("fingerprint") != self.fingerprint:
-            self.path.replace(f"{self.path}.stale")
+            self.path.replace(_free_name(f"{self.path}.stale"))  # an older stale manifest is kept too
             return self._start()
         records = {}
         for number, line in lines[1:]:
@@ -95,10 +86,7 @@ class Manifest:
         return value
 
     def _start(self) -> dict[str, dict]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         header = {"kind": "header", "fingerprint": self.fingerprint, "settings": self.settings,
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        with open(self.path, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(header) + "\n")
-            handle.flush()
+        atomic_write(self.path, json.dumps(header) + "\n")
         return {}

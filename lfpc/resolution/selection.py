@@ -20,7 +20,6 @@ Stopping rule ``stop``: ``first_divergence`` queries levels until the first dive
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -33,7 +32,8 @@ from tqdm.auto import tqdm
 from lfpc.answers import answer_key
 from lfpc.boxes import Size
 from lfpc.data.records import Sample
-from lfpc.resolution.manifest import Manifest, manifest_lock
+from lfpc.files import entry_lock, write_json
+from lfpc.resolution.manifest import Manifest
 from lfpc.resolution.strategies import NEVER_DIVERGED, NO_ANSWER, STRATEGIES, choose_level, divergence_level
 from lfpc.rollout.base import RolloutEngine, SamplingConfig
 from lfpc.rollout.codec import ChatCodec
@@ -174,7 +174,7 @@ def select_resolutions(samples: Sequence[Sample], config: SelectionConfig, manif
     for sample in samples:
         if sample.image_size is None:
             raise ValueError(f"sample {sample.id} has no image_size; resolution selection needs it")
-    with manifest_lock(manifest_path):
+    with entry_lock(manifest_path, wait=True):  # concurrent processes (e.g. torchrun ranks) compute it once
         manifest = Manifest(manifest_path, {**config.settings(), "model": model_fingerprint})
         pending = [s for s in samples if manifest.lookup(s) is None]
         stamp = {"fingerprint": manifest.fingerprint, "model": model_fingerprint}
@@ -193,7 +193,7 @@ def select_resolutions(samples: Sequence[Sample], config: SelectionConfig, manif
     stats = _statistics(records, sizes, config, cached=len(samples) - len(pending), queries=queries,
                         seconds=seconds)
     log.info("resolution selection (%s, %s): %s", config.strategy, manifest_path, stats.summary())
-    Path(f"{manifest_path}.stats.json").write_text(json.dumps(stats.as_dict(), indent=1))
+    write_json(f"{manifest_path}.stats.json", stats.as_dict())
     return SelectionResult(sizes=sizes, records=records, stats=stats)
 
 

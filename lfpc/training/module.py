@@ -15,6 +15,7 @@ import torch
 from lfpc.answers import Judge
 from lfpc.data.records import Sample
 from lfpc.distributed import weights_digest
+from lfpc.files import atomic_folder
 from lfpc.grpo.advantages import group_advantages, group_diagnostics
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate, optimizer_steps
@@ -267,6 +268,7 @@ class GRPOModule(L.LightningModule):
         if self.global_rank == 0:
             model = load_model(self.policy_cfg.path, dtype=self.policy_cfg.fsdp_param_dtype)
             model.load_state_dict(full)
-            model.save_pretrained(out_dir)
-            self.codec.processor.save_pretrained(out_dir)
+            with atomic_folder(out_dir) as staging:  # never a half-written model folder
+                model.save_pretrained(staging)
+                self.codec.processor.save_pretrained(staging)
         return weights_digest(full.items())

@@ -3,13 +3,20 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 import shlex
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
 import yaml
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+
+from lfpc.files import atomic_output
 
 MAY_CHANGE_ON_RESUME = ("ckpt_path", "trainer.max_steps")
 
@@ -70,3 +77,34 @@ def stopped_by_sigterm(run: Path, grpo_steps: int) -> SystemExit:
     """The non-zero exit of a run stopped by SIGTERM, saying how to resume it."""
     return SystemExit(f"stopped by SIGTERM after {grpo_steps} GRPO step(s); checkpoint "
                       f"{run / 'checkpoints' / 'last.ckpt'}; resume with:\n  {resume_command(run)}")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint files, written whole or not at all (a killed save never replaces a good checkpoint),
+    and a damaged one refused by name with what to do instead of a deep ``torch.load`` error.
+
+    Loading unpickles the file (``weights_only=False``, as Lightning does): resume only checkpoints you trust."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        with atomic_output(path) as tmp:
+            torch.save(checkpoint, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+
+    def load_checkpoint(self, path, map_location: Any = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"checkpoint file not found: {path}")
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, pickle.UnpicklingError) as err:
+            real = Path(path).resolve()
+            kept = sorted(str(p) for p in real.parent.rglob("*.ckpt") if p.resolve() != real)
+            raise ValueError(
+                f"checkpoint {path}{f' (-> {real})' if real != Path(path).absolute() else ''} is damaged and cannot be "
+                f"resumed ({type(err).__name__}: {str(err)[:200]}); "
+                + (f"resume from another checkpoint of the run with ckpt_path=... ({', '.join(kept)}), or "
+                   if kept else "the run keeps no other checkpoint; ")
+                + "move the damaged file away to start over") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from datetime import timedelta
@@ -18,11 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from lfpc import config as C
 from lfpc.distributed import gather_from_ranks
+from lfpc.files import launched_rank_zero, single_writer, write_json
 from lfpc.training.alarms import CollapseAlarms
 from lfpc.training.batches import PromptData
 from lfpc.training.curve import LearningCurve
 from lfpc.training.module import GRPOModule
-from lfpc.training.resume import CheckpointOnSigterm, check_resume, stopped_by_sigterm
+from lfpc.training.resume import AtomicCheckpointIO, CheckpointOnSigterm, check_resume, stopped_by_sigterm
 from lfpc.vision.images import set_max_image_pixels
 
 
@@ -93,16 +93,24 @@ def resume_path(cfg: DictConfig, folder: Path) -> str | None:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Run GRPO as configured; returns (and writes to ``<output_dir>/summary.json``) the final metrics.
+    """Run GRPO as configured; returns (and writes to ``<output_dir>/summary.json``) the final metrics. One run at a
+    time writes an output folder: a second one started in it is refused at once.
 
     A run stopped by a collapse alarm (``alarms.stop=true``) writes its summary with ``stopped_on_alarm``, exports
     no ``hf_model`` and exits non-zero (SystemExit)."""
-    # checkpoints are meant to hold the post-update state of each GRPO step
-    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    C.check_run_config(cfg)
+    C.check_run_config(cfg)  # read-only checks first: a refused config leaves no folder behind
     C.check_run_folder(cfg)
     if cfg.get("ckpt_path"):
         check_resume(cfg)
+    if not launched_rank_zero():
+        return _train(cfg)
+    with single_writer(cfg.output_dir):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict:
+    # checkpoints are meant to hold the post-update state of each GRPO step
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,6 +136,7 @@ def train(cfg: DictConfig) -> dict:
                         callbacks=[*build_checkpoints(cfg.checkpoint, out / "checkpoints", per_step),
                                    GRPOProgressBar(per_step, alarms), curve, alarms,
                                    CheckpointOnSigterm(str(out / "checkpoints"))],
+                        plugins=[] if t.strategy == "fsdp2" else [AtomicCheckpointIO()],  # fsdp2: a checkpoint folder
                         default_root_dir=str(out), use_distributed_sampler=False,  # PromptData splits prompts by rank
                         enable_model_summary=False, num_sanity_val_steps=0)
     try:
@@ -142,7 +151,7 @@ def train(cfg: DictConfig) -> dict:
     else:
         summary.update(rank_weight_digests=gather_from_ranks(module.export_hf(str(out / "hf_model"))))
     if trainer.is_global_zero:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_json(out / "summary.json", summary)
         print(curve.report())
     if torch.distributed.is_initialized():
         # a gloo group left to interpreter shutdown can abort the process ("terminate called without an active

@@ -7,10 +7,9 @@ random letters), so accuracy and grounding still have to be learned by RL.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -19,6 +18,7 @@ from tqdm import tqdm
 
 from lfpc.agent.prompt import tool_call_text
 from lfpc.data.records import LETTERS, Sample
+from lfpc.files import atomic_folder, entry_lock
 from lfpc.grpo.logprobs import imitation_loss
 from lfpc.model.loading import load_model, model_fingerprint
 from lfpc.rollout.base import Completion, Context, SamplingConfig
@@ -57,12 +57,31 @@ class FormatTeacher:
 
 def warm_up(base_dir: str | Path, out_dir: str | Path, samples: Sequence[Sample], steps: int = 150,
             global_max_tokens: int = 16, crop_max_tokens: int = 4, lr: float = 3e-3, seed: int = 0) -> Path:
-    """Fine-tune the model at ``base_dir`` on scripted episodes of ``samples``; save to ``out_dir`` (cached)."""
-    out = Path(out_dir)
-    params = {"base": str(base_dir), "base_fingerprint": model_fingerprint(base_dir), "samples": [s.id for s in samples], "steps": steps, "lr": lr, "seed": seed,
-              "global_max_tokens": global_max_tokens, "crop_max_tokens": crop_max_tokens}
-    if (out / MARKER).is_file() and json.loads((out / MARKER).read_text()) == params:
-        return out
+    """Fine-tune the model at ``base_dir`` on scripted episodes of ``samples``; save to ``<out_dir>-<digest>`` (cached)
+    and return that folder.
+
+    The digest is that of every setting (base model, samples, steps, ...), so warm-ups with other settings (e.g.
+    ``size=smoke`` and the default) get their own folders and never replace one another under a running job; a
+    second process asking for the same warm-up waits for the first and reuses its folder."""
+    params = {"base": str(base_dir), "base_fingerprint": model_fingerprint(base_dir), "samples": [s.id for s in samples],
+              "steps": steps, "lr": lr, "seed": seed, "global_max_tokens": global_max_tokens,
+              "crop_max_tokens": crop_max_tokens}
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+    out = Path(f"{out_dir}-{digest}")
+    with entry_lock(out, wait=True):
+        if (out / MARKER).is_file() and json.loads((out / MARKER).read_text()) == params:
+            return out
+        model, codec = _train(base_dir, samples, steps, global_max_tokens, crop_max_tokens, lr, seed)
+        with atomic_folder(out) as staging:
+            model.save_pretrained(staging)
+            codec.processor.save_pretrained(staging)
+            (staging / MARKER).write_text(json.dumps(params))
+    return out
+
+
+def _train(base_dir: str | Path, samples: Sequence[Sample], steps: int, global_max_tokens: int, crop_max_tokens: int,
+           lr: float, seed: int) -> tuple[torch.nn.Module, ChatCodec]:
+    """The warmed model and its codec (see :func:`warm_up`)."""
     torch.manual_seed(seed)
     codec = ChatCodec.for_model(str(base_dir), max(global_max_tokens, crop_max_tokens))
     model = load_model(base_dir).train()
@@ -77,10 +96,4 @@ def warm_up(base_dir: str | Path, out_dir: str | Path, samples: Sequence[Sample]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
-    model.save_pretrained(staging)
-    codec.processor.save_pretrained(staging)
-    (staging / MARKER).write_text(json.dumps(params))
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.move(str(staging), out)
-    return out
+    return model, codec

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lfpc.files import atomic_write, check_distinct
 from lfpc.viewer.load import load_report
 from lfpc.viewer.page import render
 
@@ -13,7 +14,9 @@ from lfpc.viewer.page import render
 def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     """Render the report of ``folder`` into ``out`` (default ``<folder>/trajectories.html``); returns its path."""
     path = Path(out) if out else Path(folder) / "trajectories.html"
-    path.write_text(render(load_report(folder)), encoding="utf-8")
+    report = load_report(folder)
+    check_distinct(report.sources, [path])
+    atomic_write(path, render(report))
     return path
 
 
@@ -22,7 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folder", help="a training run folder (with rollouts/) or an evaluation results folder")
     parser.add_argument("--out", help="the HTML file to write (default: <folder>/trajectories.html)")
     args = parser.parse_args(argv)
-    print(f"wrote {write_report(args.folder, args.out)}")
+    try:
+        print(f"wrote {write_report(args.folder, args.out)}")
+    except (ValueError, FileNotFoundError) as err:  # the message names the file, line and field
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

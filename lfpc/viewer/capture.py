@@ -9,6 +9,7 @@ from PIL import Image
 
 from lfpc.agent.env import crop_to_original
 from lfpc.boxes import scale_box
+from lfpc.files import atomic_output
 from lfpc.rollout.episodes import Trajectory
 
 THUMBNAIL_QUALITY = 85  # JPEG quality of saved thumbnails
@@ -60,6 +61,7 @@ def save_thumbnails(trajectory: Trajectory, folder: Path, stem: str, max_px: int
     names = []
     for k, image in enumerate(trajectory.context.images):
         name = f"{stem}-{k}.jpg"
-        thumbnail(image, max_px).save(folder / name, quality=THUMBNAIL_QUALITY)
+        with atomic_output(folder / name) as tmp:  # a killed run never leaves half an image for the viewer
+            thumbnail(image, max_px).save(tmp, format="JPEG", quality=THUMBNAIL_QUALITY)
         names.append(f"{folder.name}/{name}")
     return {"global": names[0], "crops": names[1:]}

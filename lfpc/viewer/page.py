@@ -30,7 +30,7 @@ def rect(box, cls: str, label: str = "") -> str:
     x1, x2 = sorted(box[0::2])
     y1, y2 = sorted(box[1::2])
     return (f'<rect class="{cls}" x="{x1:.1f}" y="{y1:.1f}" width="{x2 - x1:.1f}" height="{y2 - y1:.1f}">'
-            f"<title>{escape(label)}</title></rect>")
+            f"<title>{escape(label)}</title></rect>")  # numbers only: records are checked on load
 
 
 def global_view(record: dict, folder: Path) -> str:
@@ -50,10 +50,10 @@ def global_view(record: dict, folder: Path) -> str:
         shapes.append(rect(event["bbox"], "pred", f"crop {crops} (turn {event['turn']})"))
         shapes.append(f'<text x="{max(x1, 0):.1f}" y="{max(y1, 0) + max(width, height) / 16:.1f}" '
                       f'font-size="{max(width, height) / 16:.1f}">{crops}</text>')
-    uri = data_uri(folder / record["images"]["global"])
+    uri = data_uri(folder, record["images"]["global"])
     image = f'<img class="global" src="{uri}" alt="global view">' if uri else ""
-    return (f'<div class="view" style="aspect-ratio: {width} / {height}">{image}'
-            f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{"".join(shapes)}</svg></div>')
+    return (f'<div class="view" style="aspect-ratio: {width:g} / {height:g}">{image}'
+            f'<svg viewBox="0 0 {width:g} {height:g}" preserveAspectRatio="none">{"".join(shapes)}</svg></div>')
 
 
 def crop_figures(record: dict, folder: Path) -> str:
@@ -61,11 +61,11 @@ def crop_figures(record: dict, folder: Path) -> str:
     crop_events = [e for e in record["events"] if e.get("box") is not None]
     figures = []
     for event, path in zip(crop_events, record["images"]["crops"]):
-        uri = data_uri(folder / path)
+        uri = data_uri(folder, path)
         if uri is None:
             continue
         caption = (f"turn {event['turn']}: bbox {fmt(event['bbox'])} -> original {fmt(event['box'])}, "
-                   f"crop {event['crop_size'][0]}x{event['crop_size'][1]} px")
+                   f"crop {event['crop_size'][0]:g}x{event['crop_size'][1]:g} px")
         figures.append(f'<figure><img class="crop" src="{uri}" alt="crop"><figcaption>{caption}</figcaption>'
                        "</figure>")
     return f'<div class="crops">{"".join(figures)}</div>'
@@ -76,7 +76,7 @@ def turns_block(record: dict) -> str:
     parts = []
     for text, event in zip(record["turns"], record["events"]):
         error = f'<div class="error">invalid: {escape(event["error"])}</div>' if event.get("error") else ""
-        parts.append(f"<div>turn {event['turn']} ({escape(event['kind'])})<pre>{escape(text)}</pre>{error}</div>")
+        parts.append(f"<div>turn {event['turn']:d} ({escape(event['kind'])})<pre>{escape(text)}</pre>{error}</div>")
     return f"<details><summary>{len(record['turns'])} turns</summary>{''.join(parts)}</details>"
 
 
@@ -100,7 +100,7 @@ def card(record: dict, folder: Path, anchor: str, title: str) -> str:
             "invalid": "with" if record["invalid_calls"] else "without"}
     attributes = " ".join(f'data-{k}="{v}"' for k, v in data.items())
     invalid = [e for e in record["events"] if e.get("error")]
-    invalid_html = "".join(f'<div class="error">turn {e["turn"]}: {escape(e["error"])}</div>' for e in invalid)
+    invalid_html = "".join(f'<div class="error">turn {e["turn"]:d}: {escape(e["error"])}</div>' for e in invalid)
     return (f'<div class="traj {data["outcome"]}" id="{anchor}" {attributes}>'
             f"<b>{escape(title)}</b> &middot; {'correct' if correct else 'wrong'} &middot; "
             f"answer {fmt(record['prediction'])} (GT {fmt(record['answer'])})"
@@ -121,9 +121,9 @@ def overview(rows: list[tuple[str, list[dict], list[tuple[str, dict]]]], folder:
     body = []
     for name, records, cards in rows:
         s = stats(records)
-        thumbs = "".join(f'<a href="#{anchor}"><img class="thumb" src="{data_uri(folder / r["images"]["global"])}" '
-                         f'alt="thumbnail"></a>' for anchor, r in cards[:THUMBNAILS_PER_STEP]
-                         if (folder / r["images"]["global"]).is_file())
+        uris = (data_uri(folder, r["images"]["global"]) for _, r in cards[:THUMBNAILS_PER_STEP])
+        thumbs = "".join(f'<a href="#{anchor}"><img class="thumb" src="{uri}" alt="thumbnail"></a>'
+                         for (anchor, _), uri in zip(cards, uris) if uri)
         body.append(f"<tr><td>{escape(name)}</td><td>{s['n']}</td><td>{fmt(s['reward'])}</td><td>{fmt(s['acc'])}</td>"
                     f"<td>{fmt(s['tool_call_rate'])}</td><td>{fmt(s['invalid_call_rate'])}</td>"
                     f"<td>{fmt(s['iou'])}</td><td>{thumbs}</td></tr>")
@@ -134,7 +134,7 @@ def group_block(cards: list[tuple[str, dict]], folder: Path) -> str:
     """One GRPO group's kept rollouts (anchor, record) under its question."""
     first = cards[0][1]
     rollouts = "".join(card(r, folder, anchor, f"rollout {i}") for i, (anchor, r) in enumerate(cards))
-    return (f'<h3>rank {first["rank"]}, group {first["group"]}: {escape(first["sample_id"])}</h3>'
+    return (f'<h3>rank {first["rank"]:d}, group {first["group"]:d}: {escape(first["sample_id"])}</h3>'
             f'{question_header(first)}<div class="cards">{rollouts}</div>')
 
 

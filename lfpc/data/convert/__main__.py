@@ -18,7 +18,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="folder the source's relative image paths start at (default: the input's folder)")
     parser.add_argument("--limit", type=int, default=None, help="convert at most this many source rows")
     args = parser.parse_args(argv)
-    report = convert_file(SOURCES[args.source], args.input, args.output, args.image_root, args.limit)
+    try:
+        report = convert_file(SOURCES[args.source], args.input, args.output, args.image_root, args.limit)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:  # bad input, a refused output: the message says which
+        raise SystemExit(f"error: {err}") from None
     print(json.dumps(report.to_json(), indent=2))
 
 

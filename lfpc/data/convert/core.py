@@ -9,6 +9,7 @@ by an interruption is discarded and converted again. ``OUT.report.json`` holds t
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -20,8 +21,10 @@ from typing import Callable, Iterator
 
 from PIL import Image
 
-from lfpc.data.benchmarks import _IMAGE_EXTENSIONS, _write_atomically
-from lfpc.data.records import LETTERS, DatasetError, sample_from_row
+from lfpc.data.benchmarks import _IMAGE_EXTENSIONS
+from lfpc.data.records import LETTERS, DatasetError, sample_from_row, utf8_lines
+from lfpc.files import atomic_write, check_distinct, entry_lock, write_json
+from lfpc.jsonl_log import read_json_lines
 
 
 class Dropped(Exception):
@@ -75,14 +78,22 @@ def read_parquet(path: Path, batch_size: int = 64) -> Iterator[dict]:
         import pyarrow.parquet as pq
     except ImportError as err:
         raise ImportError(f"{path}: reading parquet needs pyarrow: pip install pyarrow") from err
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
-        yield from batch.to_pylist()
+    import pyarrow as pa
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+            yield from batch.to_pylist()
+    except (pa.ArrowException, OSError) as err:
+        raise DatasetError(f"{path}: not a readable parquet file ({err})") from None
 
 
 def read_json_list(path: Path) -> Iterator[dict]:
     """Rows of a JSON file holding one list of objects (the released files are a few MB)."""
-    with path.open(encoding="utf-8") as handle:
-        rows = json.load(handle)
+    try:
+        rows = json.loads("".join(utf8_lines(path)))
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}: invalid JSON ({err.msg}, line {err.lineno} column {err.colno})") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: invalid JSON (nested too deeply)") from None
     if not isinstance(rows, list):
         raise DatasetError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
     yield from rows
@@ -139,31 +150,63 @@ def split_choices(question: str, answer: str) -> tuple[str, tuple[str, ...], str
 
 
 def _safe_name(record_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", record_id)
+    """A file name for ``record_id``: the id itself when it is one, else the id with other characters replaced and
+    a digest of the id appended, so two ids never share a name."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", record_id)
+    if safe == record_id and not record_id.startswith("."):
+        return safe
+    return f"{safe}-{hashlib.sha256(record_id.encode('utf-8')).hexdigest()[:12]}"
 
 
-def _complete_rows(path: Path) -> list[dict]:
-    """The JSON rows of ``path`` (none if absent); a last line without its newline (an interrupted write) is cut
-    off the file."""
+def _done_rows(path: Path, fields: tuple[str, ...]) -> list[dict]:
+    """The rows of the JSONL ``path`` written by earlier runs (none if absent); a last line without its newline
+    (an interrupted write) is cut off the file; a garbage line, or one without ``fields``, is refused by file and
+    line."""
     if not path.is_file():
         return []
-    data = path.read_text(encoding="utf-8")
-    if data and not data.endswith("\n"):
-        data = data[: data.rfind("\n") + 1]
-        path.write_text(data, encoding="utf-8")
-    return [json.loads(line) for line in data.splitlines() if line.strip()]
+    rows = []
+    for number, row in read_json_lines(path):
+        missing = [name for name in fields if name not in row]
+        if missing:
+            raise DatasetError(f"{path}:{number}: not a row of this converter (no field {missing[0]!r}); delete or "
+                               "fix the line to resume")
+        rows.append(row)
+    return rows
 
 
 class _Output:
-    """The output JSONL, its dropped log and its image folder, with the rows done by earlier runs."""
+    """The output JSONL, its dropped log, its report and its image folder, with the rows done by earlier runs."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.dropped_path = path.with_name(path.name + ".dropped.jsonl")
         self.report_path = path.with_name(path.name + ".report.json")
         self.image_dir = path.with_name(path.stem + "_images")
-        self.kept_ids = {str(row["id"]) for row in _complete_rows(path)}
-        self.dropped = {str(row["id"]): row["reason"] for row in _complete_rows(self.dropped_path)}
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file this output writes."""
+        return self.path, self.dropped_path, self.report_path
+
+    def load(self, source: str, in_path: Path) -> tuple[set[str], dict[str, str]]:
+        """The ids kept and dropped (with reasons) by earlier runs; refuses an output made from another source or
+        input (a rerun only resumes the same conversion)."""
+        kept = _done_rows(self.path, ("id", "source"))
+        dropped = _done_rows(self.dropped_path, ("id", "reason"))
+        origin = None
+        if self.report_path.is_file():
+            try:
+                origin = json.loads(self.report_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise DatasetError(f"{self.report_path}: unreadable report ({err}); delete it to resume") from None
+        others = {row["source"] for row in kept} - {source}
+        if (kept or dropped) and origin is not None and \
+                (origin.get("source"), Path(str(origin.get("input"))).resolve()) != (source, in_path.resolve()):
+            others.add(f"{origin.get('source')} from {origin.get('input')}")
+        if others:
+            raise DatasetError(f"{self.path} holds rows converted from {sorted(others)}, not {source} from "
+                               f"{in_path.resolve()}: a rerun only resumes the same conversion; write another output")
+        return {str(row["id"]) for row in kept}, {str(row["id"]): row["reason"] for row in dropped}
 
 
 def _image_path(record: Record, image_dir: Path) -> Path:
@@ -180,7 +223,7 @@ def _image_path(record: Record, image_dir: Path) -> Path:
         raise Dropped("unreadable image", str(err)) from None
     image_dir.mkdir(parents=True, exist_ok=True)
     path = image_dir / f"{_safe_name(record.id)}.{_IMAGE_EXTENSIONS.get(image_format, str(image_format).lower())}"
-    _write_atomically(path, record.image)
+    atomic_write(path, record.image)
     return path
 
 
@@ -207,11 +250,20 @@ def convert_file(source: Source, in_path: str | Path, out_path: str | Path, imag
     in_path, out = Path(in_path), _Output(Path(out_path))
     if not in_path.is_file():
         raise FileNotFoundError(f"{in_path}: input file does not exist")
-    root = Path(image_root) if image_root is not None else in_path.parent
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    check_distinct([in_path], out.files)
     out.path.parent.mkdir(parents=True, exist_ok=True)
-    report = Report(source=source.name, input=str(in_path), kept=len(out.kept_ids),
-                    dropped=Counter(out.dropped.values()))
-    done = set(out.kept_ids) | set(out.dropped)  # by earlier runs: skipped, already counted
+    with entry_lock(out.path, wait=False):
+        return _convert(source, in_path, out, Path(image_root) if image_root is not None else in_path.parent, limit)
+
+
+def _convert(source: Source, in_path: Path, out: _Output, root: Path, limit: int | None) -> Report:
+    kept_ids, dropped_ids = out.load(source.name, in_path)
+    report = Report(source=source.name, input=str(in_path.resolve()), kept=len(kept_ids),
+                    dropped=Counter(dropped_ids.values()))
+    write_json(out.report_path, report.to_json(), indent=2)  # names the conversion before any row is written
+    done = kept_ids | set(dropped_ids)  # by earlier runs: skipped, already counted
     seen: set[str] = set()
     with out.path.open("a", encoding="utf-8") as kept, out.dropped_path.open("a", encoding="utf-8") as dropped:
         for index, raw in enumerate(source.read(in_path)):
@@ -219,6 +271,8 @@ def convert_file(source: Source, in_path: str | Path, out_path: str | Path, imag
                 break
             row_id = f"{source.name}-row{index}"
             try:
+                if not isinstance(raw, dict):
+                    raise Dropped("not an object", f"a {type(raw).__name__}")
                 record = source.convert(raw, index, root)
                 row_id = record.id
                 if row_id in done:
@@ -238,5 +292,5 @@ def convert_file(source: Source, in_path: str | Path, out_path: str | Path, imag
                 kept.flush()
                 report.kept += 1
             seen.add(row_id)
-    out.report_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    write_json(out.report_path, report.to_json(), indent=2)
     return report
