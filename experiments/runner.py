@@ -25,6 +25,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from experiments.definitions import LAUNCHERS, SIZES, Definition, EvalStep, Size, TrainStep
 from experiments.layout import MANIFEST, eval_dir, job_label, load_manifest, train_dir
+from lfpc.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = re.compile(r"\{run:([^}]*)\}")
@@ -168,15 +169,6 @@ def plan(definition: Definition, size: str, out: str | Path, launcher: str | Non
 # ----------------------------------------------------------------------------------------------------------------
 # Running
 
-def _write_manifest(out: Path, manifest: dict) -> None:
-    """Write ``manifest.json`` whole or not at all (a temporary file renamed over it), so a Ctrl-C or a kill while
-    writing never leaves a torn manifest."""
-    out.mkdir(parents=True, exist_ok=True)
-    temporary = out / f".{MANIFEST}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(manifest, indent=1))
-    os.replace(temporary, out / MANIFEST)
-
-
 def finished(manifest: dict, command: Command) -> bool:
     """Whether the manifest records ``command`` as finished (status "ok"; an entry without one was interrupted) and
     its outputs are still in place (:func:`check_outputs`: a run folder deleted since is run again)."""
@@ -273,5 +265,5 @@ def run(definition: Definition, size: str, out: str | Path, launcher: str | None
         finally:
             manifest["commands"] = [e for e in manifest["commands"]
                                     if not isinstance(e, dict) or e.get("argv") != entry["argv"]] + [entry]
-            _write_manifest(out, manifest)
+            write_json(out / MANIFEST, manifest)  # whole or not at all: a Ctrl-C never tears it
     return commands

@@ -22,7 +22,7 @@ from lfpc.evaluation.data import load_benchmark, shuffles
 from lfpc.evaluation.metrics import QUESTION_METRICS, substitution_subsets, summarize
 from lfpc.evaluation.records import RecordLog
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, pending, plan_records, plan_summary
-from lfpc.jsonl_log import single_writer
+from lfpc.files import atomic_output, single_writer, write_json
 from lfpc.model.families import backbone_of
 from lfpc.model.loading import model_fingerprint
 from lfpc.rollout.codec import ChatCodec
@@ -61,7 +61,7 @@ def check_settings(out: Path, settings: dict, has_records: bool) -> None:
     batch); refuse to add records made with other settings later."""
     path = out / "settings.json"
     if not path.exists() or not has_records:
-        path.write_text(json.dumps(settings, indent=1))
+        write_json(path, settings)
         return
     previous = json.loads(path.read_text())
     changed = sorted(k for k in settings.keys() | previous.keys() if settings.get(k) != previous.get(k))
@@ -72,8 +72,8 @@ def check_settings(out: Path, settings: dict, has_records: bool) -> None:
 
 def write_metrics(out: Path, summary: dict) -> None:
     """``metrics.json`` (everything) and ``metrics.csv`` (one row per benchmark, budget, mode and sub-task)."""
-    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
-    with (out / "metrics.csv").open("w", newline="", encoding="utf-8") as handle:
+    write_json(out / "metrics.json", summary)
+    with atomic_output(out / "metrics.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(summary["rows"])
