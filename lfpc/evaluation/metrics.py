@@ -3,8 +3,9 @@
 Rows are per (benchmark, budget, mode, subtask), with ``subtask == "overall"`` for all questions of the group:
 accuracy (and HR-Bench's cycle-averaged accuracy); IoU and coverage of the first/last crop with the GT box (over
 questions with a crop and a GT box) and the mean per-target IoU (V*: each target box's best crop); tool calls,
-crops, visual tokens and wall time per question. :func:`substitution_subsets` gives the GT test and the noise test
-of Table 7 on their subsets of questions.
+crops, visual tokens and wall time per question; ``truncated``, the share of episodes a token cap ended before an
+answer (None for records written before it was kept). :func:`substitution_subsets` gives the GT test and the noise
+test of Table 7 on their subsets of questions.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torchmetrics.aggregation import MeanMetric
 from lfpc.agent.env import MODES
 
 QUESTION_METRICS = ("accuracy", "first_iou", "last_iou", "first_coverage", "last_coverage", "target_iou",
-                    "tool_calls", "crops", "visual_tokens", "time_s")
+                    "tool_calls", "crops", "visual_tokens", "truncated", "time_s")
 SUBTASK_ORDER = ("FSP", "FCP", "Attr", "Spatial", "single", "cross")  # then any other, then "overall"
 
 

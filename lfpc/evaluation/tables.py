@@ -290,7 +290,7 @@ def build_table(number: int, results: Results, paper: Sequence[paper_numbers.Pap
     rest = [row for row in paper if row not in shown]
     rows += [[*lead(f"{row.name} (paper)", row.budget, row.variant), *(paper_cell(row, c) for c in columns)]
              for row in rest]
-    notes = [layout.note]
+    notes = [layout.note, *truncation_note(results, labels if labels is not None else results.labels, benchmarks)]
     if paper:
         notes.append(f"(paper) rows: {paper_numbers.PAPER}, Table {number}, in its units (IoU x100); "
                      "- = printed as - there, ? = no such cell there.")
@@ -298,6 +298,22 @@ def build_table(number: int, results: Results, paper: Sequence[paper_numbers.Pap
         notes += [f"{row.name}: {row.note}" for row in paper if row.note]
     headers = ["Model", "Budget", *(["Setting"] if named else []), *(c.header for c in columns)]
     return Table(number, layout.title, headers, rows, notes)
+
+
+def truncation_note(results: Results, labels: Sequence[str], benchmarks: Sequence[str]) -> list[str]:
+    """The table note on episodes a token cap ended before an answer (they score wrong), per label, benchmark,
+    budget and crop mode where there were any; none when no result records it (folders evaluated before)."""
+    counted = [(key, row) for key, row in results.rows.items()
+               if key[0] in labels and key[1] in benchmarks and key[4] == "overall" and row.get("truncated") is not None]
+    if not counted:
+        return []
+    cut = [f"{label} {_short(benchmark)} {budget} {mode}: {round(row['truncated'] * row['num_questions'])}/"
+           f"{row['num_questions']}" for (label, benchmark, budget, mode, _), row in counted if row["truncated"] > 0]
+    if not cut:
+        return ["No episode was ended by a token cap (episode.max_new_tokens_per_turn, max_response_tokens, "
+                "max_context_tokens)."]
+    return ["Episodes ended by a token cap before an answer, scored wrong (metrics.json truncated): "
+            + "; ".join(cut) + "."]
 
 
 # ----------------------------------------------------------------------------------------------------------------
