@@ -274,7 +274,9 @@ def test_cost_and_hyperparameters_from_fabricated_runs(tmp_path):
     start = 1_700_000_000
     os.utime(job / ".hydra" / "config.yaml", (start, start))
     os.utime(job / "summary.json", (start + 7200, start + 7200))
-    (job / "resolution_stats.json").write_text(json.dumps({"seconds": 900.0, "cached": 0}))
+    (job / "resolution_stats.json").write_text(json.dumps({"seconds": 900.0, "cached": 0, "never_diverged": 5,
+                                                           "total": 10, "never_diverged_fraction": 0.5,
+                                                           "never_diverged_policy": "hardest"}))
     cost = {row[0]: row[1:] for row in cost_table(dataclasses.replace(definition, paper=load("table11").paper),
                                                   tmp_path).rows}
     # 8 GPUs; 2 GRPO steps of 1 + 6 + 3 = 10 s, rollout 6/10 = 60 %; wall 7200 s = 2 h; 2 h x 8 = 16 GPU-hours
@@ -477,3 +479,26 @@ def test_table10_smoke_runs_end_to_end_and_resumes(tmp_path_factory, tmp_path):
     assert set(markdown_rows(cli("collect", "table11", str(out)))) >= {"stage1", "stage2[reward=none]"}
 
     assert cli("run", "table10", "--out", str(out)).count("done before, skipped") == 5
+
+
+def test_table9_and_table11_report_the_never_diverged_share_of_the_selection(tmp_path):
+    runs = tmp_path / "runs"
+    jobs = [("stage1", "resolution=hard", None), ("stage1", "resolution=answer_divergence", (22, 100, "hardest")),
+            ("stage1_never_diverged", "resolution.never_diverged=drop", (22, 100, "drop"))]
+    for num, (step, sweep, stats) in enumerate(jobs):
+        overrides = ["experiment=table9", *(["resolution=answer_divergence"] if stats else []), sweep]
+        job = write_job(runs / "train" / step / sweep, overrides, [{"step": 0, "reward/total": 0.5}], num)
+        if stats:
+            (job / "resolution_stats.json").write_text(json.dumps(
+                {"seconds": 60.0, "never_diverged": stats[0], "total": stats[1],
+                 "never_diverged_fraction": stats[0] / stats[1], "never_diverged_policy": stats[2]}))
+        write_eval(runs / "eval" / f"{step}[{sweep}]" / "synthetic", f"{step}[{sweep}]", 0.5, None)
+    text = collect(load("table9"), runs)
+    table, headers = markdown_rows(text), markdown_headers(text)
+    share = headers[1:].index("never diverged (%)")
+    assert table["stage1[resolution=answer_divergence]"][share] == "22.0"        # 22 of 100 samples
+    assert table["stage1_never_diverged[resolution.never_diverged=drop]"][share] == "22.0"
+    assert table["stage1[resolution=hard]"][share] == "–"                         # no selection ran
+    assert "resolution.never_diverged" in text
+    cost = cost_table(Definition("table11", "Training cost", "cost", train=(TrainStep("stage1"),)), runs)
+    assert any("stage1[resolution=answer_divergence]: 22/100 (22.0%) -> hardest" in note for note in cost.notes)
