@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lfpc.data.records import Sample
+from lfpc.judge import Judge
 from lfpc.model.loading import model_fingerprint
 from lfpc.resolution.selection import AnswerFn, SelectionConfig, SelectionResult, rollout_answerer, select_resolutions
 
@@ -30,7 +31,24 @@ def selection_config(cfg: DictConfig) -> SelectionConfig:
     return SelectionConfig(strategy=r.strategy, max_tokens=cfg.vision.global_max_tokens, scale=r.scale,
                            min_tokens=r.min_tokens, reference_max_tokens=r.reference_max_tokens, stop=r.stop,
                            never_diverged=r.never_diverged, seed=cfg.seed, max_new_tokens=r.max_new_tokens,
-                           batch_samples=r.batch_samples)
+                           batch_samples=r.batch_samples, judge=cfg.judge.get("model"))
+
+
+def selection_judge(cfg: DictConfig) -> Judge | None:
+    """The judge of free-form answers no rule compares (``judge.model``), loaded on its first use on the
+    selection's device; None without one."""
+    if not cfg.judge.get("model"):
+        return None
+    loaded: list[Judge] = []
+
+    def judge(question: str, truth: str, answer: str) -> bool:
+        if not loaded:
+            from lfpc.judge import load_judge
+            from lfpc.rollout.factory import resolve_device
+            loaded.append(load_judge(cfg.judge.model, cfg.judge.cache, resolve_device(cfg.resolution.device)))
+        return loaded[0](question, truth, answer)
+
+    return judge
 
 
 def rollout_answerer_factory(cfg: DictConfig, path: str, config: SelectionConfig) -> Callable[[], AnswerFn]:
@@ -75,7 +93,7 @@ def run_selection(cfg: DictConfig, path: str, samples: Sequence[Sample], progres
     make_answerer = (rollout_answerer_factory(cfg, path, config) if compute_missing
                      else missing_selection(cfg.resolution.manifest))
     return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path), make_answerer,
-                              progress=progress)
+                              progress=progress, judge=selection_judge(cfg))
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")

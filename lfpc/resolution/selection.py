@@ -9,7 +9,10 @@ The reference ("the original image") is the image at ``reference_max_tokens`` vi
 the global budget itself (= level 0): the policy never sees more than the budget, so the gap is measured
 against what it would see without one; a larger reference (e.g. 16384) makes level 0 itself a candidate.
 An answer is its canonical form (:func:`lfpc.answers.answer_key`: the option letter with options), or
-``"none"`` for no valid answer. A reply without a valid answer is asked once more (useful when the answerer is
+``"none"`` for no valid answer. Two answers agree (:func:`answers_agree`) when they name the same option; a
+free-form answer agrees with the reference answer when the accuracy reward's rule grades it right against it
+(:func:`lfpc.answers.grade`: numbers, yes/no, equal text), or one contains the other as whole words ("red car" and
+"red"), or, when neither settles it, the optional judge (``judge.model``) says so. A reply without a valid answer is asked once more (useful when the answerer is
 not deterministic), then its level is skipped: it is no divergence. The statistics count retries, skipped levels
 and the samples that never diverged, with the policy applied to them (``never_diverged``).
 
@@ -20,17 +23,18 @@ Stopping rule ``stop``: ``first_divergence`` queries levels until the first dive
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from lfpc.answers import answer_key
+from lfpc.answers import answer_key, grade, normalize_text
 from lfpc.boxes import Size
 from lfpc.data.records import Sample
 from lfpc.resolution.manifest import Manifest, manifest_lock
@@ -41,9 +45,13 @@ from lfpc.rollout.episodes import EpisodeConfig, run_episodes
 from lfpc.vision.budget import downsample_pyramid, fit_to_budget, visual_tokens
 from lfpc.vision.images import image_digest
 
+if TYPE_CHECKING:
+    from lfpc.judge import Judge
+
 log = logging.getLogger(__name__)
 
 STOP_RULES = ("first_divergence", "all")
+ANSWER_MATCH = "grade, containment, judge"  # how answers are compared (in the manifest fingerprint)
 
 AnswerFn = Callable[[Sequence[Sample], Sequence[Size]], list[str]]
 """Answers ``samples[i]`` shown at ``sizes[i]`` for every i, in one batch: a canonical answer or ``"none"``."""
@@ -63,6 +71,7 @@ class SelectionConfig:
     seed: int = 0                           # random strategy only
     max_new_tokens: int = 64                # generation budget of one direct answer
     batch_samples: int = 64                 # samples whose queries are batched together
+    judge: str | None = None                # the judge model compared free-form answers no rule settles (None: none)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("strategy", self.strategy, STRATEGIES), ("stop", self.stop, STOP_RULES),
@@ -85,7 +94,7 @@ class SelectionConfig:
 
     def settings(self) -> dict:
         """Everything that determines the records (what the manifest fingerprint covers)."""
-        settings = asdict(self)
+        settings = {**asdict(self), "answer_match": ANSWER_MATCH}
         settings.pop("batch_samples")
         if self.strategy != "random":
             settings.pop("seed")
@@ -158,13 +167,32 @@ def rollout_answerer(engine: RolloutEngine, codec: ChatCodec, max_new_tokens: in
     return answer
 
 
+def answers_agree(answer: str, reference: str, sample: Sample, judge: Judge | None = None) -> bool:
+    """Whether two canonical answers (:func:`lfpc.answers.answer_key`) to ``sample`` say the same.
+
+    With options: the same letter. Free-form: the accuracy reward's rule with ``reference`` as the truth
+    (:func:`lfpc.answers.grade`) when it decides; else whole-word containment of one in the other; else ``judge``
+    when given; else they differ.
+    """
+    if sample.options or answer == reference:
+        return answer == reference
+    verdict = grade(answer, dataclasses.replace(sample, answer=reference))
+    if verdict is not None:
+        return verdict
+    a, b = f" {normalize_text(answer)} ", f" {normalize_text(reference)} "
+    if a in b or b in a:
+        return True
+    return judge is not None and judge(sample.question, reference, answer)
+
+
 def select_resolutions(samples: Sequence[Sample], config: SelectionConfig, manifest_path: str | Path,
                        model_fingerprint: str, make_answerer: Callable[[], AnswerFn],
-                       progress: bool = True) -> SelectionResult:
+                       progress: bool = True, judge: Judge | None = None) -> SelectionResult:
     """Select a display size for every sample, reusing finished records of the manifest at ``manifest_path``.
 
-    ``make_answerer`` is called (once) only when some sample still needs the model. Records are appended to
-    the manifest sample by sample; the statistics are logged and written to ``<manifest>.stats.json``.
+    ``make_answerer`` is called (once) only when some sample still needs the model; ``judge`` settles free-form
+    answers no rule compares (:func:`answers_agree`). Records are appended to the manifest sample by sample; the
+    statistics are logged and written to ``<manifest>.stats.json``.
     """
     duplicates = [i for i, n in Counter(s.id for s in samples).items() if n > 1]
     if duplicates:
@@ -181,7 +209,8 @@ def select_resolutions(samples: Sequence[Sample], config: SelectionConfig, manif
             answer = make_answerer()
             with tqdm(total=len(pending), desc="resolution selection", unit="sample", disable=not progress) as bar:
                 for begin in range(0, len(pending), config.batch_samples):
-                    for record in _select_batch(pending[begin:begin + config.batch_samples], config, answer, stamp):
+                    batch = pending[begin:begin + config.batch_samples]
+                    for record in _select_batch(batch, config, answer, stamp, judge):
                         manifest.append(record)
                         queries += record["queries"]
                         bar.update(1)
@@ -204,6 +233,11 @@ class _Walk:
     levels: list[Size]
     answers: dict[Size, str] = field(default_factory=dict)
     retried: set[Size] = field(default_factory=set)  # sizes asked again after a reply without a valid answer
+    judge: Judge | None = None
+
+    def same(self, answer: str, reference: str) -> bool:
+        """:func:`answers_agree` for this sample."""
+        return answers_agree(answer, reference, self.sample, self.judge)
 
     def take(self, size: Size, reply: str) -> None:
         """Keep ``reply`` for ``size``; a first reply without a valid answer is dropped, so it is asked again."""
@@ -223,7 +257,7 @@ class _Walk:
         for level in self.levels:
             if level not in self.answers:
                 return [level]
-            if self.answers[level] not in (NO_ANSWER, self.answers[self.reference]):
+            if self.answers[level] != NO_ANSWER and not self.same(self.answers[level], self.answers[self.reference]):
                 return []
         return []
 
@@ -231,7 +265,7 @@ class _Walk:
         """The manifest record: sizes, answers per level, divergence, choice, plus ``stamp`` (fingerprints)."""
         reference_answer = self.answers[self.reference]
         answers = [self.answers.get(level) for level in self.levels]
-        divergence = divergence_level(reference_answer, answers)
+        divergence = divergence_level(reference_answer, answers, self.same)
         chosen = choose_level(config.strategy, len(self.levels), self.sample.id, config.seed, divergence,
                               config.never_diverged)
         return {"id": self.sample.id, "image_path": self.sample.image_path,
@@ -246,10 +280,10 @@ class _Walk:
 
 
 def _select_batch(samples: Sequence[Sample], config: SelectionConfig, answer: AnswerFn,
-                  stamp: dict) -> Iterator[dict]:
+                  stamp: dict, judge: Judge | None = None) -> Iterator[dict]:
     """Walk a batch of samples level by level, one batched model call per round; yield each sample's record as
     soon as that sample is finished (so it can be saved before the rest of the batch)."""
-    walks = [_Walk(s, config.reference(s.image_size), config.levels(s.image_size)) for s in samples]
+    walks = [_Walk(s, config.reference(s.image_size), config.levels(s.image_size), judge=judge) for s in samples]
     while walks:
         queries, active = [], []
         for walk in walks:
