@@ -143,7 +143,8 @@ def job_cost(job: TrainJob) -> dict[str, Any]:
     from analysis.dynamics import load_metrics
 
     config = OmegaConf.load(job.dir / ".hydra" / "config.yaml")
-    cost: dict[str, Any] = {"accelerator": config.trainer.accelerator, "devices": config.trainer.devices}
+    cost: dict[str, Any] = {"accelerator": config.trainer.accelerator, "devices": config.trainer.devices,
+                            "stage": config.get("stage")}
     summary, start = job.dir / "summary.json", job.dir / ".hydra" / "config.yaml"
     wall_h = (summary.stat().st_mtime - start.stat().st_mtime) / 3600 if summary.is_file() else None
     metrics = load_metrics(job.dir)
@@ -171,13 +172,27 @@ def selection_cost(job: TrainJob, cost: dict[str, Any]) -> dict[str, Any] | None
             "devices": cost["devices"], "wall_h": wall_h, "device_h": wall_h * cost["devices"]}
 
 
+def stage_ratio_note(costs: dict[str, dict[str, Any]], definition: Definition) -> str | None:
+    """The measured Stage II : Stage I device-hours beside the paper's (Table 11: 96 / 320 = 0.3), from the jobs
+    of each stage (``costs``: stage -> the first job's cost); None without both stages measured."""
+    first, second = costs.get("infogap"), costs.get("grounding")
+    if not first or not second or not first.get("device_h") or second.get("device_h") is None:
+        return None
+    paper = {p.label: p.values.get("device_h") for p in definition.paper}
+    theirs = (f"; paper {paper['stage2'] / paper['stage1']:.2f} ({paper['stage2']:g} / {paper['stage1']:g} "
+              "A100-h)" if paper.get("stage1") and paper.get("stage2") is not None else "")
+    return (f"Stage II : Stage I device-hours: measured {second['device_h'] / first['device_h']:.2f} "
+            f"({second['label']} / {first['label']}){theirs}.")
+
+
 def cost_table(definition: Definition, runs_dir: Path) -> Table:
     """One row per training job, then one for its offline resolution selection (label ``<job>: resolution
     selection``): accelerator and :data:`COST_COLUMNS`, the paper's row after its label; the paper's other rows
     (DeepEyes, the total) follow."""
-    rows, labels, never_diverged = [], [], []
+    rows, labels, never_diverged, by_stage = [], [], [], {}
     for job in train_jobs(definition, runs_dir):
         cost = job_cost(job)
+        by_stage.setdefault(cost["stage"], {**cost, "label": job.label})
         if (stats := selection_stats(job)) is not None:
             never_diverged.append(f"{job.label}: {stats['never_diverged']}/{stats['total']} "
                                   f"({100 * stats['never_diverged_fraction']:.1f}%) -> {stats['never_diverged_policy']}")
@@ -197,6 +212,8 @@ def cost_table(definition: Definition, runs_dir: Path) -> Table:
              "time x devices: GPU-hours when the accelerator is gpu."]
     if never_diverged:
         notes.append(f"{NEVER_DIVERGED_NOTE} {'; '.join(never_diverged)}.")
+    if (ratio := stage_ratio_note(by_stage, definition)) is not None:
+        notes.append(ratio)
     if definition.paper:
         notes.append(_paper_note(definition))
     return Table(definition.number or 0, definition.title,

@@ -502,3 +502,24 @@ def test_table9_and_table11_report_the_never_diverged_share_of_the_selection(tmp
     assert "resolution.never_diverged" in text
     cost = cost_table(Definition("table11", "Training cost", "cost", train=(TrainStep("stage1"),)), runs)
     assert any("stage1[resolution=answer_divergence]: 22/100 (22.0%) -> hardest" in note for note in cost.notes)
+
+
+def test_table11_compares_the_measured_stage_ratio_with_the_papers(tmp_path):
+    start = 1_700_000_000
+    for step, stage, hours in (("stage1", "infogap", 4.0), ("stage2", "grounding", 2.0)):
+        job = write_job(tmp_path / "train" / step, ["size=paper", f"+stage={stage}"], [{"step": 0, "reward/total": 0.0}])
+        os.utime(job / ".hydra" / "config.yaml", (start, start))
+        os.utime(job / "summary.json", (start + hours * 3600, start + hours * 3600))
+    definition = load("table11")
+    table = cost_table(definition, tmp_path)
+    # 2 h x 8 GPUs over 4 h x 8 GPUs = 0.50; the paper's 96 / 320 A100-hours = 0.30
+    assert "Stage II : Stage I device-hours: measured 0.50 (stage2 / stage1); paper 0.30 (96 / 320 A100-h)." \
+        in table.notes
+
+
+def test_paper_size_names_the_step_count_of_each_stage():
+    grounding = composed("config", ["size=paper", "+stage=grounding"])
+    assert grounding["trainer"]["max_steps"] == grounding["paper_steps"]["grounding"] == 80
+    shorter = composed("config", ["size=paper", "+stage=grounding", "paper_steps.grounding=24"])
+    assert shorter["trainer"]["max_steps"] == 24
+    assert composed("config", ["size=paper", "+stage=infogap", "paper_steps.grounding=24"])["trainer"]["max_steps"] == 80
