@@ -123,7 +123,7 @@ def _train_command(step: TrainStep, size: Size, launcher: str, out: Path, python
 
 def _eval_commands(step: EvalStep, size: Size, launcher: str, out: Path, python: str,
                    train_jobs: dict[str, tuple[Job, ...]]) -> list[Command]:
-    benchmarks = size.benchmarks[step.benchmarks]
+    benchmarks = size.benchmark_set(step.benchmarks)
     if not benchmarks:  # e.g. no benchmark without GT boxes at this size
         return []
     models = ([(step.label, None)] if step.of is None

@@ -523,3 +523,16 @@ def test_paper_size_names_the_step_count_of_each_stage():
     shorter = composed("config", ["size=paper", "+stage=grounding", "paper_steps.grounding=24"])
     assert shorter["trainer"]["max_steps"] == 24
     assert composed("config", ["size=paper", "+stage=infogap", "paper_steps.grounding=24"])["trainer"]["max_steps"] == 80
+
+
+def test_hrbench_runs_the_gt_mode_once_its_box_file_exists(tmp_path, monkeypatch):
+    for variable, name in (("LFPC_HRBENCH_8K", "hr_bench_8k"), ("LFPC_HRBENCH_4K", "hr_bench_4k")):
+        monkeypatch.setenv(variable, str(tmp_path / f"{name}.tsv"))
+    (tmp_path / "hr_bench_8k.boxes.json").write_text("{}")  # the 8K boxes only (the paper's were not released)
+    commands = plan(load("table7"), "paper", tmp_path / "runs")
+    modes = {c.argv[c.argv.index("-m") + 2]: next(a for a in c.argv if a.startswith("eval.modes")) for c in commands}
+    assert modes == {"benchmark=vstar,hrbench_8k": "eval.modes=[pred,gt,noise,direct]",
+                     "benchmark=hrbench_4k": "eval.modes=[pred,noise,direct]"}
+    (tmp_path / "hr_bench_4k.boxes.json").write_text("{}")
+    assert [c.argv[c.argv.index("-m") + 2] for c in plan(load("table1"), "paper", tmp_path / "runs")] == \
+        ["benchmark=vstar,hrbench_4k,hrbench_8k"] * 2  # DeepEyes, CoF-sft: every benchmark in the gt mode

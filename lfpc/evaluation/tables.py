@@ -201,8 +201,9 @@ def _subset_test(r: Results, b: str) -> list[Column]:
 
 _SUBTASKS_NOTE = ("Accuracy (%) per sub-task and overall, crop mode pred (HR-Bench: over all its rows, its official "
                   "cycle-averaged score when every cycle is complete; both are in metrics.json).")
-_HR_BOXES = (" HR-Bench releases no GT boxes: its IoU, Ground Truth and GT-test cells need a box file "
-             "(<file stem>.boxes.json, see lfpc/data/benchmarks.py load_hrbench) and are – without one.")
+_HR_BOXES = (" HR-Bench releases no GT boxes, and the paper's own HR-Bench annotations were not released: its IoU, "
+             "Ground Truth and GT-test cells need a box file (<file stem>.boxes.json, see lfpc/data/benchmarks.py "
+             "load_hrbench; experiments run the gt mode where one exists) and are – without one.")
 LAYOUTS: dict[int, Layout] = {
     1: Layout("Crop substitution tests", _subtask_acc,
               "Accuracy (%) with the model's own crop (prediction), the crop replaced by uniform noise (Random Noise), "
