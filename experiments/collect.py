@@ -162,14 +162,15 @@ def _paper_cost_row(row: PaperRow) -> list[str]:
 
 
 def selection_cost(job: TrainJob, cost: dict[str, Any]) -> dict[str, Any] | None:
-    """The cost of the job's offline resolution selection (its ``resolution_stats.json``; the job's devices are held
-    meanwhile), None when the job ran none."""
+    """The cost of the job's offline resolution selection (its ``resolution_stats.json``): the time its manifest's
+    records took to compute, over every call (a single process on one device: ``devices``), None when the job ran
+    none. Statistics written before the total was kept give the job's own call only."""
     stats = selection_stats(job)
     if stats is None:
         return None
-    wall_h = stats["seconds"] / 3600
+    wall_h, devices = stats.get("total_seconds", stats["seconds"]) / 3600, stats.get("devices", 1)
     return {**dict.fromkeys(key for key, _, _ in COST_COLUMNS), "accelerator": cost["accelerator"],
-            "devices": cost["devices"], "wall_h": wall_h, "device_h": wall_h * cost["devices"]}
+            "devices": devices, "wall_h": wall_h, "device_h": wall_h * devices}
 
 
 def stage_ratio_note(costs: dict[str, dict[str, Any]], definition: Definition) -> str | None:
@@ -207,7 +208,7 @@ def cost_table(definition: Definition, runs_dir: Path) -> Table:
     rows += [_paper_cost_row(p) for p in definition.paper if p.label not in labels]
     notes = ["Wall time: from the job's start (its .hydra/config.yaml) to its summary.json, model loading, resolution "
              "selection and export included (a resumed job counts from its last start); a job's resolution selection "
-             "row: the time it spent selecting (0 when the manifest was already complete). s / step: mean time of a "
+             "row: the time its manifest's records took to compute, over every call, on the one device it ran on. s / step: mean time of a "
              "GRPO step from the logs (weight sync + rollout + update); Rollout %: rollout's share of it. Device-h = wall "
              "time x devices: GPU-hours when the accelerator is gpu."]
     if never_diverged:

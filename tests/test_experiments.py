@@ -274,15 +274,17 @@ def test_cost_and_hyperparameters_from_fabricated_runs(tmp_path):
     start = 1_700_000_000
     os.utime(job / ".hydra" / "config.yaml", (start, start))
     os.utime(job / "summary.json", (start + 7200, start + 7200))
-    (job / "resolution_stats.json").write_text(json.dumps({"seconds": 900.0, "cached": 0, "never_diverged": 5,
-                                                           "total": 10, "never_diverged_fraction": 0.5,
+    # the job's own call found the manifest complete (seconds 0); computing it took 900 s on one device
+    (job / "resolution_stats.json").write_text(json.dumps({"seconds": 0.0, "total_seconds": 900.0, "devices": 1,
+                                                           "cached": 10, "never_diverged": 5, "total": 10,
+                                                           "never_diverged_fraction": 0.5,
                                                            "never_diverged_policy": "hardest"}))
     cost = {row[0]: row[1:] for row in cost_table(dataclasses.replace(definition, paper=load("table11").paper),
                                                   tmp_path).rows}
     # 8 GPUs; 2 GRPO steps of 1 + 6 + 3 = 10 s, rollout 6/10 = 60 %; wall 7200 s = 2 h; 2 h x 8 = 16 GPU-hours
     assert cost["stage1"] == ["gpu", "8", "2", "10.00", "60.0", "2.00", "16.00"]
-    # its offline resolution selection took 900 s on the job's 8 GPUs: 0.25 h, 2 GPU-hours (paper Table 11: 2.5)
-    assert cost["stage1: resolution selection"] == ["gpu", "8", "–", "–", "–", "0.25", "2.00"]
+    # its offline resolution selection took 900 s on one GPU: 0.25 h, 0.25 GPU-hours (paper Table 11: 2.5)
+    assert cost["stage1: resolution selection"] == ["gpu", "1", "–", "–", "–", "0.25", "0.25"]
     assert cost["Offline Res. Selection (paper)"][-1] == "2.50" and cost["Stage-I (paper)"][-1] == "320.00"
     assert cost["DeepEyes (paper)"][-1] == "480.00" and cost["Total (paper)"][-1] == "418.50"  # no run of theirs
 

@@ -398,3 +398,17 @@ def test_a_paraphrase_is_no_divergence_in_the_walk(codec, image_path, tmp_path):
     record = result.records["paraphrase"]
     assert record["divergence_level"] == 3 and result.sizes == {"paraphrase": (84, 84)}  # not 1, at "red car"
     assert sorted(w for _, w in engine.queries) == [84, 112, 168, 224]
+
+
+def test_a_later_cached_call_keeps_the_time_the_selection_took(codec, image_path, tmp_path):
+    samples = [_sample(case, image_path) for case in SCRIPT]
+    first, _ = _run(codec, samples[:2], tmp_path / "m.jsonl")           # computes 2 samples
+    second, _ = _run(codec, samples, tmp_path / "m.jsonl")               # resumes: computes the other 2
+    assert first.stats.seconds > 0 and second.stats.computed == 2
+    assert second.stats.total_seconds == pytest.approx(first.stats.seconds + second.stats.seconds)
+    cached, _ = _run(codec, samples, tmp_path / "m.jsonl", engine=_no_model)  # a multi-process job's own call
+    assert cached.stats.seconds == 0 and cached.stats.total_seconds == second.stats.total_seconds
+    written = json.loads(Path(f"{tmp_path / 'm.jsonl'}.stats.json").read_text())
+    assert written["total_seconds"] == second.stats.total_seconds and written["devices"] == 1
+    other, _ = _run(codec, samples, tmp_path / "m.jsonl", fingerprint="model-v2")  # another manifest: its own time
+    assert other.stats.total_seconds == other.stats.seconds
