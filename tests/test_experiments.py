@@ -60,7 +60,9 @@ def test_definition_composes_at_smoke_and_paper_size(name, tmp_path):
         for command in commands:
             for job in command.jobs:
                 cfg = composed(command.config_name, list(job.overrides))
-                if command.kind == "train" and size == "smoke":  # the embedded default, cut to one GRPO step
+                if command.kind == "select":  # the offline selection of a job that trains on it
+                    assert cfg["resolution"]["strategy"] == "answer_divergence"
+                elif command.kind == "train" and size == "smoke":  # the embedded default, cut to one GRPO step
                     assert cfg["model"]["build_tiny"] and cfg["trainer"]["max_steps"] == 1
                     assert cfg["grpo"]["group_size"] == 2 and not cfg["logger"]["wandb"]
                 elif command.kind == "train":  # paper Sec. 4: 8 GPUs, 16 rollouts x 256 prompts (32 per rank)
@@ -154,9 +156,10 @@ def test_paper_size_goes_to_slurm_and_the_paper_benchmarks(tmp_path):
     benchmarks = ["benchmark=vstar", "benchmark=hrbench_4k,hrbench_8k"]
     assert [c.argv[c.argv.index("-m") + 2] for c in commands] == benchmarks * 2  # DeepEyes, then CoF-sft
     assert all("hydra/launcher=slurm_1gpu" in c.argv for c in commands)
-    assert "hydra/launcher=slurm_8gpu" in plan(load("table9"), "paper", tmp_path)[0].argv
+    train = [c for c in plan(load("table9"), "paper", tmp_path) if c.kind == "train"]
+    assert all("hydra/launcher=slurm_8gpu" in c.argv for c in train)
     assert len(plan(load("table1"), "smoke", tmp_path)) == 2  # smoke has no benchmark without GT boxes
-    assert not any("launcher" in a for a in plan(load("table9"), "paper", tmp_path, launcher="local")[0].argv)
+    assert not any("launcher" in a for c in plan(load("table9"), "paper", tmp_path, launcher="local") for a in c.argv)
 
 
 def test_override_quotes_only_what_hydra_cannot_parse():
@@ -538,3 +541,18 @@ def test_hrbench_runs_the_gt_mode_once_its_box_file_exists(tmp_path, monkeypatch
     (tmp_path / "hr_bench_4k.boxes.json").write_text("{}")
     assert [c.argv[c.argv.index("-m") + 2] for c in plan(load("table1"), "paper", tmp_path / "runs")] == \
         ["benchmark=vstar,hrbench_4k,hrbench_8k"] * 2  # DeepEyes, CoF-sft: every benchmark in the gt mode
+
+
+def test_paper_size_runs_each_stage1_selection_as_its_own_single_process_step(tmp_path):
+    commands = plan(load("table9"), "paper", tmp_path, python="python")
+    selections = [c for c in commands if c.kind == "select"]
+    # Table 9 sweeps hard, random, answer_divergence, then never_diverged=original,drop: 3 jobs train on a selection
+    assert [c.name for c in selections] == ["stage1[resolution=answer_divergence]",
+                                            "stage1_never_diverged[resolution.never_diverged=original]",
+                                            "stage1_never_diverged[resolution.never_diverged=drop]"]
+    first = selections[0].argv
+    assert first[:5] == ("python", "-m", "lfpc.resolution.select", "-m", "size=paper")
+    assert "hydra/launcher=slurm_1gpu" in first and "resolution=answer_divergence" in first
+    kinds = [(c.kind, c.name.split("[")[0]) for c in commands]
+    assert kinds.index(("select", "stage1")) < kinds.index(("train", "stage1"))  # before the job that needs it
+    assert not [c for c in plan(load("table9"), "smoke", tmp_path) if c.kind == "select"]  # one process: itself
