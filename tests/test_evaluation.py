@@ -425,3 +425,23 @@ def test_truncated_share_is_in_the_metrics_and_the_table_notes(tmp_path):
     (folder / "metrics.json").write_text(json.dumps({"label": "stage2", "rows": summarize(records)}))
     notes = build_table(2, load_results([folder])).notes
     assert any("stage2 V* 1024 pred: 2/4" in note for note in notes)
+
+
+def test_iou_over_questions_with_a_crop_and_with_no_crop_counting_zero():
+    box = [0, 0, 10, 10]
+    records = [rec("a", "Attr", True, last_iou=0.5, gt_box=box), rec("b", "Attr", True, last_iou=0.3, gt_box=box),
+               rec("c", "Attr", False, gt_box=box), rec("d", "Attr", False)]  # c: no crop; d: no GT box
+    overall = [r for r in summarize(records) if r["subtask"] == "overall"][0]
+    assert overall["last_iou"] == pytest.approx(0.4)                       # (0.5 + 0.3) / 2
+    assert overall["last_iou_or_0"] == pytest.approx(0.8 / 3)              # (0.5 + 0.3 + 0) / 3, d left out
+
+
+def test_table3_shows_both_iou_definitions(tmp_path):
+    box = [0, 0, 10, 10]
+    records = [rec("a", "Attr", True, last_iou=0.5, gt_box=box), rec("c", "Spatial", False, gt_box=box)]
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"label": "stage2", "rows": summarize(records)}))
+    table = build_table(3, load_results([folder]))
+    cells = dict(zip(table.headers, next(r for r in table.rows if r[0] == "stage2")))
+    assert (cells["V* Attr IoU"], cells["V* Spatial IoU"], cells["V* Overall IoU no-crop=0"]) == ("50.0", "–", "25.0")

@@ -300,6 +300,11 @@ def test_cost_and_hyperparameters_from_fabricated_runs(tmp_path):
     assert values["PPO mini-batch (prompts)"] == ["32", "?"]         # 64 x 8 / 16
     assert values["learning rate"] == ["5e-07", "5e-07"]
     assert values["grounding reward"] == ["thresh + L1", "?"] and values["devices"] == ["8", "?"]
+    # the per-turn cap is Table 12's "single response max tokens"; the episode cap is a row of its own
+    assert values["max tokens / turn"] == ["2048", "?"] and values["max response tokens / episode"] == ["20480", "?"]
+    assert values["dual-clip c"] == ["3", "?"]  # verl's clip_ratio_c, always on in DeepEyes' framework
+    paper = {row[0]: row[-2:] for row in hyperparameter_table(load("table12"), tmp_path / "none").rows}
+    assert paper["max tokens / turn"] == ["2048", "2048"] and paper["max response tokens / episode"] == ["?", "?"]
 
 
 def test_figure_collector_plots_the_named_runs(tmp_path):

@@ -139,9 +139,10 @@ def _acc(benchmark: str, subtask: str = "overall", mode: str = "pred") -> Getter
         r.metric(label, benchmark, budget, variant or mode, "accuracy", subtask))
 
 
-def _iou(benchmark: str, subtask: str) -> Getter:
-    """Mean IoU x100 (as the paper prints it) of the last crop with the GT box B1, crop mode pred."""
-    return lambda r, label, budget, variant: _pct(r.metric(label, benchmark, budget, "pred", "last_iou", subtask))
+def _iou(benchmark: str, subtask: str, name: str = "last_iou") -> Getter:
+    """Mean IoU x100 (as the paper prints it) of the last crop with the GT box B1, crop mode pred: over questions
+    with a crop (``last_iou``) or over all, no crop counting 0 (``last_iou_or_0``)."""
+    return lambda r, label, budget, variant: _pct(r.metric(label, benchmark, budget, "pred", name, subtask))
 
 
 def _mean(benchmark: str, name: str) -> Getter:
@@ -171,7 +172,9 @@ def _subtask_acc(r: Results, b: str) -> list[Column]:
 def _subtask_acc_iou(r: Results, b: str) -> list[Column]:
     columns = [c for s in r.subtasks(b) for c in (Column(f"{b}/{s}", _header(b, s, "Acc"), "pct", _acc(b, s)),
                                                    Column(f"{b}/{s}/iou", _header(b, s, "IoU"), "pct", _iou(b, s)))]
-    return [*columns, Column(f"{b}/overall", _header(b, "overall", "Acc"), "pct", _acc(b))]
+    return [*columns, Column(f"{b}/overall", _header(b, "overall", "Acc"), "pct", _acc(b)),
+            Column(f"{b}/overall/iou0", _header(b, "overall", "IoU no-crop=0"), "pct",
+                   _iou(b, "overall", "last_iou_or_0"))]
 
 
 def _multi_target(r: Results, b: str) -> list[Column]:
@@ -212,7 +215,8 @@ LAYOUTS: dict[int, Layout] = {
     2: Layout("Main results", _subtask_acc, _SUBTASKS_NOTE + " Budget = global-image visual tokens."),
     3: Layout("Baseline / Stage-I / Stage-II", _subtask_acc_iou,
               "Accuracy (%) and mean IoU (x100) of the last crop with the GT box B1 (questions with a crop) per "
-              "sub-task, crop mode pred." + _HR_BOXES),
+              "sub-task, crop mode pred; IoU no-crop=0: over every question, no crop counting 0 (Figures 5/6 plot "
+              "another IoU: the best crop against any nested GT box)." + _HR_BOXES),
     4: Layout("Stage-II data and L1 reward", _subtask_acc, _SUBTASKS_NOTE),
     5: Layout("Noise-crop drop", _noise_drop, "Accuracy (%) with the model's crop and with a noise crop; drop = pred "
                                               "- noise (points), the paper's column. A model that reads its crops "
@@ -232,8 +236,8 @@ LAYOUTS: dict[int, Layout] = {
     9: Layout("Resolution selection strategies", _multi_target,
               "Accuracy (%) on the multi-target sub-task (HR-Bench FCP, V* Spatial), crop mode pred."),
     10: Layout("Stage-II reward design", _subtask_acc_iou,
-               "HR-Bench 8K: accuracy (%) and mean IoU (x100) of the last crop with B1 per sub-task, crop mode pred."
-               + _HR_BOXES,
+               "HR-Bench 8K: accuracy (%) and mean IoU (x100) of the last crop with B1 per sub-task (questions with a "
+               "crop), crop mode pred; IoU no-crop=0: over every question, no crop counting 0." + _HR_BOXES,
                benchmarks=("hrbench_8k",)),
 }
 
