@@ -195,8 +195,9 @@ def cost_table(definition: Definition, runs_dir: Path) -> Table:
         cost = job_cost(job)
         by_stage.setdefault(cost["stage"], {**cost, "label": job.label})
         if (stats := selection_stats(job)) is not None:
-            never_diverged.append(f"{job.label}: {stats['never_diverged']}/{stats['total']} "
-                                  f"({100 * stats['never_diverged_fraction']:.1f}%) -> {stats['never_diverged_policy']}")
+            share = f"{100 * stats['never_diverged_fraction']:.1f}%"
+            never_diverged.append(f"{job.label}: {stats['never_diverged']}/{stats['total']} ({share}) -> "
+                                  f"{stats['never_diverged_policy']}")
         selection = selection_cost(job, cost)
         for label, measured in ((job.label, cost), (f"{job.label}: resolution selection", selection)):
             if measured is None:
@@ -208,9 +209,9 @@ def cost_table(definition: Definition, runs_dir: Path) -> Table:
     rows += [_paper_cost_row(p) for p in definition.paper if p.label not in labels]
     notes = ["Wall time: from the job's start (its .hydra/config.yaml) to its summary.json, model loading, resolution "
              "selection and export included (a resumed job counts from its last start); a job's resolution selection "
-             "row: the time its manifest's records took to compute, over every call, on the one device it ran on. s / step: mean time of a "
-             "GRPO step from the logs (weight sync + rollout + update); Rollout %: rollout's share of it. Device-h = wall "
-             "time x devices: GPU-hours when the accelerator is gpu."]
+             "row: the time its manifest's records took to compute, over every call, on the one device it ran on. "
+             "s / step: mean time of a GRPO step from the logs (weight sync + rollout + update); Rollout %: rollout's "
+             "share of it. Device-h = wall time x devices: GPU-hours when the accelerator is gpu."]
     if never_diverged:
         notes.append(f"{NEVER_DIVERGED_NOTE} {'; '.join(never_diverged)}.")
     if (ratio := stage_ratio_note(by_stage, definition)) is not None:

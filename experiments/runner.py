@@ -3,9 +3,9 @@
 The plan is computed up front: every train step is one ``train.py -m`` call into ``<out>/train/<step>`` (a sweep's
 jobs into sub-folders named by their swept overrides), preceded, for each of its multi-process jobs that trains on
 the offline resolution selection (``resolution=answer_divergence``), by that selection as its own single-process,
-one-device ``python -m lfpc.resolution.select`` call (such a job cannot compute it; a single-process job computes
-it itself; paper Table 11 times it either way); every
-eval step one ``eval.py -m`` call per evaluated model (its benchmarks swept) into ``<out>/eval/<label>``. Locally Hydra's basic launcher runs a sweep's jobs in turn; with
+one-device ``python -m lfpc.resolution.select`` call (such a job cannot compute it; a single-process job computes it
+itself; paper Table 11 times it either way); every eval step one ``eval.py -m`` call per evaluated model (its
+benchmarks swept) into ``<out>/eval/<label>``. Locally Hydra's basic launcher runs a sweep's jobs in turn; with
 ``launcher="slurm"`` they go to SLURM through submitit and the call returns when all are done. Commands already
 recorded as finished in ``<out>/manifest.json`` with the same arguments are skipped, so a rerun resumes.
 """

@@ -517,7 +517,8 @@ def test_table9_and_table11_report_the_never_diverged_share_of_the_selection(tmp
 def test_table11_compares_the_measured_stage_ratio_with_the_papers(tmp_path):
     start = 1_700_000_000
     for step, stage, hours in (("stage1", "infogap", 4.0), ("stage2", "grounding", 2.0)):
-        job = write_job(tmp_path / "train" / step, ["size=paper", f"+stage={stage}"], [{"step": 0, "reward/total": 0.0}])
+        job = write_job(tmp_path / "train" / step, ["size=paper", f"+stage={stage}"],
+                        [{"step": 0, "reward/total": 0.0}])
         os.utime(job / ".hydra" / "config.yaml", (start, start))
         os.utime(job / "summary.json", (start + hours * 3600, start + hours * 3600))
     definition = load("table11")
@@ -532,7 +533,8 @@ def test_paper_size_names_the_step_count_of_each_stage():
     assert grounding["trainer"]["max_steps"] == grounding["paper_steps"]["grounding"] == 80
     shorter = composed("config", ["size=paper", "+stage=grounding", "paper_steps.grounding=24"])
     assert shorter["trainer"]["max_steps"] == 24
-    assert composed("config", ["size=paper", "+stage=infogap", "paper_steps.grounding=24"])["trainer"]["max_steps"] == 80
+    stage1 = composed("config", ["size=paper", "+stage=infogap", "paper_steps.grounding=24"])
+    assert stage1["trainer"]["max_steps"] == 80
 
 
 def test_hrbench_runs_the_gt_mode_once_its_box_file_exists(tmp_path, monkeypatch):

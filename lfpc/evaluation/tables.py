@@ -308,8 +308,8 @@ def build_table(number: int, results: Results, paper: Sequence[paper_numbers.Pap
 def truncation_note(results: Results, labels: Sequence[str], benchmarks: Sequence[str]) -> list[str]:
     """The table note on episodes a token cap ended before an answer (they score wrong), per label, benchmark,
     budget and crop mode where there were any; none when no result records it (folders evaluated before)."""
-    counted = [(key, row) for key, row in results.rows.items()
-               if key[0] in labels and key[1] in benchmarks and key[4] == "overall" and row.get("truncated") is not None]
+    counted = [(key, row) for key, row in results.rows.items() if key[0] in labels and key[1] in benchmarks
+               and key[4] == "overall" and row.get("truncated") is not None]
     if not counted:
         return []
     cut = [f"{label} {_short(benchmark)} {budget} {mode}: {round(row['truncated'] * row['num_questions'])}/"

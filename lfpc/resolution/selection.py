@@ -5,16 +5,16 @@ each next level scaled by ``scale`` down to ``min_tokens``). The model answers t
 (no tool, greedy) on the reference view and on the levels, largest first, batched across samples; the
 ``answer_divergence`` strategy picks the first level whose answer differs from the reference answer.
 
-The reference ("the original image") is the image at ``reference_max_tokens`` visual tokens, by default
-the global budget itself (= level 0): the policy never sees more than the budget, so the gap is measured
-against what it would see without one; a larger reference (e.g. 16384) makes level 0 itself a candidate.
-An answer is its canonical form (:func:`lfpc.answers.answer_key`: the option letter with options), or
-``"none"`` for no valid answer. Two answers agree (:func:`answers_agree`) when they name the same option; a
-free-form answer agrees with the reference answer when the accuracy reward's rule grades it right against it
-(:func:`lfpc.answers.grade`: numbers, yes/no, equal text), or one contains the other as whole words ("red car" and
-"red"), or, when neither settles it, the optional judge (``judge.model``) says so. A reply without a valid answer is asked once more (useful when the answerer is
-not deterministic), then its level is skipped: it is no divergence. The statistics count retries, skipped levels
-and the samples that never diverged, with the policy applied to them (``never_diverged``).
+The reference ("the original image") is the image at ``reference_max_tokens`` visual tokens, by default the global
+budget itself (= level 0): the policy never sees more than the budget, so the gap is measured against what it would
+see without one; a larger reference (e.g. 16384) makes level 0 itself a candidate. An answer is its canonical form
+(:func:`lfpc.answers.answer_key`: the option letter with options), or ``"none"`` for no valid answer. Two answers
+agree (:func:`answers_agree`) when they name the same option; a free-form answer agrees with the reference answer
+when the accuracy reward's rule grades it right against it (:func:`lfpc.answers.grade`: numbers, yes/no, equal
+text), or one contains the other as whole words ("red car" and "red"), or, when neither settles it, the optional
+judge (``judge.model``) says so. A reply without a valid answer is asked once more (useful when the answerer is not
+deterministic), then its level is skipped: it is no divergence. The statistics count retries, skipped levels and the
+samples that never diverged, with the policy applied to them (``never_diverged``).
 
 Stopping rule ``stop``: ``first_divergence`` queries levels until the first divergence (the paper),
 ``all`` queries every level (answers for analysis; same choice). Results go to a resumable manifest
