@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lfpc.agent.env import MODES
-from lfpc.evaluation.records import load_results
+from lfpc.evaluation.records import load_run_records
 
 
 def result_folders(spec: str) -> list[Path]:
@@ -66,7 +66,7 @@ def answer_flips(folder: str | Path, test: str = "noise") -> pd.DataFrame:
     """Questions counted by correctness with the model's crop (rows) and in mode ``test`` (columns), over the
     questions evaluated in both modes (all budgets together)."""
     by_question: dict[tuple, dict[str, bool]] = {}
-    for record in load_results(folder)[1]:  # the records metrics.json summarises, not stale ones
+    for record in load_run_records(folder)[1]:  # the records metrics.json summarises, not stale ones
         by_question.setdefault((record["benchmark"], record["budget"], record["id"]), {})[record["mode"]] = bool(
             record["correct"])
     counts = pd.DataFrame(0, index=["pred correct", "pred wrong"], columns=[f"{test} correct", f"{test} wrong"])

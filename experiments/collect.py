@@ -37,6 +37,9 @@ from lfpc.evaluation.paper_numbers import PaperRow
 from lfpc.evaluation.tables import Column, Results, Table, load_results
 
 FINAL_STEPS = 5
+NEVER_DIVERGED_NOTE = ("Never diverged: the samples whose answer was the same at every pyramid level (or had no valid "
+                       "answer on the original view); they train at resolution.never_diverged's view (hardest: the "
+                       "16-token level, the default; original; drop: left out).")
 
 
 def _write(table: Table, out: Path, name: str) -> str:
@@ -69,20 +72,41 @@ def _train_column(metric: str, finals: dict[str, dict[str, float | None]]) -> Co
                   lambda results, label, budget, variant: finals.get(label, {}).get(metric))
 
 
+def selection_stats(job: TrainJob) -> dict | None:
+    """The statistics of the job's offline resolution selection (its ``resolution_stats.json``), None without."""
+    path = job.dir / SELECTION_STATS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _never_diverged_column(jobs: list[TrainJob]) -> list[Column]:
+    """Table 9's column of the share of samples whose answer never diverged (those get ``never_diverged``'s view),
+    when any job ran the selection."""
+    shares = {job.label: 100.0 * stats["never_diverged_fraction"] for job in jobs
+              if (stats := selection_stats(job)) is not None}
+    if not shares:
+        return []
+    return [Column("selection/never_diverged", "never diverged (%)", "pct",
+                   lambda results, label, budget, variant: shares.get(label))]
+
+
 def ablation_table(definition: Definition, runs_dir: Path) -> Table:
     """The paper's layout of the definition's table (:data:`lfpc.evaluation.tables.LAYOUTS`), one row per evaluated
-    label and budget with the final value of each of ``train_metrics`` after it; the definition's paper rows
-    (``paper:``) under their labels, with the difference ours - paper."""
+    label and budget with the final value of each of ``train_metrics`` after it, then the share of samples the
+    offline selection found never diverging (jobs that ran it); the definition's paper rows (``paper:``) under their
+    labels, with the difference ours - paper."""
     from analysis.dynamics import final_values, load_metrics
 
     folders, labels = eval_folders(definition, runs_dir), eval_labels(definition, runs_dir)
     results = load_results(folders) if folders else Results([])
-    finals = {job.label: final_values(load_metrics(job.dir), definition.train_metrics, FINAL_STEPS)
-              for job in train_jobs(definition, runs_dir) if job.label in labels}
+    jobs = [job for job in train_jobs(definition, runs_dir) if job.label in labels]
+    finals = {job.label: final_values(load_metrics(job.dir), definition.train_metrics, FINAL_STEPS) for job in jobs}
+    never_diverged = _never_diverged_column(jobs)
     table = tables.build_table(definition.number or 0, results, definition.paper, labels,
-                               [_train_column(m, finals) for m in definition.train_metrics])
+                               [*(_train_column(m, finals) for m in definition.train_metrics), *never_diverged])
     notes = [*table.notes, f"train <metric>: mean of the last {FINAL_STEPS} logged GRPO steps of the run's training "
                            "metric."]
+    if never_diverged:
+        notes.append(NEVER_DIVERGED_NOTE)
     return dataclasses.replace(table, title=definition.title, notes=notes)
 
 
@@ -101,23 +125,42 @@ def _paper_cost_row(row: PaperRow) -> list[str]:
 
 
 def selection_cost(job: TrainJob, cost: dict[str, Any]) -> dict[str, Any] | None:
-    """The cost of the job's offline resolution selection (its ``resolution_stats.json``; the job's devices are held
-    meanwhile), None when the job ran none."""
-    path = job.dir / SELECTION_STATS
-    if not path.is_file():
+    """The cost of the job's offline resolution selection (its ``resolution_stats.json``): the time its manifest's
+    records took to compute, over every call (a single process on one device: ``devices``), None when the job ran
+    none. Statistics written before the total was kept give the job's own call only."""
+    stats = selection_stats(job)
+    if stats is None:
         return None
-    wall_h = json.loads(path.read_text())["seconds"] / 3600
+    wall_h, devices = stats.get("total_seconds", stats["seconds"]) / 3600, stats.get("devices", 1)
     return {**dict.fromkeys(key for key, _, _ in COST_COLUMNS), "accelerator": cost["accelerator"],
-            "devices": cost["devices"], "wall_h": wall_h, "device_h": wall_h * cost["devices"]}
+            "devices": devices, "wall_h": wall_h, "device_h": wall_h * devices}
+
+
+def stage_ratio_note(costs: dict[str, dict[str, Any]], definition: Definition) -> str | None:
+    """The measured Stage II : Stage I device-hours beside the paper's (Table 11: 96 / 320 = 0.3), from the jobs
+    of each stage (``costs``: stage -> the first job's cost); None without both stages measured."""
+    first, second = costs.get("infogap"), costs.get("grounding")
+    if not first or not second or not first.get("device_h") or second.get("device_h") is None:
+        return None
+    paper = {p.label: p.values.get("device_h") for p in definition.paper}
+    theirs = (f"; paper {paper['stage2'] / paper['stage1']:.2f} ({paper['stage2']:g} / {paper['stage1']:g} "
+              "A100-h)" if paper.get("stage1") and paper.get("stage2") is not None else "")
+    return (f"Stage II : Stage I device-hours: measured {second['device_h'] / first['device_h']:.2f} "
+            f"({second['label']} / {first['label']}){theirs}.")
 
 
 def cost_table(definition: Definition, runs_dir: Path) -> Table:
     """One row per training job, then one for its offline resolution selection (label ``<job>: resolution
     selection``): accelerator and :data:`COST_COLUMNS`, the paper's row after its label; the paper's other rows
     (DeepEyes, the total) follow."""
-    rows, labels = [], []
+    rows, labels, never_diverged, by_stage = [], [], [], {}
     for job in train_jobs(definition, runs_dir):
         cost = job_cost(job)
+        by_stage.setdefault(cost["stage"], {**cost, "label": job.label})
+        if (stats := selection_stats(job)) is not None:
+            share = f"{100 * stats['never_diverged_fraction']:.1f}%"
+            never_diverged.append(f"{job.label}: {stats['never_diverged']}/{stats['total']} ({share}) -> "
+                                  f"{stats['never_diverged_policy']}")
         selection = selection_cost(job, cost)
         for label, measured in ((job.label, cost), (f"{job.label}: resolution selection", selection)):
             if measured is None:
@@ -129,9 +172,13 @@ def cost_table(definition: Definition, runs_dir: Path) -> Table:
     rows += [_paper_cost_row(p) for p in definition.paper if p.label not in labels]
     notes = ["Wall time: from the job's start (its .hydra/config.yaml) to its summary.json, model loading, resolution "
              "selection and export included (a resumed job counts from its last start); a job's resolution selection "
-             "row: the time it spent selecting (0 when the manifest was already complete). s / step: mean time of a "
-             "GRPO step from the logs (weight sync + rollout + update); Rollout %: rollout's share of it. Device-h = wall "
-             "time x devices: GPU-hours when the accelerator is gpu."]
+             "row: the time its manifest's records took to compute, over every call, on the one device it ran on. "
+             "s / step: mean time of a GRPO step from the logs (weight sync + rollout + update); Rollout %: rollout's "
+             "share of it. Device-h = wall time x devices: GPU-hours when the accelerator is gpu."]
+    if never_diverged:
+        notes.append(f"{NEVER_DIVERGED_NOTE} {'; '.join(never_diverged)}.")
+    if (ratio := stage_ratio_note(by_stage, definition)) is not None:
+        notes.append(ratio)
     if definition.paper:
         notes.append(_paper_note(definition))
     return Table(definition.number or 0, definition.title,
@@ -158,7 +205,9 @@ HYPERPARAMETERS: tuple[tuple[str, Callable[[DictConfig], Any]], ...] = (
     ("loss aggregation", lambda c: c.grpo.loss.aggregation),
     ("temperature", lambda c: c.grpo.temperature),
     ("max turns", lambda c: c.episode.max_turns),
-    ("max response tokens", lambda c: c.episode.max_response_tokens),
+    ("max tokens / turn", lambda c: c.episode.max_new_tokens_per_turn),
+    ("max response tokens / episode", lambda c: c.episode.max_response_tokens),
+    ("dual-clip c", lambda c: c.grpo.loss.get("dual_clip")),
     ("global view tokens", lambda c: c.vision.global_max_tokens),
     ("crop tokens", lambda c: c.episode.crop_max_tokens),
     ("resolution", lambda c: c.resolution.strategy),

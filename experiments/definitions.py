@@ -17,36 +17,51 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+from omegaconf import OmegaConf
 
 from lfpc.evaluation.paper_numbers import PaperRow
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 COLLECTORS = ("eval", "ablation", "cost", "hyperparameters", "figure", "miniature")
 BENCHMARK_SETS = ("all", "boxed", "unboxed")  # boxed: benchmarks with GT boxes (the gt mode and IoU need them)
+BENCHMARK_CONF = Path(__file__).resolve().parents[1] / "conf" / "benchmark"
 STEP_NAME = re.compile(r"^[A-Za-z][\w.-]*$")
+
+
+def has_gt_boxes(benchmark: str) -> bool:
+    """Whether ``conf/benchmark/<benchmark>.yaml`` gives GT boxes: HR-Bench only with its box file
+    (``benchmark.boxes``, else ``<file stem>.boxes.json`` beside the file; the paper's were not released), every
+    other benchmark always."""
+    from lfpc.data.benchmarks import hrbench_box_file
+    conf = OmegaConf.load(BENCHMARK_CONF / f"{benchmark}.yaml")
+    return conf.kind != "hrbench" or hrbench_box_file(conf.path, conf.get("boxes")).is_file()
 
 
 @dataclass(frozen=True)
 class Size:
-    """How big every run of a definition is: overrides added to each ``train.py`` / ``eval.py`` call, the
-    benchmarks of each benchmark set, and the launcher used unless another is asked for."""
+    """How big every run of a definition is: overrides added to each ``train.py`` / ``eval.py`` call, its
+    benchmarks, and the launcher used unless another is asked for."""
 
     name: str
     train: tuple[str, ...]
     eval: tuple[str, ...]
-    benchmarks: Mapping[str, tuple[str, ...]]
+    benchmarks: tuple[str, ...]
     launcher: str
+
+    def benchmark_set(self, which: str) -> tuple[str, ...]:
+        """The benchmarks of a :data:`BENCHMARK_SETS` entry: all, those with GT boxes now (:func:`has_gt_boxes`),
+        or those without."""
+        if which == "all":
+            return self.benchmarks
+        return tuple(b for b in self.benchmarks if has_gt_boxes(b) == (which == "boxed"))
 
 
 SIZES: dict[str, Size] = {
-    "smoke": Size("smoke", ("size=smoke",), ("+size/eval=smoke",),
-                  {"all": ("synthetic",), "boxed": ("synthetic",), "unboxed": ()}, launcher="local"),
-    "paper": Size("paper", ("size=paper",), ("+size/eval=paper",),
-                  {"all": ("vstar", "hrbench_4k", "hrbench_8k"), "boxed": ("vstar",),
-                   "unboxed": ("hrbench_4k", "hrbench_8k")}, launcher="slurm"),
+    "smoke": Size("smoke", ("size=smoke",), ("+size/eval=smoke",), ("synthetic",), launcher="local"),
+    "paper": Size("paper", ("size=paper",), ("+size/eval=paper",), ("vstar", "hrbench_4k", "hrbench_8k"),
+                  launcher="slurm"),
     # the paper in miniature: the mini Qwen2.5-VL on the pattern task, ~1 h on 2 CPU cores (conf/size/mini.yaml)
-    "mini": Size("mini", ("size=mini",), ("+size/eval=mini",),
-                 {"all": ("patterns",), "boxed": ("patterns",), "unboxed": ()}, launcher="local"),
+    "mini": Size("mini", ("size=mini",), ("+size/eval=mini",), ("patterns",), launcher="local"),
 }
 DEFAULT_SIZE = "smoke"
 

@@ -33,7 +33,7 @@ from experiments.runs import eval_folders, job_cost, train_jobs
 from lfpc.evaluation import tables
 from lfpc.evaluation.bootstrap import (LEVEL, RESAMPLES, Interval, bootstrap_mean, bootstrap_paired_difference,
                                        per_question)
-from lfpc.evaluation.records import load_results
+from lfpc.evaluation.records import load_run_records
 from lfpc.evaluation.tables import Table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,12 +59,12 @@ TIE = 1e-9  # a figure on its target's threshold (up to float rounding) meets it
 
 def load_records(folders: Sequence[Path]) -> dict[str, list[dict]]:
     """``{label: records}`` of eval results folders: the records each folder's ``metrics.json`` summarises (see
-    :func:`lfpc.evaluation.records.load_results`), under its label."""
+    :func:`lfpc.evaluation.records.load_run_records`), under its label."""
     by_label: dict[str, list[dict]] = {}
     for folder in folders:
         if not (Path(folder) / "records.jsonl").is_file():
             raise FileNotFoundError(f"{folder}: no records.jsonl (the per-question records eval.py writes)")
-        metrics, records = load_results(folder)
+        metrics, records = load_run_records(folder)
         by_label.setdefault(metrics["label"], []).extend(records)
     return by_label
 

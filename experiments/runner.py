@@ -1,8 +1,11 @@
 """Plan a definition's commands and run them one after another (``train.py`` / ``eval.py`` Hydra multiruns).
 
 The plan is computed up front: every train step is one ``train.py -m`` call into ``<out>/train/<step>`` (a sweep's
-jobs into sub-folders named by their swept overrides), every eval step one ``eval.py -m`` call per evaluated model
-(its benchmarks swept) into ``<out>/eval/<label>``. Locally Hydra's basic launcher runs a sweep's jobs in turn; with
+jobs into sub-folders named by their swept overrides), preceded, for each of its multi-process jobs that trains on
+the offline resolution selection (``resolution=answer_divergence``), by that selection as its own single-process,
+one-device ``python -m lfpc.resolution.select`` call (such a job cannot compute it; a single-process job computes it
+itself; paper Table 11 times it either way); every eval step one ``eval.py -m`` call per evaluated model (its
+benchmarks swept) into ``<out>/eval/<label>``. Locally Hydra's basic launcher runs a sweep's jobs in turn; with
 ``launcher="slurm"`` they go to SLURM through submitit and the call returns when all are done. Commands already
 recorded as finished in ``<out>/manifest.json`` with the same arguments are skipped, so a rerun resumes.
 """
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from experiments.definitions import LAUNCHERS, SIZES, Definition, EvalStep, Size, TrainStep
@@ -54,7 +58,7 @@ class Command:
     @property
     def config_name(self) -> str:
         """The Hydra primary config of the command's script."""
-        return "config" if self.kind == "train" else "eval"
+        return "eval" if self.kind == "eval" else "config"
 
 
 def expand_sweeps(overrides: Sequence[str]) -> list[tuple[str | None, tuple[str, ...]]]:
@@ -122,9 +126,27 @@ def _train_command(step: TrainStep, size: Size, launcher: str, out: Path, python
     return Command("train", step.name, argv, jobs)
 
 
+def needs_selection(overrides: Sequence[str]) -> bool:
+    """Whether a training job of ``overrides`` needs its offline resolution selection run beforehand: it trains on
+    it (``resolution.strategy`` is ``answer_divergence``) in several processes, which cannot compute it."""
+    from lfpc.config import world_size
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, "output_dir=.", "cache_dir=."])
+    return cfg.resolution.strategy == "answer_divergence" and world_size(cfg) > 1
+
+
+def _selection_commands(train: Command, launcher: str, out: Path, python: str) -> list[Command]:
+    """The offline resolution selection of each job of ``train`` that needs one (:func:`needs_selection`): one
+    process on one device (the evaluation launcher), its Hydra folder ``<out>/selection/<job label>``."""
+    return [Command("select", job.label,
+                    (python, "-m", "lfpc.resolution.select", "-m", *job.overrides, *LAUNCHERS[launcher]["eval"],
+                     override("hydra.sweep.dir", out / "selection" / job.label)), (job,))
+            for job in train.jobs if needs_selection(job.overrides)]
+
+
 def _eval_commands(step: EvalStep, size: Size, launcher: str, out: Path, python: str,
                    train_jobs: dict[str, tuple[Job, ...]]) -> list[Command]:
-    benchmarks = size.benchmarks[step.benchmarks]
+    benchmarks = size.benchmark_set(step.benchmarks)
     if not benchmarks:  # e.g. no benchmark without GT boxes at this size
         return []
     models = ([(step.label, None)] if step.of is None
@@ -151,16 +173,17 @@ def plan(definition: Definition, size: str, out: str | Path, launcher: str | Non
     if launcher not in LAUNCHERS:
         raise ValueError(f"unknown launcher {launcher!r}; choose from {list(LAUNCHERS)}")
     out = Path(out).resolve()
-    commands: list[Command] = []
+    trains: list[Command] = []
     single_jobs: dict[str, Path] = {}
     train_jobs: dict[str, tuple[Job, ...]] = {}
     for step in definition.train:
         command = _train_command(step, spec, launcher, out, python, single_jobs,
                                  where=f"{definition.name}: train step {step.name!r}")
-        commands.append(command)
+        trains.append(command)
         train_jobs[step.name] = command.jobs
         if len(command.jobs) == 1:
             single_jobs[step.name] = command.jobs[0].dir
+    commands = [c for train in trains for c in (*_selection_commands(train, launcher, out, python), train)]
     for step in definition.eval:
         commands += _eval_commands(step, spec, launcher, out, python, train_jobs)
     return commands

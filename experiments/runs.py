@@ -39,7 +39,8 @@ def job_cost(job: TrainJob) -> dict[str, Any]:
     from analysis.dynamics import load_metrics
 
     config = OmegaConf.load(job.dir / ".hydra" / "config.yaml")
-    cost: dict[str, Any] = {"accelerator": config.trainer.accelerator, "devices": config.trainer.devices}
+    cost: dict[str, Any] = {"accelerator": config.trainer.accelerator, "devices": config.trainer.devices,
+                            "stage": config.get("stage")}
     summary, start = job.dir / "summary.json", job.dir / ".hydra" / "config.yaml"
     wall_h = (summary.stat().st_mtime - start.stat().st_mtime) / 3600 if summary.is_file() else None
     metrics = load_metrics(job.dir)

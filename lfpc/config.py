@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lfpc.answers import Judge
 from lfpc.data.records import Sample, check_samples, load_jsonl
 from lfpc.files import write_json
 from lfpc.grpo.objective import PolicyLossConfig
@@ -178,7 +179,24 @@ def selection_config(cfg: DictConfig) -> SelectionConfig:
     return SelectionConfig(strategy=r.strategy, max_tokens=cfg.vision.global_max_tokens, scale=r.scale,
                            min_tokens=r.min_tokens, reference_max_tokens=r.reference_max_tokens, stop=r.stop,
                            never_diverged=r.never_diverged, seed=cfg.seed, max_new_tokens=r.max_new_tokens,
-                           batch_samples=r.batch_samples)
+                           batch_samples=r.batch_samples, judge=cfg.judge.get("model"))
+
+
+def selection_judge(cfg: DictConfig) -> Judge | None:
+    """The judge of free-form answers no rule compares (``judge.model``), loaded on its first use on the
+    selection's device; None without one."""
+    if not cfg.judge.get("model"):
+        return None
+    loaded: list[Judge] = []
+
+    def judge(question: str, truth: str, answer: str) -> bool:
+        if not loaded:
+            from lfpc.judge import load_judge
+            from lfpc.rollout.factory import resolve_device
+            loaded.append(load_judge(cfg.judge.model, cfg.judge.cache, resolve_device(cfg.resolution.device)))
+        return loaded[0](question, truth, answer)
+
+    return judge
 
 
 class RolloutAnswererFactory:
@@ -232,11 +250,12 @@ def run_selection(cfg: DictConfig, path: str, samples: Sequence[Sample], progres
     config = dataclasses.replace(selection_config(cfg), token_side=backbone_of(path).token_side)
     if not compute_missing:
         return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path),
-                                  missing_selection(cfg.resolution.manifest), progress=progress)
+                                  missing_selection(cfg.resolution.manifest), progress=progress,
+                                  judge=selection_judge(cfg))
     factory = RolloutAnswererFactory(cfg, path, config)
     try:
         return select_resolutions(samples, config, cfg.resolution.manifest, model_fingerprint(path), factory,
-                                  progress=progress)
+                                  progress=progress, judge=selection_judge(cfg))
     finally:
         factory.close()
 

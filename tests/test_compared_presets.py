@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from lfpc import config as C
 from lfpc.agent.compared import cof, mini_o3, pixel_reasoner
 from lfpc.agent.env import CropEnvironment
 from lfpc.agent.presets import preset
@@ -273,3 +274,43 @@ def test_free_form_questions_have_no_options():
     assert opening("cof_sft", sample)[1][1].startswith("Question: What color is the dot?\nThink in the mind")
     assert opening("mini_o3", sample)[1][1] == "\nWhat color is the dot?"
     assert opening("pixel_reasoner", sample)[1][1].startswith("What color is the dot?\n\n\n\nGuidelines:")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# DeepEyes' training protocol (protocol=deepeyes): its environment's rules and turn cap
+
+DE_CALL = ('<think>Look closer.</think> <tool_call>{"name": "image_zoom_in_tool", "arguments": '
+           '{"bbox_2d": [128, 96, 256, 192]}}</tool_call>')
+
+
+def test_deepeyes_training_rules_answer_wins_and_neither_ends_the_episode(noise_sample):
+    both = env(noise_sample, "deepeyes_training").step(DE_CALL + " <answer>A</answer> then <answer>C</answer>")
+    assert both.done and both.event["kind"] == "answer"
+    episode = env(noise_sample, "deepeyes_training")
+    assert episode.step("<answer> </answer>" + DE_CALL).image is not None  # an empty answer: the call runs
+    neither = env(noise_sample, "deepeyes_training")
+    result = neither.step("<think>I am not sure.</think> The dot may be blue.")
+    assert result.done and neither.outcome().answer is None
+    ours = env(noise_sample, "lfpc")  # our rule: both, or neither, is an invalid call and the episode goes on
+    assert not ours.step("The dot may be blue.").done and not ours.step(DE_CALL + "<answer>A</answer>").done
+    assert ours.outcome().num_invalid_calls == 2
+    failed = env(noise_sample, "deepeyes_training").step(DE_CALL.replace("[128, 96, 256, 192]", "[5, 5, 5, 9]"))
+    assert failed.text == "Error: bbox_2d [5, 5, 5, 9] has zero area" and not failed.done
+
+
+def test_deepeyes_training_turn_cap_counts_the_answer_turn(noise_sample):
+    """agent.max_turns=5 in DeepEyes: 5 generations, so 4 crops and a 5th call ends the episode unanswered."""
+    episode = env(noise_sample, "deepeyes_training", max_turns=5)
+    results = [episode.step(DE_CALL) for _ in range(5)]
+    assert [r.image is not None for r in results] == [True] * 4 + [False]
+    assert results[-1].done and episode.outcome().answer is None and episode.outcome().num_crops == 4
+    ours = env(noise_sample, "lfpc", max_turns=5)
+    assert [ours.step(OURS_CALL).image is not None for _ in range(5)] == [True] * 5  # ours: 5 crops, then answer
+
+
+@pytest.mark.parametrize("choice, prompt", [(None, "lfpc"), ("deepeyes", "deepeyes_training")])
+def test_one_config_value_selects_the_training_protocol(choice, prompt):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["size=paper", "+stage=infogap", "output_dir=/tmp/out",
+                                           "cache_dir=/tmp/cache", *([f"protocol={choice}"] if choice else [])])
+    assert C.episode_config(cfg).prompt == prompt and cfg.episode.max_turns == 5

@@ -14,16 +14,17 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from lfpc import PROJECT_ROOT
-from lfpc.agent.prompt import TOOL_NAME
+from lfpc.agent.prompt import TOOL_NAME, tool_call_text
 from lfpc.data.records import DatasetError, Sample, write_jsonl
 from lfpc.evaluation.data import load_benchmark, subtask_of
 from lfpc.evaluation.metrics import cycle_accuracy, substitution_subsets, summarize
-from lfpc.evaluation.records import RecordLog, crop_scores, load_results
+from lfpc.evaluation.records import RecordLog, crop_scores, load_run_records
 from lfpc.evaluation.run import eval_plan, evaluate, run_settings
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, rollout_batch
+from lfpc.evaluation.tables import build_table, load_results
 from lfpc.jsonl_log import single_writer
-from lfpc.rollout.base import Completion
-from lfpc.rollout.episodes import EpisodeConfig
+from lfpc.rollout.base import Completion, SamplingConfig
+from lfpc.rollout.episodes import EpisodeConfig, run_episodes
 from tests.test_resolution import flip_last_byte
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -364,7 +365,7 @@ def test_metrics_count_the_current_questions_and_a_replaced_image_is_refused(tmp
                        "benchmark.num_samples=4", "eval.limit=2")
     assert overall(evaluate(limited)) == 2                     # a lowered eval.limit (it counted 4 before)
     assert "synthetic,64,pred,overall,2," in (out / "metrics.csv").read_text()
-    metrics, records = load_results(out)
+    metrics, records = load_run_records(out)
     assert [r["id"] for r in records] == [s.id for s in samples[:2]] and metrics["plan"]["modes"] == ["pred"]
     write_jsonl(samples[1:3], tmp_path / "data.jsonl")         # a question removed, none added
     assert overall(evaluate(cfg)) == 2                         # (it counted the removed one too)
@@ -382,3 +383,102 @@ def test_eval_applies_the_configured_pixel_limit_at_load(tmp_path, tiny_model_di
                                            r"of 200,000 pixels \(raise max_image_pixels"):
         evaluate(eval_cfg(tmp_path, tiny_model_dir, "max_image_pixels=200000"))
     assert not (tmp_path / "out" / "records.jsonl").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Token caps of the paper-size evaluation and the episodes they cut
+
+# (per-turn, episode-wide) policy-token caps as each method's own code sets them (the model presets cite where):
+# DeepEyes eval_vstar.py max_tokens 10240; Mini-o3 README data.max_response_length=8192; CoF vllm_inference.py
+# --max_new_tokens default 512; Pixel Reasoner experience_maker.py max_out_tokens default 2048; none caps an episode.
+SOURCE_CAPS = {"deepeyes": (10240, None), "mini_o3": (8192, None), "cof_sft": (512, None),
+               "pixel_reasoner": (2048, None)}
+
+
+def test_paper_evaluation_caps_ours_as_training_and_each_method_as_its_source(tmp_path):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        train = compose("config", overrides=["size=paper", "+stage=infogap", "output_dir=/tmp/out",
+                                             "cache_dir=/tmp/cache"])
+        evals = {name: compose("eval", overrides=[*([f"model={name}"] if name else []), "+size/eval=paper",
+                                                  "benchmark=vstar", f"cache_dir={tmp_path}", "output_dir=/tmp/out"])
+                 for name in ("", *SOURCE_CAPS)}
+    ours = evals.pop("")
+    assert (ours.episode.max_new_tokens_per_turn, ours.episode.max_response_tokens, ours.episode.max_context_tokens) \
+        == (train.episode.max_new_tokens_per_turn, train.episode.max_response_tokens, train.episode.max_context_tokens)
+    assert ours.episode.max_new_tokens_per_turn == 2048 and ours.episode.max_response_tokens == 20480
+    for name, cfg in evals.items():
+        episode = eval_plan(cfg).episode
+        assert (episode.max_new_tokens_per_turn, episode.max_response_tokens) == SOURCE_CAPS[name], name
+        # a last turn fits the model's 128,000 positions (vLLM's max_model_len at evaluation)
+        assert episode.max_context_tokens + episode.max_new_tokens_per_turn <= 128000, name
+
+
+class _CutEngine:
+    """Generates each scripted turn, stopping it at the request's token cap with finish reason "length" (a stand-in
+    policy; the tokens come from the real tokenizer)."""
+
+    def __init__(self, codec, turns):
+        self.codec, self.turns = codec, iter(turns)
+
+    def generate(self, contexts, sampling):
+        ids = self.codec.tokenizer.encode(next(self.turns), add_special_tokens=False) + [self.codec.im_end_id]
+        cut = len(ids) > sampling.max_new_tokens
+        ids = ids[:sampling.max_new_tokens]
+        return [Completion(ids, [-1.0] * len(ids), "length" if cut else "stop") for _ in contexts]
+
+    def load_weights(self, named_tensors):
+        raise NotImplementedError
+
+
+def _episode(codec, sample, turns, **caps):
+    config = EpisodeConfig(max_turns=2, crop_max_tokens=16, max_context_tokens=4096, **caps)
+    return run_episodes(_CutEngine(codec, turns), codec, [sample], [(224, 168)], 1, config, SamplingConfig())[0]
+
+
+def test_an_episode_cut_by_a_token_cap_is_marked_truncated(codec, noise_sample):
+    call = tool_call_text([10, 10, 100, 100])
+    answer = "I see it. <answer>B</answer>"
+    long = "Let me think about every part of the image carefully before answering. " * 4 + "<answer>B</answer>"
+    assert not _episode(codec, noise_sample, [call, answer], max_new_tokens_per_turn=64).truncated
+    # the answer turn is cut at the per-turn cap: unanswered, truncated
+    cut = _episode(codec, noise_sample, [call, long, long, long], max_new_tokens_per_turn=40)
+    assert cut.truncated and cut.outcome.answer is None
+    # the episode's response budget stops it after the call, before any answer
+    spent = _episode(codec, noise_sample, [call, answer], max_new_tokens_per_turn=64, max_response_tokens=20)
+    assert spent.truncated and spent.outcome.answer is None and spent.context.num_policy_tokens == 20
+    # no episode-wide cap: the long answer goes through
+    free = _episode(codec, noise_sample, [call, long], max_new_tokens_per_turn=256, max_response_tokens=None)
+    assert not free.truncated and free.outcome.answer == "B"
+
+
+def test_truncated_share_is_in_the_metrics_and_the_table_notes(tmp_path):
+    records = [rec("a", "Attr", False, truncated=True), rec("b", "Attr", True, truncated=False),
+               rec("c", "Spatial", False, truncated=False), rec("d", "Spatial", False, truncated=True)]
+    overall = [r for r in summarize(records) if r["subtask"] == "overall"][0]
+    assert overall["truncated"] == 0.5 and overall["num_questions"] == 4
+    assert summarize([rec("a", "Attr", False)])[0]["truncated"] is None  # a record from before: not counted
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"label": "stage2", "rows": summarize(records)}))
+    notes = build_table(2, load_results([folder])).notes
+    assert any("stage2 V* 1024 pred: 2/4" in note for note in notes)
+
+
+def test_iou_over_questions_with_a_crop_and_with_no_crop_counting_zero():
+    box = [0, 0, 10, 10]
+    records = [rec("a", "Attr", True, last_iou=0.5, gt_box=box), rec("b", "Attr", True, last_iou=0.3, gt_box=box),
+               rec("c", "Attr", False, gt_box=box), rec("d", "Attr", False)]  # c: no crop; d: no GT box
+    overall = [r for r in summarize(records) if r["subtask"] == "overall"][0]
+    assert overall["last_iou"] == pytest.approx(0.4)                       # (0.5 + 0.3) / 2
+    assert overall["last_iou_or_0"] == pytest.approx(0.8 / 3)              # (0.5 + 0.3 + 0) / 3, d left out
+
+
+def test_table3_shows_both_iou_definitions(tmp_path):
+    box = [0, 0, 10, 10]
+    records = [rec("a", "Attr", True, last_iou=0.5, gt_box=box), rec("c", "Spatial", False, gt_box=box)]
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"label": "stage2", "rows": summarize(records)}))
+    table = build_table(3, load_results([folder]))
+    cells = dict(zip(table.headers, next(r for r in table.rows if r[0] == "stage2")))
+    assert (cells["V* Attr IoU"], cells["V* Spatial IoU"], cells["V* Overall IoU no-crop=0"]) == ("50.0", "–", "25.0")

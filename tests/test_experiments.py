@@ -62,7 +62,9 @@ def test_definition_composes_at_smoke_and_paper_size(name, tmp_path):
         for command in commands:
             for job in command.jobs:
                 cfg = composed(command.config_name, list(job.overrides))
-                if command.kind == "train" and size == "smoke":  # the embedded default, cut to one GRPO step
+                if command.kind == "select":  # the offline selection of a job that trains on it
+                    assert cfg["resolution"]["strategy"] == "answer_divergence"
+                elif command.kind == "train" and size == "smoke":  # the embedded default, cut to one GRPO step
                     assert cfg["model"]["build_tiny"] and cfg["trainer"]["max_steps"] == 1
                     assert cfg["grpo"]["group_size"] == 2 and not cfg["logger"]["wandb"]
                 elif command.kind == "train":  # paper Sec. 4: 8 GPUs, 16 rollouts x 256 prompts (32 per rank)
@@ -156,9 +158,10 @@ def test_paper_size_goes_to_slurm_and_the_paper_benchmarks(tmp_path):
     benchmarks = ["benchmark=vstar", "benchmark=hrbench_4k,hrbench_8k"]
     assert [c.argv[c.argv.index("-m") + 2] for c in commands] == benchmarks * 2  # DeepEyes, then CoF-sft
     assert all("hydra/launcher=slurm_1gpu" in c.argv for c in commands)
-    assert "hydra/launcher=slurm_8gpu" in plan(load("table9"), "paper", tmp_path)[0].argv
+    train = [c for c in plan(load("table9"), "paper", tmp_path) if c.kind == "train"]
+    assert all("hydra/launcher=slurm_8gpu" in c.argv for c in train)
     assert len(plan(load("table1"), "smoke", tmp_path)) == 2  # smoke has no benchmark without GT boxes
-    assert not any("launcher" in a for a in plan(load("table9"), "paper", tmp_path, launcher="local")[0].argv)
+    assert not any("launcher" in a for c in plan(load("table9"), "paper", tmp_path, launcher="local") for a in c.argv)
 
 
 def test_override_quotes_only_what_hydra_cannot_parse():
@@ -276,13 +279,17 @@ def test_cost_and_hyperparameters_from_fabricated_runs(tmp_path):
     start = 1_700_000_000
     os.utime(job / ".hydra" / "config.yaml", (start, start))
     os.utime(job / "summary.json", (start + 7200, start + 7200))
-    (job / "resolution_stats.json").write_text(json.dumps({"seconds": 900.0, "cached": 0}))
+    # the job's own call found the manifest complete (seconds 0); computing it took 900 s on one device
+    (job / "resolution_stats.json").write_text(json.dumps({"seconds": 0.0, "total_seconds": 900.0, "devices": 1,
+                                                           "cached": 10, "never_diverged": 5, "total": 10,
+                                                           "never_diverged_fraction": 0.5,
+                                                           "never_diverged_policy": "hardest"}))
     cost = {row[0]: row[1:] for row in cost_table(dataclasses.replace(definition, paper=load("table11").paper),
                                                   tmp_path).rows}
     # 8 GPUs; 2 GRPO steps of 1 + 6 + 3 = 10 s, rollout 6/10 = 60 %; wall 7200 s = 2 h; 2 h x 8 = 16 GPU-hours
     assert cost["stage1"] == ["gpu", "8", "2", "10.00", "60.0", "2.00", "16.00"]
-    # its offline resolution selection took 900 s on the job's 8 GPUs: 0.25 h, 2 GPU-hours (paper Table 11: 2.5)
-    assert cost["stage1: resolution selection"] == ["gpu", "8", "–", "–", "–", "0.25", "2.00"]
+    # its offline resolution selection took 900 s on one GPU: 0.25 h, 0.25 GPU-hours (paper Table 11: 2.5)
+    assert cost["stage1: resolution selection"] == ["gpu", "1", "–", "–", "–", "0.25", "0.25"]
     assert cost["Offline Res. Selection (paper)"][-1] == "2.50" and cost["Stage-I (paper)"][-1] == "320.00"
     assert cost["DeepEyes (paper)"][-1] == "480.00" and cost["Total (paper)"][-1] == "418.50"  # no run of theirs
 
@@ -295,6 +302,11 @@ def test_cost_and_hyperparameters_from_fabricated_runs(tmp_path):
     assert values["PPO mini-batch (prompts)"] == ["32", "?"]         # 64 x 8 / 16
     assert values["learning rate"] == ["5e-07", "5e-07"]
     assert values["grounding reward"] == ["thresh + L1", "?"] and values["devices"] == ["8", "?"]
+    # the per-turn cap is Table 12's "single response max tokens"; the episode cap is a row of its own
+    assert values["max tokens / turn"] == ["2048", "?"] and values["max response tokens / episode"] == ["20480", "?"]
+    assert values["dual-clip c"] == ["3", "?"]  # verl's clip_ratio_c, always on in DeepEyes' framework
+    paper = {row[0]: row[-2:] for row in hyperparameter_table(load("table12"), tmp_path / "none").rows}
+    assert paper["max tokens / turn"] == ["2048", "2048"] and paper["max response tokens / episode"] == ["?", "?"]
 
 
 def test_figure_collector_plots_the_named_runs(tmp_path):
@@ -534,3 +546,77 @@ def test_table10_smoke_runs_end_to_end_and_resumes(tmp_path_factory, tmp_path):
     assert set(markdown_rows(cli("collect", "table11", str(out)))) >= {"stage1", "stage2[reward=none]"}
 
     assert cli("run", "table10", "--out", str(out)).count("done before, skipped") == 5
+
+
+def test_table9_and_table11_report_the_never_diverged_share_of_the_selection(tmp_path):
+    runs = tmp_path / "runs"
+    jobs = [("stage1", "resolution=hard", None), ("stage1", "resolution=answer_divergence", (22, 100, "hardest")),
+            ("stage1_never_diverged", "resolution.never_diverged=drop", (22, 100, "drop"))]
+    for num, (step, sweep, stats) in enumerate(jobs):
+        overrides = ["experiment=table9", *(["resolution=answer_divergence"] if stats else []), sweep]
+        job = write_job(runs / "train" / step / sweep, overrides, [{"step": 0, "reward/total": 0.5}], num)
+        if stats:
+            (job / "resolution_stats.json").write_text(json.dumps(
+                {"seconds": 60.0, "never_diverged": stats[0], "total": stats[1],
+                 "never_diverged_fraction": stats[0] / stats[1], "never_diverged_policy": stats[2]}))
+        write_eval(runs / "eval" / f"{step}[{sweep}]" / "synthetic", f"{step}[{sweep}]", 0.5, None)
+    text = collect(load("table9"), runs)
+    table, headers = markdown_rows(text), markdown_headers(text)
+    share = headers[1:].index("never diverged (%)")
+    assert table["stage1[resolution=answer_divergence]"][share] == "22.0"        # 22 of 100 samples
+    assert table["stage1_never_diverged[resolution.never_diverged=drop]"][share] == "22.0"
+    assert table["stage1[resolution=hard]"][share] == "–"                         # no selection ran
+    assert "resolution.never_diverged" in text
+    cost = cost_table(Definition("table11", "Training cost", "cost", train=(TrainStep("stage1"),)), runs)
+    assert any("stage1[resolution=answer_divergence]: 22/100 (22.0%) -> hardest" in note for note in cost.notes)
+
+
+def test_table11_compares_the_measured_stage_ratio_with_the_papers(tmp_path):
+    start = 1_700_000_000
+    for step, stage, hours in (("stage1", "infogap", 4.0), ("stage2", "grounding", 2.0)):
+        job = write_job(tmp_path / "train" / step, ["size=paper", f"+stage={stage}"],
+                        [{"step": 0, "reward/total": 0.0}])
+        os.utime(job / ".hydra" / "config.yaml", (start, start))
+        os.utime(job / "summary.json", (start + hours * 3600, start + hours * 3600))
+    definition = load("table11")
+    table = cost_table(definition, tmp_path)
+    # 2 h x 8 GPUs over 4 h x 8 GPUs = 0.50; the paper's 96 / 320 A100-hours = 0.30
+    assert "Stage II : Stage I device-hours: measured 0.50 (stage2 / stage1); paper 0.30 (96 / 320 A100-h)." \
+        in table.notes
+
+
+def test_paper_size_names_the_step_count_of_each_stage():
+    grounding = composed("config", ["size=paper", "+stage=grounding"])
+    assert grounding["trainer"]["max_steps"] == grounding["paper_steps"]["grounding"] == 80
+    shorter = composed("config", ["size=paper", "+stage=grounding", "paper_steps.grounding=24"])
+    assert shorter["trainer"]["max_steps"] == 24
+    stage1 = composed("config", ["size=paper", "+stage=infogap", "paper_steps.grounding=24"])
+    assert stage1["trainer"]["max_steps"] == 80
+
+
+def test_hrbench_runs_the_gt_mode_once_its_box_file_exists(tmp_path, monkeypatch):
+    for variable, name in (("LFPC_HRBENCH_8K", "hr_bench_8k"), ("LFPC_HRBENCH_4K", "hr_bench_4k")):
+        monkeypatch.setenv(variable, str(tmp_path / f"{name}.tsv"))
+    (tmp_path / "hr_bench_8k.boxes.json").write_text("{}")  # the 8K boxes only (the paper's were not released)
+    commands = plan(load("table7"), "paper", tmp_path / "runs")
+    modes = {c.argv[c.argv.index("-m") + 2]: next(a for a in c.argv if a.startswith("eval.modes")) for c in commands}
+    assert modes == {"benchmark=vstar,hrbench_8k": "eval.modes=[pred,gt,noise,direct]",
+                     "benchmark=hrbench_4k": "eval.modes=[pred,noise,direct]"}
+    (tmp_path / "hr_bench_4k.boxes.json").write_text("{}")
+    assert [c.argv[c.argv.index("-m") + 2] for c in plan(load("table1"), "paper", tmp_path / "runs")] == \
+        ["benchmark=vstar,hrbench_4k,hrbench_8k"] * 2  # DeepEyes, CoF-sft: every benchmark in the gt mode
+
+
+def test_paper_size_runs_each_stage1_selection_as_its_own_single_process_step(tmp_path):
+    commands = plan(load("table9"), "paper", tmp_path, python="python")
+    selections = [c for c in commands if c.kind == "select"]
+    # Table 9 sweeps hard, random, answer_divergence, then never_diverged=original,drop: 3 jobs train on a selection
+    assert [c.name for c in selections] == ["stage1[resolution=answer_divergence]",
+                                            "stage1_never_diverged[resolution.never_diverged=original]",
+                                            "stage1_never_diverged[resolution.never_diverged=drop]"]
+    first = selections[0].argv
+    assert first[:5] == ("python", "-m", "lfpc.resolution.select", "-m", "size=paper")
+    assert "hydra/launcher=slurm_1gpu" in first and "resolution=answer_divergence" in first
+    kinds = [(c.kind, c.name.split("[")[0]) for c in commands]
+    assert kinds.index(("select", "stage1")) < kinds.index(("train", "stage1"))  # before the job that needs it
+    assert not [c for c in plan(load("table9"), "smoke", tmp_path) if c.kind == "select"]  # one process: itself

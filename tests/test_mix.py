@@ -1,7 +1,9 @@
 """Dataset mixing by ratio."""
 
+import json
 import logging
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -9,7 +11,8 @@ from PIL import Image
 
 from lfpc.config import load_samples
 from lfpc.data.mix import mix_by_ratio
-from lfpc.data.records import DatasetError, Sample, write_jsonl
+from lfpc.data.records import DatasetError, Sample, load_jsonl, write_jsonl
+from lfpc.data.stage1 import build_stage1, main, stage1_config
 
 
 def make(prefix, n):
@@ -66,3 +69,41 @@ def test_a_mix_whose_sources_share_an_id_is_refused(tmp_path):
     data = OmegaConf.create({"kind": "mix", "num_samples": None, "sources": sources})
     with pytest.raises(DatasetError, match=r"data mix of \['d1', 'd2'\]: sample \d+ has the id 'same' of sample \d+"):
         load_samples(data)
+
+
+def _converted(folder, prefix, n, image):
+    """A converted source file of ``n`` rows (ids ``<prefix>-<i>``) on one real image."""
+    path = folder / f"{prefix}.jsonl"
+    write_jsonl([Sample(id=f"{prefix}-{i}", image_path=str(image), question=f"q{i}?", options=(), answer=str(i),
+                        source=prefix) for i in range(n)], path)
+    return path
+
+
+def test_stage1_file_holds_the_configured_count_of_each_source_and_records_its_make_up(tmp_path):
+    image = tmp_path / "img.png"
+    Image.new("RGB", (64, 48)).save(image)
+    pr, cof, tl = (_converted(tmp_path, name, n, image) for name, n in (("pr", 7), ("cof", 5), ("tl", 20)))
+    out = tmp_path / "mix" / "stage1.jsonl"
+    overrides = [f"out={out}", f"sources.pixel_reasoner.path={pr}", f"sources.cof.path={cof}",
+                 f"sources.thinklite.path={tl}", "sources.thinklite.count=3",
+                 f"sources.deepeyes.path={tmp_path / 'absent.jsonl'}"]  # count 0: never read
+    main(overrides)
+    samples = load_jsonl(out)
+    counts = Counter(s.id.split("-")[0] for s in samples)
+    assert counts == {"pr": 7, "cof": 5, "tl": 3} and len({s.id for s in samples}) == 15
+    assert all(Path(s.image_path) == image for s in samples)  # image paths still resolve from the new folder
+    make_up = json.loads(Path(f"{out}.mix.json").read_text())
+    assert {n: (v["rows"], v["drawn"]) for n, v in make_up["sources"].items()} == \
+        {"pixel_reasoner": (7, 7), "cof": (5, 5), "thinklite": (20, 3)}
+    assert make_up["sources"]["thinklite"]["share"] == pytest.approx(3 / 15) and make_up["rows"] == 15
+    first = [s.id for s in samples]
+    build_stage1(stage1_config(overrides))
+    assert [s.id for s in load_jsonl(out)] == first  # seeded
+    with pytest.raises(DatasetError, match="sources.thinklite.count is 30, but .*tl.jsonl holds 20 rows"):
+        build_stage1(stage1_config([*overrides, "sources.thinklite.count=30"]))
+
+
+def test_paper_stage1_config_draws_pixel_reasoner_cof_and_some_thinklite_not_deepeyes():
+    sources = stage1_config().sources
+    assert sources.pixel_reasoner.count is None and sources.cof.count is None
+    assert 0 < sources.thinklite.count < 11000 and sources.deepeyes.count == 0

@@ -26,6 +26,7 @@ from PIL import Image
 from lfpc import config as C
 from lfpc.data.records import Sample, write_jsonl
 from lfpc.resolution import SelectionConfig, model_fingerprint, rollout_answerer, select_resolutions
+from lfpc.resolution.selection import answers_agree
 from lfpc.resolution.select import main as select_main
 from lfpc.config import run_selection, selection_config
 from lfpc.rollout.base import Completion
@@ -376,3 +377,57 @@ def test_multi_process_launch_without_the_selection_fails_fast_with_the_command(
     single = C.display_sizer(_cfg(tmp_path, tiny_model_dir, *settings), str(tiny_model_dir), samples)  # computes it
     multi = C.display_sizer(_cfg(tmp_path, tiny_model_dir, *settings, *launch), str(tiny_model_dir), samples)
     assert multi.selected == single.selected and len(multi.selected) == 2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Free-form answers: compared by the accuracy reward's rule, containment and the optional judge
+
+def _free(case: str, image_path: str, answer: str = "red") -> Sample:
+    return Sample(id=case, image_path=image_path, question=f"case {case}: what color is the car?", options=(),
+                  answer=answer, image_size=(896, 896))
+
+
+@pytest.mark.parametrize("answer, reference, agree", [
+    ("red car", "red", True), ("the red", "red car", True),   # whole-word containment either way
+    ("blue", "red", False), ("redder", "red", False),         # no rule relates them, no judge: they differ
+    ("three", "3", True), ("2 cars", "3", False),              # numbers, number words
+    ("yes it is", "yes", True), ("no", "yes", False)])         # yes/no
+def test_free_form_answers_agree_by_the_grading_rule_and_containment(answer, reference, agree, image_path):
+    assert answers_agree(answer, reference, _free("x", image_path, reference)) is agree
+
+
+def test_a_judge_settles_free_form_answers_no_rule_compares(image_path):
+    asked = []
+
+    def judge(question, truth, answer):
+        asked.append((truth, answer))
+        return answer == "crimson"
+
+    sample = _free("x", image_path)
+    assert answers_agree("crimson", "red", sample, judge) and not answers_agree("blue", "red", sample, judge)
+    assert asked == [("red", "crimson"), ("red", "blue")]
+    assert answers_agree("red car", "red", sample, judge) and len(asked) == 2  # a rule settled it: not asked
+    option = _sample("o", image_path)
+    assert answers_agree("B", "B", option, judge) and not answers_agree("A", "B", option, judge) and len(asked) == 2
+
+
+def test_a_paraphrase_is_no_divergence_in_the_walk(codec, image_path, tmp_path):
+    script = {"paraphrase": {224: "red", 168: "red car", 112: "The red car.", 84: "blue", 56: "blue"}}
+    result, engine = _run(codec, [_free("paraphrase", image_path)], tmp_path / "m.jsonl", script=script)
+    record = result.records["paraphrase"]
+    assert record["divergence_level"] == 3 and result.sizes == {"paraphrase": (84, 84)}  # not 1, at "red car"
+    assert sorted(w for _, w in engine.queries) == [84, 112, 168, 224]
+
+
+def test_a_later_cached_call_keeps_the_time_the_selection_took(codec, image_path, tmp_path):
+    samples = [_sample(case, image_path) for case in SCRIPT]
+    first, _ = _run(codec, samples[:2], tmp_path / "m.jsonl")           # computes 2 samples
+    second, _ = _run(codec, samples, tmp_path / "m.jsonl")               # resumes: computes the other 2
+    assert first.stats.seconds > 0 and second.stats.computed == 2
+    assert second.stats.total_seconds == pytest.approx(first.stats.seconds + second.stats.seconds)
+    cached, _ = _run(codec, samples, tmp_path / "m.jsonl", engine=_no_model)  # a multi-process job's own call
+    assert cached.stats.seconds == 0 and cached.stats.total_seconds == second.stats.total_seconds
+    written = json.loads(Path(f"{tmp_path / 'm.jsonl'}.stats.json").read_text())
+    assert written["total_seconds"] == second.stats.total_seconds and written["devices"] == 1
+    other, _ = _run(codec, samples, tmp_path / "m.jsonl", fingerprint="model-v2")  # another manifest: its own time
+    assert other.stats.total_seconds == other.stats.seconds

@@ -125,7 +125,8 @@ def test_tables_9_and_10_keep_the_paper_columns_only(dirs):
     results = load_results(dirs)
     assert build_table(9, results).headers[2:] == ["HR-8K FCP", "HR-4K FCP", "V* Spatial"]
     assert build_table(10, results).headers[2:] == ["HR-8K FSP Acc", "HR-8K FSP IoU", "HR-8K FCP Acc",
-                                                    "HR-8K FCP IoU", "HR-8K Overall Acc"]
+                                                    "HR-8K FCP IoU", "HR-8K Overall Acc",
+                                                    "HR-8K Overall IoU no-crop=0"]
 
 
 def test_render_writes_markdown_and_csv_and_cli(dirs, tmp_path, capsys):

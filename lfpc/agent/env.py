@@ -125,8 +125,9 @@ def crop_to_original(bbox: Box, crop_size: Size, region: Region) -> Box:
 class CropEnvironment:
     """One episode of the zoom-in tool for ``sample`` shown at ``display_size``.
 
-    Up to ``max_turns`` assistant turns may call the tool; turn ``max_turns + 1`` must answer, else the
-    episode ends without an answer. Unparseable turns and refused calls get an error observation,
+    Up to ``max_turns`` assistant turns may call the tool; turn ``max_turns + 1`` must answer, else the episode ends
+    without an answer (a preset whose cap counts the answer's turn, DeepEyes' training one, allows ``max_turns - 1``
+    calls: :attr:`max_turns` holds the tool turns). Unparseable turns and refused calls get an error observation,
     use up a turn and count in ``num_invalid_calls``. The ``preset`` decides how a turn is read, what a tool
     response says, the margin the tool adds around a box and whether a turn without a tool call or an answer ends
     the episode (``unanswered``); the preset's reader gives boxes in pixels of their image whatever the backbone's
@@ -135,10 +136,10 @@ class CropEnvironment:
     k-th crop returned (a compared method may zoom into a crop; the crop is still taken from the original).
     ``events`` logs every turn: ``turn``, ``kind``, ``bbox`` (raw, in pixels of its ``source``), ``source``,
     ``label``, ``box`` (the box in original pixels: the prediction mapped from its frame after the preset's margin,
-    B1 in ``gt`` mode), ``region`` (the integer region cropped around it), ``crop_size`` and ``visual_tokens`` of the
-    returned crop, ``error``. ``original`` is the decoded original image when the caller already holds it (shared,
-    read-only); otherwise it is loaded on first use and kept for the episode, so the original is never decoded once
-    per turn.
+    B1 in ``gt`` mode), ``region`` (the integer region cropped around it), ``crop_size`` and ``visual_tokens`` of
+    the returned crop, ``error``. ``original`` is the decoded original image when the caller already holds it
+    (shared, read-only); otherwise it is loaded on first use and kept for the episode, so the original is never
+    decoded once per turn.
     """
 
     def __init__(self, sample: Sample, display_size: Size, crop_max_tokens: int, max_turns: int = 5,
@@ -151,8 +152,9 @@ class CropEnvironment:
             raise ValueError(f"mode 'gt' needs GT boxes, but sample {sample.id!r} has none")
         if len(display_size) != 2 or min(display_size) < 1:
             raise ValueError(f"display_size must be (width, height) > 0, got {display_size!r}")
-        if max_turns < 0:
-            raise ValueError(f"max_turns must be >= 0, got {max_turns}")
+        if max_turns < int(preset.answer_turn_counted):
+            raise ValueError(f"max_turns must be >= {int(preset.answer_turn_counted)} with prompt preset "
+                             f"{preset.name!r}, got {max_turns}")
         if not 1 <= crop_min_tokens <= crop_max_tokens:
             raise ValueError(f"crop token budget must satisfy 1 <= crop_min_tokens <= crop_max_tokens, "
                              f"got {crop_min_tokens} and {crop_max_tokens}")
@@ -160,7 +162,7 @@ class CropEnvironment:
         self.display_size = (int(display_size[0]), int(display_size[1]))
         self.crop_max_tokens = crop_max_tokens
         self.crop_min_tokens = crop_min_tokens
-        self.max_turns = max_turns
+        self.max_turns = max_turns - 1 if preset.answer_turn_counted else max_turns  # tool turns
         self.mode = mode
         self.events: list[dict] = []
         self._rng = np.random.default_rng(seed)

@@ -121,6 +121,20 @@ def _parse_tool_call(body: str) -> ParsedTurn:
     return ParsedTurn(kind="tool_call", bbox=bbox, label=label if isinstance(label, str) else None)
 
 
+def parse_deepeyes_training_turn(text: str) -> ParsedTurn:
+    """A turn read as DeepEyes' training environment reads it (``VisualToolBoxV2.execute``, Visual-Agent/DeepEyes
+    ``verl/workers/agent/envs/mm_process_engine/visual_toolbox_v2.py``): a non-empty last ``<answer>...</answer>``
+    is the answer, whatever else the turn holds; else the last ``<tool_call>...</tool_call>`` is the call; a turn
+    with neither ends the episode unanswered."""
+    answers = [a.strip() for a in _ANSWER.findall(text)]
+    if answers and answers[-1]:
+        return ParsedTurn(kind="answer", answer=answers[-1])
+    calls = _TOOL_CALL.findall(text)
+    if calls:
+        return _parse_tool_call(calls[-1])
+    return ParsedTurn(kind="unanswered", error="the turn has neither a <tool_call> nor an <answer>")
+
+
 def parse_turn(text: str, answer_wins: bool = False) -> ParsedTurn:
     """Parse an assistant turn: an optional leading ``<think>...</think>``, then exactly one
     ``<tool_call>{"name": ..., "arguments": {"bbox_2d": [...]}}</tool_call>`` or one ``<answer>...</answer>``.

@@ -6,7 +6,10 @@ coordinate convention, answer format, which turn ends the episode) and the margi
 ``lfpc`` is this project's prompt (:mod:`lfpc.agent.prompt`) with its strict rule (a turn holding both a tool call
 and an ``<answer>`` is invalid). ``deepeyes`` is DeepEyes' evaluation prompt (its ``eval/eval_hrbench.py`` and
 ``eval/eval_vstar.py``: system prompt, ``Question: ... Options: ...`` user turn, the same instruction inside every
-tool response) with its rule (the episode ends at the first ``<answer>``). ``cof_sft``, ``pixel_reasoner`` and
+tool response) with its rule (the episode ends at the first ``<answer>``). ``deepeyes_training`` is the protocol of
+DeepEyes' RL framework, which the paper trains in (Table 12's keys are its agent keys): the same prompt, its training
+environment's rules (:func:`lfpc.agent.parsing.parse_deepeyes_training_turn`) and its turn cap counting the answer's
+generation; ``conf/protocol/deepeyes.yaml`` trains with it. ``cof_sft``, ``pixel_reasoner`` and
 ``mini_o3``: :mod:`lfpc.agent.compared` (sources cited there). A model preset (``conf/model/<name>.yaml``) picks
 one with ``prompt:`` and sets the method's turn cap.
 """
@@ -18,7 +21,7 @@ from typing import Callable, Sequence
 
 from lfpc.agent import prompt
 from lfpc.agent.compared import cof, mini_o3, pixel_reasoner
-from lfpc.agent.parsing import ParsedTurn, parse_turn
+from lfpc.agent.parsing import ParsedTurn, parse_deepeyes_training_turn, parse_turn
 from lfpc.boxes import Box, Size
 from lfpc.data.records import LETTERS, Sample
 from lfpc.model.families import DEFAULT, PIXELS, Backbone, Coordinates
@@ -40,6 +43,12 @@ def read_answer_wins(text: str, frames: Sequence[Size]) -> ParsedTurn:
     return parse_turn(text, answer_wins=True)
 
 
+def read_deepeyes_training(text: str, frames: Sequence[Size]) -> ParsedTurn:
+    """DeepEyes' training rule (:func:`lfpc.agent.parsing.parse_deepeyes_training_turn`): the last answer wins, a
+    turn with neither a call nor an answer ends the episode."""
+    return parse_deepeyes_training_turn(text)
+
+
 def tool_response_layout(text: str, image_size: Size | None, turn: int) -> list[dict]:
     """``<tool_response>`` [the crop] ``text</tool_response>`` (:func:`lfpc.agent.prompt.tool_response_content`)."""
     return prompt.tool_response_content(image_size is not None, text)
@@ -55,7 +64,8 @@ class Preset:
     """A prompt preset: the opening ``messages``; the tool-response ``observation`` text and its ``layout`` (the
     user turn's content); ``read``, how a turn is read; ``widen``, the region the tool crops around a box (in the
     frame of the image the box names); ``failed_call_shows_view``: a failed tool call is answered with the whole
-    displayed image again (CoF's rule) instead of an error alone."""
+    displayed image again (CoF's rule) instead of an error alone; ``answer_turn_counted``: the turn cap counts every
+    generation, the answer's included (DeepEyes' ``agent.max_turns``), so ``max_turns`` allows one tool call less."""
 
     name: str
     messages: Messages
@@ -64,6 +74,7 @@ class Preset:
     layout: Layout = tool_response_layout
     widen: Widen = exact_box
     failed_call_shows_view: bool = False
+    answer_turn_counted: bool = False
 
 
 DEEPEYES_SYSTEM = """You are a helpful assistant.
@@ -108,9 +119,20 @@ def deepeyes_observation(error: str | None = None, calls_left: int = 1, tools: b
     return f"Error: {error}{instruction}" if error else instruction
 
 
+def deepeyes_training_observation(error: str | None = None, calls_left: int = 1, tools: bool = True,
+                                  free_form: bool = False) -> str:
+    """DeepEyes' training tool response (``VisualToolBoxV2``): its instruction (``USER_PROMPT_V2``, the text of
+    :data:`DEEPEYES_INSTRUCTION`) after a crop, ``Error: ...`` alone after a failed call."""
+    if error:
+        return f"Error: {error}"
+    return DEEPEYES_INSTRUCTION if tools else DEEPEYES_DIRECT
+
+
 PRESETS: dict[str, Preset] = {
     "lfpc": Preset("lfpc", prompt.initial_messages, prompt.observation_text),
     "deepeyes": Preset("deepeyes", deepeyes_messages, deepeyes_observation, read=read_answer_wins),
+    "deepeyes_training": Preset("deepeyes_training", deepeyes_messages, deepeyes_training_observation,
+                                read=read_deepeyes_training, answer_turn_counted=True),
     "cof_sft": Preset("cof_sft", cof.messages, cof.observation, read=cof.read, layout=cof.layout, widen=cof.widen,
                       failed_call_shows_view=True),
     "pixel_reasoner": Preset("pixel_reasoner", pixel_reasoner.messages, pixel_reasoner.observation,

@@ -68,6 +68,13 @@ def shuffle_sample(sample: Sample, seed: int) -> Sample:
 HRBENCH_BOXES_SUFFIX = ".boxes.json"
 
 
+def hrbench_box_file(path: str | Path, boxes_path: str | Path | None = None) -> Path:
+    """The box file of the HR-Bench file ``path``: ``boxes_path`` when given, else ``<file stem>.boxes.json``
+    beside it (see :func:`load_hrbench`)."""
+    path = Path(path)
+    return path.with_name(path.stem + HRBENCH_BOXES_SUFFIX) if boxes_path is None else Path(boxes_path)
+
+
 def load_hrbench(path: str | Path, image_cache_dir: str | Path, source: str | None = None,
                  boxes_path: str | Path | None = None) -> list[Sample]:
     """Load an HR-Bench TSV (or parquet) file; decode each question's image once into ``image_cache_dir/<stem>/``.
@@ -105,8 +112,8 @@ def load_hrbench(path: str | Path, image_cache_dir: str | Path, source: str | No
                 raise DatasetError(f"{where}: field 'index': duplicate of row {first_row_of[index]}")
             first_row_of[index] = row_no
             samples.append(sample)
-    return _with_boxes(check_samples(samples, str(path)), path.with_name(path.stem + HRBENCH_BOXES_SUFFIX) if boxes_path is None
-                       else Path(boxes_path), required=boxes_path is not None)
+    return _with_boxes(check_samples(samples, str(path)), hrbench_box_file(path, boxes_path),
+                       required=boxes_path is not None)
 
 
 def _with_boxes(samples: list[Sample], path: Path, required: bool) -> list[Sample]:

@@ -2,9 +2,11 @@
 
 Rows are per (benchmark, budget, mode, subtask), with ``subtask == "overall"`` for all questions of the group:
 accuracy (and HR-Bench's cycle-averaged accuracy); IoU and coverage of the first/last crop with the GT box (over
-questions with a crop and a GT box) and the mean per-target IoU (V*: each target box's best crop); tool calls,
-crops, visual tokens and wall time per question. :func:`substitution_subsets` gives the GT test and the noise test
-of Table 7 on their subsets of questions.
+questions with a crop and a GT box; ``last_iou_or_0`` over every question with a GT box, no crop counting 0) and
+the mean per-target IoU (V*: each target box's best crop); tool calls,
+crops, visual tokens and wall time per question; ``truncated``, the share of episodes a token cap ended before an
+answer (None for records written before it was kept). :func:`substitution_subsets` gives the GT test and the noise
+test of Table 7 on their subsets of questions.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from torchmetrics.aggregation import MeanMetric
 
 from lfpc.agent.env import MODES
 
-QUESTION_METRICS = ("accuracy", "first_iou", "last_iou", "first_coverage", "last_coverage", "target_iou",
-                    "tool_calls", "crops", "visual_tokens", "time_s")
+QUESTION_METRICS = ("accuracy", "first_iou", "last_iou", "last_iou_or_0", "first_coverage", "last_coverage",
+                    "target_iou", "tool_calls", "crops", "visual_tokens", "truncated", "time_s")
 SUBTASK_ORDER = ("FSP", "FCP", "Attr", "Spatial", "single", "cross")  # then any other, then "overall"
 
 
@@ -28,8 +30,10 @@ def _mean() -> MeanMetric:
 
 def question_values(record: dict) -> dict[str, float | None]:
     """The value each of :data:`QUESTION_METRICS` takes for one record (None: not defined for this question)."""
-    values = {name: record.get(name) for name in QUESTION_METRICS if name != "accuracy"}
+    values = {name: record.get(name) for name in QUESTION_METRICS if name not in ("accuracy", "last_iou_or_0")}
     values["accuracy"] = float(record["correct"])
+    iou, boxed = record.get("last_iou"), record.get("gt_box") is not None
+    values["last_iou_or_0"] = 0.0 if iou is None and boxed else iou
     return {k: None if v is None else float(v) for k, v in values.items()}
 
 

@@ -104,8 +104,9 @@ def question_record(trajectory: Trajectory, codec: ChatCodec, benchmark: str, mo
     Boxes are in ORIGINAL image pixels: ``crop_boxes`` are the predicted boxes of the crops (the regions cropped
     around them are in ``events``), ``gt_box`` is the smallest GT box B1 (None without boxes); the viewer's fields
     (boxes in the displayed frame too, per-turn text, crop sizes) are those of :func:`lfpc.viewer.capture.view_fields`.
-    ``visual_tokens`` counts the visual tokens of every image the model saw (global view + crops); ``time_s`` is this
-    question's share of its batch's wall time.
+    ``visual_tokens`` counts the visual tokens of every image the model saw (global view + crops); ``truncated`` says
+    whether a token cap ended the episode before an answer (it scores wrong); ``time_s`` is this question's share of
+    its batch's wall time.
     """
     sample, outcome = trajectory.sample, trajectory.outcome
     choice = answer_key(outcome.answer, sample)
@@ -121,11 +122,12 @@ def question_record(trajectory: Trajectory, codec: ChatCodec, benchmark: str, mo
         "target_iou": mean_target_iou(outcome.crop_boxes, [tuple(b) for b in sample.meta.get("object_boxes", ())]),
         "tool_calls": sum(e["kind"] == "tool_call" for e in trajectory.events), "crops": outcome.num_crops,
         "invalid_calls": outcome.num_invalid_calls, "visual_tokens": sum(image_tokens),
-        "global_tokens": image_tokens[0], "response_tokens": trajectory.context.num_policy_tokens, "time_s": seconds,
+        "global_tokens": image_tokens[0], "response_tokens": trajectory.context.num_policy_tokens,
+        "truncated": trajectory.truncated, "time_s": seconds,
     }
 
 
-def load_results(folder: str | Path) -> tuple[dict, list[dict]]:
+def load_run_records(folder: str | Path) -> tuple[dict, list[dict]]:
     """The ``metrics.json`` of an eval results folder and the records it summarises (those of its run's plan, in
     plan order), not every record its ``records.jsonl`` holds from earlier runs (other questions, limits, modes)."""
     folder = Path(folder)

@@ -77,7 +77,7 @@ def check_modes(samples: Sequence[Sample], modes: Sequence[str], benchmark: str)
 
 def plan_summary(samples: Sequence[Sample], plan: EvalPlan) -> dict:
     """What the records of ``plan`` over ``samples`` are: question ids, modes and budgets (``metrics.json``'s
-    ``plan``; :func:`plan_records` and :func:`lfpc.evaluation.records.load_results` read its records)."""
+    ``plan``; :func:`plan_records` and :func:`lfpc.evaluation.records.load_run_records` read its records)."""
     return {"questions": [s.id for s in samples], "modes": list(plan.modes), "budgets": list(plan.budgets)}
 
 

@@ -143,9 +143,10 @@ def _acc(benchmark: str, subtask: str = "overall", mode: str = "pred") -> Getter
         r.metric(label, benchmark, budget, variant or mode, "accuracy", subtask))
 
 
-def _iou(benchmark: str, subtask: str) -> Getter:
-    """Mean IoU x100 (as the paper prints it) of the last crop with the GT box B1, crop mode pred."""
-    return lambda r, label, budget, variant: _pct(r.metric(label, benchmark, budget, "pred", "last_iou", subtask))
+def _iou(benchmark: str, subtask: str, name: str = "last_iou") -> Getter:
+    """Mean IoU x100 (as the paper prints it) of the last crop with the GT box B1, crop mode pred: over questions
+    with a crop (``last_iou``) or over all, no crop counting 0 (``last_iou_or_0``)."""
+    return lambda r, label, budget, variant: _pct(r.metric(label, benchmark, budget, "pred", name, subtask))
 
 
 def _mean(benchmark: str, name: str) -> Getter:
@@ -175,7 +176,9 @@ def _subtask_acc(r: Results, b: str) -> list[Column]:
 def _subtask_acc_iou(r: Results, b: str) -> list[Column]:
     columns = [c for s in r.subtasks(b) for c in (Column(f"{b}/{s}", _header(b, s, "Acc"), "pct", _acc(b, s)),
                                                    Column(f"{b}/{s}/iou", _header(b, s, "IoU"), "pct", _iou(b, s)))]
-    return [*columns, Column(f"{b}/overall", _header(b, "overall", "Acc"), "pct", _acc(b))]
+    return [*columns, Column(f"{b}/overall", _header(b, "overall", "Acc"), "pct", _acc(b)),
+            Column(f"{b}/overall/iou0", _header(b, "overall", "IoU no-crop=0"), "pct",
+                   _iou(b, "overall", "last_iou_or_0"))]
 
 
 def _multi_target(r: Results, b: str) -> list[Column]:
@@ -205,8 +208,9 @@ def _subset_test(r: Results, b: str) -> list[Column]:
 
 _SUBTASKS_NOTE = ("Accuracy (%) per sub-task and overall, crop mode pred (HR-Bench: over all its rows, its official "
                   "cycle-averaged score when every cycle is complete; both are in metrics.json).")
-_HR_BOXES = (" HR-Bench releases no GT boxes: its IoU, Ground Truth and GT-test cells need a box file "
-             "(<file stem>.boxes.json, see lfpc/data/benchmarks.py load_hrbench) and are – without one.")
+_HR_BOXES = (" HR-Bench releases no GT boxes, and the paper's own HR-Bench annotations were not released: its IoU, "
+             "Ground Truth and GT-test cells need a box file (<file stem>.boxes.json, see lfpc/data/benchmarks.py "
+             "load_hrbench; experiments run the gt mode where one exists) and are – without one.")
 LAYOUTS: dict[int, Layout] = {
     1: Layout("Crop substitution tests", _subtask_acc,
               "Accuracy (%) with the model's own crop (prediction), the crop replaced by uniform noise (Random Noise), "
@@ -215,7 +219,8 @@ LAYOUTS: dict[int, Layout] = {
     2: Layout("Main results", _subtask_acc, _SUBTASKS_NOTE + " Budget = global-image visual tokens."),
     3: Layout("Baseline / Stage-I / Stage-II", _subtask_acc_iou,
               "Accuracy (%) and mean IoU (x100) of the last crop with the GT box B1 (questions with a crop) per "
-              "sub-task, crop mode pred." + _HR_BOXES),
+              "sub-task, crop mode pred; IoU no-crop=0: over every question, no crop counting 0 (Figures 5/6 plot "
+              "another IoU: the best crop against any nested GT box)." + _HR_BOXES),
     4: Layout("Stage-II data and L1 reward", _subtask_acc, _SUBTASKS_NOTE),
     5: Layout("Noise-crop drop", _noise_drop, "Accuracy (%) with the model's crop and with a noise crop; drop = pred "
                                               "- noise (points), the paper's column. A model that reads its crops "
@@ -235,8 +240,8 @@ LAYOUTS: dict[int, Layout] = {
     9: Layout("Resolution selection strategies", _multi_target,
               "Accuracy (%) on the multi-target sub-task (HR-Bench FCP, V* Spatial), crop mode pred."),
     10: Layout("Stage-II reward design", _subtask_acc_iou,
-               "HR-Bench 8K: accuracy (%) and mean IoU (x100) of the last crop with B1 per sub-task, crop mode pred."
-               + _HR_BOXES,
+               "HR-Bench 8K: accuracy (%) and mean IoU (x100) of the last crop with B1 per sub-task (questions with a "
+               "crop), crop mode pred; IoU no-crop=0: over every question, no crop counting 0." + _HR_BOXES,
                benchmarks=("hrbench_8k",)),
 }
 
@@ -299,7 +304,7 @@ def build_table(number: int, results: Results, paper: Sequence[paper_numbers.Pap
     rest = [row for row in paper if row not in shown]
     rows += [[*lead(f"{row.name} (paper)", row.budget, row.variant), *(paper_cell(row, c) for c in columns)]
              for row in rest]
-    notes = [layout.note]
+    notes = [layout.note, *truncation_note(results, labels if labels is not None else results.labels, benchmarks)]
     if paper:
         notes.append(f"(paper) rows: {paper_numbers.PAPER}, Table {number}, in its units (IoU x100); "
                      "- = printed as - there, ? = no such cell there.")
@@ -307,6 +312,22 @@ def build_table(number: int, results: Results, paper: Sequence[paper_numbers.Pap
         notes += [f"{row.name}: {row.note}" for row in paper if row.note]
     headers = ["Model", "Budget", *(["Setting"] if named else []), *(c.header for c in columns)]
     return Table(number, layout.title, headers, rows, notes)
+
+
+def truncation_note(results: Results, labels: Sequence[str], benchmarks: Sequence[str]) -> list[str]:
+    """The table note on episodes a token cap ended before an answer (they score wrong), per label, benchmark,
+    budget and crop mode where there were any; none when no result records it (folders evaluated before)."""
+    counted = [(key, row) for key, row in results.rows.items() if key[0] in labels and key[1] in benchmarks
+               and key[4] == "overall" and row.get("truncated") is not None]
+    if not counted:
+        return []
+    cut = [f"{label} {_short(benchmark)} {budget} {mode}: {round(row['truncated'] * row['num_questions'])}/"
+           f"{row['num_questions']}" for (label, benchmark, budget, mode, _), row in counted if row["truncated"] > 0]
+    if not cut:
+        return ["No episode was ended by a token cap (episode.max_new_tokens_per_turn, max_response_tokens, "
+                "max_context_tokens)."]
+    return ["Episodes ended by a token cap before an answer, scored wrong (metrics.json truncated): "
+            + "; ".join(cut) + "."]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from lfpc.config import load_samples, model_path, run_selection
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    result = run_selection(cfg, model_path(cfg), load_samples(cfg.data))
+    result = run_selection(cfg, model_path(cfg), list(dict.fromkeys(load_samples(cfg.data))))  # a mix may repeat
     stats = result.stats.as_dict()
     print(json.dumps({"manifest": str(cfg.resolution.manifest), **stats}, indent=1))
     return stats

@@ -5,13 +5,16 @@ each next level scaled by ``scale`` down to ``min_tokens``). The model answers t
 (no tool, greedy) on the reference view and on the levels, largest first, batched across samples; the
 ``answer_divergence`` strategy picks the first level whose answer differs from the reference answer.
 
-The reference ("the original image") is the image at ``reference_max_tokens`` visual tokens, by default
-the global budget itself (= level 0): the policy never sees more than the budget, so the gap is measured
-against what it would see without one; a larger reference (e.g. 16384) makes level 0 itself a candidate.
-An answer is its canonical form (:func:`lfpc.answers.answer_key`: the option letter with options), or
-``"none"`` for no valid answer. A reply without a valid answer is asked once more (useful when the answerer is
-not deterministic), then its level is skipped: it is no divergence. The statistics count retries, skipped levels
-and the samples that never diverged, with the policy applied to them (``never_diverged``).
+The reference ("the original image") is the image at ``reference_max_tokens`` visual tokens, by default the global
+budget itself (= level 0): the policy never sees more than the budget, so the gap is measured against what it would
+see without one; a larger reference (e.g. 16384) makes level 0 itself a candidate. An answer is its canonical form
+(:func:`lfpc.answers.answer_key`: the option letter with options), or ``"none"`` for no valid answer. Two answers
+agree (:func:`answers_agree`) when they name the same option; a free-form answer agrees with the reference answer
+when the accuracy reward's rule grades it right against it (:func:`lfpc.answers.grade`: numbers, yes/no, equal
+text), or one contains the other as whole words ("red car" and "red"), or, when neither settles it, the optional
+judge (``judge.model``) says so. A reply without a valid answer is asked once more (useful when the answerer is not
+deterministic), then its level is skipped: it is no divergence. The statistics count retries, skipped levels and the
+samples that never diverged, with the policy applied to them (``never_diverged``).
 
 Stopping rule ``stop``: ``first_divergence`` queries levels until the first divergence (the paper),
 ``all`` queries every level (answers for analysis; same choice). Results go to a resumable manifest
@@ -20,6 +23,8 @@ Stopping rule ``stop``: ``first_divergence`` queries levels until the first dive
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from collections import Counter
@@ -29,7 +34,7 @@ from typing import Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-from lfpc.answers import answer_key
+from lfpc.answers import Judge, answer_key, grade, normalize_text
 from lfpc.boxes import Size
 from lfpc.data.records import Sample
 from lfpc.files import entry_lock, write_json
@@ -44,6 +49,7 @@ from lfpc.vision.images import image_digest
 log = logging.getLogger(__name__)
 
 STOP_RULES = ("first_divergence", "all")
+ANSWER_MATCH = "grade, containment, judge"  # how answers are compared (in the manifest fingerprint)
 
 AnswerFn = Callable[[Sequence[Sample], Sequence[Size]], list[str]]
 """Answers ``samples[i]`` shown at ``sizes[i]`` for every i, in one batch: a canonical answer or ``"none"``."""
@@ -64,6 +70,7 @@ class SelectionConfig:
     max_new_tokens: int = 64                # generation budget of one direct answer
     batch_samples: int = 64                 # samples whose queries are batched together
     token_side: int = PATCH                 # the backbone's pixels per visual token (lfpc.model.families)
+    judge: str | None = None                # the judge model compared free-form answers no rule settles (None: none)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("strategy", self.strategy, STRATEGIES), ("stop", self.stop, STOP_RULES),
@@ -86,7 +93,7 @@ class SelectionConfig:
 
     def settings(self) -> dict:
         """Everything that determines the records (what the manifest fingerprint covers)."""
-        settings = asdict(self)
+        settings = {**asdict(self), "answer_match": ANSWER_MATCH}
         settings.pop("batch_samples")
         settings.pop("token_side")  # implied by the model, whose fingerprint the manifest holds
         if self.strategy != "random":
@@ -104,7 +111,7 @@ class SelectionStats:
     cached: int
     computed: int
     queries: int                  # model answers generated in this call
-    seconds: float                # time spent computing (0 when everything was cached)
+    seconds: float                # time spent computing in this call (0 when everything was cached)
     never_diverged: int           # samples whose answer never differs from the reference answer
     never_diverged_policy: str
     dropped: int
@@ -113,6 +120,9 @@ class SelectionStats:
     no_reference_answer: int = 0  # samples without a valid reference answer (so they never diverge)
     level_counts: dict[int, int] = field(default_factory=dict)  # chosen level -> samples
     mean_chosen_tokens: float = 0.0
+    total_seconds: float = 0.0    # time spent computing the manifest's records, over every call (paper Table 11)
+    devices: int = 1              # the selection runs in one process on one device
+    fingerprint: str = ""         # the manifest's: ``total_seconds`` carries over only while it stays the same
 
     @property
     def never_diverged_fraction(self) -> float:
@@ -160,13 +170,32 @@ def rollout_answerer(engine: RolloutEngine, codec: ChatCodec, max_new_tokens: in
     return answer
 
 
+def answers_agree(answer: str, reference: str, sample: Sample, judge: Judge | None = None) -> bool:
+    """Whether two canonical answers (:func:`lfpc.answers.answer_key`) to ``sample`` say the same.
+
+    With options: the same letter. Free-form: the accuracy reward's rule with ``reference`` as the truth
+    (:func:`lfpc.answers.grade`) when it decides; else whole-word containment of one in the other; else ``judge``
+    when given; else they differ.
+    """
+    if sample.options or answer == reference:
+        return answer == reference
+    verdict = grade(answer, dataclasses.replace(sample, answer=reference))
+    if verdict is not None:
+        return verdict
+    a, b = f" {normalize_text(answer)} ", f" {normalize_text(reference)} "
+    if a in b or b in a:
+        return True
+    return judge is not None and judge(sample.question, reference, answer)
+
+
 def select_resolutions(samples: Sequence[Sample], config: SelectionConfig, manifest_path: str | Path,
                        model_fingerprint: str, make_answerer: Callable[[], AnswerFn],
-                       progress: bool = True) -> SelectionResult:
+                       progress: bool = True, judge: Judge | None = None) -> SelectionResult:
     """Select a display size for every sample, reusing finished records of the manifest at ``manifest_path``.
 
-    ``make_answerer`` is called (once) only when some sample still needs the model. Records are appended to
-    the manifest sample by sample; the statistics are logged and written to ``<manifest>.stats.json``.
+    ``make_answerer`` is called (once) only when some sample still needs the model; ``judge`` settles free-form
+    answers no rule compares (:func:`answers_agree`). Records are appended to the manifest sample by sample; the
+    statistics are logged and written to ``<manifest>.stats.json``.
     """
     duplicates = [i for i, n in Counter(s.id for s in samples).items() if n > 1]
     if duplicates:
@@ -183,17 +212,21 @@ def select_resolutions(samples: Sequence[Sample], config: SelectionConfig, manif
             answer = make_answerer()
             with tqdm(total=len(pending), desc="resolution selection", unit="sample", disable=not progress) as bar:
                 for begin in range(0, len(pending), config.batch_samples):
-                    for record in _select_batch(pending[begin:begin + config.batch_samples], config, answer, stamp):
+                    batch = pending[begin:begin + config.batch_samples]
+                    for record in _select_batch(batch, config, answer, stamp, judge):
                         manifest.append(record)
                         queries += record["queries"]
                         bar.update(1)
         seconds = time.perf_counter() - start if pending else 0.0
         records = {s.id: manifest.lookup(s) for s in samples}
-    sizes = {i: tuple(r["chosen_size"]) for i, r in records.items() if r["chosen_size"] is not None}
-    stats = _statistics(records, sizes, config, cached=len(samples) - len(pending), queries=queries,
-                        seconds=seconds)
+        stats_path = Path(f"{manifest_path}.stats.json")
+        sizes = {i: tuple(r["chosen_size"]) for i, r in records.items() if r["chosen_size"] is not None}
+        stats = _statistics(records, sizes, config, cached=len(samples) - len(pending), queries=queries,
+                            seconds=seconds)
+        stats.fingerprint = manifest.fingerprint
+        stats.total_seconds = _earlier_seconds(stats_path, manifest.fingerprint) + seconds
+        write_json(stats_path, stats.as_dict())
     log.info("resolution selection (%s, %s): %s", config.strategy, manifest_path, stats.summary())
-    write_json(f"{manifest_path}.stats.json", stats.as_dict())
     return SelectionResult(sizes=sizes, records=records, stats=stats)
 
 
@@ -206,6 +239,11 @@ class _Walk:
     levels: list[Size]
     answers: dict[Size, str] = field(default_factory=dict)
     retried: set[Size] = field(default_factory=set)  # sizes asked again after a reply without a valid answer
+    judge: Judge | None = None
+
+    def same(self, answer: str, reference: str) -> bool:
+        """:func:`answers_agree` for this sample."""
+        return answers_agree(answer, reference, self.sample, self.judge)
 
     def take(self, size: Size, reply: str) -> None:
         """Keep ``reply`` for ``size``; a first reply without a valid answer is dropped, so it is asked again."""
@@ -225,7 +263,7 @@ class _Walk:
         for level in self.levels:
             if level not in self.answers:
                 return [level]
-            if self.answers[level] not in (NO_ANSWER, self.answers[self.reference]):
+            if self.answers[level] != NO_ANSWER and not self.same(self.answers[level], self.answers[self.reference]):
                 return []
         return []
 
@@ -233,7 +271,7 @@ class _Walk:
         """The manifest record: sizes, answers per level, divergence, choice, plus ``stamp`` (fingerprints)."""
         reference_answer = self.answers[self.reference]
         answers = [self.answers.get(level) for level in self.levels]
-        divergence = divergence_level(reference_answer, answers)
+        divergence = divergence_level(reference_answer, answers, self.same)
         chosen = choose_level(config.strategy, len(self.levels), self.sample.id, config.seed, divergence,
                               config.never_diverged)
         return {"id": self.sample.id, "image_path": self.sample.image_path,
@@ -248,10 +286,10 @@ class _Walk:
 
 
 def _select_batch(samples: Sequence[Sample], config: SelectionConfig, answer: AnswerFn,
-                  stamp: dict) -> Iterator[dict]:
+                  stamp: dict, judge: Judge | None = None) -> Iterator[dict]:
     """Walk a batch of samples level by level, one batched model call per round; yield each sample's record as
     soon as that sample is finished (so it can be saved before the rest of the batch)."""
-    walks = [_Walk(s, config.reference(s.image_size), config.levels(s.image_size)) for s in samples]
+    walks = [_Walk(s, config.reference(s.image_size), config.levels(s.image_size), judge=judge) for s in samples]
     while walks:
         queries, active = [], []
         for walk in walks:
@@ -269,6 +307,15 @@ def _select_batch(samples: Sequence[Sample], config: SelectionConfig, answer: An
             raise RuntimeError(f"the answer source returned {len(replies)} answers for {len(queries)} queries")
         for (walk, size), reply in zip(queries, replies):
             walk.take(size, reply)
+
+
+def _earlier_seconds(stats_path: Path, fingerprint: str) -> float:
+    """The compute time the statistics at ``stats_path`` recorded for the manifest of ``fingerprint`` (0 for
+    another manifest, or none): a later call that finds the records cached keeps the time they took."""
+    if not stats_path.is_file():
+        return 0.0
+    earlier = json.loads(stats_path.read_text())
+    return float(earlier.get("total_seconds", 0.0)) if earlier.get("fingerprint") == fingerprint else 0.0
 
 
 def _statistics(records: dict[str, dict], sizes: dict[str, Size], config: SelectionConfig, cached: int,

@@ -6,25 +6,28 @@ downsampled one), as returned by :func:`lfpc.vision.budget.downsample_pyramid`.
 
 from __future__ import annotations
 
+import operator
 import random
-from typing import Sequence
+from typing import Callable, Sequence
 
 STRATEGIES = ("original", "hard", "random", "answer_divergence")
 NEVER_DIVERGED = ("hardest", "original", "drop")
 NO_ANSWER = "none"  # the answer value of a reply without a valid option
 
 
-def divergence_level(reference_answer: str, answers: Sequence[str | None]) -> int | None:
+def divergence_level(reference_answer: str, answers: Sequence[str | None],
+                     same: Callable[[str, str], bool] = operator.eq) -> int | None:
     """Index of the first level (largest first) whose answer differs from ``reference_answer``.
 
-    ``answers[i]`` is the answer at level ``i`` (None when that level was not queried). A level without a valid
-    answer (:data:`NO_ANSWER`) is skipped, not a divergence; without a valid reference answer nothing can
-    diverge. Returns None when no queried level diverges.
+    ``answers[i]`` is the answer at level ``i`` (None when that level was not queried); ``same(answer, reference)``
+    says whether two answers agree (default: equal). A level without a valid answer (:data:`NO_ANSWER`) is
+    skipped, not a divergence; without a valid reference answer nothing can diverge. Returns None when no queried
+    level diverges.
     """
     if reference_answer == NO_ANSWER:
         return None
     return next((i for i, answer in enumerate(answers)
-                 if answer not in (None, NO_ANSWER) and answer != reference_answer), None)
+                 if answer not in (None, NO_ANSWER) and not same(answer, reference_answer)), None)
 
 
 def random_level(num_levels: int, seed: int, sample_id: str) -> int:

@@ -30,7 +30,7 @@ class EpisodeConfig:
 
     max_turns: int = 5                 # tool calls allowed before the model must answer
     max_new_tokens_per_turn: int = 256
-    max_response_tokens: int = 2048    # policy tokens over the whole episode
+    max_response_tokens: int | None = 2048  # policy tokens over the whole episode (None: no such cap)
     max_context_tokens: int = 16384    # stop the episode when the sequence grows past this
     crop_max_tokens: int = 1024        # visual-token budget of each crop
     crop_mode: str = "pred"            # pred | gt | noise | direct
@@ -51,6 +51,7 @@ class Trajectory:
     events: list[dict]
     turns: list[str]              # decoded assistant turns
     scores: dict[str, float] = field(default_factory=dict)
+    truncated: bool = False       # a token cap ended the episode before an answer (see :func:`_truncated`)
 
 
 def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Sample],
@@ -95,7 +96,7 @@ def run_episodes(engine: RolloutEngine, codec: ChatCodec, samples: Sequence[Samp
             _run_by_turns(engine, turns, episodes, sampling)
     return [Trajectory(sample=samples[e.index], group=e.index, context=e.context, prompt_length=e.prompt_length,
                        display_size=e.env.display_size, outcome=e.env.outcome(), events=list(e.env.events),
-                       turns=e.turns) for e in episodes]
+                       turns=e.turns, truncated=_truncated(e)) for e in episodes]
 
 
 @dataclass
@@ -107,6 +108,7 @@ class _Episode:
     prompt_length: int
     turns: list[str] = field(default_factory=list)
     replay: list[list[int]] = field(default_factory=list)  # token ids of the first turns, not generated
+    cut: bool = False             # the last turn stopped at its token cap (finish reason "length")
 
     @property
     def replaying(self) -> bool:
@@ -127,6 +129,7 @@ class _Turns:
             token_ids, logprobs = episode.replay[len(episode.turns)], None
         else:
             token_ids, logprobs = completion.token_ids, completion.logprobs
+        episode.cut = completion is not None and completion.finish_reason == "length"
         episode.context.extend(token_ids, from_policy=True, logprobs=logprobs)
         episode.turns.append(self.codec.decode(token_ids))
         return self.pool.submit(_step, self.codec, episode.env, episode.turns[-1])
@@ -210,11 +213,20 @@ def _step(codec: ChatCodec, env: CropEnvironment, text: str) -> tuple[StepResult
     return result, codec.encode_image(result.image) if result.image is not None else None
 
 
+def _truncated(episode: _Episode) -> bool:
+    """Whether a token cap, not the model or the turn rules, ended ``episode`` without an answer: the episode-wide
+    response budget or the context limit stopped it while the environment expected another turn, or its last turn
+    stopped at the per-turn cap and held no answer (the environment then ended it as unanswered)."""
+    return not episode.env.done or (episode.cut and episode.env.outcome().answer is None)
+
+
 def _over_budget(episode: _Episode, config: EpisodeConfig) -> bool:
-    return episode.context.num_policy_tokens >= config.max_response_tokens
+    return config.max_response_tokens is not None and episode.context.num_policy_tokens >= config.max_response_tokens
 
 
 def _budgeted(sampling: SamplingConfig, active: list[_Episode], config: EpisodeConfig) -> SamplingConfig:
     """Cap this turn's new tokens so no episode exceeds its total response budget."""
+    if config.max_response_tokens is None:
+        return sampling
     left = min(config.max_response_tokens - e.context.num_policy_tokens for e in active)
     return dataclasses.replace(sampling, max_new_tokens=max(1, min(sampling.max_new_tokens, left)))
