@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from lfpc.files import single_writer  # noqa: F401  (the lock of an output folder; it used to live here)
 
 
 def drop_torn_tail(path: str | Path, chunk: int = 1 << 16) -> None:

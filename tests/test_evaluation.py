@@ -22,7 +22,7 @@ from lfpc.evaluation.records import RecordLog, crop_scores, load_run_records
 from lfpc.evaluation.run import eval_plan, evaluate, run_settings
 from lfpc.evaluation.runner import EvalPlan, check_modes, evaluate_samples, rollout_batch
 from lfpc.evaluation.tables import build_table, load_results
-from lfpc.jsonl_log import single_writer
+from lfpc.files import single_writer
 from lfpc.rollout.base import Completion, SamplingConfig
 from lfpc.rollout.episodes import EpisodeConfig, run_episodes
 from tests.test_resolution import flip_last_byte

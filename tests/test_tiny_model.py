@@ -228,7 +228,7 @@ def test_warm_ups_with_other_settings_never_replace_one_another(tiny_model_dir, 
     from lfpc.data.records import load_jsonl
     from lfpc.data.synthetic import generate_synthetic
     from lfpc.model.loading import model_fingerprint
-    from lfpc.model.warmup import MARKER, warm_up
+    from lfpc.training.warmup import MARKER, warm_up
     samples = load_jsonl(generate_synthetic(tmp_path / "data", 2, (256, 256), seed=1))
     smoke = warm_up(tiny_model_dir, tmp_path / "warm", samples, steps=1)      # size=smoke's warm-up
     default = warm_up(tiny_model_dir, tmp_path / "warm", samples, steps=2)    # model=tiny's warm-up

@@ -17,9 +17,9 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from lfpc import PROJECT_ROOT
-from lfpc.data.benchmarks import _write_atomically
 from lfpc.data.mix import mix_by_ratio
 from lfpc.data.records import DatasetError, check_samples, load_jsonl, write_jsonl
+from lfpc.files import write_json
 
 CONFIG = PROJECT_ROOT / "conf" / "stage1_data.yaml"
 
@@ -51,7 +51,7 @@ def build_stage1(cfg: DictConfig) -> dict:
     write_jsonl(mixed, out)
     make_up = {"out": str(out), "rows": len(mixed), "seed": cfg.seed,
                "sources": {n: {"path": p, "rows": len(s), "drawn": c, "share": c / total} for n, s, c, p in drawn}}
-    _write_atomically(Path(f"{out}.mix.json"), json.dumps(make_up, indent=1).encode())
+    write_json(f"{out}.mix.json", make_up)
     return make_up
 
 
