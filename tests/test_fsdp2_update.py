@@ -20,6 +20,7 @@ from torch.distributed.device_mesh import init_device_mesh
 
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate
+from lfpc.model.checkpointing import enable_activation_checkpointing
 from lfpc.model.loading import load_model
 from lfpc.model.lora import LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rollout.codec import ChatCodec
@@ -51,20 +52,23 @@ def sgd_update(model, codec: ChatCodec, contexts: list, advantages: torch.Tensor
                  )(contexts, advantages)
 
 
-def policy(model_dir: str, lora: bool) -> torch.nn.Module:
-    """The tiny model, with LoRA adapters (seeded) when ``lora``."""
+def policy(model_dir: str, lora: bool, checkpointing: bool = False) -> torch.nn.Module:
+    """The tiny model, with LoRA adapters (seeded) when ``lora``, activation checkpointing when ``checkpointing``."""
     model = load_model(model_dir)
+    if checkpointing:
+        enable_activation_checkpointing(model.train())
     return apply_lora(model, LORA, seed=0) if lora else model
 
 
-def update_on_rank(rank: int, world: int, store: str, model_dir: str, out: str, lora: bool = False) -> None:
+def update_on_rank(rank: int, world: int, store: str, model_dir: str, out: str, lora: bool = False,
+                   checkpointing: bool = False) -> None:
     """Rank ``rank`` of ``world``: shard, update on its share of the contexts, rank 0 saves the full weights (merged
     ones for a LoRA policy)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         codec = ChatCodec.for_model(model_dir, 256)
-        model = policy(model_dir, lora)
+        model = policy(model_dir, lora, checkpointing)
         shard_policy(model, init_device_mesh("cpu", (world,), mesh_dim_names=("data_parallel",))["data_parallel"])
         share = slice(rank * 4 // world, (rank + 1) * 4 // world)
         sgd_update(model, codec, fixed_contexts(codec)[share], ADVANTAGES[share])
@@ -76,9 +80,12 @@ def update_on_rank(rank: int, world: int, store: str, model_dir: str, out: str, 
         dist.destroy_process_group()
 
 
-def test_two_ranks_update_like_one_process_on_all_the_data(tiny_model_dir, codec, tmp_path):
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
+def test_two_ranks_update_like_one_process_on_all_the_data(tiny_model_dir, codec, tmp_path, checkpointing):
+    # checkpointed: decoder layers and vision blocks, and the vision tower as a whole, recomputed under FSDP2
     out = tmp_path / "sharded.pt"
-    mp.spawn(update_on_rank, args=(2, str(tmp_path / "store"), str(tiny_model_dir), str(out)), nprocs=2)
+    mp.spawn(update_on_rank, args=(2, str(tmp_path / "store"), str(tiny_model_dir), str(out), False, checkpointing),
+             nprocs=2)
     sharded = torch.load(out)
     initial = load_model(tiny_model_dir)
     single = load_model(tiny_model_dir)
@@ -101,3 +108,36 @@ def test_two_ranks_update_a_lora_policy_like_one_process(tiny_model_dir, codec, 
     assert sharded.keys() == merged.keys()
     for name, tensor in merged.items():
         torch.testing.assert_close(sharded[name], tensor, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def reduces_on_rank(rank: int, world: int, store: str, model_dir: str, out: str) -> None:
+    """Rank ``rank``: one update of 2 micro-batches with the gradient sync deferred, one without; rank 0 saves how
+    many FSDP2 gradient reductions (reduce-scatters) each ran, from the profiler's record of them."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        codec = ChatCodec.for_model(model_dir, 256)
+        model = load_model(model_dir)
+        shard_policy(model, init_device_mesh("cpu", (world,), mesh_dim_names=("data_parallel",))["data_parallel"])
+        contexts = fixed_contexts(codec)[rank * 2:(rank + 1) * 2]
+        counts = {}
+        for defer in (True, False):
+            update = PolicyUpdate(model, torch.optim.SGD(model.parameters(), lr=0.1), PolicyLossConfig(),
+                                  codec.pad_id, codec.image_pad_id, mini_batch_size=2, micro_batch_size=1,
+                                  defer_grad_sync=defer)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+                update(contexts, ADVANTAGES[rank * 2:(rank + 1) * 2])
+            counts[defer] = sum(1 for e in profile.events() if e.name.startswith("FSDP::post_backward_reduce"))
+        if rank == 0:
+            torch.save(counts, out)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gradients_are_reduced_once_per_optimizer_step_not_per_micro_batch(tiny_model_dir, tmp_path):
+    out = tmp_path / "counts.pt"
+    mp.spawn(reduces_on_rank, args=(2, str(tmp_path / "store"), str(tiny_model_dir), str(out)), nprocs=2)
+    counts = torch.load(out)
+    groups = counts[True]  # one reduce-scatter per FSDP2 group (each block and layer, and the root)
+    assert groups > 0 and counts[False] == 2 * groups
