@@ -5,10 +5,25 @@ from __future__ import annotations
 
 import torch
 from PIL import Image
+from torch.overrides import TorchFunctionMode
 
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
 from lfpc.grpo.objective import token_entropy, token_logprobs
 from lfpc.model.inputs import batch_inputs
+
+
+class HeadCalls(TorchFunctionMode):
+    """Records the input shape of every ``linear`` on ``weight`` (the LM head's, however it is applied)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight, self.shapes = weight, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.linear and (args[1] if len(args) > 1 else kwargs.get("weight")) is self.weight:
+            self.shapes.append(args[0].shape)
+        return func(*args, **kwargs)
 
 
 def two_contexts(codec, noise_sample) -> list:
@@ -25,11 +40,10 @@ def two_contexts(codec, noise_sample) -> list:
 
 def test_logprobs_come_from_policy_positions_only_and_match_full_logits(tiny_model, codec, noise_sample):
     contexts = two_contexts(codec, noise_sample)
-    head_inputs = []
-    hook = tiny_model.lm_head.register_forward_hook(lambda module, args, out: head_inputs.append(args[0].shape))
-    out = sequence_logprobs(tiny_model, contexts, codec.pad_id, codec.image_pad_id, temperature=0.7,
-                            with_entropy=True)
-    hook.remove()
+    with HeadCalls(tiny_model.lm_head.weight) as calls:
+        out = sequence_logprobs(tiny_model, contexts, codec.pad_id, codec.image_pad_id, temperature=0.7,
+                                with_entropy=True)
+    head_inputs = calls.shapes
     mask = shifted_policy_tensors(contexts)["mask"].bool()
     # the model's own head call saw no position; then each row's own policy positions, a small part of the
     # (image-heavy) sequence, not the union of the rows'
@@ -53,11 +67,10 @@ def test_chunked_head_gives_the_one_chunk_values_and_gradients(tiny_model, codec
     results = []
     for chunk in (3, 10_000):
         tiny_model.zero_grad(set_to_none=True)
-        head_inputs = []
-        hook = tiny_model.lm_head.register_forward_hook(lambda module, args, out: head_inputs.append(args[0].shape))
-        out = sequence_logprobs(tiny_model, contexts, codec.pad_id, codec.image_pad_id, temperature=0.7,
-                                with_entropy=True, head_chunk=chunk)
-        hook.remove()
+        with HeadCalls(tiny_model.lm_head.weight) as calls:
+            out = sequence_logprobs(tiny_model, contexts, codec.pad_id, codec.image_pad_id, temperature=0.7,
+                                    with_entropy=True, head_chunk=chunk)
+        head_inputs = calls.shapes
         (out["logprobs"][mask].sum() + out["entropy"][mask].sum()).backward()
         results.append((out, {n: p.grad.clone() for n, p in tiny_model.named_parameters() if p.grad is not None},
                         head_inputs))

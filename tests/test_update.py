@@ -177,3 +177,27 @@ def test_old_logprob_rows_have_their_own_length_and_match_one_row_forwards(tiny_
 def test_gradients_are_freed_after_the_optimizer_step(tiny_model, codec, batch):
     make_update(tiny_model, codec)(batch, torch.tensor([1.0, -1.0]))
     assert all(p.grad is None for p in tiny_model.parameters())
+
+
+def test_activations_are_offloaded_for_micro_batches_from_the_threshold_on(tiny_model, codec, batch):
+    # micro-batches of one row; an outer saved-tensor hook sees only what save_on_cpu did not take
+    call, answer = batch
+
+    def saved_for_backward(threshold) -> int:
+        count = [0]
+
+        def pack(tensor):
+            count[0] += 1
+            return tensor
+
+        update = PolicyUpdate(tiny_model, torch.optim.SGD(tiny_model.parameters(), lr=0.0), PolicyLossConfig(),
+                              codec.pad_id, codec.image_pad_id, mini_batch_size=2, micro_batch_size=1,
+                              offload_min_tokens=threshold)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            update(batch, torch.tensor([1.0, -1.0]))
+        return count[0]
+
+    kept, long_only, both = (saved_for_backward(t) for t in (None, len(call.token_ids), len(answer.token_ids)))
+    assert kept > long_only > both > 0  # the loss's own saved tensors stay outside the offloaded forward
+    with pytest.raises(ValueError, match="offload_min_tokens"):
+        saved_for_backward(0)

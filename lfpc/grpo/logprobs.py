@@ -51,10 +51,18 @@ def final_hidden_states(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return captured[-1]
 
 
-def _head_values(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float,
-                 with_entropy: bool) -> tuple[torch.Tensor, ...]:
+def lm_head(model) -> torch.nn.Linear:
+    """The model's LM head, checked to be a plain linear layer (it is applied as ``F.linear`` of its weight)."""
+    head = model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear:
+        raise TypeError(f"the policy's LM head must be a plain torch.nn.Linear (no adapter on it), got {type(head)}")
+    return head
+
+
+def _head_values(weight: torch.Tensor, bias: torch.Tensor | None, hidden: torch.Tensor, targets: torch.Tensor,
+                 temperature: float, with_entropy: bool) -> tuple[torch.Tensor, ...]:
     """Log-probs ``[C]`` of ``targets`` (and entropies ``[C]`` when asked) from the hidden states ``[C, H]``."""
-    logits = head(hidden).unsqueeze(0)
+    logits = torch.nn.functional.linear(hidden, weight, bias).unsqueeze(0)
     values = (token_logprobs(logits, targets.unsqueeze(0), temperature)[0],)
     return values + (token_entropy(logits, temperature)[0],) if with_entropy else values
 
@@ -84,12 +92,12 @@ def sequence_logprobs(model, contexts: Sequence[Context], pad_id: int, image_pad
     saved = torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()) if offload else nullcontext()
     with saved:
         hidden = final_hidden_states(model, inputs)  # position p predicts token p + 1
-        head = model.get_output_embeddings()
+        head = lm_head(model)  # applied functionally: no module call after the model's (FSDP2, MemTracker)
         rows, columns, values = [], [], []
         for row, context in enumerate(contexts):
             policy = [p - 1 for p, is_policy in enumerate(context.policy_mask) if is_policy and p > 0]
             for positions in torch.tensor(policy, dtype=torch.long, device=device).split(head_chunk):
-                args = (head, hidden[row, positions], targets[row, positions], temperature, with_entropy)
+                args = (head.weight, head.bias, hidden[row, positions], targets[row, positions], temperature, with_entropy)
                 values.append(checkpoint(_head_values, *args, use_reentrant=False) if torch.is_grad_enabled()
                               else _head_values(*args))
                 rows.append(torch.full_like(positions, row))

@@ -24,8 +24,8 @@ class PolicyUpdate:
 
     ``reference`` is the frozen policy the KL term is measured against; it is needed when ``loss.kl_coef > 0``.
     ``micro_batch_tokens`` turns on token-budget micro-batching (:func:`lfpc.grpo.micro_batches.micro_batches`);
-    ``offload_activations`` keeps the tensors the backward needs (with gradient checkpointing: each checkpointed
-    layer's input) in host memory; ``defer_grad_sync`` (FSDP2) reduces gradients over the ranks once per optimizer
+    ``offload_min_tokens`` keeps the tensors the backward needs (with gradient checkpointing: each checkpointed
+    layer's input) in host memory for the micro-batches of at least that many (padded) tokens; ``defer_grad_sync`` (FSDP2) reduces gradients over the ranks once per optimizer
     step, after the last micro-batch, at the cost of an unsharded gradient accumulated on every rank.
     """
 
@@ -33,8 +33,10 @@ class PolicyUpdate:
                  mini_batch_size: int, micro_batch_size: int, ppo_epochs: int = 1, max_grad_norm: float = 1.0,
                  temperature: float = 1.0, tis_cap: float | None = None, reference: torch.nn.Module | None = None,
                  backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
-                 micro_batch_tokens: int | None = None, offload_activations: bool = False,
+                 micro_batch_tokens: int | None = None, offload_min_tokens: int | None = None,
                  defer_grad_sync: bool = True) -> None:
+        if offload_min_tokens is not None and offload_min_tokens < 1:
+            raise ValueError(f"offload_min_tokens must be a positive token count or None, got {offload_min_tokens}")
         if loss.kl_coef > 0 and reference is None:
             raise ValueError("kl_coef > 0 needs the reference policy to measure the KL against")
         self.policy, self.optimizer, self.loss, self.reference = policy, optimizer, loss, reference
@@ -42,7 +44,7 @@ class PolicyUpdate:
         self.mini, self.micro, self.epochs = mini_batch_size, micro_batch_size, ppo_epochs
         self.max_grad_norm, self.temperature, self.tis_cap = max_grad_norm, temperature, tis_cap
         self.backward = backward
-        self.micro_tokens, self.offload, self.defer_sync = micro_batch_tokens, offload_activations, defer_grad_sync
+        self.micro_tokens, self.offload_min, self.defer_sync = micro_batch_tokens, offload_min_tokens, defer_grad_sync
 
     def _micro_batches(self, contexts: Sequence[Context], indices: Sequence[int]) -> list[list[int]]:
         """``indices`` (into ``contexts``) grouped into micro-batches by this update's row and token limits."""
@@ -75,7 +77,7 @@ class PolicyUpdate:
             batch = [contexts[j] for j in micro]
             aligned = shifted_policy_tensors(batch, device)
             current = sequence_logprobs(self.policy, batch, self.pad_id, self.image_pad_id, self.temperature,
-                                        with_entropy=self.loss.entropy_coef > 0, offload=self.offload)
+                                        with_entropy=self.loss.entropy_coef > 0, offload=self._offloads(batch))
             width = current["logprobs"].shape[1]
             old_lp = current["logprobs"].detach() if old is None else torch.stack(
                 [torch.nn.functional.pad(old[j], (0, width - old[j].shape[0])) for j in micro])
@@ -97,6 +99,11 @@ class PolicyUpdate:
         self.optimizer.zero_grad(set_to_none=True)  # no gradient memory held between steps (rollouts, sync)
         sums["train/grad_norm"] = float(grad_norm)
         return sums
+
+    def _offloads(self, batch: Sequence[Context]) -> bool:
+        """Whether the micro-batch ``batch`` is large enough (rows x longest row) to offload its activations."""
+        padded = len(batch) * max(len(c.token_ids) for c in batch)
+        return self.offload_min is not None and padded >= self.offload_min
 
     def _set_grad_sync(self, last: bool) -> None:
         """Under FSDP2 with ``defer_grad_sync``: reduce gradients over the ranks only in the ``last`` micro-batch's

@@ -80,7 +80,7 @@ class PolicyConfig:
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
-    offload_activations: bool = False  # the update's saved activations (checkpointed layer inputs) in host memory
+    offload_min_tokens: int | None = None  # micro-batches this large keep saved activations in host memory
     fsdp_param_dtype: str = "float32"
     global_max_tokens: int = 1024   # processor max: the largest image any turn can show
     rollout_batch_size: int = 16
@@ -258,7 +258,7 @@ class GRPOModule(L.LightningModule):
                             g.mini_batch_size, g.micro_batch_size, g.ppo_epochs, g.max_grad_norm, g.temperature,
                             g.tis_cap, reference=self.reference, backward=self.manual_backward,
                             micro_batch_tokens=g.micro_batch_tokens, defer_grad_sync=g.defer_grad_sync,
-                            offload_activations=self.policy_cfg.offload_activations)
+                            offload_min_tokens=self.policy_cfg.offload_min_tokens)
         return step(contexts, advantages, seed=self.seed + self.global_step)
 
     # ----- export -----
