@@ -84,3 +84,17 @@ def test_chunked_head_gives_the_one_chunk_values_and_gradients(tiny_model, codec
     assert chunked_grads.keys() == whole_grads.keys() and "lm_head.weight" in whole_grads
     for name, grad in whole_grads.items():
         torch.testing.assert_close(chunked_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_a_single_row_runs_without_an_attention_mask(tiny_model, codec, noise_sample):
+    contexts = two_contexts(codec, noise_sample)
+    masks = []
+    hook = tiny_model.register_forward_pre_hook(lambda m, args, kwargs: masks.append(kwargs.get("attention_mask")),
+                                                with_kwargs=True)
+    alone = sequence_logprobs(tiny_model, contexts[1:], codec.pad_id, codec.image_pad_id)["logprobs"]
+    padded = sequence_logprobs(tiny_model, contexts, codec.pad_id, codec.image_pad_id)["logprobs"]
+    hook.remove()
+    # no mask to build for one row (sdpa's causal kernel); two rows of different lengths need their padding mask
+    assert masks[0] is None and masks[1] is not None and not masks[1].bool().all()
+    mask = shifted_policy_tensors(contexts[1:])["mask"].bool()
+    torch.testing.assert_close(alone[mask], padded[1:][mask], atol=1e-5, rtol=1e-5)

@@ -163,15 +163,16 @@ def test_a_token_budget_groups_long_rows_alone_and_keeps_the_token_mean(tiny_mod
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
 
 
-def test_old_logprob_rows_have_their_own_length_and_match_one_row_forwards(tiny_model, codec, batch):
+def test_old_logprob_rows_in_budget_micro_batches_match_one_row_forwards(tiny_model, codec, batch):
     update = PolicyUpdate(tiny_model, None, PolicyLossConfig(), codec.pad_id, codec.image_pad_id, 2, 2,
-                          micro_batch_tokens=10_000)
+                          micro_batch_tokens=len(batch[0].token_ids))  # one row per micro-batch, longest first
     rows = update.logprobs(batch)
+    width = max(len(c.token_ids) for c in batch) - 1
     for row, context in zip(rows, batch):
         with torch.no_grad():
             alone = sequence_logprobs(tiny_model, [context], codec.pad_id, codec.image_pad_id)["logprobs"][0]
-        assert row.shape == (len(context.token_ids) - 1,)
-        torch.testing.assert_close(row, alone, atol=1e-5, rtol=1e-5)
+        assert row.shape == (width,) and not row[len(alone):].any()
+        torch.testing.assert_close(row[:len(alone)], alone, atol=1e-5, rtol=1e-5)
 
 
 def test_gradients_are_freed_after_the_optimizer_step(tiny_model, codec, batch):

@@ -60,16 +60,20 @@ def lm_head(model) -> torch.nn.Linear:
 
 
 def _head_values(weight: torch.Tensor, bias: torch.Tensor | None, hidden: torch.Tensor, targets: torch.Tensor,
-                 temperature: float, with_entropy: bool) -> tuple[torch.Tensor, ...]:
-    """Log-probs ``[C]`` of ``targets`` (and entropies ``[C]`` when asked) from the hidden states ``[C, H]``."""
+                 temperature: float, with_entropy: bool, suppressed: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """Log-probs ``[C]`` of ``targets`` (and entropies ``[C]`` when asked) from the hidden states ``[C, H]``, the
+    ``suppressed`` token ids' logits at -inf."""
     logits = torch.nn.functional.linear(hidden, weight, bias).unsqueeze(0)
+    if suppressed is not None:
+        logits = logits.index_fill(-1, suppressed, float("-inf"))
     values = (token_logprobs(logits, targets.unsqueeze(0), temperature)[0],)
     return values + (token_entropy(logits, temperature)[0],) if with_entropy else values
 
 
 def sequence_logprobs(model, contexts: Sequence[Context], pad_id: int, image_pad_id: int, temperature: float = 1.0,
                       with_entropy: bool = False, position_ids: torch.Tensor | None = None, offload: bool = False,
-                      head_chunk: int = HEAD_CHUNK) -> dict[str, torch.Tensor]:
+                      head_chunk: int = HEAD_CHUNK, suppress_token_ids: Sequence[int] = ()
+                      ) -> dict[str, torch.Tensor]:
     """Log-probs ``[B, T-1]`` of tokens 1..T-1 of each context under ``model`` (entropy too when asked), computed
     at each row's own policy positions only and 0 elsewhere.
 
@@ -90,6 +94,7 @@ def sequence_logprobs(model, contexts: Sequence[Context], pad_id: int, image_pad
     mask = shifted_policy_tensors(contexts, device)["mask"]
     targets = inputs["input_ids"][:, 1:]
     saved = torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()) if offload else nullcontext()
+    suppressed = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device) if suppress_token_ids else None
     with saved:
         hidden = final_hidden_states(model, inputs)  # position p predicts token p + 1
         head = lm_head(model)  # applied functionally: no module call after the model's (FSDP2, MemTracker)
@@ -97,7 +102,8 @@ def sequence_logprobs(model, contexts: Sequence[Context], pad_id: int, image_pad
         for row, context in enumerate(contexts):
             policy = [p - 1 for p, is_policy in enumerate(context.policy_mask) if is_policy and p > 0]
             for positions in torch.tensor(policy, dtype=torch.long, device=device).split(head_chunk):
-                args = (head.weight, head.bias, hidden[row, positions], targets[row, positions], temperature, with_entropy)
+                args = (head.weight, head.bias, hidden[row, positions], targets[row, positions], temperature, with_entropy,
+                        suppressed)
                 values.append(checkpoint(_head_values, *args, use_reentrant=False) if torch.is_grad_enabled()
                               else _head_values(*args))
                 rows.append(torch.full_like(positions, row))

@@ -27,6 +27,7 @@ class PolicyUpdate:
     ``offload_min_tokens`` keeps the tensors the backward needs (with gradient checkpointing: each checkpointed
     layer's input) in host memory for the micro-batches of at least that many (padded) tokens; ``defer_grad_sync`` (FSDP2) reduces gradients over the ranks once per optimizer
     step, after the last micro-batch, at the cost of an unsharded gradient accumulated on every rank.
+    ``suppress_token_ids``: log-probs renormalised without these tokens (see :func:`sequence_logprobs`).
     """
 
     def __init__(self, policy: torch.nn.Module, optimizer, loss: PolicyLossConfig, pad_id: int, image_pad_id: int,
@@ -34,7 +35,7 @@ class PolicyUpdate:
                  temperature: float = 1.0, tis_cap: float | None = None, reference: torch.nn.Module | None = None,
                  backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
                  micro_batch_tokens: int | None = None, offload_min_tokens: int | None = None,
-                 defer_grad_sync: bool = True) -> None:
+                 defer_grad_sync: bool = True, suppress_token_ids: Sequence[int] = ()) -> None:
         if offload_min_tokens is not None and offload_min_tokens < 1:
             raise ValueError(f"offload_min_tokens must be a positive token count or None, got {offload_min_tokens}")
         if loss.kl_coef > 0 and reference is None:
@@ -45,6 +46,7 @@ class PolicyUpdate:
         self.max_grad_norm, self.temperature, self.tis_cap = max_grad_norm, temperature, tis_cap
         self.backward = backward
         self.micro_tokens, self.offload_min, self.defer_sync = micro_batch_tokens, offload_min_tokens, defer_grad_sync
+        self.suppressed = tuple(suppress_token_ids)
 
     def _micro_batches(self, contexts: Sequence[Context], indices: Sequence[int]) -> list[list[int]]:
         """``indices`` (into ``contexts``) grouped into micro-batches by this update's row and token limits."""
@@ -77,10 +79,10 @@ class PolicyUpdate:
             batch = [contexts[j] for j in micro]
             aligned = shifted_policy_tensors(batch, device)
             current = sequence_logprobs(self.policy, batch, self.pad_id, self.image_pad_id, self.temperature,
-                                        with_entropy=self.loss.entropy_coef > 0, offload=self._offloads(batch))
+                                        with_entropy=self.loss.entropy_coef > 0, offload=self._offloads(batch),
+                                        suppress_token_ids=self.suppressed)
             width = current["logprobs"].shape[1]
-            old_lp = current["logprobs"].detach() if old is None else torch.stack(
-                [torch.nn.functional.pad(old[j], (0, width - old[j].shape[0])) for j in micro])
+            old_lp = current["logprobs"].detach() if old is None else torch.stack([old[j][:width] for j in micro])
             is_weights = (truncated_is_weights(old_lp, aligned["rollout_logprobs"], aligned["mask"], self.tis_cap)
                           if self.tis_cap else None)
             ref_lp = self._reference_logprobs(batch) if self.loss.kl_coef > 0 else None
@@ -117,12 +119,14 @@ class PolicyUpdate:
 
     @torch.no_grad()
     def logprobs(self, contexts: Sequence[Context]) -> list[torch.Tensor]:
-        """Per-context log-prob rows of the current policy (the PPO "old" policy before any update), each of its
-        context's length minus one, computed in the update's micro-batches."""
+        """Per-context log-prob rows of the current policy (the PPO "old" policy before any update), computed in the
+        update's micro-batches, all padded to the longest context so any later micro-batch can stack its rows."""
+        width = max(len(c.token_ids) for c in contexts) - 1
         rows: list[torch.Tensor | None] = [None] * len(contexts)
         for micro in self._micro_batches(contexts, range(len(contexts))):
             batch = [contexts[i] for i in micro]
-            lp = sequence_logprobs(self.policy, batch, self.pad_id, self.image_pad_id, self.temperature)["logprobs"]
+            lp = sequence_logprobs(self.policy, batch, self.pad_id, self.image_pad_id, self.temperature,
+                                   suppress_token_ids=self.suppressed)["logprobs"]
             for row, i in enumerate(micro):
-                rows[i] = lp[row, :len(contexts[i].token_ids) - 1]
+                rows[i] = torch.nn.functional.pad(lp[row], (0, width - lp.shape[1]))
         return rows
