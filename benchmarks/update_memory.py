@@ -12,7 +12,7 @@ model's pass) and its own backward's peak. Its attention is a stand-in with the 
 no score matrix (the per-window sdpa loop needs real window boundaries); the tower's blocks are checkpointed, so
 the stand-in only changes the one block being recomputed.
 
-    python -m benchmarks.update_memory [--lengths 16384 32768 65536 122880] [--out figures.json]
+    python -m benchmarks.update_memory [--lengths 32768 122880] [--out figures.json]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from transformers.initialization import no_init_weights
 from transformers.vision_utils import get_vision_attention_seqlens, get_vision_position_ids, get_vision_window_index
 
 from benchmarks.archs import arch_config
-from lfpc.grpo.logprobs import sequence_logprobs
+from lfpc.grpo.logprobs import HEAD_CHUNK, sequence_logprobs
 from lfpc.model.checkpointing import enable_activation_checkpointing
 from lfpc.model.tiny import build_tiny_model
 from lfpc.rollout.base import Context
@@ -88,9 +88,9 @@ def language_model(model, fake: FakeTensorMode, context: Context, image_pad_id: 
     return {"peak_gib": activation_bytes(tracker) / GIB, "held_after_forward_gib": held / GIB}
 
 
-def vision_tower(model, fake: FakeTensorMode, images: int, tokens_per_image: int) -> dict:
-    """What the vision tower's forward keeps for the backward (held through the language model's pass) and its
-    backward's peak, in GiB, for ``images`` square images of ``tokens_per_image`` merged tokens."""
+def vision_tower(model, fake: FakeTensorMode, images: int, tokens_per_image: int, backward: bool = True) -> dict:
+    """What the vision tower's forward keeps for the backward (held through the language model's pass) and, with
+    ``backward``, its backward's peak, in GiB, for ``images`` square images of ``tokens_per_image`` merged tokens."""
     side = 2 * math.isqrt(tokens_per_image)  # patches per side of a square image (2 x 2 patches per token)
     grid = torch.tensor([[1, side, side]] * images)
     vision = model.model.visual
@@ -110,9 +110,10 @@ def vision_tower(model, fake: FakeTensorMode, images: int, tokens_per_image: int
     with fake, tracked(model) as tracker:
         embeds = vision(pixels, grid_thw=grid, **meta).pooler_output
         held = activation_bytes(tracker, "current")
-        embeds.float().sum().backward()
+        if backward:
+            embeds.float().sum().backward()
     model.zero_grad(set_to_none=True)
-    return {"held_through_lm_gib": held / GIB, "backward_peak_gib": activation_bytes(tracker) / GIB}
+    return {"held_through_lm_gib": held / GIB, "peak_gib": activation_bytes(tracker) / GIB}
 
 
 def fake_7b(fake: FakeTensorMode, tiny_dir: Path, tower: bool) -> Qwen2_5_VLForConditionalGeneration:
@@ -133,41 +134,38 @@ def fake_7b(fake: FakeTensorMode, tiny_dir: Path, tower: bool) -> Qwen2_5_VLForC
 
 
 def plan(lengths: list[int], tiny_dir: Path) -> dict:
-    """Figures per trajectory length (one row per micro-batch, as the token budget gives long rows)."""
+    """Figures per trajectory length (one row per micro-batch, as the token budget gives long rows), printed as
+    they come: the language model with the chunked head (its forward's saved tensors are what offloading moves to
+    host memory), with the head on all of a row's policy positions at once, and without gradients (the "old"
+    log-prob pass); the vision tower's saved tensors with per-block checkpoints only and checkpointed whole."""
     AttentionInterface.register(STAND_IN, _varlen_stand_in)
     fake = FakeTensorMode(allow_non_fake_inputs=True)
-    figures: dict = {"vision": {}, "language_model": {}}
-    for tower in (False, True):
-        model = fake_7b(fake, tiny_dir, tower)
-        for length in lengths:
-            per_image = IMAGE_TOKENS if length >= 2 * IMAGE_TOKENS else IMAGE_TOKENS // 4
-            images = min(6, int(0.8 * length) // per_image)  # the review's share: ~80% of a context is image
-            visual = images * per_image
-            if images:
-                figures["vision"].setdefault(str(visual), {})["tower_checkpointed" if tower else "blocks_only"] = \
-                    vision_tower(model, fake, images, per_image)
-            if not tower:
-                continue
-            image_pad_id = model.config.image_token_id
-            policy = min(RESPONSE_TOKENS, length // 6)
-            context = trajectory(length, visual, policy, image_pad_id)
-            runs = {"union_head_one_chunk": {"head_chunk": policy, "grad": True},
-                    "chunked_head": {"grad": True},
-                    "chunked_head_offloaded": {"grad": True, "offload": True},
-                    "old_logprobs_no_grad": {"grad": False}}
-            figures["language_model"][str(length)] = {
-                "visual_tokens": visual, "policy_tokens": policy,
-                **{name: language_model(model, fake, context, image_pad_id, **kw) for name, kw in runs.items()}}
-            print(f"[update_memory] planned (fake tensors) T={length}: "
-                  + json.dumps(figures["language_model"][str(length)]), flush=True)
-    for tokens, rows in figures["vision"].items():
-        print(f"[update_memory] planned (fake tensors) vision tower, {tokens} visual tokens: {json.dumps(rows)}")
+    figures: dict = {}
+    model = fake_7b(fake, tiny_dir, tower=True)
+    image_pad_id = model.config.image_token_id
+    runs = {"chunked_head": {"grad": True}, "one_chunk_head": {"grad": True, "head_chunk": None},
+            "old_logprobs_no_grad": {"grad": False}}
+    for length in lengths:
+        per_image = IMAGE_TOKENS if length >= 2 * IMAGE_TOKENS else IMAGE_TOKENS // 4
+        images = min(6, int(0.8 * length) // per_image)  # the review's share: ~80% of a context is image
+        policy = min(RESPONSE_TOKENS, length // 6)
+        context = trajectory(length, images * per_image, policy, image_pad_id)
+        row = figures.setdefault(str(length), {"visual_tokens": images * per_image, "policy_tokens": policy})
+        for name, kwargs in runs.items():
+            kwargs = {**kwargs, "head_chunk": kwargs.get("head_chunk", HEAD_CHUNK) or policy}
+            row[f"lm_{name}"] = language_model(model, fake, context, image_pad_id, **kwargs)
+            print(f"[update_memory] planned (fake tensors) T={length} lm_{name}: {row[f'lm_{name}']}", flush=True)
+        for tower in (True, False):
+            checkpointed = model if tower else fake_7b(fake, tiny_dir, tower=False)
+            name = "vision_tower_checkpointed" if tower else "vision_blocks_only"
+            row[name] = vision_tower(checkpointed, fake, images, per_image, backward=tower)
+            print(f"[update_memory] planned (fake tensors) T={length} {name}: {row[name]}", flush=True)
     return figures
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[16_384, 32_768, 65_536, 122_880])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[122_880, 32_768])
     parser.add_argument("--tiny-dir", type=Path, default=None, help="a tiny build (token ids); built if absent")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
