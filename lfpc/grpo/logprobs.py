@@ -94,7 +94,7 @@ def sequence_logprobs(model, contexts: Sequence[Context], pad_id: int, image_pad
     mask = shifted_policy_tensors(contexts, device)["mask"]
     targets = inputs["input_ids"][:, 1:]
     saved = torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()) if offload else nullcontext()
-    suppressed = torch.tensor(list(suppress_token_ids), dtype=torch.long, device=device) if suppress_token_ids else None
+    suppressed = torch.tensor(list(suppress_token_ids), device=device) if suppress_token_ids else None
     with saved:
         hidden = final_hidden_states(model, inputs)  # position p predicts token p + 1
         head = lm_head(model)  # applied functionally: no module call after the model's (FSDP2, MemTracker)
@@ -102,8 +102,8 @@ def sequence_logprobs(model, contexts: Sequence[Context], pad_id: int, image_pad
         for row, context in enumerate(contexts):
             policy = [p - 1 for p, is_policy in enumerate(context.policy_mask) if is_policy and p > 0]
             for positions in torch.tensor(policy, dtype=torch.long, device=device).split(head_chunk):
-                args = (head.weight, head.bias, hidden[row, positions], targets[row, positions], temperature, with_entropy,
-                        suppressed)
+                args = (head.weight, head.bias, hidden[row, positions], targets[row, positions], temperature,
+                        with_entropy, suppressed)
                 values.append(checkpoint(_head_values, *args, use_reentrant=False) if torch.is_grad_enabled()
                               else _head_values(*args))
                 rows.append(torch.full_like(positions, row))

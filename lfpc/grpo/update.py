@@ -25,8 +25,9 @@ class PolicyUpdate:
     ``reference`` is the frozen policy the KL term is measured against; it is needed when ``loss.kl_coef > 0``.
     ``micro_batch_tokens`` turns on token-budget micro-batching (:func:`lfpc.grpo.micro_batches.micro_batches`);
     ``offload_min_tokens`` keeps the tensors the backward needs (with gradient checkpointing: each checkpointed
-    layer's input) in host memory for the micro-batches of at least that many (padded) tokens; ``defer_grad_sync`` (FSDP2) reduces gradients over the ranks once per optimizer
-    step, after the last micro-batch, at the cost of an unsharded gradient accumulated on every rank.
+    layer's input) in host memory for the micro-batches of at least that many (padded) tokens;
+    ``defer_grad_sync`` (FSDP2) reduces gradients over the ranks once per optimizer step, after the last
+    micro-batch, at the cost of an unsharded gradient accumulated on every rank.
     ``suppress_token_ids``: log-probs renormalised without these tokens (see :func:`sequence_logprobs`).
     """
 
