@@ -219,14 +219,15 @@ class Bench:
             result["peak_gib"] = {name: value / 2 ** 30 for name, value in clock.peak_bytes.items()}
         return _derived(result)
 
-    def policy_update(self, trajectories: int, policy: torch.nn.Module | None = None) -> PolicyUpdate:
+    def policy_update(self, trajectories: int, policy: torch.nn.Module | None = None,
+                      suppress_token_ids: Sequence[int] = ()) -> PolicyUpdate:
         """The update of one GRPO step over ``trajectories`` trajectories as one mini-batch (one optimizer step),
-        on ``policy`` (default: the module's)."""
+        on ``policy`` (default: the module's), its log-probs renormalised without ``suppress_token_ids``."""
         grpo = self.module.grpo
         return PolicyUpdate(policy or self.module.policy, self.optimizer, grpo.loss, self.codec.pad_id,
                             self.codec.image_pad_id, mini_batch_size=trajectories,
                             micro_batch_size=self.args.micro_batch, max_grad_norm=grpo.max_grad_norm,
-                            temperature=grpo.temperature)
+                            temperature=grpo.temperature, suppress_token_ids=suppress_token_ids)
 
     def train(self, trajectories: list[Trajectory], clock: Clock, policy: torch.nn.Module | None = None,
               advantages: torch.Tensor | None = None) -> dict[str, float]:

@@ -13,8 +13,8 @@ timed and failing softly (the error is recorded and the next section runs):
 4. ``lm_head``: peak memory and time of the update with the LM head at the policy positions only (issue 16,
    ``logits_to_keep``) and at every position.
 5. ``sync_<backend>``: per rollout engine (``hf``, ``vllm``): weight push, then the agreement of the engine's sampling
-   log-probs with the trainer's log-probs on the same tokens (for vLLM, renormalised as vLLM reports them:
-   :class:`SuppressedHead`); the trainer's weights are then changed and pushed in
+   log-probs with the trainer's log-probs on the same tokens (for vLLM, renormalised as vLLM reports them: the
+   vision tokens suppressed); the trainer's weights are then changed and pushed in
    place, the agreement checked again (and against the engine's rollouts from before the push, which must disagree);
    then sleep and the weight push that wakes the engine (the training cycle), the memory sleep freed, and the
    agreement once more. vLLM sections are skipped when vLLM is not importable.
@@ -49,6 +49,7 @@ from benchmarks.instrument import SectionTimer
 from benchmarks.scripted import scripted_turn_text
 from lfpc.data.records import Sample
 from lfpc.grpo.logprobs import shifted_policy_tensors
+from lfpc.model.lora import base_model
 from lfpc.rollout.base import SamplingConfig
 from lfpc.rollout.episodes import Trajectory, run_episodes
 
@@ -277,7 +278,7 @@ def sync_section(state: State, backend: str) -> dict:
     clock = Clock(state.device)
     engine_start = state.use_backend(backend)
     engine = bench.policy.engine
-    view = SuppressedHead(bench.module.policy, bench.codec.vision_token_ids) if RENORMALISED[backend] else None
+    view = bench.codec.vision_token_ids if RENORMALISED[backend] else ()  # the tokens the engine may not sample
     with clock("push"):
         bench.module.sync_rollout_weights()
     with clock("generate"):
@@ -298,7 +299,7 @@ def sync_section(state: State, backend: str) -> dict:
     return out
 
 
-def sleep_wake(state: State, bench: Bench, engine, clock: Clock, view: torch.nn.Module | None) -> dict:
+def sleep_wake(state: State, bench: Bench, engine, clock: Clock, view: Sequence[int]) -> dict:
     """The training cycle around an update: sleep (vLLM on CUDA: KV cache freed, weights discarded at level 2; the
     transformers replica moved to host memory), then the weight push that wakes the engine, and the agreement of
     its rollouts."""
@@ -351,25 +352,17 @@ class FullHead(torch.nn.Module):
         super().__init__()
         self.policy = policy
 
+    @property
+    def model(self) -> torch.nn.Module:
+        """The inner transformers model (its final norm gives the hidden states the log-probs are read from)."""
+        return base_model(self.policy).model
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.policy.get_output_embeddings()
+
     def forward(self, *, logits_to_keep: torch.Tensor, **inputs):
         out = self.policy(**inputs, logits_to_keep=0)
         out.logits = out.logits[:, logits_to_keep]
-        return out
-
-
-class SuppressedHead(torch.nn.Module):
-    """``policy`` with the logits of ``token_ids`` at -inf: its log-probs are renormalised over the tokens an engine
-    may sample, as vLLM reports them (``processed_logprobs``, vision placeholders suppressed). The difference from the
-    plain policy is -log(1 - P(suppressed)) per token: ~0 for a trained policy, ~4 / vocabulary for a random one."""
-
-    def __init__(self, policy: torch.nn.Module, token_ids: Sequence[int]) -> None:
-        super().__init__()
-        self.policy = policy
-        self.register_buffer("token_ids", torch.tensor(list(token_ids)), persistent=False)
-
-    def forward(self, **inputs):
-        out = self.policy(**inputs)
-        out.logits = out.logits.index_fill(-1, self.token_ids.to(out.logits.device), float("-inf"))
         return out
 
 
@@ -397,12 +390,13 @@ def sampled_mask(sampled: Sampled) -> torch.Tensor:
     return mask
 
 
-def logprob_agreement(bench: Bench, sampled: Sampled, view: torch.nn.Module | None = None) -> dict:
+def logprob_agreement(bench: Bench, sampled: Sampled, view: Sequence[int] = ()) -> dict:
     """|rollout - trainer| log-probs over the sampled tokens, the trainer's from the update's "old" log-prob pass
-    (``PolicyUpdate.logprobs``, in the compute precision) on the policy seen through ``view`` (default: as it is)."""
+    (``PolicyUpdate.logprobs``, in the compute precision), renormalised without the token ids ``view``."""
     contexts = [t.context for t in sampled.trajectories]
     with bench.compute(), torch.no_grad():
-        trainer = torch.stack(bench.policy_update(len(contexts), view).logprobs(contexts)).float().cpu()
+        trainer = torch.stack(bench.policy_update(len(contexts), suppress_token_ids=view).logprobs(contexts))
+        trainer = trainer.float().cpu()
     rollout = shifted_policy_tensors(contexts)["rollout_logprobs"]
     mask = sampled_mask(sampled)
     diff = (trainer - rollout).abs()[mask]

@@ -119,6 +119,7 @@ def policy_config(cfg: DictConfig, path: str) -> PolicyConfig:
     m = cfg.model
     return PolicyConfig(path=path, dtype=m.dtype, attn_implementation=m.attn_implementation,
                         gradient_checkpointing=m.gradient_checkpointing, fsdp_param_dtype=m.fsdp_param_dtype,
+                        offload_min_tokens=m.get("offload_min_tokens"),
                         global_max_tokens=cfg.vision.global_max_tokens, rollout_batch_size=m.rollout_batch_size,
                         lora=lora_settings(cfg))
 

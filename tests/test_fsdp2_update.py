@@ -22,6 +22,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from lfpc.distributed import full_named_tensors
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate
+from lfpc.model.checkpointing import enable_activation_checkpointing
 from lfpc.model.loading import empty_model, load_model
 from lfpc.model.lora import LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rollout.codec import ChatCodec
@@ -53,26 +54,30 @@ def sgd_update(model, codec: ChatCodec, contexts: list, advantages: torch.Tensor
                  )(contexts, advantages)
 
 
-def policy(model_dir: str, lora: bool, meta: bool = False) -> torch.nn.Module:
-    """The tiny model (its meta-device skeleton when ``meta``), with LoRA adapters (seeded) when ``lora``."""
+def policy(model_dir: str, lora: bool, meta: bool = False, checkpointing: bool = False) -> torch.nn.Module:
+    """The tiny model (its meta-device skeleton when ``meta``), with activation checkpointing when ``checkpointing``
+    and LoRA adapters (seeded) when ``lora``."""
     model = (empty_model if meta else load_model)(model_dir)
+    if checkpointing:
+        enable_activation_checkpointing(model.train())
     return apply_lora(model, LORA, seed=0) if lora else model
 
 
-def sharded_policy(model_dir: str, lora: bool, world: int) -> torch.nn.Module:
+def sharded_policy(model_dir: str, lora: bool, world: int, checkpointing: bool = False) -> torch.nn.Module:
     """The policy sharded over ``world`` gloo ranks as training builds it: weights read by rank 0 only."""
     mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("data_parallel",))["data_parallel"]
-    return load_sharded(lambda meta: policy(model_dir, lora, meta), mesh)
+    return load_sharded(lambda meta: policy(model_dir, lora, meta, checkpointing), mesh)
 
 
-def update_on_rank(rank: int, world: int, store: str, model_dir: str, out: str, lora: bool = False) -> None:
+def update_on_rank(rank: int, world: int, store: str, model_dir: str, out: str, lora: bool = False,
+                   checkpointing: bool = False) -> None:
     """Rank ``rank`` of ``world``: shard, update on its share of the contexts, rank 0 saves the full weights (merged
     ones for a LoRA policy)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         codec = ChatCodec.for_model(model_dir, 256)
-        model = sharded_policy(model_dir, lora, world)
+        model = sharded_policy(model_dir, lora, world, checkpointing)
         share = slice(rank * 4 // world, (rank + 1) * 4 // world)
         sgd_update(model, codec, fixed_contexts(codec)[share], ADVANTAGES[share])
         full = dict((policy_named_tensors if lora else full_named_tensors)(model))
@@ -83,9 +88,12 @@ def update_on_rank(rank: int, world: int, store: str, model_dir: str, out: str, 
         dist.destroy_process_group()
 
 
-def test_two_ranks_update_like_one_process_on_all_the_data(tiny_model_dir, codec, tmp_path):
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
+def test_two_ranks_update_like_one_process_on_all_the_data(tiny_model_dir, codec, tmp_path, checkpointing):
+    # checkpointed: decoder layers and vision blocks, and the vision tower as a whole, recomputed under FSDP2
     out = tmp_path / "sharded.pt"
-    mp.spawn(update_on_rank, args=(2, str(tmp_path / "store"), str(tiny_model_dir), str(out)), nprocs=2)
+    mp.spawn(update_on_rank, args=(2, str(tmp_path / "store"), str(tiny_model_dir), str(out), False, checkpointing),
+             nprocs=2)
     sharded = torch.load(out)
     initial = load_model(tiny_model_dir)
     single = load_model(tiny_model_dir)
@@ -133,6 +141,30 @@ def load_on_rank(rank: int, world: int, store: str, model_dir: str, out: str, lo
         dist.destroy_process_group()
 
 
+def reduces_on_rank(rank: int, world: int, store: str, model_dir: str, out: str) -> None:
+    """Rank ``rank``: one update of 2 micro-batches with the gradient sync deferred, one without; rank 0 saves how
+    many FSDP2 gradient reductions (reduce-scatters) each ran, from the profiler's record of them."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        codec = ChatCodec.for_model(model_dir, 256)
+        model = sharded_policy(model_dir, False, world)
+        contexts = fixed_contexts(codec)[rank * 2:(rank + 1) * 2]
+        counts = {}
+        for defer in (True, False):
+            update = PolicyUpdate(model, torch.optim.SGD(model.parameters(), lr=0.1), PolicyLossConfig(),
+                                  codec.pad_id, codec.image_pad_id, mini_batch_size=2, micro_batch_size=1,
+                                  defer_grad_sync=defer)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+                update(contexts, ADVANTAGES[rank * 2:(rank + 1) * 2])
+            counts[defer] = sum(1 for e in profile.events() if e.name.startswith("FSDP::post_backward_reduce"))
+        if rank == 0:
+            torch.save(counts, out)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_only_rank_0_reads_the_weights_and_every_rank_gets_rank_0s_model(tiny_model_dir, tmp_path, lora):
     out = str(tmp_path / "loaded")
@@ -151,3 +183,11 @@ def test_only_rank_0_reads_the_weights_and_every_rank_gets_rank_0s_model(tiny_mo
         assert rank["buffers"].keys() == buffers.keys()
         for name, tensor in buffers.items():
             assert torch.equal(rank["buffers"][name], tensor), name
+
+
+def test_gradients_are_reduced_once_per_optimizer_step_not_per_micro_batch(tiny_model_dir, tmp_path):
+    out = tmp_path / "counts.pt"
+    mp.spawn(reduces_on_rank, args=(2, str(tmp_path / "store"), str(tiny_model_dir), str(out)), nprocs=2)
+    counts = torch.load(out)
+    groups = counts[True]  # one reduce-scatter per FSDP2 group (each block and layer, and the root)
+    assert groups > 0 and counts[False] == 2 * groups

@@ -90,16 +90,16 @@ def test_a_failing_section_is_recorded_and_the_others_still_run(tmp_path, work_d
     assert "| **NO** | train: ran |" in markdown and "FAILED" in markdown
 
 
-def test_suppressed_head_renormalises_over_the_tokens_an_engine_may_sample(tiny_model, codec, noise_sample):
+def test_suppressed_tokens_renormalise_over_the_tokens_an_engine_may_sample(tiny_model, codec, noise_sample):
     """vLLM's log-probs exclude the suppressed vision tokens; the trainer's view of them must do the same."""
     image = Image.open(noise_sample.image_path).convert("RGB").resize((112, 84))
     context = codec.start([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "zoom"}]}],
                           [image])
     context.extend(codec.completion_ids("<answer>A</answer>"), from_policy=True)
-    view = gpu_check.SuppressedHead(tiny_model, codec.vision_token_ids)
     with torch.no_grad():
         plain = sequence_logprobs(tiny_model, [context], codec.pad_id, codec.image_pad_id)["logprobs"]
-        renormalised = sequence_logprobs(view, [context], codec.pad_id, codec.image_pad_id)["logprobs"]
+        renormalised = sequence_logprobs(tiny_model, [context], codec.pad_id, codec.image_pad_id,
+                                         suppress_token_ids=codec.vision_token_ids)["logprobs"]
         logits = tiny_model(**batch_inputs([context], codec.pad_id, codec.image_pad_id), use_cache=False).logits
     mask = shifted_policy_tensors([context])["mask"].bool()
     logits = logits[:, :-1].float()

@@ -58,6 +58,7 @@ def test_fsdp2_step_at_lr_1e6_moves_float32_master_weights_with_bf16_compute(pap
         module.configure_model()
         policy, optimizer = module.policy, module.configure_optimizers()
         assert all(isinstance(p, DTensor) and p.dtype == torch.float32 for p in policy.parameters())
+        assert optimizer.defaults["fused"] is True  # one kernel per step, no foreach temporary of the states
         compute = []
         policy.model.language_model.layers[0].register_forward_hook(lambda m, a, out: compute.append(out.dtype))
         image = Image.open(noise_sample.image_path).convert("RGB").resize((112, 84))

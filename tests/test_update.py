@@ -140,3 +140,65 @@ def test_kl_term_pulls_the_policy_back_to_the_reference(tiny_model, tiny_model_d
     assert kl_to_reference() < 0.7 * before  # measured: -59% in one small gradient step
     with pytest.raises(ValueError, match="reference"):
         PolicyUpdate(tiny_model, None, PolicyLossConfig(kl_coef=0.1), codec.pad_id, codec.image_pad_id, 2, 2)
+
+
+def test_a_token_budget_groups_long_rows_alone_and_keeps_the_token_mean(tiny_model, codec, batch):
+    # the tool call is the longer row: with a budget of twice the answer's length, the two answers share a
+    # micro-batch and each tool call is alone; the token-mean over the mini-batch gives the row-by-row update
+    call, answer = batch
+    contexts = [call, answer, call, answer]
+    advantages = torch.tensor([0.5, -1.5, 1.0, 0.25])
+    twin = copy.deepcopy(tiny_model)
+    rows = []
+    hook = tiny_model.register_forward_pre_hook(lambda m, args, kwargs: rows.append(kwargs["input_ids"].shape[0]),
+                                                with_kwargs=True)
+    PolicyUpdate(tiny_model, torch.optim.SGD(tiny_model.parameters(), lr=0.1), PolicyLossConfig(), codec.pad_id,
+                 codec.image_pad_id, mini_batch_size=4, micro_batch_size=2, max_grad_norm=1e9,
+                 micro_batch_tokens=2 * len(answer.token_ids))(contexts, advantages)
+    hook.remove()
+    assert len(call.token_ids) > len(answer.token_ids) and rows == [1, 1, 2]
+    PolicyUpdate(twin, torch.optim.SGD(twin.parameters(), lr=0.1), PolicyLossConfig(), codec.pad_id,
+                 codec.image_pad_id, mini_batch_size=4, micro_batch_size=1, max_grad_norm=1e9)(contexts, advantages)
+    for (name, a), b in zip(tiny_model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_old_logprob_rows_in_budget_micro_batches_match_one_row_forwards(tiny_model, codec, batch):
+    update = PolicyUpdate(tiny_model, None, PolicyLossConfig(), codec.pad_id, codec.image_pad_id, 2, 2,
+                          micro_batch_tokens=len(batch[0].token_ids))  # one row per micro-batch, longest first
+    rows = update.logprobs(batch)
+    width = max(len(c.token_ids) for c in batch) - 1
+    for row, context in zip(rows, batch):
+        with torch.no_grad():
+            alone = sequence_logprobs(tiny_model, [context], codec.pad_id, codec.image_pad_id)["logprobs"][0]
+        assert row.shape == (width,) and not row[len(alone):].any()
+        torch.testing.assert_close(row[:len(alone)], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_are_freed_after_the_optimizer_step(tiny_model, codec, batch):
+    make_update(tiny_model, codec)(batch, torch.tensor([1.0, -1.0]))
+    assert all(p.grad is None for p in tiny_model.parameters())
+
+
+def test_activations_are_offloaded_for_micro_batches_from_the_threshold_on(tiny_model, codec, batch):
+    # micro-batches of one row; an outer saved-tensor hook sees only what save_on_cpu did not take
+    call, answer = batch
+
+    def saved_for_backward(threshold) -> int:
+        count = [0]
+
+        def pack(tensor):
+            count[0] += 1
+            return tensor
+
+        update = PolicyUpdate(tiny_model, torch.optim.SGD(tiny_model.parameters(), lr=0.0), PolicyLossConfig(),
+                              codec.pad_id, codec.image_pad_id, mini_batch_size=2, micro_batch_size=1,
+                              offload_min_tokens=threshold)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            update(batch, torch.tensor([1.0, -1.0]))
+        return count[0]
+
+    kept, long_only, both = (saved_for_backward(t) for t in (None, len(call.token_ids), len(answer.token_ids)))
+    assert kept > long_only > both > 0  # the loss's own saved tensors stay outside the offloaded forward
+    with pytest.raises(ValueError, match="offload_min_tokens"):
+        saved_for_backward(0)

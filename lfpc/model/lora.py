@@ -151,14 +151,23 @@ def _base_name(name: str) -> str:
 
 class AdapterOff:
     """The LoRA policy with its adapters switched off: the frozen initial policy, used as the KL reference without
-    a second copy of the weights (what :class:`lfpc.grpo.update.PolicyUpdate` needs of a reference: ``parameters()``
-    and a forward). Deliberately not an ``nn.Module``, so the policy is not registered (checkpointed) twice."""
+    a second copy of the weights (what :class:`lfpc.grpo.update.PolicyUpdate` needs of a reference: ``parameters()``,
+    a forward, the inner ``model`` and the LM head). Deliberately not an ``nn.Module``, so the policy is not
+    registered (checkpointed) twice."""
 
     def __init__(self, policy: torch.nn.Module) -> None:
         self.policy = policy
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         return self.policy.parameters()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The transformers model's inner model (shared with the policy; adapters off only inside a call)."""
+        return base_model(self.policy).model
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.policy.get_output_embeddings()
 
     def __call__(self, *args, **kwargs):
         with self.policy.disable_adapter():

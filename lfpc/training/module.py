@@ -11,6 +11,7 @@ from typing import Callable
 
 import lightning as L
 import torch
+from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from lfpc.answers import Judge
 from lfpc.data.records import Sample
@@ -20,6 +21,7 @@ from lfpc.grpo.advantages import group_advantages, group_diagnostics
 from lfpc.grpo.objective import PolicyLossConfig
 from lfpc.grpo.update import PolicyUpdate, optimizer_steps
 from lfpc.judge import load_judge
+from lfpc.model.checkpointing import enable_activation_checkpointing
 from lfpc.model.loading import empty_model, load_model
 from lfpc.model.lora import AdapterOff, LoraSettings, apply_lora, policy_named_tensors
 from lfpc.rewards import RewardConfig, score_episode
@@ -35,6 +37,13 @@ from lfpc.training.rollout_log import RolloutLog, ViewerConfig
 from lfpc.training.sharding import load_sharded, resident_state_bytes
 from lfpc.viewer.wandb_table import log_trajectory_table
 
+
+def fused_adamw_supported(params: list[torch.nn.Parameter]) -> bool:
+    """Whether torch's fused AdamW kernel runs on every one of ``params``' devices (floating point required)."""
+    devices = _get_fused_kernels_supported_devices()  # the list torch's own optimizers check against
+    return all(p.device.type in devices and torch.is_floating_point(p) for p in params)
+
+
 ROUND_SEED = 104_729  # the rollout seed's offset per dynamic-sampling round (the step's is 7919)
 
 
@@ -44,7 +53,9 @@ class GRPOConfig:
 
     group_size: int = 4
     mini_batch_size: int = 4      # trajectories per optimizer step
-    micro_batch_size: int = 2     # trajectories per forward/backward
+    micro_batch_size: int = 2     # trajectories per forward/backward at most
+    micro_batch_tokens: int | None = None  # token budget of a micro-batch (rows x longest row); None: rows only
+    defer_grad_sync: bool = True  # FSDP2: reduce gradients once per optimizer step, not per micro-batch
     ppo_epochs: int = 1
     lr: float = 1e-6
     weight_decay: float = 0.0
@@ -59,6 +70,9 @@ class GRPOConfig:
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
 
     def __post_init__(self) -> None:
+        if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
+            raise ValueError(f"grpo.micro_batch_tokens must be a positive token count or null, "
+                             f"got {self.micro_batch_tokens}")
         if self.dynamic_sampling.enabled and self.group_size < 2:
             raise ValueError("grpo.dynamic_sampling needs group_size >= 2: a group of one rollout never has signal")
 
@@ -71,6 +85,7 @@ class PolicyConfig:
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
+    offload_min_tokens: int | None = None  # micro-batches this large keep saved activations in host memory
     fsdp_param_dtype: str = "float32"
     global_max_tokens: int = 1024   # processor max: the largest image any turn can show
     rollout_batch_size: int = 16
@@ -122,7 +137,7 @@ class GRPOModule(L.LightningModule):
         policy = (empty_model if meta else load_model)(p.path, dtype=p.dtype,
                                                        attn_implementation=p.attn_implementation).train()
         if p.gradient_checkpointing:
-            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(policy)
         if p.lora is not None:
             policy = apply_lora(policy, p.lora, seed=self.seed)
         return policy
@@ -135,10 +150,11 @@ class GRPOModule(L.LightningModule):
         return reference.eval().requires_grad_(False)
 
     def configure_optimizers(self):
-        """AdamW over the trainable parameters (with LoRA: the adapters only)."""
+        """AdamW over the trainable parameters (with LoRA: the adapters only), fused (one kernel per step, no
+        temporary copy of the states) on the devices that have the fused kernel."""
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
         return torch.optim.AdamW(trainable, lr=self.grpo.lr, weight_decay=self.grpo.weight_decay,
-                                 betas=tuple(self.grpo.betas))
+                                 betas=tuple(self.grpo.betas), fused=fused_adamw_supported(trainable))
 
     def setup(self, stage: str) -> None:
         self.codec = ChatCodec.for_model(self.policy_cfg.path,
@@ -256,7 +272,9 @@ class GRPOModule(L.LightningModule):
         g = self.grpo
         step = PolicyUpdate(self.policy, self.optimizers(), g.loss, self.codec.pad_id, self.codec.image_pad_id,
                             g.mini_batch_size, g.micro_batch_size, g.ppo_epochs, g.max_grad_norm, g.temperature,
-                            g.tis_cap, reference=self.reference, backward=self.manual_backward)
+                            g.tis_cap, reference=self.reference, backward=self.manual_backward,
+                            micro_batch_tokens=g.micro_batch_tokens, defer_grad_sync=g.defer_grad_sync,
+                            offload_min_tokens=self.policy_cfg.offload_min_tokens)
         return step(contexts, advantages, seed=self.seed + self.global_step)
 
     # ----- export -----
