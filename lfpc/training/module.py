@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import lightning as L
 import torch
@@ -100,25 +101,25 @@ class GRPOModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.policy is not None:
             return
-        self.policy = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype,
-                                 attn_implementation=self.policy_cfg.attn_implementation).train()
+        self.prepare_policy(lambda: load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype,
+                                               attn_implementation=self.policy_cfg.attn_implementation),
+                            None if self.device_mesh is None else self.device_mesh["data_parallel"])
+
+    def prepare_policy(self, build: Callable[[], torch.nn.Module], mesh=None) -> None:
+        """Set the policy (and the KL reference when needed) from ``build()``: gradient checkpointing, LoRA, FSDP2
+        sharding over ``mesh`` (None: unsharded). ``configure_model`` builds from the weights; the memory planner
+        (:mod:`lfpc.plan`) from ``config.json`` alone, on fake tensors."""
+        self.policy = build().train()
         if self.policy_cfg.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.policy_cfg.lora is not None:
             self.policy = apply_lora(self.policy, self.policy_cfg.lora, seed=self.seed)
         if self.grpo.loss.kl_coef > 0:
-            self.reference = self._reference()
-        if self.device_mesh is not None:
+            self.reference = (AdapterOff(self.policy) if self.policy_cfg.lora is not None
+                              else build().eval().requires_grad_(False))  # a frozen copy of the initial weights
+        if mesh is not None:
             for model in [m for m in (self.policy, self.reference) if isinstance(m, torch.nn.Module)]:
-                shard_policy(model, self.device_mesh["data_parallel"], self.policy_cfg.fsdp_param_dtype)
-
-    def _reference(self) -> torch.nn.Module | AdapterOff:
-        """The KL reference: the policy with its LoRA adapters off, or a frozen copy of the initial weights."""
-        if self.policy_cfg.lora is not None:
-            return AdapterOff(self.policy)
-        reference = load_model(self.policy_cfg.path, dtype=self.policy_cfg.dtype,
-                               attn_implementation=self.policy_cfg.attn_implementation)
-        return reference.eval().requires_grad_(False)
+                shard_policy(model, mesh, self.policy_cfg.fsdp_param_dtype)
 
     def configure_optimizers(self):
         """AdamW over the trainable parameters (with LoRA: the adapters only)."""
@@ -238,11 +239,16 @@ class GRPOModule(L.LightningModule):
 
     def update(self, contexts: list, advantages: torch.Tensor) -> dict[str, float]:
         """The PPO-style update of this step (see :class:`lfpc.grpo.update.PolicyUpdate`)."""
-        g = self.grpo
-        step = PolicyUpdate(self.policy, self.optimizers(), g.loss, self.codec.pad_id, self.codec.image_pad_id,
-                            g.mini_batch_size, g.micro_batch_size, g.ppo_epochs, g.max_grad_norm, g.temperature,
-                            g.tis_cap, reference=self.reference, backward=self.manual_backward)
+        step = self.policy_update(self.optimizers(), self.codec.pad_id, self.codec.image_pad_id, self.manual_backward)
         return step(contexts, advantages, seed=self.seed + self.global_step)
+
+    def policy_update(self, optimizer, pad_id: int, image_pad_id: int,
+                      backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> PolicyUpdate:
+        """The :class:`PolicyUpdate` of this module's settings (the trainer's, and the memory planner's)."""
+        g = self.grpo
+        return PolicyUpdate(self.policy, optimizer, g.loss, pad_id, image_pad_id, g.mini_batch_size,
+                            g.micro_batch_size, g.ppo_epochs, g.max_grad_norm, g.temperature, g.tis_cap,
+                            reference=self.reference, backward=backward)
 
     # ----- export -----
     def export_hf(self, out_dir: str) -> str:

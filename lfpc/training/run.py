@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from lfpc import config as C
+from lfpc.plan.preflight import preflight
 from lfpc.training.alarms import CollapseAlarms
 from lfpc.training.batches import PromptData
 from lfpc.training.curve import LearningCurve
@@ -95,6 +96,7 @@ def train(cfg: DictConfig) -> dict:
     # checkpoints are meant to hold the post-update state of each GRPO step
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     C.check_run_config(cfg)
+    preflight(cfg)  # before any weights load
     if cfg.get("ckpt_path"):
         check_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
