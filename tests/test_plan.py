@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from torch.distributed._tools.mem_tracker import MemTracker
 from transformers import Qwen2_5_VLConfig
 
 from lfpc.model.loading import load_model
-from lfpc.plan.memory import plan_memory, planning_module
+from lfpc.plan.memory import MicroBatchTracker, plan_memory, planning_module
 from lfpc.plan.planner import WARM_UP, make_plan
 from lfpc.plan.preflight import PlanDoesNotFit
 from lfpc.plan.trajectories import context_of, worst_case
@@ -44,7 +43,7 @@ def measured_peaks(cfg, model_dir: Path) -> tuple[int, int]:
     peaks = []
     for run in (lambda: update.logprobs([longest] * micro),
                 lambda: update([longest] * (2 * micro), torch.randn(2 * micro))):
-        tracker = MemTracker()
+        tracker = MicroBatchTracker(module.policy)  # torch's MemTracker, over several micro-batches
         tracker.track_external(module.policy, optimizer)
         with tracker:
             run()

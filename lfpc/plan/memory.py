@@ -4,8 +4,11 @@ the project's own :class:`~lfpc.grpo.update.PolicyUpdate` runs on fake tensors a
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
+from unittest.mock import patch
 
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
@@ -15,6 +18,7 @@ from lfpc import config as C
 from lfpc.model.loading import DTYPES
 from lfpc.plan.fake_run import MetadataOnRealTensors, fake_mode, fake_process_group
 from lfpc.plan.trajectories import Workload, context_of
+from lfpc.plan.vision_attention import one_call_vision_attention
 from lfpc.training.module import GRPOModule
 
 ARCHITECTURES = Path(__file__).parent / "architectures"
@@ -49,6 +53,16 @@ def model_config(cfg) -> tuple[Qwen2_5_VLConfig, str]:
                                 f"model's config.json (weights are not read)")
     shipped = ARCHITECTURES / f"{name}.json"
     return Qwen2_5_VLConfig.from_dict(json.loads(shipped.read_text())), str(shipped)
+
+
+@contextmanager
+def _adapters_stay_put() -> Iterator[None]:
+    """PEFT moves each new LoRA adapter to its base layer's device and dtype, which it already has in a plan (one
+    fake device), and torch cannot swap a fake parameter for itself: skip that move while the policy is built."""
+    from peft.tuners.lora import LoraLayer
+
+    with patch.object(LoraLayer, "_move_adapter_to_device_of_base_layer", lambda *args, **kwargs: None):
+        yield
 
 
 def planning_module(cfg, path: str) -> GRPOModule:
@@ -103,11 +117,12 @@ def plan_memory(cfg, worst: Workload, warm_up: Workload) -> MemoryPlan:
     fake = fake_mode()
     world = C.world_size(cfg) if sharded else 1
     with fake_process_group(world) as mesh:
-        with fake:
+        with fake, _adapters_stay_put():
             dtype = DTYPES[cfg.model.dtype]
             module.prepare_policy(lambda: Qwen2_5_VLForConditionalGeneration._from_config(
                 config, dtype=dtype, attn_implementation=cfg.model.attn_implementation), mesh if sharded else None)
             optimizer = module.configure_optimizers()
+        one_call_vision_attention(module.policy)
         parameters = sum(p.numel() for p in module.policy.parameters())  # a DTensor counts its global shape
 
         def pixels(rows: int, width: int) -> torch.Tensor:
