@@ -56,12 +56,19 @@ def model_config(cfg) -> tuple[Qwen2_5_VLConfig, str]:
 
 
 @contextmanager
-def _adapters_stay_put() -> Iterator[None]:
-    """PEFT moves each new LoRA adapter to its base layer's device and dtype, which it already has in a plan (one
-    fake device), and torch cannot swap a fake parameter for itself: skip that move while the policy is built."""
-    from peft.tuners.lora import LoraLayer
+def _no_moves_in_place() -> Iterator[None]:
+    """PEFT moves each new LoRA layer to its base layer's device and dtype, which it already has in a plan (one fake
+    device), and torch cannot swap a fake parameter for itself: such a move is skipped while the policy is built."""
+    move = torch.nn.Module.to
 
-    with patch.object(LoraLayer, "_move_adapter_to_device_of_base_layer", lambda *args, **kwargs: None):
+    def to(module: torch.nn.Module, *args, **kwargs):
+        device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
+        if all((device is None or p.device == device) and (dtype is None or p.dtype == dtype)
+               for p in module.parameters()):
+            return module
+        return move(module, *args, **kwargs)
+
+    with patch.object(torch.nn.Module, "to", to):
         yield
 
 
@@ -117,7 +124,7 @@ def plan_memory(cfg, worst: Workload, warm_up: Workload) -> MemoryPlan:
     fake = fake_mode()
     world = C.world_size(cfg) if sharded else 1
     with fake_process_group(world) as mesh:
-        with fake, _adapters_stay_put():
+        with fake, _no_moves_in_place():
             dtype = DTYPES[cfg.model.dtype]
             module.prepare_policy(lambda: Qwen2_5_VLForConditionalGeneration._from_config(
                 config, dtype=dtype, attn_implementation=cfg.model.attn_implementation), mesh if sharded else None)
