@@ -79,3 +79,14 @@ def test_a_launch_that_cannot_fit_is_refused_naming_the_knob(tmp_path, tiny_mode
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
     roomy = make_plan(tiny_cfg(tmp_path, tiny_model_dir, "hardware.gpu_memory_gib=8", "hardware.reserved_gib=0"))
     assert roomy.fits and "FITS" in roomy.text()
+
+
+def test_a_lora_policy_plans_adam_states_for_its_adapters_only(tmp_path, tiny_model_dir):
+    from lfpc.config import lora_settings
+    from lfpc.model.lora import apply_lora
+
+    cfg = tiny_cfg(tmp_path, tiny_model_dir, "+lora=default", "model.lora.r=4")
+    adapters = sum(p.numel() for p in apply_lora(load_model(tiny_model_dir), lora_settings(cfg)).parameters()
+                   if p.requires_grad)
+    resident = plan_memory(cfg, worst_case(cfg), WARM_UP).resident
+    assert resident["Optstate"] == pytest.approx(8 * adapters, rel=0.01)  # AdamW's two fp32 moments

@@ -78,13 +78,24 @@ def planning_module(cfg, path: str) -> GRPOModule:
                       display_sizer=None, seed=cfg.seed)
 
 
+class _NoHook:
+    def remove(self) -> None:
+        pass
+
+
 class MicroBatchTracker(MemTracker):
     """torch's MemTracker over several forward calls of one model (micro-batches): per-module statistics restart
-    at each call of ``root``, the peak over all calls is kept."""
+    at each call of ``root``, the peak over all calls is kept; frozen parameters are tracked without gradient hooks."""
 
     def __init__(self, root: torch.nn.Module) -> None:
         super().__init__()
         self.root = root
+
+    def _track_module_params_and_buffers(self, module: torch.nn.Module, install_grad_hooks: bool = True):
+        for param in module.parameters():  # a frozen parameter (LoRA's base) takes no gradient hook
+            if not param.requires_grad:
+                self._param_to_grad_hook_handles.setdefault(param, (_NoHook(), _NoHook()))
+        return super()._track_module_params_and_buffers(module, install_grad_hooks)
 
     def _pre_fw_hook(self, module: torch.nn.Module, inputs) -> None:
         if module is self.root and not self._mod_tracker.is_bw:
