@@ -34,7 +34,7 @@ from lfpc.training.dynamic_sampling import DynamicSamplingConfig, dynamic_sample
 from lfpc.training.metrics import rollout_means, sum_over_ranks
 from lfpc.training.noise_probe import NoiseProbeConfig, noise_probe, share
 from lfpc.training.rollout_log import RolloutLog, ViewerConfig
-from lfpc.training.sharding import load_sharded, resident_state_bytes
+from lfpc.training.sharding import load_sharded, resident_state_bytes, shard_policy
 from lfpc.viewer.wandb_table import log_trajectory_table
 
 
@@ -131,16 +131,32 @@ class GRPOModule(L.LightningModule):
         if self.grpo.loss.kl_coef > 0:
             self.reference = AdapterOff(self.policy) if self.policy_cfg.lora is not None else build(self._reference)
 
+    def prepare_policy(self, build: Callable[[], torch.nn.Module], mesh=None) -> None:
+        """Set the policy (and the KL reference when needed) from ``build()`` as :meth:`configure_model` does, sharded
+        over ``mesh`` (None: unsharded) without loading weights: the memory planner (:mod:`lfpc.plan`) builds from
+        ``config.json`` alone, on fake tensors."""
+        self.policy = self._trainable(build())
+        if self.grpo.loss.kl_coef > 0:
+            self.reference = (AdapterOff(self.policy) if self.policy_cfg.lora is not None
+                              else build().eval().requires_grad_(False))
+        if mesh is not None:
+            for model in [m for m in (self.policy, self.reference) if isinstance(m, torch.nn.Module)]:
+                shard_policy(model, mesh, self.policy_cfg.fsdp_param_dtype)
+
     def _policy(self, meta: bool) -> torch.nn.Module:
         """The trainable policy: loaded (or its meta-device skeleton), gradient checkpointing and LoRA applied."""
         p = self.policy_cfg
-        policy = (empty_model if meta else load_model)(p.path, dtype=p.dtype,
-                                                       attn_implementation=p.attn_implementation).train()
-        if p.gradient_checkpointing:
-            enable_activation_checkpointing(policy)
-        if p.lora is not None:
-            policy = apply_lora(policy, p.lora, seed=self.seed)
-        return policy
+        return self._trainable((empty_model if meta else load_model)(p.path, dtype=p.dtype,
+                                                                     attn_implementation=p.attn_implementation))
+
+    def _trainable(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` in train mode with gradient checkpointing and LoRA as configured."""
+        model.train()
+        if self.policy_cfg.gradient_checkpointing:
+            enable_activation_checkpointing(model)
+        if self.policy_cfg.lora is not None:
+            model = apply_lora(model, self.policy_cfg.lora, seed=self.seed)
+        return model
 
     def _reference(self, meta: bool) -> torch.nn.Module:
         """The KL reference of full fine-tuning: a frozen copy of the initial weights (or its skeleton)."""
@@ -269,13 +285,17 @@ class GRPOModule(L.LightningModule):
 
     def update(self, contexts: list, advantages: torch.Tensor) -> dict[str, float]:
         """The PPO-style update of this step (see :class:`lfpc.grpo.update.PolicyUpdate`)."""
-        g = self.grpo
-        step = PolicyUpdate(self.policy, self.optimizers(), g.loss, self.codec.pad_id, self.codec.image_pad_id,
-                            g.mini_batch_size, g.micro_batch_size, g.ppo_epochs, g.max_grad_norm, g.temperature,
-                            g.tis_cap, reference=self.reference, backward=self.manual_backward,
-                            micro_batch_tokens=g.micro_batch_tokens, defer_grad_sync=g.defer_grad_sync,
-                            offload_min_tokens=self.policy_cfg.offload_min_tokens)
+        step = self.policy_update(self.optimizers(), self.codec.pad_id, self.codec.image_pad_id, self.manual_backward)
         return step(contexts, advantages, seed=self.seed + self.global_step)
+
+    def policy_update(self, optimizer, pad_id: int, image_pad_id: int,
+                      backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> PolicyUpdate:
+        """The :class:`PolicyUpdate` of this module's settings (the trainer's, and the memory planner's)."""
+        g = self.grpo
+        return PolicyUpdate(self.policy, optimizer, g.loss, pad_id, image_pad_id, g.mini_batch_size,
+                            g.micro_batch_size, g.ppo_epochs, g.max_grad_norm, g.temperature, g.tis_cap,
+                            reference=self.reference, backward=backward, micro_batch_tokens=g.micro_batch_tokens,
+                            defer_grad_sync=g.defer_grad_sync, offload_min_tokens=self.policy_cfg.offload_min_tokens)
 
     # ----- export -----
     def export_hf(self, out_dir: str) -> str:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from lfpc import config as C
 from lfpc.distributed import gather_from_ranks
 from lfpc.files import launched_rank_zero, single_writer, write_json
+from lfpc.plan.preflight import preflight
 from lfpc.training.alarms import CollapseAlarms
 from lfpc.training.batches import PromptData
 from lfpc.training.curve import LearningCurve
@@ -100,6 +101,7 @@ def train(cfg: DictConfig) -> dict:
     no ``hf_model`` and exits non-zero (SystemExit)."""
     C.check_run_config(cfg)  # read-only checks first: a refused config leaves no folder behind
     C.check_run_folder(cfg)
+    preflight(cfg)  # before any weights load: a launch whose memory plan does not fit is refused
     if cfg.get("ckpt_path"):
         check_resume(cfg)
     if not launched_rank_zero():
