@@ -38,7 +38,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKS = {"gpu", "data", "slow", "writes"}
 FENCE = re.compile(r"^```bash(?P<info>[^\n]*)\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
 HYDRA_SCRIPTS = {"train.py": "config", "eval.py": "eval"}
-HYDRA_MODULES = {"lfpc.resolution.select": "config"}
+HYDRA_MODULES = {"lfpc.resolution.select": "config", "lfpc.plan": "config"}  # train.py's overrides
 TIMEOUT = 600
 
 
@@ -94,7 +94,7 @@ def _run(argv: list[str], env: dict[str, str] | None = None, timeout: int = TIME
 
 
 def _hydra_target(words: list[str]) -> tuple[str, list[str]] | None:
-    """(config name, the words after the script) of a train.py / eval.py / selection command, else None."""
+    """(config name, the words after the script) of a train.py / eval.py / selection / planner command, else None."""
     for i, word in enumerate(words):
         if word in HYDRA_SCRIPTS:
             return HYDRA_SCRIPTS[word], words[i + 1:]
