@@ -118,7 +118,7 @@ def test_table12_paper_columns_hold_the_printed_settings():
     assert (stage1["learning rate"], stage2["learning rate"], stage2["tau"]) == (1e-6, 5e-7, 0.9)
     for column in (stage1, stage2):
         assert (column["prompts / step"], column["rollouts / prompt"], column["PPO mini-batch (prompts)"],
-                column["micro-batch / device"], column["max turns"], column["max response tokens"],
+                column["micro-batch / device"], column["max turns"], column["max tokens / turn"],
                 column["devices"]) == (256, 16, 32, 2, 5, 2048, 8)
         assert (column["KL coef"], column["entropy coef"]) == (0.0, 0.0)
     assert stage1["reward weights acc/fmt/tool"] == "0.8/0.2/1.2"
