@@ -46,6 +46,18 @@ def test_rollout_log_resumes_on_a_clean_line_after_a_torn_one(tmp_path):
     assert [(r["step"], r["sample_id"]) for r in records] == [(0, "s0"), (0, "s1"), (1, "s2")]
 
 
+def test_a_rerun_after_a_crash_before_the_checkpoint_does_not_log_the_redone_steps_twice(tmp_path):
+    folder, text_only = tmp_path / "rollouts", ViewerConfig(trajectories_per_step=0)
+    first = RolloutLog(folder, viewer=text_only)
+    first.append(0, [trajectory("s0")], [0.5])
+    first.append(1, [trajectory("s1")], [0.5])       # logged, then the run died before step 1's checkpoint
+    rerun = RolloutLog(folder, viewer=text_only)       # resumed from step 1's start (the step-0 checkpoint)
+    rerun.append(1, [trajectory("s1-again")], [0.0])
+    rerun.append(2, [trajectory("s2")], [0.0])
+    records = [json.loads(line) for line in (folder / "rank0.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["sample_id"]) for r in records] == [(0, "s0"), (1, "s1-again"), (2, "s2")]
+
+
 # ---- the generic file classes (lfpc/files.py) every writer and reader uses ----
 
 def test_read_json_lines_refuses_the_first_bad_line_by_file_and_line_and_drops_a_torn_tail(tmp_path):

@@ -3,11 +3,13 @@ the images of the first few trajectories of each step for the trajectory viewer 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from lfpc.jsonl_log import append_json_lines, drop_torn_tail
+from lfpc.files import atomic_write
+from lfpc.jsonl_log import append_json_lines, drop_torn_tail, read_json_lines
 from lfpc.rollout.episodes import Trajectory
 from lfpc.viewer.capture import save_thumbnails, view_fields
 
@@ -36,17 +38,22 @@ def trajectory_record(trajectory: Trajectory, step: int, rank: int, advantage: f
 class RolloutLog:
     """Appends one line per trajectory to ``<folder>/rank<rank>.jsonl`` after each step; the kept trajectories'
     images go to ``<folder>/images/``. A torn last line left by an interrupted run is dropped first, so a resumed
-    run appends on a clean line."""
+    run appends on a clean line; the records of steps a run redoes (a crash after logging a step and before its
+    checkpoint, then a rerun or resume) are dropped at its first step, so no step is logged twice."""
 
     def __init__(self, folder: str | Path, rank: int = 0, viewer: ViewerConfig = ViewerConfig()) -> None:
         self.folder = Path(folder)
         self.path = self.folder / f"rank{rank}.jsonl"
         self.rank, self.viewer = rank, viewer
+        self._first_step = True
         if self.path.exists():
             drop_torn_tail(self.path)
 
     def append(self, step: int, trajectories: Sequence[Trajectory], advantages: Sequence[float]) -> list[dict]:
         """Log one step; returns the records of the trajectories whose images were kept."""
+        if self._first_step:
+            self._first_step = False
+            self._drop_steps_from(step)
         records = [trajectory_record(t, step, self.rank, float(a)) for t, a in zip(trajectories, advantages)]
         kept = records[:self.viewer.trajectories_per_step]
         for index, (record, trajectory) in enumerate(zip(kept, trajectories)):
@@ -54,3 +61,12 @@ class RolloutLog:
                                                f"step{step:06d}-rank{self.rank}-{index:03d}", self.viewer.thumbnail_px)
         append_json_lines(self.path, records)
         return kept
+
+    def _drop_steps_from(self, step: int) -> None:
+        """Rewrite the log without the records of ``step`` and later (left by a run that did not checkpoint them)."""
+        if not self.path.exists():
+            return
+        rows = [row for _, row in read_json_lines(self.path)]
+        kept = [row for row in rows if row.get("step", -1) < step]
+        if len(kept) < len(rows):
+            atomic_write(self.path, "".join(json.dumps(row) + "\n" for row in kept))
