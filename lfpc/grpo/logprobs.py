@@ -110,6 +110,8 @@ def sequence_logprobs(model, contexts: Sequence[Context], pad_id: int, image_pad
                 columns.append(positions)
         index = (torch.cat(rows), torch.cat(columns)) if values else None
         names = ("logprobs", "entropy") if with_entropy else ("logprobs",)
-        return {name: mask.new_zeros(mask.shape) if index is None else
-                mask.new_zeros(mask.shape).index_put(index, torch.cat([v[k] for v in values]))
-                for k, name in enumerate(names)}
+        if index is None:
+            return {name: mask.new_zeros(mask.shape) for name in names}
+        sources = [torch.cat([v[k] for v in values]) for k in range(len(names))]
+        # in the head's dtype (the mask is in the default dtype, bf16 under bf16-true precision)
+        return {name: source.new_zeros(mask.shape).index_put(index, source) for name, source in zip(names, sources)}

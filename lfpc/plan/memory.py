@@ -35,6 +35,7 @@ class MemoryPlan:
     resident: dict[str, int]
     parameters: int
     micro_batch_size: int
+    trainer_state: int       # what the rollout engine is sized beside (GRPOModule.trainer_state_bytes)
 
     @property
     def resident_total(self) -> int:
@@ -159,4 +160,5 @@ def plan_memory(cfg, worst: Workload, warm_up: Workload) -> MemoryPlan:
             tracker = _tracker(module.policy, optimizer)
             with tracker:
                 update([longest] * (2 * micro), torch.zeros(2 * micro))
-            return MemoryPlan(old_peak, _total(tracker, "peak"), _by_kind(tracker), parameters, micro)
+            return MemoryPlan(old_peak, _total(tracker, "peak"), _by_kind(tracker), parameters, micro,
+                              module.trainer_state_bytes())

@@ -30,7 +30,7 @@ def make_plan(cfg) -> Plan:
     memory = plan_memory(cfg, worst, WARM_UP)
     trajectories = C.per_rank(cfg, "prompts_per_step") * cfg.grpo.group_size
     rollout = plan_rollout(cfg, config, memory.parameters, trajectories,
-                           worst.context_tokens + cfg.episode.max_new_tokens_per_turn, memory.resident_total)
+                           worst.context_tokens + cfg.episode.max_new_tokens_per_turn, memory.trainer_state)
     step = plan_step_time(cfg, config, typical(cfg, worst), rollout, trajectories, C.updates_per_step(cfg) > 1)
     h = cfg.hardware
     return Plan(C.world_size(cfg), h.name, int(h.gpu_memory_gib * GIB), int(h.reserved_gib * GIB),

@@ -184,11 +184,16 @@ class GRPOModule(L.LightningModule):
         :meth:`sync_rollout_weights`."""
         if self._engine is None:
             p = self.policy_cfg
-            kept = sum(resident_state_bytes(m) for m in (self.policy, self.reference) if isinstance(m, torch.nn.Module))
             self._engine = build_engine(self.rollout_cfg, self.codec, p.path,
                                         self.device, dtype=p.dtype, attn_implementation=p.attn_implementation,
-                                        batch_size=p.rollout_batch_size, seed=self.seed, trainer_bytes=kept)
+                                        batch_size=p.rollout_batch_size, seed=self.seed,
+                                        trainer_bytes=self.trainer_state_bytes())
         return self._engine
+
+    def trainer_state_bytes(self) -> int:
+        """Bytes this rank's trainer keeps on the GPU beside the rollout engine, as the engine is sized from them
+        (:func:`lfpc.training.sharding.resident_state_bytes` of the policy and the KL reference)."""
+        return sum(resident_state_bytes(m) for m in (self.policy, self.reference) if isinstance(m, torch.nn.Module))
 
     @property
     def judge(self) -> Judge | None:
