@@ -195,7 +195,9 @@ def run(args: argparse.Namespace) -> dict:
     results["steps"]["gpu_check"] = {**step, **gpu_check_figures(args.out / "gpu_check")}
 
     if results["environment"]["planner"]:
-        planner = [sys.executable, "-m", "lfpc.plan", *mini_overrides]
+        # the mini run's export: the model it trained (a tiny model's own folder is built by train.py, not here)
+        planner = [sys.executable, "-m", "lfpc.plan", *mini_overrides,
+                   f"init_from={args.out / 'mini_fsdp2' / 'hf_model'}"]
         step = run_step(args.out, "planner", planner, left("planner"), env)
         step["output"] = (args.out / "planner.log").read_text(errors="replace").splitlines()[-40:]
         results["steps"]["planner"] = step

@@ -10,15 +10,20 @@ from dataclasses import asdict
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 
 from lfpc import PROJECT_ROOT
 from lfpc.plan.planner import make_plan
 
 
 def compose_run_config(overrides: list[str]):
-    """The config train.py would compose from ``overrides`` (without Hydra's run folder)."""
+    """The config train.py would compose from ``overrides``, with Hydra's runtime values (``${hydra:...}``: the
+    working directory, the run folder) set as under ``@hydra.main``."""
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides)
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    cfg.hydra.runtime.output_dir = cfg.hydra.run.dir
+    HydraConfig.instance().set_config(cfg)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,9 +43,10 @@ class MemoryPlan:
 
 
 def model_config(cfg) -> tuple[Qwen2_5_VLConfig, str]:
-    """The Qwen2.5-VL config of ``cfg``'s model and where it came from: ``<model.path>/config.json``, else the
-    shipped architecture named by ``model.architecture`` (a folder not downloaded yet plans all the same)."""
-    path = Path(str(cfg.model.get("path", "")), "config.json")
+    """The Qwen2.5-VL config of ``cfg``'s model and where it came from: the config.json of the folder the run
+    trains (``init_from``, else ``model.path``), else the shipped architecture named by ``model.architecture`` (a
+    folder not downloaded yet plans all the same)."""
+    path = Path(str(cfg.get("init_from") or cfg.model.get("path", "")), "config.json")
     if path.is_file():
         return Qwen2_5_VLConfig.from_pretrained(path.parent), str(path)
     name = cfg.model.get("architecture")
