@@ -35,12 +35,15 @@ LORA = LoraSettings(r=4, alpha=8.0)
 
 
 def fixed_contexts(codec: ChatCodec) -> list:
-    """Four completions of one image prompt, one letter each (same token counts)."""
-    image = Image.fromarray(np.random.RandomState(0).randint(0, 255, (84, 112, 3), dtype=np.uint8))
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which letter?"}]}]
+    """Four completions of one two-image prompt (the vision tower encodes each image on its own), one letter each
+    (same token counts)."""
+    images = [Image.fromarray(np.random.RandomState(seed).randint(0, 255, size, dtype=np.uint8))
+              for seed, size in ((0, (84, 112, 3)), (1, (56, 56, 3)))]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"},
+                                             {"type": "text", "text": "Which letter?"}]}]
     contexts = []
     for letter in "ABCD":
-        context = codec.start(messages, [image])
+        context = codec.start(messages, images)
         context.extend(codec.completion_ids(f"<answer>{letter}</answer>"), from_policy=True)
         contexts.append(context)
     assert len({c.num_policy_tokens for c in contexts}) == 1
@@ -90,7 +93,8 @@ def update_on_rank(rank: int, world: int, store: str, model_dir: str, out: str, 
 
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
 def test_two_ranks_update_like_one_process_on_all_the_data(tiny_model_dir, codec, tmp_path, checkpointing):
-    # checkpointed: decoder layers and vision blocks, and the vision tower as a whole, recomputed under FSDP2
+    # checkpointed: decoder layers and vision blocks, and each image's pass through the vision tower,
+    # recomputed under FSDP2
     out = tmp_path / "sharded.pt"
     mp.spawn(update_on_rank, args=(2, str(tmp_path / "store"), str(tiny_model_dir), str(out), False, checkpointing),
              nprocs=2)

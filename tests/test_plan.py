@@ -75,12 +75,29 @@ def test_fsdp2_over_fake_ranks_shards_params_and_adam_and_frees_gradients(tmp_pa
 def test_a_launch_that_cannot_fit_is_refused_naming_the_knob(tmp_path, tiny_model_dir):
     overrides = ("plan.preflight=true", "hardware.gpu_memory_gib=0.05", "hardware.reserved_gib=0")
     plan = make_plan(tiny_cfg(tmp_path, tiny_model_dir, *overrides))
-    assert not plan.fits and "grpo.micro_batch_size=1" in plan.text()
-    with pytest.raises(PlanDoesNotFit, match=r"update pass at 2048 tokens per row .* grpo\.micro_batch_size=1"):
+    # grpo=tiny: two rows per micro-batch and no token budget, so the longest rows share one
+    assert not plan.fits and "grpo.micro_batch_tokens=2048" in plan.text()
+    with pytest.raises(PlanDoesNotFit, match=r"update pass at 2048 tokens per row .* grpo\.micro_batch_tokens=2048"):
         train(tiny_cfg(tmp_path, tiny_model_dir, *overrides))
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+    alone = make_plan(tiny_cfg(tmp_path, tiny_model_dir, *overrides, "grpo.micro_batch_tokens=2048"))
+    assert alone.memory.worst_rows_together == 1 and "model.offload_min_tokens=2048" in alone.text()
     roomy = make_plan(tiny_cfg(tmp_path, tiny_model_dir, "hardware.gpu_memory_gib=8", "hardware.reserved_gib=0"))
     assert roomy.fits and "FITS" in roomy.text()
+
+
+def test_offloaded_activations_leave_the_gpu_in_the_plan(tmp_path, tiny_model_dir):
+    """With gradient checkpointing, offload keeps each decoder layer's input in host memory: the plan counts at
+    least those ``layers x tokens x hidden`` floats on the host and takes them off the update's GPU peak."""
+    common = ("model.gradient_checkpointing=true", "grpo.micro_batch_tokens=2048")
+    kept = plan_memory(cfg := tiny_cfg(tmp_path, tiny_model_dir, *common), worst_case(cfg), WARM_UP)
+    moved = plan_memory(cfg := tiny_cfg(tmp_path, tiny_model_dir, *common, "model.offload_min_tokens=1024"),
+                        worst_case(cfg), WARM_UP)
+    text = Qwen2_5_VLConfig.from_pretrained(tiny_model_dir).text_config
+    layer_inputs = text.num_hidden_layers * worst_case(cfg).context_tokens * text.hidden_size * 4  # float32
+    assert not kept.worst_offloaded and kept.update_host_peak == 0
+    assert moved.worst_offloaded and moved.update_host_peak >= layer_inputs
+    assert moved.update_peak <= kept.update_peak - 0.9 * layer_inputs, (moved.update_peak, kept.update_peak)
 
 
 def test_a_lora_policy_plans_adam_states_for_its_adapters_only(tmp_path, tiny_model_dir):

@@ -70,6 +70,12 @@ def _head_values(weight: torch.Tensor, bias: torch.Tensor | None, hidden: torch.
     return values + (token_entropy(logits, temperature)[0],) if with_entropy else values
 
 
+def saved_tensors_on_host() -> torch.autograd.graph.saved_tensors_hooks:
+    """A context in which the tensors the forward saves for the backward are kept in host memory (pinned where
+    there is a GPU) and copied back when the backward needs them."""
+    return torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available())
+
+
 def sequence_logprobs(model, contexts: Sequence[Context], pad_id: int, image_pad_id: int, temperature: float = 1.0,
                       with_entropy: bool = False, position_ids: torch.Tensor | None = None, offload: bool = False,
                       head_chunk: int = HEAD_CHUNK, suppress_token_ids: Sequence[int] = ()
@@ -93,7 +99,7 @@ def sequence_logprobs(model, contexts: Sequence[Context], pad_id: int, image_pad
         inputs["position_ids"] = position_ids.to(device)
     mask = shifted_policy_tensors(contexts, device)["mask"]
     targets = inputs["input_ids"][:, 1:]
-    saved = torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()) if offload else nullcontext()
+    saved = saved_tensors_on_host() if offload else nullcontext()
     suppressed = torch.tensor(list(suppress_token_ids), device=device) if suppress_token_ids else None
     with saved:
         hidden = final_hidden_states(model, inputs)  # position p predicts token p + 1

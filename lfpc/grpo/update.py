@@ -49,7 +49,7 @@ class PolicyUpdate:
         self.micro_tokens, self.offload_min, self.defer_sync = micro_batch_tokens, offload_min_tokens, defer_grad_sync
         self.suppressed = tuple(suppress_token_ids)
 
-    def _micro_batches(self, contexts: Sequence[Context], indices: Sequence[int]) -> list[list[int]]:
+    def micro_batches_of(self, contexts: Sequence[Context], indices: Sequence[int]) -> list[list[int]]:
         """``indices`` (into ``contexts``) grouped into micro-batches by this update's row and token limits."""
         groups = micro_batches([len(contexts[i].token_ids) for i in indices], self.micro, self.micro_tokens)
         return [[indices[k] for k in group] for group in groups]
@@ -70,7 +70,7 @@ class PolicyUpdate:
 
     def _step(self, contexts, mini: list[int], advantages: torch.Tensor, old) -> dict[str, float]:
         device = next(self.policy.parameters()).device
-        micros = self._micro_batches(contexts, mini)
+        micros = self.micro_batches_of(contexts, mini)
         tokens = [sum(contexts[j].num_policy_tokens for j in micro) for micro in micros]
         # token_mean is the mean over every rank's tokens (DAPO), not the mean of per-rank means
         ranks = rank_share(sum(tokens), device) if self.loss.aggregation == "token_mean" else 1.0
@@ -80,7 +80,7 @@ class PolicyUpdate:
             batch = [contexts[j] for j in micro]
             aligned = shifted_policy_tensors(batch, device)
             current = sequence_logprobs(self.policy, batch, self.pad_id, self.image_pad_id, self.temperature,
-                                        with_entropy=self.loss.entropy_coef > 0, offload=self._offloads(batch),
+                                        with_entropy=self.loss.entropy_coef > 0, offload=self.offloads(batch),
                                         suppress_token_ids=self.suppressed)
             width = current["logprobs"].shape[1]
             old_lp = current["logprobs"].detach() if old is None else torch.stack([old[j][:width] for j in micro])
@@ -103,7 +103,7 @@ class PolicyUpdate:
         sums["train/grad_norm"] = float(grad_norm)
         return sums
 
-    def _offloads(self, batch: Sequence[Context]) -> bool:
+    def offloads(self, batch: Sequence[Context]) -> bool:
         """Whether the micro-batch ``batch`` is large enough (rows x longest row) to offload its activations."""
         padded = len(batch) * max(len(c.token_ids) for c in batch)
         return self.offload_min is not None and padded >= self.offload_min
@@ -124,7 +124,7 @@ class PolicyUpdate:
         update's micro-batches, all padded to the longest context so any later micro-batch can stack its rows."""
         width = max(len(c.token_ids) for c in contexts) - 1
         rows: list[torch.Tensor | None] = [None] * len(contexts)
-        for micro in self._micro_batches(contexts, range(len(contexts))):
+        for micro in self.micro_batches_of(contexts, range(len(contexts))):
             batch = [contexts[i] for i in micro]
             lp = sequence_logprobs(self.policy, batch, self.pad_id, self.image_pad_id, self.temperature,
                                    suppress_token_ids=self.suppressed)["logprobs"]

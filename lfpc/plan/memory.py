@@ -11,6 +11,7 @@ from typing import Iterator
 from unittest.mock import patch
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.distributed._tools.mem_tracker import MemTracker
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -25,16 +26,26 @@ ARCHITECTURES = Path(__file__).parent / "architectures"
 GIB = 2 ** 30
 
 
+# A plan's fake device is the CPU, so the host memory that activation offload moves saved tensors to is another
+# device in it: the meta device, which torch's MemTracker counts apart from the fake CPU (the GPU of the plan).
+GPU, HOST = torch.device("cpu"), torch.device("meta")
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Bytes per rank: peaks of the old-log-prob pass and of one optimizer step of the update (both including
-    what stays resident), what stays resident between steps (by kind), and the parameter count."""
+    """Bytes per rank: GPU peaks of the old-log-prob pass and of one optimizer step of the update (both including
+    what stays resident), the host memory the update's offloaded activations take at most, what stays resident
+    between steps (by kind), the parameter count, and how the update runs a worst-case row: the rows of its
+    micro-batch and whether its activations are offloaded."""
 
     old_logprobs_peak: int
     update_peak: int
+    update_host_peak: int
     resident: dict[str, int]
     parameters: int
     micro_batch_size: int
+    worst_rows_together: int
+    worst_offloaded: bool
     trainer_state: int       # what the rollout engine is sized beside (GRPOModule.trainer_state_bytes)
 
     @property
@@ -105,24 +116,33 @@ class MicroBatchTracker(MemTracker):
         super()._pre_fw_hook(module, inputs)
 
 
+@contextmanager
+def _offload_to_host_device() -> Iterator[None]:
+    """Activation offload moves saved fake tensors to :data:`HOST` in a plan (to host memory in a run), and back to
+    their device when the backward needs them; the real metadata tensors of a plan stay where they are."""
+    def pack(tensor: torch.Tensor) -> tuple[torch.device, torch.Tensor]:
+        return tensor.device, tensor.to(HOST) if isinstance(tensor, FakeTensor) else tensor
+
+    def on_host() -> torch.autograd.graph.saved_tensors_hooks:
+        return torch.autograd.graph.saved_tensors_hooks(pack, lambda packed: packed[1].to(packed[0]))
+
+    with patch("lfpc.grpo.logprobs.saved_tensors_on_host", on_host):
+        yield
+
+
 def _tracker(policy: torch.nn.Module, optimizer) -> MemTracker:
     tracker = MicroBatchTracker(policy)
     tracker.track_external(policy, optimizer)
     return tracker
 
 
-def _total(tracker: MemTracker, kind: str) -> int:
-    return sum(stats["Total"] for stats in tracker.get_tracker_snapshot(kind).values())
+def _total(tracker: MemTracker, kind: str, device: torch.device = GPU) -> int:
+    return tracker.get_tracker_snapshot(kind).get(device, {}).get("Total", 0)
 
 
 def _by_kind(tracker: MemTracker) -> dict[str, int]:
-    kinds: dict[str, int] = {}
-    for stats in tracker.get_tracker_snapshot("current").values():
-        for key, value in stats.items():
-            if key != "Total" and value:
-                name = getattr(key, "value", str(key))
-                kinds[name] = kinds.get(name, 0) + value
-    return kinds
+    stats = tracker.get_tracker_snapshot("current").get(GPU, {})
+    return {getattr(key, "value", str(key)): value for key, value in stats.items() if key != "Total" and value}
 
 
 def plan_memory(cfg, worst: Workload, warm_up: Workload) -> MemoryPlan:
@@ -150,16 +170,18 @@ def plan_memory(cfg, worst: Workload, warm_up: Workload) -> MemoryPlan:
                 return torch.empty(rows, width)
 
         update = module.policy_update(optimizer, pad_id=0, image_pad_id=config.image_token_id)
-        with MetadataOnRealTensors(fake):
+        with MetadataOnRealTensors(fake), _offload_to_host_device():
             short = [context_of(warm_up, config, pixels)] * micro
             update(short, torch.zeros(len(short)))
-            longest = context_of(worst, config, pixels)
+            longest = [context_of(worst, config, pixels)] * (2 * micro)
+            together = [longest[i] for i in update.micro_batches_of(longest, range(len(longest)))[0]]
             tracker = _tracker(module.policy, optimizer)
             with tracker:
-                update.logprobs([longest] * micro)
+                update.logprobs(longest[:micro])
             old_peak = _total(tracker, "peak")
             tracker = _tracker(module.policy, optimizer)
             with tracker:
-                update([longest] * (2 * micro), torch.zeros(2 * micro))
-            return MemoryPlan(old_peak, _total(tracker, "peak"), _by_kind(tracker), parameters, micro,
+                update(longest, torch.zeros(len(longest)))
+            return MemoryPlan(old_peak, _total(tracker, "peak"), _total(tracker, "peak", HOST), _by_kind(tracker),
+                              parameters, micro, len(together), update.offloads(together),
                               module.trainer_state_bytes())

@@ -52,11 +52,8 @@ class Plan:
                          f"(trainer.devices, trainer.num_nodes) or train adapters only (+lora=default)")
         for phase in ("update", "old log-probs"):
             if peaks[phase] > self.limit and peaks["fixed state"] <= self.limit:
-                knob = ("grpo.micro_batch_size=1" if self.memory.micro_batch_size > 1 else
-                        f"a shorter episode.max_context_tokens (now {self.worst.context_tokens}) or "
-                        f"episode.crop_max_tokens, or more ranks (trainer.devices)")
                 found.append(f"the {phase} pass at {self.worst.context_tokens} tokens per row "
-                             f"({gib(peaks[phase])}) is {over}: {knob}")
+                             f"({gib(peaks[phase])}) is {over}: {self._row_knob(phase)}")
         if peaks["rollout engine"] > self.limit and peaks["fixed state"] <= self.limit:
             found.append(f"rollouts ({gib(peaks['rollout engine'])}: the trainer's {gib(peaks['fixed state'])} + the "
                          f"engine's {gib(self.rollout.budget)}) are {over}: lower rollout.gpu_memory_utilization")
@@ -65,6 +62,20 @@ class Plan:
                          f"{self.rollout.longest_sequence}-token sequence: raise rollout.gpu_memory_utilization or "
                          f"lower episode.max_context_tokens")
         return found
+
+    def _row_knob(self, phase: str) -> str:
+        """What lowers the peak of ``phase`` over worst-case rows, in the order to try it: one row per
+        micro-batch, then (for the update) activation offload, then shorter rows."""
+        m, tokens = self.memory, self.worst.context_tokens
+        if m.worst_rows_together > 1:
+            return (f"grpo.micro_batch_tokens={tokens} (each such row in a micro-batch of its own; now "
+                    f"{m.worst_rows_together} rows share one)")
+        if phase == "update" and not m.worst_offloaded:
+            return (f"model.offload_min_tokens={tokens} (keeps such a row's saved activations in host memory "
+                    f"until the backward)")
+        return (f"a shorter episode.max_context_tokens (now {tokens}) or episode.crop_max_tokens (one row "
+                f"already runs alone{', its activations offloaded' if m.worst_offloaded else ''}; the planner "
+                f"knows no sequence parallelism)")
 
     @property
     def fits(self) -> bool:
@@ -84,6 +95,9 @@ class Plan:
             lines.append(f"{phase:<16}{gib(peak):>12}{peak / self.gpu_bytes:>9.0%}{1 - peak / self.gpu_bytes:>10.0%}")
         lines.append("fixed state: " + ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in m.resident.items())
                      + f", reserved {self.reserved / GIB:.1f} GiB (hardware.reserved_gib)")
+        lines.append(f"update of a worst-case row: {m.worst_rows_together} row(s) per micro-batch, activations "
+                     + (f"offloaded (host memory {m.update_host_peak / GIB:.1f} GiB per rank at most)"
+                        if m.worst_offloaded else "kept on the GPU"))
         lines.append(f"rollout ({r.backend}): engine {r.budget / GIB:.1f} GiB = weights {r.weights / GIB:.1f} + "
                      f"activations/graphs {r.other / GIB:.1f} + KV {r.kv_bytes / GIB:.1f} GiB = {r.kv_tokens:,} "
                      f"tokens ({r.kv_bytes_per_token // 1024} KiB each); demand {r.live_sequences} live episodes x "
