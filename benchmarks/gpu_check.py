@@ -13,7 +13,7 @@ timed and failing softly (the error is recorded and the next section runs):
 4. ``lm_head``: peak memory and time of the update with the LM head at the policy positions only (issue 16,
    ``logits_to_keep``) and at every position.
 5. ``sync_<backend>``: per rollout engine (``hf``, ``vllm``): weight push, then the agreement of the engine's sampling
-   log-probs with the trainer's log-probs on the same tokens (for vLLM, renormalised as vLLM reports them: the
+   log-probs with the trainer's log-probs on the same tokens (renormalised as both engines report them: the
    vision tokens suppressed); the trainer's weights are then changed and pushed in
    place, the agreement checked again (and against the engine's rollouts from before the push, which must disagree);
    then sleep and the weight push that wakes the engine (the training cycle), the memory sleep freed, and the
@@ -60,9 +60,6 @@ from lfpc.rollout.episodes import Trajectory, run_episodes
 TOLERANCES = {"float32": (2e-3, 2e-4), "bfloat16": (1.0, 0.05)}
 STALE_FACTOR = 10.0      # rollouts from before a push must disagree with the changed trainer this many times more
 PERTURBATION = 0.5       # the trainer's change before a push: seeded noise of this share of each tensor's RMS
-# Engines whose sampling log-probs are renormalised over the tokens they may sample (vLLM's processed_logprobs, the
-# vision placeholders suppressed: lfpc/rollout/vllm_engine.py); the transformers engine reports raw log-probs.
-RENORMALISED = {"vllm": True, "hf": False}
 GRAD_NORM_RTOL = 0.05    # the two LM-head variants compute one loss: their gradient norms agree (bf16 rounding)
 TIME_LIMIT_S = 8 * 60    # the whole run on one H100/H200 at --dims 3b
 QUICK = {"group": 2, "budget": 256, "crops": 1, "crop_tokens": 256, "new_tokens": 16, "steps": 1,
@@ -278,7 +275,8 @@ def sync_section(state: State, backend: str) -> dict:
     clock = Clock(state.device)
     engine_start = state.use_backend(backend)
     engine = bench.policy.engine
-    view = bench.codec.vision_token_ids if RENORMALISED[backend] else ()  # the tokens the engine may not sample
+    # both engines report log-probs renormalised over the tokens they may sample (the vision placeholders suppressed)
+    view = bench.codec.vision_token_ids
     with clock("push"):
         bench.module.sync_rollout_weights()
     with clock("generate"):
@@ -286,8 +284,8 @@ def sync_section(state: State, backend: str) -> dict:
     fresh = logprob_agreement(bench, before, view)
     out = {"engine": type(engine).__name__, "compute_dtype": compute_dtype(args),
            "tolerance": dict(zip(("max_abs", "mean_abs"), TOLERANCES[compute_dtype(args)])),
-           "renormalised": RENORMALISED[backend], "episodes": episode_shape(before.trajectories),
-           "after_push": fresh, "unrenormalised_after_push": logprob_agreement(bench, before) if view else None}
+           "episodes": episode_shape(before.trajectories),
+           "after_push": fresh, "unrenormalised_after_push": logprob_agreement(bench, before)}
     perturb(bench.module.policy, args.seed, PERTURBATION)
     with clock("push_changed"):
         bench.module.sync_rollout_weights()

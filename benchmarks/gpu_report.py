@@ -98,8 +98,8 @@ def _sync(sections: dict) -> str:
                              "" if key in UNCHECKED else limit))
         seconds = ", ".join(f"{k} {_fmt(v)} s" for k, v in section["seconds_by_phase"].items())
         freed = section["freed_by_sleep_gib"]
-        view = "renormalised over the sampleable tokens" if section["renormalised"] else "raw"
-        notes.append(f"* {backend} ({section['engine']}, {section['compute_dtype']}, {view} log-probs): {seconds}; "
+        notes.append(f"* {backend} ({section['engine']}, {section['compute_dtype']}, log-probs renormalised over the "
+                     f"sampleable tokens): {seconds}; "
                      f"sleep mode "
                      f"{'on' if section['sleep_mode'] else 'off'}"
                      + ("" if freed is None else f", {_fmt(freed)} GiB freed by sleep")

@@ -30,12 +30,12 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
 from transformers import AttentionInterface, Qwen2_5_VLForConditionalGeneration
 from transformers.initialization import no_init_weights
-from transformers.vision_utils import get_vision_attention_seqlens, get_vision_position_ids, get_vision_window_index
 
 from benchmarks.archs import arch_config
 from lfpc.grpo.logprobs import HEAD_CHUNK, sequence_logprobs
 from lfpc.model.checkpointing import enable_activation_checkpointing
 from lfpc.model.tiny import build_tiny_model
+from lfpc.plan.fake_run import MetadataOnRealTensors
 from lfpc.rollout.base import Context
 
 GIB = 2 ** 30
@@ -95,20 +95,12 @@ def vision_tower(model, fake: FakeTensorMode, images: int, tokens_per_image: int
     grid = torch.tensor([[1, side, side]] * images)
     vision = model.model.visual
     cfg = vision.config
-    meta: dict = {}
-    meta["position_ids"] = get_vision_position_ids(grid, vision.spatial_merge_size)
-    meta["cu_seqlens"], _ = get_vision_attention_seqlens(grid, cfg)
-    meta["window_index"], meta["cu_window_seqlens"] = get_vision_window_index(
-        grid, spatial_merge_size=vision.spatial_merge_size, window_size=vision.window_size,
-        patch_size=vision.patch_size)
-    meta["max_seqlen"] = int((meta["cu_seqlens"][1:] - meta["cu_seqlens"][:-1]).max())
-    meta["max_window_seqlen"] = int((meta["cu_window_seqlens"][1:] - meta["cu_window_seqlens"][:-1]).max())
     width = cfg.in_channels * cfg.temporal_patch_size * cfg.patch_size ** 2
     patches = int(grid.prod(-1).sum())
     with fake:
         pixels = torch.empty(patches, width, dtype=torch.bfloat16, device="cpu")
-    with fake, tracked(model) as tracker:
-        embeds = vision(pixels, grid_thw=grid, **meta).pooler_output
+    with MetadataOnRealTensors(fake), tracked(model) as tracker:  # window indices and positions computed for real
+        embeds = vision(pixels, grid_thw=grid).pooler_output
         held = activation_bytes(tracker, "current")
         if backward:
             embeds.float().sum().backward()
@@ -118,7 +110,7 @@ def vision_tower(model, fake: FakeTensorMode, images: int, tokens_per_image: int
 
 def fake_7b(fake: FakeTensorMode, tiny_dir: Path, tower: bool) -> Qwen2_5_VLForConditionalGeneration:
     """A bf16 Qwen2.5-VL-7B of fake tensors, checkpointed as in training: per layer and
-    block (transformers'), and with ``tower`` the vision tower as a whole too (lfpc's)."""
+    block (transformers'), and with ``tower`` each image's pass through the vision tower too (lfpc's)."""
     config = arch_config("7b", tiny_dir)
     config.vision_config._attn_implementation = STAND_IN
     with fake, no_init_weights():  # weights have no values to initialise
@@ -137,7 +129,8 @@ def plan(lengths: list[int], tiny_dir: Path) -> dict:
     """Figures per trajectory length (one row per micro-batch, as the token budget gives long rows), printed as
     they come: the language model with the chunked head (its forward's saved tensors are what offloading moves to
     host memory), with the head on all of a row's policy positions at once, and without gradients (the "old"
-    log-prob pass); the vision tower's saved tensors with per-block checkpoints only and checkpointed whole."""
+    log-prob pass); the vision tower's saved tensors with per-block checkpoints only and with each image's pass
+    checkpointed (one image per tower call)."""
     AttentionInterface.register(STAND_IN, _varlen_stand_in)
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     figures: dict = {}

@@ -168,10 +168,14 @@ def test_rollout_logprobs_match_trainer_logprobs(codec, tiny_model, noise_sample
                                 SamplingConfig(temperature=1.0))
     contexts = [t.context for t in trajectories]
     assert all(c.num_policy_tokens >= 16 for c in contexts)  # at least one full turn each, tool turns appended
-    trainer = sequence_logprobs(tiny_model, contexts, codec.pad_id, codec.image_pad_id)["logprobs"]
+    # episodes sample with the vision tokens suppressed: the engine's log-probs are under that distribution
+    trainer = sequence_logprobs(tiny_model, contexts, codec.pad_id, codec.image_pad_id,
+                                suppress_token_ids=codec.vision_token_ids)["logprobs"]
+    raw = sequence_logprobs(tiny_model, contexts, codec.pad_id, codec.image_pad_id)["logprobs"]
     aligned = shifted_policy_tensors(contexts)
     mask = aligned["mask"].bool()
     torch.testing.assert_close(trainer[mask], aligned["rollout_logprobs"][mask], atol=2e-4, rtol=0)
+    assert (raw[mask] < aligned["rollout_logprobs"][mask]).all()  # not the full-vocabulary log-probs
 
 
 def test_trainer_logprobs_match_a_forward_on_the_processors_own_inputs(codec, tiny_model, noise_sample):

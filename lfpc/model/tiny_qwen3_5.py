@@ -30,8 +30,8 @@ def tiny_config(tokenizer: Qwen2Tokenizer) -> Qwen3_5Config:
         "head_dim": 64,
         "linear_num_key_heads": 2,
         "linear_num_value_heads": 2,
-        "linear_key_head_dim": 16,
-        "linear_value_head_dim": 16,
+        "linear_key_head_dim": 128,  # as the released models: vLLM's CPU gated delta-net kernel takes no smaller
+        "linear_value_head_dim": 128,
         "max_position_embeddings": 32768,
         "rms_norm_eps": 1e-6,
         # rotary on a quarter of each head (64 * 0.25 = 16 dims, 8 frequencies), split over t, h, w as in the real model

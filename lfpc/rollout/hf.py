@@ -49,6 +49,8 @@ class _Row:
 
 class HFRolloutEngine:
     """Generates with ``model.generate`` on its own model instance (synced from the trainer by ``load_weights``).
+    Each token's log-prob is taken under the distribution that sampled it (temperature, top-p and the suppressed
+    tokens applied), as the vLLM engine reports it.
 
     Nothing is computed twice while the weights are unchanged and :meth:`sleep` is not called:
 
@@ -118,12 +120,12 @@ class HFRolloutEngine:
             temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
             top_k=None, eos_token_id=list(sampling.stop_token_ids), pad_token_id=self.pad_id,
             suppress_tokens=list(sampling.suppress_token_ids) or None,
-            return_dict_in_generate=True, output_logits=True)
+            return_dict_in_generate=True, output_scores=True)
         new_tokens = out.sequences[:, ids.shape[1]:]
-        logits = torch.stack(out.logits, dim=1).float()
-        if not greedy:
-            logits = logits / sampling.temperature
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        # the scores the tokens were sampled from: temperature, top-p and the suppressed tokens applied (as vLLM's
+        # processed log-probs, so both engines report the log-prob under the distribution that sampled the token)
+        scores = torch.stack(out.scores, dim=1).float()
+        logprobs = torch.log_softmax(scores, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
         stops = set(sampling.stop_token_ids)
         completions = []
         for tokens, lps in zip(new_tokens.tolist(), logprobs.tolist()):
