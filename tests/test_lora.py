@@ -148,3 +148,36 @@ def test_lora_config_group_sets_model_lora(tmp_path):
     assert policy_config(lora, "m").lora == LoraSettings(r=16, alpha=128.0)
     with pytest.raises(ValueError, match="model.lora needs r >= 1"):
         LoraSettings(r=0)
+
+
+def test_a_checkpointed_lora_update_frees_its_embedding_outputs(tiny_model_dir, codec, noise_sample):
+    """Gradient checkpointing makes frozen embeddings' outputs (tokens and patches) leaves that take a ``.grad``
+    (transformers' ``enable_input_require_grads``); after the update none of them may stay alive (the memory plan
+    counts them as kept: a fake-tensor artefact, BENCHMARKS.md "LoRA")."""
+    import gc
+    import weakref
+
+    from lfpc.grpo.objective import PolicyLossConfig
+    from lfpc.grpo.update import PolicyUpdate
+    from lfpc.model.checkpointing import enable_activation_checkpointing
+    from lfpc.model.lora import apply_lora, base_model
+
+    model = load_model(tiny_model_dir).train()
+    enable_activation_checkpointing(model)
+    policy = apply_lora(model, LoraSettings(r=4, alpha=8.0), seed=0)
+    outputs: list[weakref.ref] = []
+    for layer in (base_model(policy).get_input_embeddings(), base_model(policy).model.visual.patch_embed):
+        layer.register_forward_hook(lambda _module, _inputs, output: outputs.append(weakref.ref(output)))
+    image = Image.open(noise_sample.image_path).convert("RGB").resize((112, 84))
+    contexts = []
+    for letter in "AB":
+        context = codec.start([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which?"}]}],
+                              [image])
+        context.extend(codec.completion_ids(f"<answer>{letter}</answer>"), from_policy=True)
+        contexts.append(context)
+    optimizer = torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=0.1)
+    PolicyUpdate(policy, optimizer, PolicyLossConfig(), codec.pad_id, codec.image_pad_id, mini_batch_size=2,
+                 micro_batch_size=1)(contexts, torch.tensor([1.0, -1.0]))
+    gc.collect()
+    assert len(outputs) >= 4  # token and patch embeddings of both micro-batches (and their recomputations)
+    assert [ref() for ref in outputs if ref() is not None] == []
