@@ -9,6 +9,8 @@ real HF rollout engine's sampling log-probs (after the weight push) with the tra
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 
 import pytest
 import torch
@@ -18,8 +20,11 @@ from torch.utils.data import DataLoader
 
 from lfpc.config import policy_config
 from lfpc.grpo.logprobs import sequence_logprobs, shifted_policy_tensors
+from lfpc.grpo.objective import PolicyLossConfig
+from lfpc.grpo.update import PolicyUpdate
+from lfpc.model.checkpointing import enable_activation_checkpointing
 from lfpc.model.loading import load_model
-from lfpc.model.lora import AdapterOff, LoraSettings, policy_named_tensors
+from lfpc.model.lora import AdapterOff, LoraSettings, apply_lora, base_model, policy_named_tensors
 from lfpc.rollout.base import SamplingConfig
 from lfpc.rollout.hf import HFRolloutEngine
 from lfpc.training.batches import PromptBatch
@@ -154,14 +159,6 @@ def test_a_checkpointed_lora_update_frees_its_embedding_outputs(tiny_model_dir, 
     """Gradient checkpointing makes frozen embeddings' outputs (tokens and patches) leaves that take a ``.grad``
     (transformers' ``enable_input_require_grads``); after the update none of them may stay alive (the memory plan
     counts them as kept: a fake-tensor artefact, BENCHMARKS.md "LoRA")."""
-    import gc
-    import weakref
-
-    from lfpc.grpo.objective import PolicyLossConfig
-    from lfpc.grpo.update import PolicyUpdate
-    from lfpc.model.checkpointing import enable_activation_checkpointing
-    from lfpc.model.lora import apply_lora, base_model
-
     model = load_model(tiny_model_dir).train()
     enable_activation_checkpointing(model)
     policy = apply_lora(model, LoraSettings(r=4, alpha=8.0), seed=0)
