@@ -91,25 +91,37 @@ def test_miniature_composes_at_its_mini_size(tmp_path):
     definition = load("miniature")
     assert definition.size == "mini" and definition.report == "RESULTS.md"
     commands = plan(definition, definition.size, tmp_path, python="python")
-    assert [(c.kind, c.name) for c in commands] == [("train", "baseline"), ("train", "stage1"), ("train", "stage2"),
-                                                    ("eval", "baseline"), ("eval", "stage1"), ("eval", "stage2")]
+    table10 = [f"table10[reward={reward}]" for reward in ("iou", "iou_nothresh", "none")]
+    assert [(c.kind, c.name) for c in commands] == [
+        ("train", "baseline"), ("train", "stage1"), ("train", "stage2"), ("train", "table10"),
+        ("eval", "baseline"), ("eval", "stage1"), ("eval", "stage2"), *(("eval", label) for label in table10)]
     stages = []
-    for command in commands[:3]:
-        [job] = command.jobs
-        cfg = composed("config", list(job.overrides))
-        # the shipped mini model (composing does not need it on disk), 100 GRPO steps per stage, CSV logs only
-        assert cfg["model"]["path"].endswith("models/mini") and not cfg["model"]["build_tiny"]
-        assert cfg["data"]["task"] == "patterns" and cfg["grpo"]["group_size"] == 8
-        assert cfg["trainer"]["max_steps"] == 100 and cfg["logger"] == {"csv": True, "wandb": False}
-        stages.append((cfg["stage"], cfg["resolution"]["strategy"], cfg["reward"]["iou_mode"], cfg["init_from"]))
-    assert stages == [("baseline", "original", "none", None), ("infogap", "answer_divergence", "none", None),
-                      ("grounding", "original", "thresh", str(tmp_path / "train/stage1/hf_model"))]
-    for command in commands[3:]:
+    for command in commands[:4]:
+        for job in command.jobs:
+            cfg = composed("config", list(job.overrides))
+            # the shipped mini model (composing does not need it on disk), 100 GRPO steps per stage (40 for each
+            # reward of Table 10), CSV logs only
+            assert cfg["model"]["path"].endswith("models/mini") and not cfg["model"]["build_tiny"]
+            assert cfg["data"]["task"] == "patterns" and cfg["grpo"]["group_size"] == 8
+            assert cfg["trainer"]["max_steps"] == (40 if command.name == "table10" else 100)
+            assert cfg["logger"] == {"csv": True, "wandb": False}
+            stages.append((cfg["stage"], cfg["resolution"]["strategy"], cfg["reward"]["iou_mode"],
+                           cfg["reward"]["use_l1"], cfg["init_from"]))
+    from_stage1 = str(tmp_path / "train/stage1/hf_model")
+    assert stages == [("baseline", "original", "none", False, None),
+                      ("infogap", "answer_divergence", "none", False, None),
+                      ("grounding", "original", "thresh", True, from_stage1),  # the paper's full reward (Table 4)
+                      ("grounding", "original", "thresh", False, from_stage1),  # Table 10's three rewards
+                      ("grounding", "original", "nothresh", False, from_stage1),
+                      ("grounding", "original", "none", False, from_stage1)]
+    for command in commands[4:]:
         [job] = command.jobs
         cfg = composed("eval", list(job.overrides))
-        assert cfg["label"] == command.name and cfg["init_from"] == str(tmp_path / f"train/{command.name}/hf_model")
+        folder = command.name.replace("[", "/").rstrip("]")  # a sweep job: train/<step>/<its overrides>
+        assert cfg["label"] == command.name and cfg["init_from"] == str(tmp_path / f"train/{folder}/hf_model")
         assert cfg["benchmark"]["name"] == "patterns" and cfg["eval"]["budgets"] == [16, 256]
-        assert cfg["eval"]["modes"] == ["pred", "gt", "noise", "direct"] and cfg["eval"]["limit"] is None
+        modes = ["pred"] if command.name in table10 else ["pred", "gt", "noise", "direct"]
+        assert cfg["eval"]["modes"] == modes and cfg["eval"]["limit"] is None
         assert cfg["model"]["path"].endswith("models/mini")
 
 
@@ -353,9 +365,20 @@ def write_records(folder: Path, label: str, by_budget: dict[int, dict[str, list]
 def test_miniature_collector_tables_targets_and_figures_from_fabricated_runs(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "results"
     for step, stage in (("baseline", "baseline"), ("stage1", "infogap"), ("stage2", "grounding")):
+        # Stage II's crops shrink (area 0.4 -> 0.1 by quarters of 8 steps) while B1 coverage falls 0.9 -> 0.88
         write_job(runs / "train" / step, [f"+stage={stage}"],
                   [{"step": s, "reward/total": s / 4, "reward/acc": s / 8, "rollout/tool_calls": 1.0,
-                    "rollout/iou": 0.25, "time/rollout": 10.0} for s in range(4)])
+                    "rollout/iou": 0.25, "time/rollout": 10.0,
+                    "rollout/bbox_ratio": 0.4 - 0.1 * (s // 2), "rollout/overlap": 0.9 - 0.01 * (s // 3)}
+                   for s in range(8)])
+    # Table 10: IoU 0.3 > 0.2 > 0.1 holds; accuracy 2/4, 3/4, 1/4: conditional > unconditional does not
+    for num, (reward, correct, iou) in enumerate([("iou", [1, 1, 0, 0], 0.3), ("iou_nothresh", [1, 1, 1, 0], 0.2),
+                                                  ("none", [1, 0, 0, 0], 0.1)]):
+        write_job(runs / "train" / "table10" / f"reward={reward}", ["experiment=table10", f"reward={reward}"],
+                  [{"step": 0, "reward/total": 1.0}], num)
+        label = f"table10[reward={reward}]"
+        write_records(runs / "eval" / label / "patterns", label,
+                      {16: {"pred": correct, "noise": correct, "iou": [iou] * 4}})
     # 4 questions; at 16 tokens: baseline right on 1 (noise too), Stage I on 3 (noise on 1), Stage II on all 4
     low = {"baseline": {"pred": [1, 0, 0, 0], "noise": [1, 0, 0, 0], "iou": [0.5, None, 0.5, 0.5]},
            "stage1": {"pred": [1, 1, 1, 0], "noise": [0, 0, 1, 0], "iou": [0.2] * 4},
@@ -376,21 +399,34 @@ def test_miniature_collector_tables_targets_and_figures_from_fabricated_runs(tmp
     assert table3[("Stage II", "16")][1] == "100.0 [100.0, 100.0]" and table3[("Stage II", "256")][2:] == ["–", "0"]
     summary = json.loads((out / "miniature.json").read_text())
     [stage1_low, _] = summary["models"][1]["rows"]
+    table10 = budget_rows((out / "table10.md").read_text())  # (model, budget): Acc, IoU x100, N cropped
+    assert list(table10) == [("Stage II, conditional IoU", "16"), ("Stage II, IoU without threshold", "16"),
+                             ("Stage II, no IoU reward", "16")]
+    assert table10[("Stage II, IoU without threshold", "16")] == ["75.0 [25.0, 100.0]", "20.0 [20.0, 20.0]", "4"]
+    assert ("Stage II, conditional IoU", "16") not in budget_rows((out / "table3.md").read_text())
+    # first / last quarter (2 of 8 steps): area 0.4 -> 0.1, coverage 0.9 -> 0.88
+    assert summary["dynamics"]["stage2"]["rollout/bbox_ratio"] == pytest.approx([0.4, 0.1])
+    assert summary["dynamics"]["stage2"]["rollout/overlap"] == pytest.approx([0.9, 0.88])
     assert stage1_low["budget"] == 16 and stage1_low["drop"]["value"] == pytest.approx(50.0)  # 75 - 25, paired
     assert stage1_low["drop"]["low"] <= 50.0 <= stage1_low["drop"]["high"]
     assert budget_rows((out / "table5.md").read_text())[("Stage II", "16")][2] == "0.0 [0.0, 0.0]"
-    # targets at 16 tokens: +50 points (>= 10) MET; drop 50 >= max(10, 2 x 0) MET; IoU 22 - 20 = +2 < 5 NOT MET;
+    # targets at 16 tokens: +50 points (>= 10) MET; drop 50 >= max(10, 2 x 0) MET; IoU 22 - 20 = +2 < 10 NOT MET;
     # Stage I right on 3 of 4: a resample is <= 1/4 right with probability 4 (3/4)(1/4)^3 + (1/4)^4 = 5.1% > 2.5%,
     # so its interval starts at 25.0, not above chance (1/4 with four options) -> NOT MET
     assert stage1_low["chance"] == pytest.approx(25.0) and stage1_low["acc"]["pred"]["low"] == pytest.approx(25.0)
-    assert [t.status for t in check_targets(summary)] == ["MET", "MET", "NOT MET", "NOT MET"]
-    assert "NOT MET      Stage II IoU at 16 tokens >= Stage I + 5 points" in text
+    # at 256 tokens both are right on all: Stage I loses 0 points (<= 5) MET; Table 10: accuracy 50 < 75 NOT MET;
+    # Figure 6: area falls, coverage falls 0.02 <= 0.05 MET
+    assert [t.status for t in check_targets(summary)] == ["MET", "MET", "NOT MET", "NOT MET", "MET", "NOT MET", "MET"]
+    assert "NOT MET      Stage II IoU at 16 tokens >= Stage I + 10 points" in text
+    assert "conditional IoU > IoU without threshold: holds; IoU without threshold > no IoU reward: holds)" in text
+    assert "conditional IoU > IoU without threshold: no; IoU without threshold > no IoU reward: holds)" in text
+    assert "crop area / image area 0.400 -> 0.100; B1 coverage 0.900 -> 0.880" in text
     for name in ("figure5", "figure6"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "figure6.csv") as handle:
         assert {(r["run"], r["metric"]) for r in csv.DictReader(handle)} >= {("Stage II", "reward/acc"),
                                                                             ("Stage I", "rollout/iou")}
-    assert summary["runs"][0] == {"label": "baseline", "grpo_steps": 4, "step_s": 10.0}
+    assert summary["runs"][0] == {"label": "baseline", "grpo_steps": 8, "step_s": 10.0}
     # no manifest of mini-size runs: the report stays in the results folder, the repository's RESULTS.md untouched
     assert (out / "RESULTS.md").read_text().startswith("# The paper in miniature")
     assert (report.stat().st_mtime_ns if report.exists() else None) == before
@@ -426,7 +462,7 @@ def test_miniature_report_renders_a_fabricated_summary(tmp_path):
     assert "* Machine: 2 CPU cores (nproc), Test CPU" in text and "* Date: 2026-01-02" in text
     assert "* Code: 8ce60e0" in text
     assert "* Wall time of the runs: 15.0 min" in text                    # 600 s + 300 s
-    # Stage I +15 points (>= 10); drop 25 >= max(10, 2 x 2); Stage II IoU +8 (>= 5) but accuracy 54 < 55
+    # Stage I +15 points (>= 10); drop 25 >= max(10, 2 x 2); Stage II IoU +8 (< 10) and accuracy 54 < 55
     assert "* **MET** Stage I accuracy at 16 tokens >= baseline + 10 points (Table 3): Stage I 55.0 [50.0, 60.0] " \
            "vs Baseline 40.0 [35.0, 45.0]: +15.0 points" in text
     assert "* **MET** Stage I noise drop at 16 tokens" in text and "needs >= 10.0" in text
