@@ -13,12 +13,13 @@ call on the tile), then ``act``: full episodes of an *imperfect* scripted teache
 * otherwise it zooms in once with a loose, jittered box around the tile (and 15% of the time a box that misses
   it), so RL has precision to gain (Stage II); then it names the colour pair (the option's text).
 
-Then ``direct`` interleaves those episodes with answers under the no-tool prompt (the probe of the offline
+A last phase, ``direct``, interleaves those episodes with answers under the no-tool prompt (the probe of the offline
 resolution selection and the ``direct`` evaluation mode, paper Sec. 3), so the selection measures the model's answers
-rather than its malformed replies. A last phase, ``point``, teaches the agent's first turn in its own format: the
-lowest-budget view -> a zoom-in call on the tile. The later phases overwrite the short exchanges of ``locate``: after
-``direct`` the model no longer wrote a box in that format, and in the agent's format its greedy box was no closer to
-the tile than the image centre, so pointing is taught again where RL uses it.
+rather than its malformed replies.
+
+Known limit: ``locate`` teaches pointing in short exchanges (a fresh model's greedy box beats the image centre's
+error ten times over after 600 steps), but the later phases overwrite that format, and in the agent's format the
+shipped model's greedy box is no closer to the tile than the image centre (NOTES.md, issue 26).
 
 The model is the real ``Qwen2_5_VLForConditionalGeneration`` at ~2M parameters (tokenizer trained locally on the
 project's prompts). ``python -m lfpc.model.mini --out models/mini`` regenerates the shipped weights from scratch
@@ -82,14 +83,12 @@ RECIPE: dict = {
     "train": {"warmup_steps": 30, "weight_decay": 0.01, "max_grad_norm": 1.0},
     # read crops first (crop -> answer), then locate (the 16-token view -> box: ~450 steps x 32 before the greedy box
     # beats the centre guess), then see (crops and views -> answer, view -> box), then act (full teacher episodes),
-    # answer without tools, and point again in the agent's format; reading crops alone learns ~10x faster than inside
-    # the mixture
+    # then answer without tools; reading crops alone learns ~10x faster than inside the mixture
     "curriculum": [{"phase": "read", "steps": 200, "batch_size": 32, "lr": 1e-3},
                    {"phase": "locate", "steps": 600, "batch_size": 32, "lr": 1e-3, "pool": 4096},
                    {"phase": "perceive", "steps": 200, "batch_size": 32, "lr": 1e-3},
                    {"phase": "act", "steps": 450, "batch_size": 16, "lr": 5e-4},
-                   {"phase": "direct", "steps": 150, "batch_size": 16, "lr": 3e-4},
-                   {"phase": "point", "steps": 600, "batch_size": 32, "lr": 1e-3, "pool": 4096, "levels": "mixed"}],
+                   {"phase": "direct", "steps": 150, "batch_size": 16, "lr": 3e-4}],
 }
 
 
@@ -175,11 +174,10 @@ def pattern_example(recipe: dict, index: int, lowest: bool = False) -> tuple:
     return index, image, sample, rng, levels[-1] if lowest else levels[int(rng.integers(len(levels)))]
 
 
-def view_example(recipe: dict, index: int, levels: str = "lowest") -> tuple:
-    """:func:`pattern_example` with the global view in place of the original (small enough to keep thousands in
-    memory), at the pyramid's lowest level (``levels="lowest"``) or, with ``"mixed"``, at the lowest level for even
-    indices and a drawn level for odd ones."""
-    index, image, sample, rng, size = pattern_example(recipe, index, lowest=levels == "lowest" or index % 2 == 0)
+def lowest_view_example(recipe: dict, index: int) -> tuple:
+    """:func:`pattern_example` at the pyramid's lowest level, with the global view in place of the original (small
+    enough to keep thousands in memory)."""
+    index, image, sample, rng, size = pattern_example(recipe, index, lowest=True)
     return index, global_view(image, size), sample, rng, size
 
 
@@ -227,20 +225,8 @@ def perception_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict, 
 
 def locate_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict,
                  examples: Sequence[tuple]) -> list[Context]:
-    """Curriculum phase ``locate``: :func:`view_example` views -> a zoom-in call on the tile."""
+    """Curriculum phase ``locate``: :func:`lowest_view_example` views -> a zoom-in call on the tile."""
     return [_locate_exchange(codec, view, sample, size, rng) for _, view, sample, rng, size in examples]
-
-
-def point_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict,
-                examples: Sequence[tuple]) -> list[Context]:
-    """Curriculum phase ``point``: the agent's first turn in its own format (tool system prompt, question, a
-    :func:`view_example` view) -> a zoom-in call on the tile."""
-    contexts = []
-    for _, view, sample, rng, size in examples:
-        context = codec.start(initial_messages(sample, size), [view])
-        context.extend(codec.completion_ids(_tile_call(sample, size, rng)), from_policy=True)
-        contexts.append(context)
-    return contexts
 
 
 def episode_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict,
@@ -271,22 +257,21 @@ def direct_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict,
 
 
 PHASES = {"read": functools.partial(perception_batch, kinds=("crop",)), "locate": locate_batch,
-          "perceive": perception_batch, "act": episode_batch, "direct": direct_batch, "point": point_batch}
-POOLED = ("locate", "point")  # phases drawing from a pool of rendered global views (their "levels", default lowest)
+          "perceive": perception_batch, "act": episode_batch, "direct": direct_batch}
 
 
 def samples_used(phase: dict) -> int:
-    """How many pattern samples (consecutive indices) a curriculum phase draws: its pool for :data:`POOLED` phases
-    (drawn from with replacement), else one new sample per example."""
+    """How many pattern samples (consecutive indices) a curriculum phase draws: its pool for ``locate`` (drawn from
+    with replacement), else one new sample per example."""
     examples = phase["steps"] * phase["batch_size"]
-    return min(phase["pool"], examples) if phase["phase"] in POOLED else examples
+    return min(phase["pool"], examples) if phase["phase"] == "locate" else examples
 
 
 def _phase_examples(recipe: dict, phase: dict, first_index: int, renderer) -> Iterator[list[tuple]]:
     """The examples of each step of ``phase``, rendered by ``renderer`` (a process pool) one step ahead."""
     size, steps = phase["batch_size"], phase["steps"]
-    if phase["phase"] in POOLED:
-        pool = renderer.map(functools.partial(view_example, recipe, levels=phase.get("levels", "lowest")),
+    if phase["phase"] == "locate":
+        pool = renderer.map(functools.partial(lowest_view_example, recipe),
                             range(first_index, first_index + samples_used(phase)))
         draw = np.random.default_rng([recipe["seed"], first_index])
         for _ in range(steps):
