@@ -11,11 +11,12 @@ isolates the tile's share of a patch that holds background, which is all the 16-
 smaller than a patch). Patches: those lying inside the tile, else (16 tokens) those overlapping it.
 
 Measured on the first 30 samples of seeds 0, 1 and 2 (cell side in the view; per-sample mean legibility, largest
-patch, share of patches > 50 levels): 16 tokens (cells 2.3-3.6 px) 0.5-3.9, <= 4.9, 0 (7-cell tiles have 25 : 24
-cells); 256 tokens (10.5-15 px) 4-57, <= 77, >= 0.5 in 2/90; B1 crops at 64 tokens (about their own 24-32 px) 37-75,
-<= 87, 0.25-1 (>= 0.5 in 49/90, mean >= 40 in 81/90); B2 crops at 64 tokens 32-83, <= 87, 0.16-1 (>= 0.5 in 33/90).
-At 16 tokens the tile is far brighter than the median of the clutter around it. The statistic is about patch means
-only: pixel by pixel, the 16-token view still resolves the cells (a period of 4-7 px) in their colours.
+patch, share of patches > 50 levels): 16 tokens (cells 1.9-3.6 px) 0.3-4.2, <= 4.2, 0 (the largest from 3-cell tiles,
+whose 5 : 4 cells mix to 170 +- 85/9); 64 tokens (4.4-7.1 px) <= 6.4, <= 15.7, 0; 256 tokens (9.5-14.9 px) 2-65,
+<= 66, >= 0.5 in 2/90; B1 crops at 36 tokens (26-36 px) 51-78, <= 87, 0.44-1 (>= 0.5 in 86/90); B2 crops at 36 tokens
+(14-22 px) 7-61, <= 87, 0-0.75 (>= 0.5 in 40/90). At 16 tokens the tile is 60-117 luminance levels above the median of
+the clutter around it. The statistic is about patch means only: pixel by pixel, the 16-token view still resolves the
+cells (a period of 4-7 px) in their colours.
 """
 
 from __future__ import annotations
@@ -26,17 +27,16 @@ from PIL import Image
 
 from lfpc.agent.env import pixel_region
 from lfpc.boxes import contains
-from lfpc.rewards import conditional_iou_reward
 from lfpc.data.patterns import (CELL, CELLS, COLOR_PAIRS, DEFAULT_SIZE_RANGE, PATTERNS, checker_mask,
                                 make_pattern_sample)
 from lfpc.data.records import LETTERS, load_jsonl
 from lfpc.data.synthetic import generate_synthetic
 from lfpc.vision.budget import fit_to_budget, resize_to_budget
 
-SEED = 1  # the benchmark split; its first NUM samples hold all four pairs and both 6- and 7-cell tiles
+SEED = 1  # the benchmark split; its first NUM samples hold all four pairs and both 3- and 4-cell tiles
 NUM = 10
 PATCH = 14  # px of the shown image read by one ViT patch
-GAP_TOKENS, FULL_TOKENS, CROP_TOKENS = 16, 256, 64
+GAP_TOKENS, FULL_TOKENS, CROP_TOKENS = 16, 256, 36
 LUMA = np.array([0.299, 0.587, 0.114])
 GREY = 170  # every pair's mean colour, on each channel
 OUTLINE, OUTLINE_LEVEL, GRAIN = 2, 20, 8  # the tile's dark outline (px, grey level); film grain of +-GRAIN levels
@@ -45,9 +45,7 @@ OUTLINE, OUTLINE_LEVEL, GRAIN = 2, 20, 8  # the tile's dark outline (px, grey le
 GREY_MAX = 10.0     # every tile patch at 16 tokens
 STRONG = 50.0       # a strongly coloured patch
 MIN_STRONG_SHARE = 0.5  # "many": at least half of the tile's patches
-MIN_STRONG_SHARE_B1 = 0.2  # B1 crops: cells of about two patches, so some patches straddle cell borders
-MAX_CONTEXT_SHARE = 0.1    # B3, the largest GT box, as a share of the image (human-like annotations)
-MIN_MEAN = 35.0     # mean legibility of a legible view's tile patches
+MIN_MEAN = 40.0     # mean legibility of a legible view's tile patches
 MIN_LUMA_GAP = 40.0
 
 
@@ -251,40 +249,18 @@ def test_patch_means_grey_at_16_tokens(legibility):
 
 
 def test_patch_means_coloured_in_b1_crops(legibility):
-    """B1 cropped from the original at 64 tokens (cells of about their own 24-32 px, ~2 patches): the tile's patches
-    are far from grey on average, and some see one cell only."""
+    """B1 cropped from the original at 36 tokens (cells of 26-36 px, ~2-2.5 patches): many patches see one cell."""
     measured = legibility["B1 crop"]
-    assert all(v.mean() >= MIN_MEAN and (v > STRONG).mean() >= MIN_STRONG_SHARE_B1 for _, v in measured), \
+    assert all(v.mean() >= MIN_MEAN and (v > STRONG).mean() >= MIN_STRONG_SHARE for _, v in measured), \
         _summary(measured)
 
 
-@pytest.mark.xfail(strict=True, reason="cells of 10.5-15 px (256 tokens) span about one patch, and B2 crops shrink "
-                                       "the cells of large tiles: most patches straddle cell borders and mix both "
-                                       "colours")
+@pytest.mark.xfail(strict=True, reason="cells of 9.5-15 px (256 tokens) and 14-22 px (B2 crops) span at most ~1.5 "
+                                       "patches: most patches straddle cell borders and mix both colours")
 @pytest.mark.parametrize("view", [f"{FULL_TOKENS} tokens", "B2 crop"])
 def test_patch_means_coloured_at_256_tokens_and_in_b2_crops(legibility, view):
     measured = legibility[view]
     assert all((v > STRONG).mean() >= MIN_STRONG_SHARE for _, v in measured), (view, _summary(measured))
-
-
-@pytest.mark.parametrize("index", range(NUM))
-def test_context_boxes_are_a_small_share_of_the_image(index):
-    """B2 and B3 hold the tile, centred on it (up to rounding) unless cut by the image's border, and B3 takes at most a tenth of the image, so a crop of the
-    whole image earns at most that IoU under the grounding reward (its IoU with a box inside the image is the box's
-    share of the image)."""
-    image, sample = make_pattern_sample(index, SEED)
-    width, height = image.size
-    x1, y1, x2, y2 = _tile(sample)
-    assert len(sample.boxes) == 3
-    for box in sample.boxes[1:]:
-        assert contains(box, sample.boxes[0])
-        if box[0] > 0 and box[1] > 0 and box[2] < width and box[3] < height:
-            assert abs((box[0] + box[2]) - (x1 + x2)) <= 4 and abs((box[1] + box[3]) - (y1 + y2)) <= 4, sample.boxes
-    b3 = sample.boxes[2]
-    share = (b3[2] - b3[0]) * (b3[3] - b3[1]) / (width * height)
-    assert share <= MAX_CONTEXT_SHARE
-    whole = conditional_iou_reward((0.0, 0.0, float(width), float(height)), sample.boxes)
-    assert whole == pytest.approx(share)
 
 
 def test_tile_findable_at_16_tokens(samples, originals):

@@ -1,18 +1,15 @@
-"""The miniature's information-gap task: name the two colours of one checkered tile.
+"""The miniature's information-gap task: name the two colours of one small checkered tile.
 
-Each image (896-1152 px a side) holds one tile (6-7 cells a side, cells of 24-32 px: 144-224 px) on dark,
-low-contrast clutter (:mod:`lfpc.data.scenery`). Its two colours are one of four complementary pairs whose mixture is
-the same light grey, so every answer looks alike once the cells shrink below the model's perception (a 14 px ViT
-patch, 28 px per visual token). Measured in tests/test_patterns.py (14 px patch means): in the 16-token global view
-(~112 px, cells of 2.3-3.6 px) the tile is a light-grey square 2-3 patches across, the brightest token of the view
-for ~90% of images, but every patch mean is grey (within 5 levels); in a crop of B1 from the original at 64 tokens
-(cells of about their own 24-32 px) many patches see one colour; in the 256-token view (~448 px, cells of 10.5-15 px)
-patches straddle cells and mix both colours, so the colours are only partly legible there. Whether a view is legible
-*to the model* is what the offline resolution selection (paper Sec. 3, Stage I) measures, by the model's own answers.
-
-The nested GT boxes are shaped like human annotations of a high-resolution image (paper Sec. 3, Stage II): B1 the
-tile, B2 and B3 the context around it, B3 at most 9% of the image, so a crop of the whole image earns an IoU of at
-most ~0.09 under the grounding reward.
+Each image (896-1152 px a side) holds one tile (3-4 cells a side, cells of 24-32 px) on dark, low-contrast clutter
+(:mod:`lfpc.data.scenery`). Its two colours are one of four complementary pairs whose mixture is the same light
+grey, so every answer looks alike once the cells shrink below the model's perception (a 14 px ViT patch, 28 px per
+visual token). Measured in tests/test_patterns.py (14 px patch means): in the 16-token global view (~112 px, cells of
+2-4 px) the tile is an easy-to-find light-grey square but every patch mean is grey (within 4 levels); in a tight
+crop from the original (B1 at 36 tokens, cells of 26-36 px) patches are dominated by one colour; in the 256-token
+view (~448 px, cells of 9.5-15 px) and in looser crops (B2, 14-22 px) patches straddle cells and mix both colours,
+so the colours are only partly legible there. Known leak: a 3x3 tile has 5 cells of its first colour, so its mean
+is 170 +- 9 levels, not exactly grey. Whether a view is legible *to the model* is what the offline resolution
+selection (paper Sec. 3, Stage I) measures, by the model's own answers.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from lfpc.boxes import Box
 from lfpc.data.records import LETTERS, Sample
 from lfpc.data.scenery import add_grain, background, nested_boxes, pick, place
 
-GENERATOR_VERSION = 3  # bump whenever the output for the same parameters changes (invalidates cached datasets)
+GENERATOR_VERSION = 2  # bump whenever the output for the same parameters changes (invalidates cached datasets)
 
 # Four complementary pairs; each pair's mean colour is (170, 170, 170).
 COLOR_PAIRS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
@@ -35,10 +32,7 @@ COLOR_PAIRS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
 }
 PATTERNS = tuple(COLOR_PAIRS)
 CELL = (24, 32)            # px, ORIGINAL pixels: side of one checker cell
-CELLS = (6, 7)             # cells per tile side: a tile of 144-224 px, 2-3 patches across at 16 tokens
-# B2 and B3 around the tile: 1.5x and 2x, at most 6% and 9% of the image (a whole-image crop earns little IoU)
-CONTEXT_SCALES = (1.5, 2.0)
-CONTEXT_MAX_SHARES = (0.06, 0.09)
+CELLS = (3, 4)             # cells per tile side
 BACKGROUND_LEVELS = (55, 105)  # grey level of the clutter, darker than the tile's mean (170)
 DEFAULT_SIZE_RANGE = (896, 1152)
 
@@ -62,8 +56,8 @@ def make_pattern_sample(index: int, seed: int = 0, image_size: tuple[int, int] =
                         size_range: tuple[int, int] | None = DEFAULT_SIZE_RANGE) -> tuple[Image.Image, Sample]:
     """Render sample ``index`` of the tile task with ``seed``: its image and its record (see the module doc).
 
-    Options are the four colour pairs in a seeded random order; GT boxes are the tile padded by 2 px, then grown by
-    ``CONTEXT_SCALES`` within ``CONTEXT_MAX_SHARES`` of the image.
+    Options are the four colour pairs in a seeded random order; GT boxes are the tile padded by 2 px, then 2.5x and
+    6x (clipped to the image).
     """
     rng = np.random.default_rng([seed, index, 7])
     width, height = rng.integers(size_range[0], size_range[1] + 1, 2) if size_range else image_size
@@ -83,7 +77,7 @@ def make_pattern_sample(index: int, seed: int = 0, image_size: tuple[int, int] =
     sample_id = f"tile-{seed}-{index:06d}"
     sample = Sample(id=sample_id, image_path=f"images/{sample_id}.jpg",
                     question="Which two colors make up the checkered tile?", options=tuple(options),
-                    answer=LETTERS[options.index(pair)], boxes=nested_boxes([box], size, CONTEXT_SCALES, CONTEXT_MAX_SHARES), category="single",
+                    answer=LETTERS[options.index(pair)], boxes=nested_boxes([box], size), category="single",
                     source="synthetic-tile", image_size=size,
                     meta={"question_type": "tile_colors", "pattern": pair, "cells": cells, "cell": cell,
                           "targets": [{"shape": "tile", "box": list(box)}]})

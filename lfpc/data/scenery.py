@@ -13,7 +13,7 @@ from PIL import Image, ImageChops, ImageDraw
 from lfpc.boxes import Box, clip_box
 
 BOX_PAD = 2
-CONTEXT_SCALES = (2.5, 6.0)  # B2 and B3: B1 grown by these factors about its centre
+CONTEXT_SCALES = (2.5, 6.0)
 
 
 def pick(rng: np.random.Generator, items: Sequence, count: int | None = None):
@@ -74,22 +74,16 @@ def place(rng: np.random.Generator, size: tuple[int, int], footprint: tuple[floa
     return None
 
 
-def nested_boxes(targets: list[Box], size: tuple[int, int], scales: Sequence[float] = CONTEXT_SCALES,
-                 max_shares: Sequence[float] | None = None) -> tuple[Box, ...]:
-    """B1 = union of ``targets`` padded by BOX_PAD px, then B1 grown by each of ``scales`` (clipped). ``max_shares``:
-    for each grown box, the largest share of the image's area it may take (its growth factor is lowered to fit), so
-    context boxes stay a small part of the frame, as in human annotations of high-resolution images."""
+def nested_boxes(targets: list[Box], size: tuple[int, int]) -> tuple[Box, ...]:
+    """B1 = union of ``targets`` padded by BOX_PAD px, then B1 grown by each CONTEXT_SCALES factor (clipped)."""
     x1, y1 = min(b[0] for b in targets), min(b[1] for b in targets)
     x2, y2 = max(b[2] for b in targets), max(b[3] for b in targets)
     boxes = [clip_box((math.floor(x1) - BOX_PAD, math.floor(y1) - BOX_PAD,
                        math.ceil(x2) + BOX_PAD, math.ceil(y2) + BOX_PAD), size)]
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    b1_width, b1_height = boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1]
-    for k, scale in enumerate(scales):
-        if max_shares is not None:
-            scale = max(1.0, min(scale, math.sqrt(max_shares[k] * size[0] * size[1] / (b1_width * b1_height))))
-        hw, hh = b1_width * scale / 2, b1_height * scale / 2
+    for scale in CONTEXT_SCALES:
+        hw, hh = (boxes[0][2] - boxes[0][0]) * scale / 2, (boxes[0][3] - boxes[0][1]) * scale / 2
         grown = clip_box((math.floor(cx - hw), math.floor(cy - hh), math.ceil(cx + hw), math.ceil(cy + hh)), size)
-        if grown != boxes[-1]:  # equal only when the previous box already is the whole image (or B1 hits the cap)
+        if grown != boxes[-1]:  # equal only when the previous box already is the whole image
             boxes.append(grown)
     return tuple(tuple(float(v) for v in box) for box in boxes)  # type: ignore[misc]

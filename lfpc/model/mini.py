@@ -3,10 +3,8 @@
 The paper starts RL from an instruct model that already follows the tool format, roughly localises objects and
 reads what it sees well enough (Sec. 3). The mini model gets those abilities from a supervised curriculum on the
 tile task (:mod:`lfpc.data.patterns`), with the images shown at every level of the resolution pyramid the runs use:
-``read`` (a crop around the tile -> the answer), ``locate`` (the lowest-budget global view -> a zoom-in call on the
-tile, drawn many times from a pool of rendered views: pointing at the tile from the 16-token view is what the
-scripted curriculum teaches slowest), ``perceive`` (crops and global views -> the answer; a global view -> a zoom-in
-call on the tile), then ``act``: full episodes of an *imperfect* scripted teacher:
+``read`` (a crop around the tile -> the answer), ``perceive`` (crops and global views -> the answer; a global view
+-> a zoom-in call on the tile), then ``act``: full episodes of an *imperfect* scripted teacher:
 
 * half the time the teacher answers directly from the global view (right when the colours are legible there, a
   guess the model cannot learn better than chance when they are not), so RL has tool use to gain (Stage I);
@@ -16,10 +14,6 @@ call on the tile), then ``act``: full episodes of an *imperfect* scripted teache
 A last phase, ``direct``, interleaves those episodes with answers under the no-tool prompt (the probe of the offline
 resolution selection and the ``direct`` evaluation mode, paper Sec. 3), so the selection measures the model's answers
 rather than its malformed replies.
-
-Known limit: ``locate`` teaches pointing in short exchanges (a fresh model's greedy box beats the image centre's
-error ten times over after 600 steps), but the later phases overwrite that format, and in the agent's format the
-shipped model's greedy box is no closer to the tile than the image centre (NOTES.md, issue 26).
 
 The model is the real ``Qwen2_5_VLForConditionalGeneration`` at ~2M parameters (tokenizer trained locally on the
 project's prompts). ``python -m lfpc.model.mini --out models/mini`` regenerates the shipped weights from scratch
@@ -33,11 +27,10 @@ import functools
 import hashlib
 import json
 import math
-import multiprocessing
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -56,7 +49,7 @@ from lfpc.model.tiny import tiny_config, write_random_checkpoint
 from lfpc.model.tiny_tokenizer import build_tiny_tokenizer
 from lfpc.rollout.base import Context
 from lfpc.rollout.codec import ChatCodec
-from lfpc.vision.budget import downsample_pyramid, global_view
+from lfpc.vision.budget import downsample_pyramid
 
 RECIPE_FILE = "lfpc_mini_recipe.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -64,7 +57,7 @@ WEIGHTS_FILE = "model.safetensors"
 # Everything that determines the shipped weights. Changing any value changes the fingerprint, and the test that
 # checks the shipped folder fails until the weights are regenerated with `python -m lfpc.model.mini`.
 RECIPE: dict = {
-    "version": 2,
+    "version": 1,
     "seed": 0,
     # text: 4 layers x 4 heads of 32, rope_theta 10 and mrope [2, 7, 7] so the few image rows / columns (4 to 16)
     # of a small view get well-separated rotary angles (Qwen's 1e6 barely turns over 16 positions).
@@ -75,19 +68,16 @@ RECIPE: dict = {
                "fullatt_block_indexes": [1, 3]},
     "data": {"seed": 1000, "size_range": list(patterns.DEFAULT_SIZE_RANGE),
              "generator": {"cell": list(patterns.CELL), "cells": list(patterns.CELLS),
-                           "background": list(patterns.BACKGROUND_LEVELS),
-                           "context_scales": list(patterns.CONTEXT_SCALES),
-                           "context_max_shares": list(patterns.CONTEXT_MAX_SHARES)}},
-    "views": {"max_tokens": 256, "min_tokens": 16, "scale": 0.5 ** 0.5, "crop_max_tokens": 64},
-    "teacher": {"p_direct": 0.5, "p_miss": 0.15, "grow": [1.2, 2.0], "jitter": 0.2},
+                           "background": list(patterns.BACKGROUND_LEVELS)}},
+    "views": {"max_tokens": 256, "min_tokens": 16, "scale": 0.5 ** 0.5, "crop_max_tokens": 36},
+    "teacher": {"p_direct": 0.5, "p_miss": 0.15, "grow": [1.3, 3.5], "jitter": 0.35},
     "train": {"warmup_steps": 30, "weight_decay": 0.01, "max_grad_norm": 1.0},
-    # read crops first (crop -> answer), then locate (the 16-token view -> box: ~450 steps x 32 before the greedy box
-    # beats the centre guess), then see (crops and views -> answer, view -> box), then act (full teacher episodes),
-    # then answer without tools; reading crops alone learns ~10x faster than inside the mixture
-    "curriculum": [{"phase": "read", "steps": 200, "batch_size": 32, "lr": 1e-3},
-                   {"phase": "locate", "steps": 600, "batch_size": 32, "lr": 1e-3, "pool": 4096},
-                   {"phase": "perceive", "steps": 200, "batch_size": 32, "lr": 1e-3},
-                   {"phase": "act", "steps": 450, "batch_size": 16, "lr": 5e-4},
+    # read crops first (crop -> answer), then see (crops and views -> answer, view -> box), then act (full teacher
+    # episodes); reading crops alone learns ~10x faster than inside the mixture
+    "curriculum": [{"phase": "read", "steps": 300, "batch_size": 32, "lr": 1e-3},
+                   {"phase": "perceive", "steps": 300, "batch_size": 32, "lr": 1e-3},
+                   {"phase": "act", "steps": 150, "batch_size": 16, "lr": 5e-4},
+                   {"phase": "act", "steps": 300, "batch_size": 16, "lr": 5e-4},
                    {"phase": "direct", "steps": 150, "batch_size": 16, "lr": 3e-4}],
 }
 
@@ -163,22 +153,14 @@ class ImperfectTeacher:
         return context
 
 
-def pattern_example(recipe: dict, index: int, lowest: bool = False) -> tuple:
-    """Pattern sample ``index`` of the recipe's data seed as ``(index, image, sample, rng, display size)``: the level
-    of the resolution pyramid it is shown at is drawn per sample among the levels Stage I and the baseline show (the
-    lowest one with ``lowest``)."""
+def _pattern_example(recipe: dict, index: int) -> tuple:
+    """Pattern sample ``index`` of the recipe's data seed, its rng and the pyramid level (display size) it is shown
+    at (drawn per sample among the levels Stage I and the baseline show)."""
     views, data = recipe["views"], recipe["data"]
     image, sample = patterns.make_pattern_sample(index, data["seed"], size_range=tuple(data["size_range"]))
     rng = np.random.default_rng([recipe["seed"], index])
     levels = downsample_pyramid(sample.image_size, views["max_tokens"], views["scale"], views["min_tokens"])
-    return index, image, sample, rng, levels[-1] if lowest else levels[int(rng.integers(len(levels)))]
-
-
-def lowest_view_example(recipe: dict, index: int) -> tuple:
-    """:func:`pattern_example` at the pyramid's lowest level, with the global view in place of the original (small
-    enough to keep thousands in memory)."""
-    index, image, sample, rng, size = pattern_example(recipe, index, lowest=True)
-    return index, global_view(image, size), sample, rng, size
+    return image, sample, rng, levels[int(rng.integers(len(levels)))]
 
 
 def _single_turn(codec: ChatCodec, image, question: str, reply: str) -> Context:
@@ -189,66 +171,52 @@ def _single_turn(codec: ChatCodec, image, question: str, reply: str) -> Context:
     return context
 
 
-def _tile_call(sample: Sample, size: Size, rng: np.random.Generator) -> str:
-    """A zoom-in call on the tile's box padded by ~30%, in display ``size`` coordinates."""
-    target = scale_box(sample.boxes[0], sample.image_size, size)
-    return tool_call_text(ImperfectTeacher(0.0, 0.0, (1.3, 1.3), 0.0).box(target, size, rng))
-
-
-def _locate_exchange(codec: ChatCodec, view, sample: Sample, size: Size, rng: np.random.Generator) -> Context:
-    """A short exchange: the global ``view`` (display ``size``) -> a zoom-in call on the tile."""
-    question = f"{sample.question}\nThe image is {size[0]} x {size[1]} pixels. Zoom in on it."
-    return _single_turn(codec, view, question, _tile_call(sample, size, rng))
-
-
-def perception_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict, examples: Sequence[tuple],
+def perception_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict, start: int, count: int,
                      kinds: Sequence[str] = ("crop", "view", "locate")) -> list[Context]:
     """Short exchanges that teach seeing before acting (curriculum phases ``read`` and ``perceive``), cycling
-    through ``kinds`` by sample index: ``crop``, a teacher crop around the tile -> the answer; ``view``, the global
-    view at a pyramid level -> the answer (a guess where illegible); ``locate``, the global view -> a zoom-in call
-    on the tile's box padded by ~30%."""
+    through ``kinds``: ``crop``, a teacher crop around the tile -> the answer; ``view``, the global view at a pyramid
+    level -> the answer (a guess where illegible); ``locate``, the global view -> a zoom-in call on the tile's box
+    padded by ~30%."""
     contexts = []
-    for index, image, sample, rng, size in examples:
+    for index in range(start, start + count):
+        image, sample, rng, size = _pattern_example(recipe, index)
         env = CropEnvironment(sample, size, recipe["views"]["crop_max_tokens"], max_turns=1, original=image)
+        target = scale_box(sample.boxes[0], sample.image_size, size)
         kind = kinds[index % len(kinds)]
         if kind == "crop":
-            target = scale_box(sample.boxes[0], sample.image_size, size)
             box = ImperfectTeacher(0.0, 0.0, teacher.grow, teacher.jitter).box(target, size, rng)
             crop = env.step(tool_call_text(box)).image
             contexts.append(_single_turn(codec, crop, sample.question, sample.answer_text))
         elif kind == "view":
             contexts.append(_single_turn(codec, env.global_image(), sample.question, sample.answer_text))
         else:
-            contexts.append(_locate_exchange(codec, env.global_image(), sample, size, rng))
+            box = ImperfectTeacher(0.0, 0.0, (1.3, 1.3), 0.0).box(target, size, rng)
+            question = f"{sample.question}\nThe image is {size[0]} x {size[1]} pixels. Zoom in on it."
+            contexts.append(_single_turn(codec, env.global_image(), question, tool_call_text(box)))
     return contexts
 
 
-def locate_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict,
-                 examples: Sequence[tuple]) -> list[Context]:
-    """Curriculum phase ``locate``: :func:`lowest_view_example` views -> a zoom-in call on the tile."""
-    return [_locate_exchange(codec, view, sample, size, rng) for _, view, sample, rng, size in examples]
-
-
-def episode_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict,
-                  examples: Sequence[tuple]) -> list[Context]:
-    """Full teacher episodes (curriculum phase ``act``) on the ``examples``."""
+def episode_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict, start: int,
+                  count: int) -> list[Context]:
+    """Full teacher episodes (curriculum phase ``act``) on pattern samples ``start .. start+count-1``."""
     contexts = []
-    for _, image, sample, rng, size in examples:
+    for index in range(start, start + count):
+        image, sample, rng, size = _pattern_example(recipe, index)
         env = CropEnvironment(sample, size, recipe["views"]["crop_max_tokens"], max_turns=1, original=image)
         contexts.append(teacher.episode(codec, env, rng))
     return contexts
 
 
-def direct_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict,
-                 examples: Sequence[tuple]) -> list[Context]:
+def direct_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict, start: int,
+                 count: int) -> list[Context]:
     """Curriculum phase ``direct``: teacher episodes (odd indices) interleaved with answers under the no-tool
     prompt (even indices): the global view at a pyramid level -> the option's text (a guess where illegible)."""
     contexts = []
-    for example in examples:
-        index, image, sample, _, size = example
+    for index in range(start, start + count):
         if index % 2:
-            contexts.extend(episode_batch(codec, teacher, recipe, [example]))
+            contexts.extend(episode_batch(codec, teacher, recipe, index, 1))
             continue
+        image, sample, _, size = _pattern_example(recipe, index)
         env = CropEnvironment(sample, size, recipe["views"]["crop_max_tokens"], max_turns=0, original=image)
         context = codec.start(initial_messages(sample, size, tools=False), [env.global_image()])
         context.extend(codec.completion_ids(answer_reply(sample)), from_policy=True)
@@ -256,35 +224,8 @@ def direct_batch(codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict,
     return contexts
 
 
-PHASES = {"read": functools.partial(perception_batch, kinds=("crop",)), "locate": locate_batch,
-          "perceive": perception_batch, "act": episode_batch, "direct": direct_batch}
-
-
-def samples_used(phase: dict) -> int:
-    """How many pattern samples (consecutive indices) a curriculum phase draws: its pool for ``locate`` (drawn from
-    with replacement), else one new sample per example."""
-    examples = phase["steps"] * phase["batch_size"]
-    return min(phase["pool"], examples) if phase["phase"] == "locate" else examples
-
-
-def _phase_examples(recipe: dict, phase: dict, first_index: int, renderer) -> Iterator[list[tuple]]:
-    """The examples of each step of ``phase``, rendered by ``renderer`` (a process pool) one step ahead."""
-    size, steps = phase["batch_size"], phase["steps"]
-    if phase["phase"] == "locate":
-        pool = renderer.map(functools.partial(lowest_view_example, recipe),
-                            range(first_index, first_index + samples_used(phase)))
-        draw = np.random.default_rng([recipe["seed"], first_index])
-        for _ in range(steps):
-            yield [pool[int(i)] for i in draw.integers(len(pool), size=size)]
-        return
-    render: Callable = functools.partial(pattern_example, recipe)
-    pending = renderer.map_async(render, range(first_index, first_index + size))
-    for step in range(steps):
-        examples = pending.get()
-        if step + 1 < steps:
-            start = first_index + (step + 1) * size
-            pending = renderer.map_async(render, range(start, start + size))
-        yield examples
+PHASES = {"read": functools.partial(perception_batch, kinds=("crop",)), "perceive": perception_batch,
+          "act": episode_batch, "direct": direct_batch}
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -294,16 +235,15 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def _train_phase(model, codec: ChatCodec, teacher: ImperfectTeacher, recipe: dict, phase: dict,
-                 first_index: int, renderer) -> list[float]:
+                 first_index: int) -> list[float]:
     """Supervised steps of one curriculum phase (AdamW, warm-up then cosine); returns the per-step losses."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=phase["lr"], weight_decay=recipe["train"]["weight_decay"])
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, recipe["train"]["warmup_steps"], phase["steps"]))
-    make_batch, losses = PHASES[phase["phase"]], []
-    bar = tqdm(_phase_examples(recipe, phase, first_index, renderer), total=phase["steps"],
-               desc=f"mini pre-training: {phase['phase']}")
-    for examples in bar:
-        batch = make_batch(codec, teacher, recipe, examples)
+    make_batch, size, losses = PHASES[phase["phase"]], phase["batch_size"], []
+    bar = tqdm(range(phase["steps"]), desc=f"mini pre-training: {phase['phase']}")
+    for step in bar:
+        batch = make_batch(codec, teacher, recipe, first_index + step * size, size)
         loss = imitation_loss(model, batch, codec.pad_id, codec.image_pad_id)
         optimizer.zero_grad()
         loss.backward()
@@ -331,13 +271,12 @@ def _resume_point(init: Path, recipe: dict, curriculum: list[dict]) -> tuple[int
 
 
 def pretrain_mini(out_dir: str | Path, recipe: dict = RECIPE, steps: int | None = None,
-                  init: str | Path | None = None, workers: int = 2) -> Path:
+                  init: str | Path | None = None) -> Path:
     """Build the mini base and train it through the recipe's curriculum (each phase on new samples); write it, with
     its recipe record, to ``out_dir``. ``steps`` caps every phase's step count (a shorter run, recorded as such).
     ``init``: a mini folder that ran the first phases of this curriculum; training goes on from its weights with
     the next phase. Phases share no optimizer or RNG state and draw samples by index, so this ends where a run from
-    scratch ends (up to floating-point nondeterminism across machines). ``workers`` processes render the samples
-    (each seeded by its index: the weights do not depend on it)."""
+    scratch ends (up to floating-point nondeterminism across machines)."""
     out = Path(out_dir)
     curriculum = [dict(phase, steps=min(phase["steps"], steps) if steps is not None else phase["steps"])
                   for phase in recipe["curriculum"]]
@@ -352,12 +291,11 @@ def pretrain_mini(out_dir: str | Path, recipe: dict = RECIPE, steps: int | None 
         model = load_model(staging).train()
         teacher = ImperfectTeacher(**recipe["teacher"])
         start = time.time()
-        first_index = sum(samples_used(phase) for phase in curriculum[:skip])
-        with multiprocessing.get_context("spawn").Pool(workers) as renderer:  # no fork of a process running torch
-            for phase in curriculum[skip:]:
-                losses = _train_phase(model, codec, teacher, recipe, phase, first_index, renderer)
-                first_index += samples_used(phase)
-                final_losses.append([phase["phase"], float(np.mean(losses[-50:]))])
+        first_index = sum(phase["steps"] * phase["batch_size"] for phase in curriculum[:skip])
+        for phase in curriculum[skip:]:
+            losses = _train_phase(model, codec, teacher, recipe, phase, first_index)
+            first_index += phase["steps"] * phase["batch_size"]
+            final_losses.append([phase["phase"], float(np.mean(losses[-50:]))])
         model.save_pretrained(staging)
         record = {"recipe": recipe, "recipe_fingerprint": recipe_fingerprint(recipe),
                   "steps_run": [phase["steps"] for phase in curriculum], "final_losses": final_losses,
@@ -377,9 +315,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="cap every phase's step count (testing)")
     parser.add_argument("--init", type=Path, default=None,
                         help="a mini folder that ran the first phases of the recipe: go on from its weights")
-    parser.add_argument("--workers", type=int, default=2, help="processes rendering the samples")
     args = parser.parse_args(argv)
-    print(pretrain_mini(args.out, steps=args.steps, init=args.init, workers=args.workers))
+    print(pretrain_mini(args.out, steps=args.steps, init=args.init))
 
 
 if __name__ == "__main__":
