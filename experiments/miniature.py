@@ -31,20 +31,28 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from experiments.definitions import Definition
-from experiments.layout import load_manifest
+from experiments.layout import job_label, load_manifest
 from experiments.runs import eval_folders, job_cost, train_jobs
 from lfpc.evaluation import tables
 from lfpc.evaluation.bootstrap import (LEVEL, RESAMPLES, Interval, bootstrap_mean, bootstrap_paired_difference,
                                        per_question)
 from lfpc.evaluation.records import load_run_records
 from lfpc.evaluation.tables import Table
+from lfpc.training.curve import first_and_last_quarter
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE, STAGE1, STAGE2 = "baseline", "stage1", "stage2"  # the train steps (and eval labels) of miniature.yaml
 TABLE10 = "table10"  # the train step of miniature.yaml that sweeps Stage II's reward (its labels: table10[reward=...])
 TABLE10_REWARDS = {"iou": "conditional IoU", "iou_nothresh": "IoU without threshold", "none": "no IoU reward"}
+
+
+def table10_label(reward: str) -> str:
+    """The eval label of the Table 10 run with Stage II's ``reward`` (a job of the ``table10`` sweep)."""
+    return job_label(TABLE10, f"reward={reward}")
+
+
 NAMES = {BASELINE: "Baseline", STAGE1: "Stage I", STAGE2: "Stage II",
-         **{f"{TABLE10}[reward={reward}]": f"Stage II, {name}" for reward, name in TABLE10_REWARDS.items()}}
+         **{table10_label(reward): f"Stage II, {name}" for reward, name in TABLE10_REWARDS.items()}}
 CORE = (BASELINE, STAGE1, STAGE2)  # the models of Tables 1, 3 and 5
 MODES = ("pred", "gt", "noise", "direct")
 PANELS = {  # logged key -> panel title: the curves of Figures 5 and 6 the miniature logs
@@ -128,11 +136,6 @@ def format_interval(value: Interval | Mapping | None) -> str:
     return "–" if i is None else f"{i.value:.1f} [{i.low:.1f}, {i.high:.1f}]"
 
 
-def table10_label(reward: str) -> str:
-    """The eval label of the Table 10 run with Stage II's ``reward``."""
-    return f"{TABLE10}[reward={reward}]"
-
-
 def miniature_tables(summary: Mapping) -> list[Table]:
     """Tables 1, 3 and 5 (miniature) of a summary, one row per model of :data:`CORE` and budget, and Table 10, one row
     per Stage II reward and budget."""
@@ -203,8 +206,6 @@ def check_targets(summary: Mapping) -> list[Target]:
     def show(label: str, *path: str, budget: int = low) -> str:
         return f"{NAMES[label]} {format_interval(get(label, *path, budget=budget))}"
 
-    rows = {label: by_budget.get((label, low)) for label, _ in by_budget}
-
     at = f"at {low} tokens"
     b_acc, s1_acc, s2_acc = (get(x, "acc", "pred") for x in (BASELINE, STAGE1, STAGE2))
     b_drop, s1_drop = get(BASELINE, "drop"), get(STAGE1, "drop")
@@ -234,7 +235,7 @@ def check_targets(summary: Mapping) -> list[Target]:
                               f"{show(STAGE2, 'acc', 'pred')} vs {show(STAGE1, 'acc', 'pred')}: "
                               f"{s2_acc.value - s1_acc.value:+.1f}"))
     claim = f"Stage I accuracy {at} above chance: the interval's lower bound exceeds guessing among the options"
-    chance = (rows.get(STAGE1) or {}).get("chance")
+    chance = (by_budget.get((STAGE1, low)) or {}).get("chance")
     if s1_acc is None or chance is None:
         targets.append(Target(claim, None, "not evaluated (or no options)"))
     else:
@@ -286,12 +287,10 @@ def _figure6_target(dynamics: Mapping | None) -> Target:
 
 
 def quarter_means(frame, metric: str) -> list[float] | None:
-    """Means of the first and last quarter of a run's logged values of ``metric`` (None when never logged)."""
-    logged = frame[metric].dropna() if metric in frame else []
-    if len(logged) == 0:
-        return None
-    quarter = max(1, len(logged) // 4)
-    return [float(logged.head(quarter).mean()), float(logged.tail(quarter).mean())]
+    """Means of the first and last quarter of a run's logged values of ``metric``, as the learning curve takes them
+    (:func:`lfpc.training.curve.first_and_last_quarter`); None when never logged."""
+    logged = frame[metric].dropna().tolist() if metric in frame else []
+    return [float(v) for v in first_and_last_quarter(logged)] if logged else None
 
 
 def targets_text(targets: Sequence[Target]) -> str:
@@ -396,16 +395,18 @@ def collect_miniature(definition: Definition, runs_dir: Path, out: Path, resampl
         raise ValueError(f"{runs_dir}: the miniature evaluates one benchmark, found {benchmarks}")
     jobs = {job.label: job for job in train_jobs(definition, runs_dir)}
     out.mkdir(parents=True, exist_ok=True)
+    plotted = list(dict.fromkeys(label for _, labels in FIGURES.values() for label in labels))
+    missing = [label for label in plotted if label not in jobs]
+    if missing:
+        raise FileNotFoundError(f"{runs_dir}: no training run for {missing} (found {sorted(jobs)})")
+    frames = load_runs({label: jobs[label].dir for label in plotted})  # each run's metrics read once
     figures = {}
     for name, (title, labels) in FIGURES.items():
-        missing = [label for label in labels if label not in jobs]
-        if missing:
-            raise FileNotFoundError(f"{runs_dir}: no training run for {missing} (found {sorted(jobs)})")
         png = out / f"{name}.png"
-        write_figure(load_runs({NAMES[label]: jobs[label].dir for label in labels}), png, title, PANELS)
+        write_figure({NAMES[label]: frames[label] for label in labels}, png, title, PANELS)
         figures[name] = {"title": title, "png": str(png), "csv": str(png.with_suffix(".csv"))}
-    frames = load_runs({label: jobs[label].dir for label in (STAGE1, STAGE2)})
-    dynamics = {label: {metric: quarter_means(frame, metric) for metric in DYNAMICS} for label, frame in frames.items()}
+    dynamics = {label: {metric: quarter_means(frames[label], metric) for metric in DYNAMICS}
+                for label in (STAGE1, STAGE2)}
     costs = {label: job_cost(job) for label, job in jobs.items()}
     summary = {
         "title": definition.title, "benchmark": benchmarks[0],

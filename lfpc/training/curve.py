@@ -4,10 +4,17 @@ quarter (what `make train` prints at the end, so a run that does not learn is se
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import lightning as L
 
 TRACKED = ("reward/total", "reward/acc", "rollout/tool_calls")
+
+
+def first_and_last_quarter(values: Sequence[float]) -> tuple[float, float]:
+    """The mean of the first and of the last quarter of ``values`` (at least one value each; ``values`` not empty)."""
+    k = max(1, math.ceil(len(values) / 4))
+    return sum(values[:k]) / k, sum(values[-k:]) / k
 
 
 class LearningCurve(L.Callback):
@@ -34,8 +41,7 @@ class LearningCurve(L.Callback):
         result = {}
         for name, values in self.history.items():
             if values:
-                k = max(1, math.ceil(len(values) / 4))
-                first, last = sum(values[:k]) / k, sum(values[-k:]) / k
+                first, last = first_and_last_quarter(values)
                 result[name] = {"first_quarter": first, "last_quarter": last, "change": last - first,
                                 "steps": len(values)}
         return result
